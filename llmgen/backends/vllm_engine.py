@@ -1,0 +1,134 @@
+"""The vLLM backend: batched sampling with ``SamplingParams(n=...)`` and scoring via ``prompt_logprobs``.
+
+One engine per (model, dtype, LoRA setting) is kept per process, because starting an engine costs
+tens of seconds on CPU; ``close()`` shuts it down. On CPU the KV cache size comes from
+``VLLM_CPU_KVCACHE_SPACE`` (GiB); we default it to 2 so the engine fits beside an HF model in 24 GiB.
+Scripts that use this backend need an ``if __name__ == "__main__":`` guard: the engine starts a
+subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmgen.backends.base import Backend, Completion, LoglikelihoodResult, SamplingConfig
+from llmgen.errors import LlmgenError
+
+_ENGINES: dict[tuple, Any] = {}
+
+
+def _engine(path: str, dtype: str, enable_lora: bool, max_lora_rank: int, seed: int,
+            tensor_parallel_size: int, max_model_len: int | None, gpu_memory_utilization: float):
+    key = (path, dtype, enable_lora, max_lora_rank, tensor_parallel_size, max_model_len)
+    if key not in _ENGINES:
+        import torch
+
+        # CPU: torch.compile warm-up costs a minute per engine start and buys little for small
+        # models; GPU keeps CUDA graphs and compilation.
+        enforce_eager = not torch.cuda.is_available()
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(model=path, dtype=dtype, seed=seed, enable_lora=enable_lora,
+                                      tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=False,
+                                      enforce_eager=enforce_eager)
+        if enable_lora:
+            kwargs["max_lora_rank"] = max_lora_rank
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        import torch
+
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        _ENGINES[key] = LLM(**kwargs)
+    return _ENGINES[key]
+
+
+def _lora_rank(adapter: str) -> int:
+    import json
+
+    cfg = Path(adapter) / "adapter_config.json"
+    if not cfg.is_file():
+        raise LlmgenError(f"adapter folder has no adapter_config.json: {adapter}")
+    return int(json.loads(cfg.read_text()).get("r", 16))
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", seed: int = 0,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = 2048,
+                 gpu_memory_utilization: float = 0.85, **_: Any) -> None:
+        super().__init__(model, adapter, dtype)
+        rank = max(8, _lora_rank(adapter)) if adapter else 16
+        self._key_args = (self.model_path, dtype, adapter is not None, rank, seed, tensor_parallel_size,
+                          max_model_len, gpu_memory_utilization)
+        self.llm = _engine(*self._key_args)
+        self._lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest("adapter", 1, str(Path(adapter).resolve()))
+
+    @property
+    def tokenizer(self):
+        return self.llm.get_tokenizer()
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None, seed=sampling.seed, logprobs=0,
+        )
+        tok = self.tokenizer
+        inputs = [{"prompt_token_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+        outs = self.llm.generate(inputs, params, lora_request=self._lora, use_tqdm=False)
+        results = []
+        for out in outs:
+            comps = []
+            for c in out.outputs:
+                lps = [float(d[t].logprob) if d and t in d else float("nan")
+                       for t, d in zip(c.token_ids, c.logprobs or [None] * len(c.token_ids), strict=False)]
+                comps.append(Completion(text=c.text, token_ids=list(c.token_ids), logprobs=lps,
+                                        finish_reason="stop" if c.finish_reason == "stop" else "length"))
+            results.append(comps)
+        return results
+
+    def loglikelihood_tokens(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[LoglikelihoodResult]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        inputs = [{"prompt_token_ids": list(c) + list(x)} for c, x in requests]
+        outs = self.llm.generate(inputs, params, lora_request=self._lora, use_tqdm=False)
+        results = []
+        for (ctx, cont), out in zip(requests, outs, strict=True):
+            plp = out.prompt_logprobs
+            if plp is None:
+                raise LlmgenError("vLLM returned no prompt logprobs (is prompt_logprobs supported with this LoRA/vLLM version?)")
+            token_lps, greedy = [], True
+            for pos, token in enumerate(cont, start=len(ctx)):
+                entry = plp[pos][token]
+                token_lps.append(float(entry.logprob))
+                greedy = greedy and entry.rank == 1
+            results.append(LoglikelihoodResult(sum(token_lps), len(cont), greedy, token_lps))
+        return results
+
+    def close(self) -> None:
+        """Shut down this backend's engine (shared engines of the same key go with it)."""
+        key = (self._key_args[0], self._key_args[1], self._key_args[2], self._key_args[3],
+               self._key_args[5], self._key_args[6])
+        llm = _ENGINES.pop(key, None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:
+                pass
+            del llm
+        import gc
+
+        gc.collect()

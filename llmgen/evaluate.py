@@ -1,0 +1,254 @@
+"""``llmgen eval``: run tasks against a backend, write a run folder, resume from the request cache.
+
+Everything that can be wrong with the request (unknown task, missing file, k > n, greedy with
+n > 1, ...) is checked before the model is loaded, so a bad command fails in a second, not after
+a minute of engine start-up, and leaves no run folder behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmgen.backends import Backend, SamplingConfig, get_backend
+from llmgen.cache import RequestCache, request_key
+from llmgen.errors import LlmgenError
+from llmgen.evals.passk import default_ks, pass_at_k
+from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.models import cache_dir
+from llmgen.tasks import Renderer, Task, get_task
+
+
+@dataclass
+class EvalConfig:
+    """What ``llmgen eval`` runs. ``model_args`` go to the backend (dtype, adapter, ...)."""
+
+    model: str = "default"
+    backend: str = "hf"
+    tasks: list[str] = field(default_factory=lambda: ["arithmetic"])
+    model_args: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    batch_size: int = 16
+    num_samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int | None = None
+    seed: int = 0
+    ks: list[int] | None = None
+    num_fewshot: int | None = None
+    apply_chat_template: bool = False
+    output_dir: str | None = None
+    log_samples: bool = True
+    cache: str | None = "auto"  # "auto" → <cache_dir>/requests.sqlite; None → no cache
+
+
+def resolve_tasks(config: EvalConfig) -> list[Task]:
+    if not config.tasks:
+        raise LlmgenError("no tasks given (--tasks)")
+    tasks = [get_task(name) for name in config.tasks]
+    if config.limit is not None:
+        if config.limit < 1:
+            raise LlmgenError(f"--limit must be >= 1, got {config.limit}")
+        for t in tasks:
+            t.docs = t.docs[: config.limit]
+    return tasks
+
+
+def sampling_for(task: Task, config: EvalConfig) -> SamplingConfig:
+    return SamplingConfig(n=config.num_samples, temperature=config.temperature, top_p=config.top_p,
+                          max_tokens=config.max_tokens or task.max_tokens, stop=task.stop, seed=config.seed)
+
+
+def ks_for(config: EvalConfig) -> list[int]:
+    ks = config.ks or default_ks(config.num_samples)
+    for k in ks:
+        if k > config.num_samples:
+            raise LlmgenError(f"pass@{k} needs at least {k} samples per problem, got --num-samples {config.num_samples}")
+        if k < 1:
+            raise LlmgenError(f"pass@k needs k >= 1, got {k}")
+    return sorted(set(ks))
+
+
+def validate(config: EvalConfig) -> list[Task]:
+    """All checks that need no model: tasks, sampling, k values, backend name."""
+    from llmgen.backends import BACKENDS
+
+    if config.backend not in BACKENDS:
+        raise LlmgenError(f"unknown backend {config.backend!r} (known: {', '.join(BACKENDS)})")
+    if config.batch_size < 1:
+        raise LlmgenError(f"--batch-size must be >= 1, got {config.batch_size}")
+    tasks = resolve_tasks(config)
+    for t in tasks:
+        sampling_for(t, config)
+    ks_for(config)
+    return tasks
+
+
+def _open_cache(config: EvalConfig) -> RequestCache:
+    if config.cache is None:
+        return RequestCache(None)
+    return RequestCache(cache_dir() / "requests.sqlite" if config.cache == "auto" else config.cache)
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+def cached_generate(backend: Backend, prompts: Sequence[str], sampling: SamplingConfig, cache: RequestCache,
+                    chunk: int = 64, on_chunk: Callable[[int], None] | None = None) -> list[list[dict]]:
+    """Generate through the cache: only prompts not in it are sent to the backend, in chunks."""
+    keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="generate", prompt=p,
+                        sampling=sampling.to_dict()) for p in prompts]
+    found = cache.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    if on_chunk:
+        on_chunk(len(prompts) - len(todo))
+    for rng in _chunks(len(todo), chunk):
+        idx = [todo[i] for i in rng]
+        outs = backend.generate([prompts[i] for i in idx], sampling)
+        new = {keys[i]: [{"text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
+                          "logprob": float(sum(c.logprobs))} for c in comps] for i, comps in zip(idx, outs, strict=True)}
+        cache.put_many(new)
+        found.update(new)
+        if on_chunk:
+            on_chunk(len(idx))
+    return [found[k] for k in keys]
+
+
+def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cache: RequestCache, chunk: int = 128,
+                         on_chunk: Callable[[int], None] | None = None) -> list[dict]:
+    keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="loglikelihood", pair=list(p)) for p in pairs]
+    found = cache.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    if on_chunk:
+        on_chunk(len(pairs) - len(todo))
+    for rng in _chunks(len(todo), chunk):
+        idx = [todo[i] for i in rng]
+        outs = backend.loglikelihood([pairs[i] for i in idx])
+        new = {keys[i]: {"logprob": r.logprob, "num_tokens": r.num_tokens, "is_greedy": r.is_greedy}
+               for i, r in zip(idx, outs, strict=True)}
+        cache.put_many(new)
+        found.update(new)
+        if on_chunk:
+            on_chunk(len(idx))
+    return [found[k] for k in keys]
+
+
+def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+                  renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
+    """Score one task; returns (aggregate metrics, per-example rows)."""
+    prompts = [backend.format_prompt(task.build_prompt(d, renderer, config.num_fewshot), config.apply_chat_template)
+               for d in task.docs]
+    bar = progress.add_task(task.name, total=len(task.docs)) if progress is not None else None
+
+    def advance(n: int) -> None:
+        if progress is not None and n:
+            progress.advance(bar, n)
+
+    rows: list[dict] = []
+    if task.output_type == "generate":
+        sampling = sampling_for(task, config)
+        outs = cached_generate(backend, prompts, sampling, cache, chunk=max(64, config.batch_size * 4), on_chunk=advance)
+        ks = ks_for(config) if "pass@k" in task.metrics else []
+        for i, (doc, prompt, comps) in enumerate(zip(task.docs, prompts, outs, strict=True)):
+            correct = [task.is_correct(c["text"], doc) for c in comps]
+            metrics: dict[str, float] = {}
+            if "exact_match" in task.metrics or "contains" in task.metrics:
+                metrics["exact_match" if "exact_match" in task.metrics else "contains"] = sum(correct) / len(correct)
+            for k in ks:
+                metrics[f"pass@{k}"] = pass_at_k(len(correct), sum(correct), k)
+            rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
+                         "responses": [c["text"] for c in comps], "correct": correct, "metrics": metrics})
+    else:
+        pairs, spans = [], []
+        for doc, prompt in zip(task.docs, prompts, strict=True):
+            choices = task.choices_of(doc)
+            spans.append((len(pairs), len(choices)))
+            pairs += [(prompt, " " + c) for c in choices]
+        scores = cached_loglikelihood(backend, pairs, cache, on_chunk=None)
+        for i, (doc, prompt, (s, n)) in enumerate(zip(task.docs, prompts, spans, strict=True)):
+            choices = task.choices_of(doc)
+            lps = [scores[s + j]["logprob"] for j in range(n)]
+            norm = [lp / max(1, len(c)) for lp, c in zip(lps, choices, strict=True)]
+            pred, pred_norm = max(range(n), key=lps.__getitem__), max(range(n), key=norm.__getitem__)
+            gold = task.target_of(doc)
+            if gold not in choices:
+                raise LlmgenError(f"task {task.name!r}: example {i} target {gold!r} is not among its choices")
+            rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": gold, "responses": [choices[pred]],
+                         "choice_logprobs": lps,
+                         "metrics": {"acc": float(choices[pred] == gold), "acc_norm": float(choices[pred_norm] == gold)}})
+            advance(1)
+    names = sorted({m for r in rows for m in r["metrics"]}, key=lambda m: (m.startswith("pass@"), len(m), m))
+    agg = {m: sum(r["metrics"][m] for r in rows) / len(rows) for m in names}
+    return agg, rows
+
+
+def uncertainty(rows: list[dict], metric: str, seed: int) -> dict[str, float]:
+    """Standard error and bootstrap interval of a metric from its per-example values."""
+    from llmgen.evals.stats import summarize
+
+    return summarize([r["metrics"][metric] for r in rows], seed=seed)
+
+
+def versions() -> dict[str, str]:
+    import importlib
+
+    out = {"python": platform.python_version()}
+    for mod in ("llmgen", "torch", "transformers", "vllm", "peft", "accelerate"):
+        try:
+            out[mod] = importlib.import_module(mod).__version__
+        except Exception:
+            pass
+    return out
+
+
+def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate every task; write ``config.json``, ``results.json``, ``samples.jsonl`` to the run folder."""
+    tasks = validate(config)
+    t0 = time.time()
+    own_backend = backend is None
+    if backend is None:
+        backend = get_backend(config.backend, config.model, **config.model_args)
+    t_load = time.time() - t0
+    cache = _open_cache(config)
+    results: dict[str, dict[str, Any]] = {}
+    all_rows: list[dict] = []
+    timings = {"load_s": round(t_load, 2)}
+    try:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      disable=not show_progress, transient=False) as progress:
+            for task in tasks:
+                t1 = time.time()
+                agg, rows = evaluate_task(backend, task, config, cache, progress=progress)
+                results[task.name] = agg
+                results[task.name]["_uncertainty"] = {m: uncertainty(rows, m, config.seed) for m in agg}
+                timings[f"{task.name}_s"] = round(time.time() - t1, 2)
+                all_rows += rows
+    finally:
+        cache_stats = {"hits": cache.hits, "misses": cache.misses, "path": str(cache.path) if cache.path else None}
+        cache.close()
+        if own_backend and backend is not None:
+            backend.close()
+    timings["total_s"] = round(time.time() - t0, 2)
+    out = {
+        "config": asdict(config), "model": config.model, "backend": backend.describe(), "versions": versions(),
+        "seed": config.seed, "timings": timings, "cache": cache_stats,
+        "results": {t: {m: v for m, v in r.items() if m != "_uncertainty"} for t, r in results.items()},
+        "uncertainty": {t: r["_uncertainty"] for t, r in results.items()},
+        "n_samples": {t.name: len(t.docs) for t in tasks}, "tasks": {t.name: t.describe() for t in tasks},
+    }
+    if config.output_dir:
+        run = Path(config.output_dir)
+        atomic_write_json(run / "config.json", asdict(config))
+        if config.log_samples:
+            atomic_write_jsonl(run / "samples.jsonl", all_rows)
+        atomic_write_json(run / "results.json", out)
+    out["samples"] = all_rows
+    return out
