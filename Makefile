@@ -23,7 +23,8 @@ run: install
 	$(BIN)/llmgen eval --model default --backend vllm --tasks arithmetic --limit 40 --num-samples 4 --temperature 0.8 --output-dir runs/default-arithmetic
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	bash scripts/install_test_deps.sh
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: install
 	$(BIN)/ruff check .
