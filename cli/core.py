@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -51,24 +51,24 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         model: Annotated[str, typer.Option(help="'default', a local folder, a .gguf file or a hub id")] = "default",
-        model_args: Annotated[Optional[str], typer.Option(help="backend args: key=value,... or JSON (dtype, adapter, ...)")] = None,
+        model_args: Annotated[str | None, typer.Option(help="backend args: key=value,... or JSON (dtype, adapter, ...)")] = None,
         backend: Annotated[str, typer.Option(help="hf or vllm")] = "hf",
         tasks: Annotated[str, typer.Option(help="comma-separated task names or task files (.yaml/.jsonl)")] = "arithmetic",
-        limit: Annotated[Optional[int], typer.Option(help="evaluate only the first N examples of each task")] = None,
+        limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of each task")] = None,
         batch_size: Annotated[int, typer.Option()] = 16,
         num_samples: Annotated[int, typer.Option(help="completions per prompt (n)")] = 1,
         temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
         top_p: Annotated[float, typer.Option()] = 1.0,
-        max_tokens: Annotated[Optional[int], typer.Option()] = None,
+        max_tokens: Annotated[int | None, typer.Option()] = None,
         seed: Annotated[int, typer.Option()] = 0,
-        k: Annotated[Optional[str], typer.Option("--k", help="pass@k values, comma-separated (default 1,2,4..n)")] = None,
-        num_fewshot: Annotated[Optional[int], typer.Option()] = None,
+        k: Annotated[str | None, typer.Option("--k", help="pass@k values, comma-separated (default 1,2,4..n)")] = None,
+        num_fewshot: Annotated[int | None, typer.Option()] = None,
         apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template")] = False,
-        output_dir: Annotated[Optional[str], typer.Option(help="run folder for config/results/samples")] = None,
+        output_dir: Annotated[str | None, typer.Option(help="run folder for config/results/samples")] = None,
         log_samples: Annotated[bool, typer.Option("--log-samples/--no-log-samples")] = True,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the request cache")] = False,
-        formats: Annotated[Optional[int], typer.Option("--formats", help="evaluate in K plausible prompt formats")] = None,
-        format_budget: Annotated[Optional[int], typer.Option("--format-budget", help="bandit evaluation budget E for --formats")] = None,
+        formats: Annotated[int | None, typer.Option("--formats", help="evaluate in K plausible prompt formats")] = None,
+        format_budget: Annotated[int | None, typer.Option("--format-budget", help="bandit evaluation budget E for --formats")] = None,
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
         from llmgen.evaluate import EvalConfig, run_eval, validate

@@ -141,5 +141,5 @@ class Backend(ABC):
         return {"backend": self.name, "model": self.model_name, "model_path": self.model_path,
                 "adapter": self.adapter, "dtype": self.dtype, "fingerprint": self.fingerprint}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release the model (and for vLLM, the engine process)."""

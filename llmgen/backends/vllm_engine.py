@@ -20,32 +20,29 @@ from llmgen.errors import LlmgenError
 _ENGINES: dict[tuple, Any] = {}
 
 
-def _engine(path: str, dtype: str, enable_lora: bool, max_lora_rank: int, seed: int,
-            tensor_parallel_size: int, max_model_len: int | None, gpu_memory_utilization: float):
-    key = (path, dtype, enable_lora, max_lora_rank, tensor_parallel_size, max_model_len)
+def _engine(settings: dict[str, Any]):
+    """The engine for these settings, started on first use and shared afterwards."""
+    key = tuple(sorted((k, repr(v)) for k, v in settings.items()))
     if key not in _ENGINES:
         import torch
 
-        # CPU: torch.compile warm-up costs a minute per engine start and buys little for small
-        # models; GPU keeps CUDA graphs and compilation.
-        enforce_eager = not torch.cuda.is_available()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
-        kwargs: dict[str, Any] = dict(model=path, dtype=dtype, seed=seed, enable_lora=enable_lora,
-                                      tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=False,
-                                      enforce_eager=enforce_eager)
-        if enable_lora:
-            kwargs["max_lora_rank"] = max_lora_rank
-        if max_model_len:
-            kwargs["max_model_len"] = max_model_len
-        import torch
-
-        if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        _ENGINES[key] = LLM(**kwargs)
-    return _ENGINES[key]
+        kwargs = {k: v for k, v in settings.items() if v is not None}
+        # CPU: torch.compile warm-up costs a minute per engine start and buys little for small
+        # models; GPU keeps CUDA graphs and compilation.
+        kwargs.setdefault("enforce_eager", not torch.cuda.is_available())
+        if not torch.cuda.is_available():
+            kwargs.pop("gpu_memory_utilization", None)
+        if not kwargs.get("enable_lora"):
+            kwargs.pop("max_lora_rank", None)
+        try:
+            _ENGINES[key] = LLM(**kwargs)
+        except TypeError as e:
+            raise LlmgenError(f"bad vLLM engine argument: {e}") from None
+    return key, _ENGINES[key]
 
 
 _LORA_FALLBACK_WARNED = False
@@ -75,12 +72,14 @@ class VLLMBackend(Backend):
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", seed: int = 0,
                  tensor_parallel_size: int = 1, max_model_len: int | None = 2048,
-                 gpu_memory_utilization: float = 0.85, **_: Any) -> None:
+                 gpu_memory_utilization: float = 0.85, **engine_kwargs: Any) -> None:
+        """``engine_kwargs`` go to ``vllm.LLM`` as they are (e.g. ``data_parallel_size``, ``enforce_eager``)."""
         super().__init__(model, adapter, dtype)
-        rank = max(8, _lora_rank(adapter)) if adapter else 16
-        self._key_args = (self.model_path, dtype, adapter is not None, rank, seed, tensor_parallel_size,
-                          max_model_len, gpu_memory_utilization)
-        self.llm = _engine(*self._key_args)
+        settings = dict(model=self.model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
+                        max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                        enable_prefix_caching=False, enable_lora=adapter is not None,
+                        max_lora_rank=max(8, _lora_rank(adapter)) if adapter else None, **engine_kwargs)
+        self._engine_key, self.llm = _engine(settings)
         self._lora = None
         if adapter:
             from vllm.lora.request import LoRARequest
@@ -140,10 +139,8 @@ class VLLMBackend(Backend):
         return results
 
     def close(self) -> None:
-        """Shut down this backend's engine (shared engines of the same key go with it)."""
-        key = (self._key_args[0], self._key_args[1], self._key_args[2], self._key_args[3],
-               self._key_args[5], self._key_args[6])
-        llm = _ENGINES.pop(key, None)
+        """Shut down this backend's engine (other backends sharing the engine lose it too)."""
+        llm = _ENGINES.pop(self._engine_key, None)
         if llm is not None:
             try:
                 llm.llm_engine.engine_core.shutdown()
