@@ -87,7 +87,9 @@ def register(app: typer.Typer) -> None:
             from llmgen.format_eval import run_format_eval
 
             validate(config)
-            out = run_format_eval(config, num_formats=formats, budget=format_budget)
+            run_format_eval(config, num_formats=formats, budget=format_budget)
+            if output_dir:
+                typer.echo(f"wrote {output_dir}/results.json")
             return
         from llmgen.models import resolve_model
 

@@ -1,0 +1,96 @@
+"""``llmgen compare`` and ``llmgen report``: statistics across runs and a static HTML report.
+
+Logic lives in ``llmgen.analysis`` and ``llmgen.report``; this module only parses options and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _pct(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more run folders; the first is the baseline."),
+    task: str = typer.Option(None, "--task", help="Task to compare (needed when runs share several)."),
+    metric: list[str] = typer.Option(None, "--metric", help="Metric(s) to compare (default: all shared)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap resampling."),
+    resamples: int = typer.Option(10_000, help="Bootstrap resamples."),
+    confidence: float = typer.Option(0.95, help="Confidence level of the intervals."),
+    show_flips: int = typer.Option(10, "--show-flips", help="Flipped examples to print per pair (0: none)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the comparison to this JSON file."),
+) -> None:
+    """Compare runs of one task on the same examples: paired bootstrap, McNemar, flipped examples."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from llmgen.analysis import compare_runs
+    from llmgen.errors import LlmgenError
+    from llmgen.io import atomic_write_json
+
+    if resamples < 1:
+        raise LlmgenError(f"--resamples must be >= 1, got {resamples}")
+    cmp = compare_runs(list(runs), task=task, metrics=metric or None, seed=seed, n_resamples=resamples,
+                       confidence=confidence)
+    console = Console()
+    level = f"{confidence:.0%}"
+    table = Table(title=f"{cmp.task}: {cmp.n_examples} shared examples (mean [{level} CI])")
+    table.add_column("metric")
+    for name in cmp.runs:
+        table.add_column(name, justify="right")
+    for m in cmp.metrics:
+        cells = [f"{_pct(s['mean'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
+                 for s in (cmp.summaries[name][m] for name in cmp.runs)]
+        table.add_row(m, *cells)
+    console.print(table)
+
+    tests = Table(title=f"paired tests against {cmp.runs[0]} (difference = run - baseline)")
+    for col in ("run", "metric", "diff", f"{level} CI", "p (bootstrap)", "gained/lost", "p (McNemar)"):
+        tests.add_column(col, justify="right" if col not in ("run", "metric") else "left")
+    for t in cmp.tests:
+        b = t.bootstrap
+        mc = t.mcnemar
+        tests.add_row(t.other, t.metric, f"{b.diff:+.4g}", f"[{b.ci_low:+.4g}, {b.ci_high:+.4g}]", f"{b.p_value:.3g}",
+                      f"{mc.b}/{mc.c}" if mc else "-", f"{mc.p_value:.3g} ({mc.method})" if mc else "-")
+    console.print(tests)
+    console.print("gained/lost: examples wrong→right / right→wrong against the baseline (0/1 metrics).")
+
+    if show_flips > 0:
+        for t in cmp.tests:
+            if not (t.gained or t.lost):
+                continue
+            console.print(f"\n[bold]{t.metric}: {t.other} vs {t.baseline}[/bold]  "
+                          f"{len(t.gained)} gained, {len(t.lost)} lost")
+            for label, ids in (("gained", t.gained), ("lost", t.lost)):
+                for doc_id in ids[:show_flips]:
+                    row = cmp.rows[t.other][doc_id]
+                    base_resp = (cmp.rows[t.baseline][doc_id].get("responses") or [""])[0]
+                    resp = (row.get("responses") or [""])[0]
+                    console.print(f"  {label} doc {doc_id}: target={str(row.get('target', ''))[:60]!r} "
+                                  f"{t.baseline}={str(base_resp)[:60]!r} {t.other}={str(resp)[:60]!r}",
+                                  markup=False, highlight=False)
+    if json_out is not None:
+        atomic_write_json(json_out, cmp.as_dict())
+        console.print(f"wrote {json_out}")
+
+
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders to include."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
+    max_samples: int = typer.Option(1000, "--max-samples", help="Rows shown per samples file."),
+    title: str = typer.Option("llmgen report", help="Page title."),
+) -> None:
+    """Write one self-contained static HTML report (no network; images embedded) for the runs."""
+    from llmgen.report import write_report
+
+    path = write_report(list(runs), output, max_samples=max_samples, title=title)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+    app.command("report")(report)

@@ -1,0 +1,139 @@
+"""Statistics for evaluation scores: checked against scipy, hand-computed values and simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from llmgen.errors import LlmgenError
+from llmgen.evals.stats import (
+    bootstrap_ci,
+    is_binary,
+    mcnemar,
+    mcnemar_counts,
+    paired_bootstrap,
+    standard_error,
+    summarize,
+    summarize_metrics,
+)
+
+
+def test_standard_error_matches_scipy_sem():
+    x = np.random.default_rng(0).normal(size=37)
+    assert standard_error(x) == pytest.approx(float(sps.sem(x)))
+    assert math.isnan(standard_error([1.0]))
+    # 0/1 outcomes: sqrt(p(1-p)/(n-1)) with the ddof=1 variance
+    assert standard_error([1, 0, 1, 1]) == pytest.approx(math.sqrt(0.75 * 0.25 / 3))
+
+
+def test_bootstrap_ci_is_seeded_and_configurable():
+    x = np.random.default_rng(1).exponential(size=60)
+    assert bootstrap_ci(x, seed=3) == bootstrap_ci(x, seed=3)
+    assert bootstrap_ci(x, seed=3) != bootstrap_ci(x, seed=4)
+    low, high = bootstrap_ci(x, n_resamples=5000, seed=0)
+    assert low < x.mean() < high
+    narrow = bootstrap_ci(x, confidence=0.5, n_resamples=5000, seed=0)
+    assert low < narrow[0] < narrow[1] < high
+    with pytest.raises(LlmgenError):
+        bootstrap_ci(x, confidence=1.5)
+    with pytest.raises(LlmgenError):
+        bootstrap_ci([], seed=0)
+
+
+def test_bootstrap_ci_agrees_with_scipy_percentile_bootstrap():
+    x = np.random.default_rng(2).normal(3.0, 2.0, size=80)
+    ours = bootstrap_ci(x, n_resamples=20_000, seed=0)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile", random_state=0).confidence_interval
+    assert ours[0] == pytest.approx(ref.low, abs=0.05)
+    assert ours[1] == pytest.approx(ref.high, abs=0.05)
+
+
+def test_bootstrap_ci_covers_true_mean_at_nominal_rate():
+    """200 synthetic data sets of 50 draws from N(0.3, 1): a 90% interval should cover 0.3 ~90% of the time."""
+    rng = np.random.default_rng(123)
+    reps, true_mean = 200, 0.3
+    covered = 0
+    for rep in range(reps):
+        x = rng.normal(true_mean, 1.0, size=50)
+        low, high = bootstrap_ci(x, confidence=0.90, n_resamples=1000, seed=rep)
+        covered += low <= true_mean <= high
+    rate = covered / reps
+    # binomial sd at 0.9 over 200 reps is ~0.021; the percentile bootstrap runs slightly narrow
+    assert 0.83 <= rate <= 0.96, rate
+
+
+def test_summarize_shape_and_nan_handling():
+    s = summarize([1, 0, 1, 1, float("nan")], seed=0, n_resamples=500)
+    assert set(s) == {"mean", "stderr", "ci_low", "ci_high", "n"}
+    assert s["n"] == 4 and s["mean"] == pytest.approx(0.75)
+    assert s["ci_low"] <= s["mean"] <= s["ci_high"]
+    empty = summarize([float("nan")])
+    assert empty["n"] == 0 and math.isnan(empty["mean"])
+    both = summarize_metrics([{"exact_match": 1, "pass@1": 0.5, "note": "x"}, {"exact_match": 0, "pass@1": 0.25}],
+                             n_resamples=100)
+    assert set(both) == {"exact_match", "pass@1"}
+    assert both["pass@1"]["mean"] == pytest.approx(0.375)
+
+
+def test_mcnemar_exact_hand_value_and_scipy_binomtest():
+    # b=3, c=10: p = 2 * sum_{k<=3} C(13,k) / 2^13 = 2 * 378 / 8192
+    r = mcnemar_counts(3, 10)
+    assert r.method == "exact"
+    assert r.p_value == pytest.approx(756 / 8192)
+    assert r.p_value == pytest.approx(sps.binomtest(3, 13, 0.5).pvalue)
+    assert mcnemar_counts(5, 5).p_value == pytest.approx(1.0)
+    assert mcnemar_counts(0, 0).p_value == 1.0
+
+
+def test_mcnemar_chi2_hand_value():
+    # b=10, c=30: (|10-30| - 1)^2 / 40 = 9.025; chi2(1) survival = erfc(sqrt(x/2))
+    r = mcnemar_counts(10, 30)
+    assert r.method == "chi2"
+    assert r.statistic == pytest.approx(9.025)
+    assert r.p_value == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))
+    assert r.p_value == pytest.approx(float(sps.chi2.sf(9.025, 1)))
+    # forcing the exact test on large counts agrees with scipy's binomial test
+    assert mcnemar_counts(10, 30, exact=True).p_value == pytest.approx(sps.binomtest(10, 40, 0.5).pvalue)
+
+
+def test_mcnemar_from_outcomes_counts_discordant_pairs():
+    a = [1, 1, 1, 0, 0, 1, 0, 1]
+    b = [1, 0, 0, 0, 1, 1, 0, 0]
+    r = mcnemar(a, b)
+    assert (r.b, r.c) == (3, 1)
+    assert r.p_value == pytest.approx(sps.binomtest(1, 4, 0.5).pvalue)
+    with pytest.raises(LlmgenError):
+        mcnemar([0.5, 1], [0, 1])
+    with pytest.raises(LlmgenError):
+        mcnemar([1, 0], [1])
+    assert is_binary([0, 1, 1.0]) and not is_binary([0, 0.5])
+
+
+def test_paired_bootstrap_against_scipy_and_paired_t():
+    rng = np.random.default_rng(7)
+    difficulty = rng.normal(size=200)
+    a = difficulty + rng.normal(0.0, 0.3, size=200) + 0.1
+    b = difficulty + rng.normal(0.0, 0.3, size=200)
+    r = paired_bootstrap(a, b, n_resamples=20_000, seed=0)
+    assert r.diff == pytest.approx(float(np.mean(a - b)))
+    ref = sps.bootstrap((a - b,), np.mean, n_resamples=20_000, method="percentile", random_state=0).confidence_interval
+    assert r.ci_low == pytest.approx(ref.low, abs=0.01)
+    assert r.ci_high == pytest.approx(ref.high, abs=0.01)
+    # the shift-method p-value tracks the paired t-test for a roughly normal mean difference
+    t_p = sps.ttest_rel(a, b).pvalue
+    assert r.p_value == pytest.approx(t_p, abs=0.02)
+    # an unpaired view of the same data misses the effect that the paired one finds
+    assert sps.ttest_ind(a, b).pvalue > 0.1 > 0.01 > r.p_value
+
+
+def test_paired_bootstrap_edge_cases():
+    same = paired_bootstrap([1, 0, 1, 0], [1, 0, 1, 0], n_resamples=200)
+    assert same.diff == 0 and same.p_value == 1.0
+    sure = paired_bootstrap([1] * 30, [0] * 30, n_resamples=999)
+    assert sure.diff == 1 and (sure.ci_low, sure.ci_high) == (1.0, 1.0)
+    assert sure.p_value == pytest.approx(1 / 1000)
+    with pytest.raises(LlmgenError):
+        paired_bootstrap([1, 2], [1, 2, 3])
