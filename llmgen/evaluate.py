@@ -88,7 +88,7 @@ def validate(config: EvalConfig) -> list[Task]:
     return tasks
 
 
-def _open_cache(config: EvalConfig) -> RequestCache:
+def open_cache(config: EvalConfig) -> RequestCache:
     if config.cache is None:
         return RequestCache(None)
     return RequestCache(cache_dir() / "requests.sqlite" if config.cache == "auto" else config.cache)
@@ -215,7 +215,7 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     if backend is None:
         backend = get_backend(config.backend, config.model, **config.model_args)
     t_load = time.time() - t0
-    cache = _open_cache(config)
+    cache = open_cache(config)
     results: dict[str, dict[str, Any]] = {}
     all_rows: list[dict] = []
     timings = {"load_s": round(t_load, 2)}

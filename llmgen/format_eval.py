@@ -23,7 +23,7 @@ from typing import Any
 from llmgen.errors import LlmgenError
 from llmgen.evaluate import (
     EvalConfig,
-    _open_cache,
+    open_cache,
     evaluate_task,
     uncertainty,
     validate,
@@ -155,7 +155,7 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
 
         resolve_model(config.model)
         backend = get_backend(config.backend, config.model, **config.model_args)
-    cache = _open_cache(config)
+    cache = open_cache(config)
     spread: dict[str, Any] = {}
     results, unc, original_rows, format_rows = {}, {}, [], []
     try:
