@@ -52,7 +52,15 @@ def strip_answer(text: str) -> str:
     return text.strip().rstrip(".").strip()
 
 
-EXTRACTORS: dict[str, Callable[[str], str]] = {"first_number": first_number, "strip": strip_answer}
+def math_answer(text: str) -> str:
+    """A math answer (``\\boxed{}``, "final answer", last number), normalised (see math_answers)."""
+    from llmgen.math_answers import extract_answer, normalize_answer
+
+    return normalize_answer(extract_answer(text))
+
+
+EXTRACTORS: dict[str, Callable[[str], str]] = {"first_number": first_number, "strip": strip_answer,
+                                               "math": math_answer}
 
 
 @dataclass
@@ -130,6 +138,10 @@ class Task:
 
     # --- scoring --------------------------------------------------------------------------------
     def is_correct(self, response: str, doc: dict) -> bool:
+        if self.extract == "math":
+            from llmgen.math_answers import grade
+
+            return grade(response, self.target_of(doc))
         extract = EXTRACTORS[self.extract]
         target = extract(self.target_of(doc)) if self.extract == "first_number" else strip_answer(self.target_of(doc))
         if "contains" in self.metrics:
@@ -250,15 +262,46 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)()
 
 
-def _load_plugin_tasks() -> None:
-    """Recipes register their tasks when imported; importing is cheap (no torch at module level)."""
-    import importlib
+def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
+    """A FormatSpread classification task as an eval task: rank the classes by loglikelihood."""
+    from llmgen.classification_tasks import load_classification_task
+    from llmgen.formats import Field
 
-    for module in ("llmgen.classification_tasks", "llmgen.tofu", "llmgen.math_tasks"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
+    ct = load_classification_task(name, n=n + 5, seed=0)
+    if not all(isinstance(f, Field) for f in ct.layout.fields):
+        raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen formatspread`")
+    docs = [{**ex.values, "label": str(ex.label), "choices": list(ct.classes)} for ex in ct.examples]
+    return Task(name=name, docs=docs[5:], fewshot_docs=docs[:5], num_fewshot=num_fewshot,
+                input_fields=[(f.descriptor, f.key) for f in ct.layout.fields], output_descriptor=ct.layout.output,
+                target_key="label", instruction=ct.instruction, output_type="multiple_choice", choices_key="choices",
+                metrics=("acc",), description=f"generated classification ({', '.join(ct.classes)}), ranked by loglikelihood")
+
+
+def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
+    """The pass@N recipe's generated math problems (direct answers), graded by math equivalence."""
+    from llmgen.math_tasks import generate_task
+
+    train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)
+    to_doc = lambda p: {"problem": p.problem, "answer": p.answer}  # noqa: E731
+    return Task(name=f"math_generated_d{difficulty}", docs=[to_doc(p) for p in test], fewshot_docs=[to_doc(p) for p in train],
+                num_fewshot=3, input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
+                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=16,
+                description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
+
+
+_PLUGINS_LOADED = False
+
+
+def _load_plugin_tasks() -> None:
+    """Register the recipes' tasks (imports are cheap: no torch at module level)."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for name in ("sentiment", "parity", "comparison"):
+        TASKS.register(name, lambda name=name: classification_eval_task(name))
+    for d in (1, 2, 3):
+        TASKS.register(f"math_generated_d{d}", lambda d=d: math_eval_task(d))
 
 
 def list_tasks() -> list[str]:

@@ -169,3 +169,17 @@ def test_cli_eval_tasks_models(tmp_path, default_model_dir):
     assert r.returncode == 0 and "arithmetic" in r.stdout
     r = run_cli("models")
     assert r.returncode == 0 and default_model_dir in r.stdout.replace("\n", "")
+
+
+def test_recipe_tasks_are_eval_tasks(tiny_model_dir):
+    """Classification tasks (FormatSpread) and generated math (pass@N) run through `llmgen eval`."""
+    assert {"sentiment", "parity", "comparison", "math_generated_d2"} <= set(list_tasks())
+    sentiment = get_task("sentiment")
+    doc = sentiment.docs[0]
+    assert sentiment.build_prompt(doc).endswith("Sentiment:") and doc["label"] in doc["choices"]
+    math = get_task("math_generated_d2")
+    assert math.is_correct(f"The answer is {math.target_of(math.docs[0])}.", math.docs[0])
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["sentiment", "math_generated_d2"], limit=4, cache=None),
+                   show_progress=False)
+    assert set(out["results"]) == {"sentiment", "math_generated_d2"}
+    assert 0 <= out["results"]["sentiment"]["acc"] <= 1
