@@ -1,0 +1,441 @@
+"""``train()``: the one training loop every recipe uses, built on ``accelerate``.
+
+The data is an endless stream of micro-batches: micro-batch ``m`` of stream ``s`` is a pure
+function of (seed, m, s, world size, rank) (see ``data.batch_indices``). An optimizer step takes
+``grad_accum`` consecutive micro-batches, so the run is ``total_steps * grad_accum`` micro-batches
+and a checkpoint only needs ``m`` to resume at the exact same example. Paired streams draw one
+micro-batch from each stream per step; the first stream defines the epoch, the others cycle.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmgen.errors import LlmgenError
+from llmgen.io import atomic_write_json, atomic_write_jsonl, dumps
+from llmgen.training import checkpoint as ckpt
+from llmgen.training.config import SCHEDULES, TrainConfig
+from llmgen.training.data import (
+    batch_indices,
+    batches_per_epoch,
+    build_dataset,
+    check_features,
+    pad_collate,
+)
+from llmgen.training.losses import LOSSES, LossState, loss_needs_reference, loss_streams
+from llmgen.training.modeling import (
+    add_lora,
+    enable_gradient_checkpointing,
+    frozen_copy,
+    is_peft,
+    param_groups,
+    trainable_parameters,
+)
+
+EvalFn = Callable[[Any, int], Mapping[str, float] | None]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``model`` is the trained (unwrapped) model, ready to use in-process."""
+
+    final_loss: float
+    steps: int
+    epoch: float
+    tokens: int
+    tokens_per_s: float
+    train_seconds: float
+    output_dir: str
+    final_path: str | None
+    metrics_path: str
+    checkpoints: list[str]
+    num_processes: int
+    tokens_per_rank: list[int]
+    trainable_params: int
+    resumed_from: str | None = None
+    history: list[dict] = field(default_factory=list, repr=False)
+    model: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("model", "history")}
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def _accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # Accelerator state is a per-process singleton; reset it so that several train() calls in one
+    # process (tests, sweeps) may use different precision/accumulation. The process group stays.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    trackers = _trackers(config.report_to)
+    mp = "no" if config.mixed_precision == "fp32" else config.mixed_precision
+    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=config.grad_accum,
+                       log_with=trackers or None, project_dir=config.output_dir, cpu=_cpu_only(config))
+
+
+def _cpu_only(config: TrainConfig) -> bool:
+    """True on machines without an accelerator (or when asked).
+
+    accelerate only treats a torchrun-started group as multi-process CPU (gloo) when told it runs
+    on CPU; otherwise every rank silently trains alone.
+    """
+    import torch
+
+    if config.cpu:
+        return True
+    probe = getattr(torch, "accelerator", None)
+    return not (probe.is_available() if probe is not None else torch.cuda.is_available())
+
+
+def _trackers(requested: list[str]) -> list[str]:
+    """Keep the requested trackers that are installed (TensorBoard/W&B are optional extras)."""
+    import importlib.util
+
+    modules = {"tensorboard": "tensorboard", "wandb": "wandb"}
+    out = []
+    for name in requested:
+        if name not in modules:
+            raise LlmgenError(f"unknown tracker {name!r} (use tensorboard or wandb)")
+        if importlib.util.find_spec(modules[name]) is not None:
+            out.append(name)
+        else:
+            print(f"warning: {name} is not installed; logging to metrics.jsonl only", file=sys.stderr)
+    return out
+
+
+def _load_tokenizer(config: TrainConfig, model, tokenizer):
+    if model is None and not config.model:
+        raise LlmgenError("no model: pass model= or set TrainConfig.model")
+    if tokenizer is None and config.model:
+        from llmgen.models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+    return tokenizer
+
+
+def _load_model(config: TrainConfig, model):
+    if model is None:
+        from llmgen.models import load_model
+
+        model, _ = load_model(config.model, dtype=config.model_dtype)
+    return model
+
+
+def _datasets(config: TrainConfig, train_dataset, tokenizer) -> dict[str, list[dict]]:
+    """Named streams of tokenised features, from objects or from ``config.data``."""
+    if train_dataset is None:
+        if config.data is None:
+            raise LlmgenError("no training data: pass train_dataset= or set TrainConfig.data")
+        if tokenizer is None:
+            raise LlmgenError("a tokenizer is needed to tokenise TrainConfig.data")
+        sources = config.data if isinstance(config.data, Mapping) else {"train": config.data}
+        kw = dict(data_format=config.data_format, prompt_field=config.prompt_field,
+                  answer_field=config.answer_field, text_field=config.text_field,
+                  max_length=config.max_length, split=config.split)
+        return {name: build_dataset(str(src), tokenizer, **kw) for name, src in sources.items()}
+    if isinstance(train_dataset, Mapping) and "input_ids" not in train_dataset:
+        return {name: check_features(ds, f"train_dataset[{name!r}]") for name, ds in train_dataset.items()}
+    return {"train": check_features(train_dataset)}
+
+
+def _pad_id(model, tokenizer) -> int:
+    for src in (tokenizer, getattr(model, "config", None)):
+        pid = getattr(src, "pad_token_id", None) if src is not None else None
+        if pid is not None:
+            return int(pid)
+    eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+    return int(eos) if eos is not None else 0
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
+          eval_fn: EvalFn | None = None) -> TrainResult:
+    """Train ``model`` (or ``config.model``) on ``train_dataset`` (or ``config.data``) with ``config.loss``.
+
+    ``train_dataset`` is a list of tokenised features (see ``llmgen.training.data``) or a dict of
+    such lists for paired streams. ``eval_fn(model, step) -> {name: value}`` runs on every process
+    every ``eval_every`` steps and at the end, under ``torch.no_grad()`` with the model in eval
+    mode; its values land in ``metrics.jsonl`` as ``eval_<name>``. Writes ``config.json``,
+    ``metrics.jsonl``, ``results.json``, ``checkpoints/step-N`` and ``final/`` under ``output_dir``.
+    """
+    import torch
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    config.validate()
+    loss_fn = LOSSES.get(config.loss)
+    out = Path(config.output_dir)
+    # Data problems are found before the (slow) model load and before anything is written.
+    tokenizer = _load_tokenizer(config, model, tokenizer)
+    streams = _datasets(config, train_dataset, tokenizer)
+    wanted = loss_streams(loss_fn)
+    if wanted is not None and set(wanted) - set(streams):
+        raise LlmgenError(f"loss {config.loss!r} needs data streams {', '.join(wanted)}; got {', '.join(streams)}")
+    if wanted is None and len(streams) > 1:
+        raise LlmgenError(f"loss {config.loss!r} takes one data stream; got {', '.join(streams)}")
+    model = _load_model(config, model)
+
+    accelerator = _accelerator(config)
+    set_seed(config.seed)
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    # model: reference copy (before adapters), LoRA, checkpointing
+    state = LossState(args=dict(config.loss_args), num_processes=world, process_index=rank)
+    if loss_needs_reference(loss_fn) and config.lora_r <= 0 and not is_peft(model):
+        state.ref_model = frozen_copy(model, config.ref_dtype, config.ref_device or str(accelerator.device))
+        state.ref_mode = "copy"
+    model = add_lora(model, config)
+    if loss_needs_reference(loss_fn) and state.ref_mode is None:
+        state.ref_mode = "adapter"
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    model.train()
+    n_trainable, _ = trainable_parameters(model)
+
+    names = list(streams)
+    primary = len(streams[names[0]])
+    per_epoch = batches_per_epoch(primary, config.batch_size, world)
+    total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
+    warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total)
+
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
+                                  betas=tuple(config.adam_betas), eps=config.adam_eps)
+    scheduler = get_scheduler(SCHEDULES[config.schedule], optimizer, num_warmup_steps=warmup,
+                              num_training_steps=total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # The scheduler counts optimizer steps itself (we step it only on synced steps), so it is
+    # registered for checkpointing rather than prepared (a prepared one steps once per process).
+    accelerator.register_for_checkpointing(scheduler)
+    ckpt.install_lora_hooks(accelerator)
+    unwrapped = accelerator.unwrap_model(model)
+    state.policy = unwrapped
+    pad_id = _pad_id(unwrapped, tokenizer)
+
+    # resume or start fresh
+    step, micro, tokens_before, history, resumed_from = 0, 0, 0, [], None
+    found = ckpt.latest_checkpoint(out) if config.resume else None
+    if found is not None:
+        saved = ckpt.load_checkpoint(accelerator, found)
+        _check_same_run(saved.get("config", {}), config)
+        step, micro, tokens_before = saved["step"], saved["micro"], saved["tokens"]
+        history = [r for r in _read_history(out) if r.get("step", 0) <= step]
+        resumed_from = str(found)
+    elif main:
+        ckpt.clear_checkpoints(out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", config.to_dict())
+        atomic_write_jsonl(out / "metrics.jsonl", history)
+    accelerator.wait_for_everyone()
+    if config.report_to:
+        accelerator.init_trackers("llmgen", config={k: str(v) for k, v in config.to_dict().items()})
+
+    def make_batch(m: int) -> tuple[int, dict]:
+        """Micro-batch ``m`` on this rank, and the (primary stream's) epoch it belongs to."""
+        parts, epoch = {}, 0
+        for s, name in enumerate(names):
+            feats = streams[name]
+            ep, idx = batch_indices(len(feats), config.batch_size, config.seed, m, world, rank, stream=s)
+            epoch = ep if s == 0 else epoch
+            parts[name] = {k: v.to(accelerator.device) for k, v in
+                           pad_collate([feats[i] for i in idx], pad_id).items()}
+        return epoch, parts[names[0]] if len(names) == 1 and wanted is None else parts
+
+    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if main else None
+    progress = _Progress(total, step, enabled=main and (config.progress if config.progress is not None
+                                                          else sys.stderr.isatty()))
+    session_tokens, t0, last_loss, epoch = 0, time.perf_counter(), float("nan"), micro / per_epoch
+    log_loss = torch.zeros((), device=accelerator.device)
+    log_parts: dict[str, float] = {}
+    try:
+        while step < total:
+            step_loss = torch.zeros((), device=accelerator.device)
+            grad_norm = None
+            for _ in range(config.grad_accum):
+                state.epoch, batch = make_batch(micro)
+                state.step = step
+                micro += 1
+                epoch = micro / per_epoch  # epochs completed, fractional
+                session_tokens += _count_tokens(batch)
+                with accelerator.accumulate(model):
+                    loss, parts = loss_fn(model, batch, state)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        if config.max_grad_norm:
+                            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        optimizer.step()
+                        if not accelerator.optimizer_step_was_skipped:
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                step_loss += loss.detach() / config.grad_accum
+                for k, v in parts.items():
+                    if isinstance(v, int | float) or hasattr(v, "item"):
+                        log_parts[k] = log_parts.get(k, 0.0) + float(v) / config.grad_accum
+            step += 1
+            log_loss = step_loss
+            if step % config.log_every == 0 or step == total:
+                last_loss = accelerator.reduce(step_loss, reduction="mean").item()
+                elapsed = time.perf_counter() - t0
+                row = {"step": step, "epoch": round(epoch, 4), "loss": last_loss,
+                       "lr": scheduler.get_last_lr()[0], "tokens": tokens_before + session_tokens * world,
+                       "tokens_per_s": session_tokens * world / max(elapsed, 1e-9)}
+                if grad_norm is not None:
+                    row["grad_norm"] = float(grad_norm)
+                row.update({k: v for k, v in log_parts.items() if k not in row})
+                _log(row, history, metrics_file, accelerator, config)
+                progress.update(step, last_loss, row["tokens_per_s"])
+            log_parts = {}
+            if eval_fn is not None and config.eval_every and (step % config.eval_every == 0 or step == total):
+                _run_eval(eval_fn, accelerator, model, step, history, metrics_file, config)
+            if config.save_every and step % config.save_every == 0 and step < total:
+                ckpt.save_checkpoint(accelerator, out, step, {
+                    "step": step, "micro": micro, "tokens": tokens_before + session_tokens * world,
+                    "epoch": epoch, "config": config.to_dict()}, config.keep_checkpoints)
+    finally:
+        progress.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    if eval_fn is not None and not config.eval_every:
+        _run_eval(eval_fn, accelerator, model, step, history, metrics_file=None, config=config)
+
+    seconds = time.perf_counter() - t0
+    tok = torch.tensor([session_tokens], device=accelerator.device)
+    per_rank = [int(x) for x in accelerator.gather(tok).tolist()]
+    if math.isnan(last_loss):
+        last_loss = accelerator.reduce(log_loss, reduction="mean").item()
+    final_path = _save_final(accelerator, model, tokenizer, out) if config.save_final else None
+    result = TrainResult(
+        final_loss=last_loss, steps=step, epoch=round(epoch, 4), tokens=tokens_before + sum(per_rank),
+        tokens_per_s=sum(per_rank) / max(seconds, 1e-9), train_seconds=seconds, output_dir=str(out),
+        final_path=final_path, metrics_path=str(out / "metrics.jsonl"),
+        checkpoints=[str(p) for p in ckpt.list_checkpoints(out)], num_processes=world,
+        tokens_per_rank=per_rank, trainable_params=n_trainable, resumed_from=resumed_from,
+        history=history, model=accelerator.unwrap_model(model))
+    # Hand the model back ready for inference, as recipes evaluate it right after training.
+    if getattr(result.model, "config", None) is not None:
+        result.model.config.use_cache = True
+    result.model.eval()
+    if main:
+        atomic_write_jsonl(out / "metrics.jsonl", history)
+        atomic_write_json(out / "results.json", result.to_dict())
+    if config.report_to:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _count_tokens(batch: dict) -> int:
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return sum(int(p["attention_mask"].sum()) for p in batch.values() if isinstance(p, Mapping))
+
+
+def _log(row: dict, history: list, metrics_file, accelerator, config: TrainConfig) -> None:
+    history.append(row)
+    if metrics_file is not None:
+        metrics_file.write(dumps(row, indent=None) + "\n")
+        metrics_file.flush()
+    if config.report_to:
+        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+
+def _run_eval(eval_fn: EvalFn, accelerator, model, step: int, history: list, metrics_file, config) -> None:
+    import torch
+
+    inner = accelerator.unwrap_model(model)
+    inner.eval()
+    try:
+        with torch.no_grad():
+            values = eval_fn(inner, step) or {}
+    finally:
+        inner.train()
+    if values and accelerator.is_main_process:
+        row = {"step": step, **{f"eval_{k}": float(v) for k, v in values.items()}}
+        _log(row, history, metrics_file, accelerator, config)
+
+
+def _read_history(out: Path) -> list[dict]:
+    import json
+
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut off by the kill
+            break
+    return rows
+
+
+def _check_same_run(saved: dict, config: TrainConfig) -> None:
+    """Refuse to resume with settings that change what the saved data position means."""
+    for key in ("loss", "batch_size", "grad_accum", "seed", "lora_r"):
+        if key in saved and saved[key] != getattr(config, key):
+            raise LlmgenError(f"cannot resume: checkpoint has {key}={saved[key]!r}, config has "
+                              f"{getattr(config, key)!r}")
+
+
+def _save_final(accelerator, model, tokenizer, out: Path) -> str:
+    """``final/``: the full model + tokenizer, or the adapter (+ tokenizer) with LoRA."""
+    import shutil
+
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)  # collective under FSDP/DeepSpeed
+    final, tmp = out / "final", out / ".final.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        cfg = getattr(unwrapped, "config", None)
+        if cfg is not None:
+            cfg.use_cache = True  # inference wants the KV cache back
+        unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        if cfg is not None:
+            cfg.use_cache = False
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return str(final)
+
+
+class _Progress:
+    """A rich progress bar (step, loss, tokens/s) on the main process of an interactive run."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
+                            TimeRemainingColumn(), transient=False)
+        self.task = self.bar.add_task("train", total=total, completed=done, loss=float("nan"), tps=0.0)
+        self.bar.start()
+
+    def update(self, step: int, loss: float, tps: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=loss, tps=tps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

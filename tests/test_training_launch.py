@@ -1,0 +1,143 @@
+"""Training in other processes: a real SIGKILL + resume, a 2-process (gloo) run, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from llmgen.models import tiny_model
+    from llmgen.training import TrainConfig, train
+    from llmgen.training.data import prompt_answer_dataset
+
+    out, kill_at = sys.argv[1], int(sys.argv[2])
+    model, tok = tiny_model(0)
+    data = prompt_answer_dataset([{"prompt": f"Q{i}: ", "answer": f"ans {i % 5} xyz"} for i in range(40)], tok)
+
+    def eval_fn(_model, step):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    cfg = TrainConfig(output_dir=out, lr=3e-3, max_steps=14, batch_size=6, grad_accum=2, save_every=5,
+                      eval_every=1, lora_r=4, lora_dropout=0.1, schedule="cosine", warmup_steps=2,
+                      resume=kill_at < 0, seed=3)
+    res = train(cfg, model=model, tokenizer=tok, train_dataset=data, eval_fn=eval_fn)
+    print("FINAL", repr(res.final_loss), res.resumed_from)
+""")
+
+
+def _env() -> dict:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _final(out: subprocess.CompletedProcess) -> tuple[float, str]:
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("FINAL")][-1].split()
+    return float(line[1]), line[2]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """LoRA with dropout: the resumed run must restore adapters, optimizer, scheduler, RNG, data position."""
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    cut = tmp_path / "cut"
+    # the uninterrupted run goes alongside the one that gets killed
+    full = subprocess.Popen([PY, str(script), str(tmp_path / "full"), "-1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    killed = subprocess.run([PY, str(script), str(cut), "12"], capture_output=True, text=True, env=_env(),
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    ckpts = sorted(p.name for p in (cut / "checkpoints").iterdir())
+    assert ckpts == ["step-10", "step-5"] and not (cut / "final").exists()
+    assert (cut / "checkpoints" / "step-10" / "model.safetensors").stat().st_size < 200_000  # adapter only
+
+    resumed = subprocess.run([PY, str(script), str(cut), "-1"], capture_output=True, text=True, env=_env(),
+                             timeout=300)
+    stdout, stderr = full.communicate(timeout=300)
+    full = subprocess.CompletedProcess(full.args, full.returncode, stdout, stderr)
+    loss_resumed, source = _final(resumed)
+    loss_full, none = _final(full)
+    assert source.endswith("step-10") and none == "None"
+    assert loss_resumed == pytest.approx(loss_full, rel=1e-6)
+    rows = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 15))
+
+
+def _write_jsonl(path: Path, n: int = 24) -> Path:
+    path.write_text("".join(json.dumps({"prompt": f"Q{i}: ", "answer": f"a{i % 3} b"}) + "\n" for i in range(n)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def train_jsonl(tmp_path_factory):
+    return str(_write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl"))
+
+
+def test_two_process_cpu_training(tmp_path, tiny_model_dir, train_jsonl):
+    """torchrun starts 2 ranks; accelerate joins them with gloo; both train and stay in step."""
+    torchrun = shutil.which("torchrun", path=str(Path(PY).parent)) or shutil.which("torchrun")
+    if torchrun is None or not torch.distributed.is_gloo_available():
+        pytest.skip("torchrun or gloo not available")
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(29600 + os.getpid() % 300),
+           "-m", "llmgen.cli.main", "train", "--model", tiny_model_dir, "--data", train_jsonl,
+           "--max-steps", "8", "--batch-size", "2", "--lr", "3e-3", "--save-every", "4", "--no-progress",
+           "--output-dir", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_processes"] == 2 and res["steps"] == 8
+    assert len(res["tokens_per_rank"]) == 2 and min(res["tokens_per_rank"]) > 0
+    assert res["epoch"] == pytest.approx(8 * 2 * 2 / 24, abs=1e-3)  # each step consumes 2 rows per rank
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert {p.name for p in (out / "checkpoints" / "step-4").iterdir()} >= {"random_states_0.pkl",
+                                                                           "random_states_1.pkl"}
+    assert run.stdout.count("trained 8 steps") == 1  # only rank 0 reports
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "llmgen.cli.main", "train", *args], capture_output=True, text=True,
+                          env=_env(), timeout=300, cwd=cwd)
+
+
+def test_cli_train_and_one_line_errors(tmp_path, tiny_model_dir, train_jsonl):
+    from llmgen.models import load_model
+
+    out = tmp_path / "run"
+    ok = _cli(["--model", tiny_model_dir, "--data", train_jsonl, "--max-steps", "3", "--batch-size", "4",
+               "--lora-r", "4", "--output-dir", str(out), "--no-progress"], tmp_path)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "trained 3 steps" in ok.stdout
+    assert (out / "final" / "adapter_config.json").is_file()
+    model, _ = load_model(tiny_model_dir, adapter=str(out / "final"))
+    assert type(model).__name__ == "PeftModelForCausalLM"
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "answer": "y"}\n{"prompt": "z"}\n')
+    cases = [
+        (["--data", str(bad), "--data-format", "prompt_answer"], "row 2: missing field 'answer'"),
+        (["--data", train_jsonl, "--loss", "nope"], "unknown loss 'nope'"),
+    ]
+    for extra, message in cases:
+        run = _cli(["--model", tiny_model_dir, "--output-dir", str(tmp_path / "never"), *extra], tmp_path)
+        errors = [x for x in run.stderr.splitlines() if x.startswith("error:")]
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
+        assert "Traceback" not in run.stderr
+    assert not (tmp_path / "never").exists()
