@@ -1,0 +1,239 @@
+"""The DCO loss: weight and objective against high-precision references, gradients against
+autograd of −log(1 − (1 − p)^N), N = 1 equal to cross-entropy, dropping, refill, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import pytest
+import torch
+
+from llmgen.dco import (
+    dco_loss,
+    dco_objective,
+    dco_weight,
+    dco_weighted_loss,
+    refill_batches,
+    success_rate_weight,
+)
+from llmgen.errors import LlmgenError
+from llmgen.training.losses import LOSSES, LossState, ce_loss
+
+LOGPS = [-700.0, -40.0, -12.0, -5.0, -2.0, -0.7, -0.1, -1e-3, -1e-7]
+NS = [1, 2, 4, 16, 256, 2.5]
+
+
+def _mp_reference(s: float, n: float) -> tuple[float, float]:
+    """(F, ℓ) at log p = s, computed with 400 digits (enough for 1 − p at p = e^-700)."""
+    with mpmath.workdps(400):
+        p = mpmath.exp(s)
+        q = 1 - p
+        cover = 1 - q**n
+        return float(n * q ** (n - 1) * p / cover), float(-mpmath.log(cover))
+
+
+def _naive_objective(s: torch.Tensor, n: float) -> torch.Tensor:
+    return -torch.log(1 - (1 - torch.exp(s)) ** n)
+
+
+@pytest.mark.parametrize("n", NS)
+def test_weight_and_objective_match_high_precision(n):
+    s = torch.tensor(LOGPS, dtype=torch.float64)
+    w, obj = dco_weight(s, n), dco_objective(s, n)
+    for i, si in enumerate(LOGPS):
+        ref_w, ref_obj = _mp_reference(si, n)
+        assert w[i].item() == pytest.approx(ref_w, rel=1e-12, abs=1e-300)
+        assert obj[i].item() == pytest.approx(ref_obj, rel=1e-12, abs=1e-300)
+
+
+def test_weight_limits():
+    s = torch.tensor([-math.inf, -1e4, 0.0], dtype=torch.float64)
+    assert dco_weight(s, 16).tolist() == [1.0, 1.0, 0.0]  # F → 1 as p → 0, F → 0 as p → 1
+    assert dco_weight(s, 1).tolist() == [1.0, 1.0, 1.0]   # N = 1 is CE exactly
+    assert dco_objective(torch.tensor([0.0]), 8).item() == 0.0
+    # ℓ ≈ −log(N p) when N p is tiny, where the closed form would return −log(0)
+    assert dco_objective(torch.tensor([-800.0]), 4).item() == pytest.approx(800 - math.log(4), rel=1e-14)
+
+
+@pytest.mark.parametrize("n", [1, 3, 16])
+def test_weight_is_minus_autograd_derivative(n):
+    # moderate p, where the naive formula is accurate in float64: dℓ/ds = −F
+    s = torch.tensor([-6.0, -2.0, -0.9, -0.3, -0.05], dtype=torch.float64, requires_grad=True)
+    _naive_objective(s, n).sum().backward()
+    torch.testing.assert_close(dco_weight(s.detach(), n), -s.grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("n", [1, 2, 16])
+@pytest.mark.parametrize("normalization", ["sum", "token_mean"])
+def test_loss_value_and_gradient_match_autograd(n, normalization):
+    # p near 0 (s = −15), middling, and near 1 (s = −1e-4)
+    s64 = torch.tensor([-15.0, -3.0, -0.5, -1e-4], dtype=torch.float64)
+    ntok = torch.tensor([5, 3, 2, 1])
+    s = s64.clone().float().requires_grad_(True)
+    loss, logs = dco_weighted_loss(s, ntok, dco_weight(s.detach(), n), dco_objective(s.detach(), n),
+                                   threshold=0.0, normalization=normalization)
+    loss.backward()
+    ref_s = s64.clone().requires_grad_(True)
+    scale = len(s64) if normalization == "sum" else int(ntok.sum())
+    ref = _naive_objective(ref_s, n).sum() / scale
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(s.grad.double(), ref_s.grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from llmgen.models import TinyConfig, tiny_model
+
+    model, tok = tiny_model(seed=1, config=TinyConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                                      num_attention_heads=1))
+    return model, tok
+
+
+def _batch(tok, pairs):
+    rows = [tok(p + a, add_special_tokens=False)["input_ids"] for p, a in pairs]
+    n_prompt = [len(tok(p, add_special_tokens=False)["input_ids"]) for p, _ in pairs]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    att = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (r, k) in enumerate(zip(rows, n_prompt, strict=True)):
+        ids[i, : len(r)] = torch.tensor(r)
+        att[i, : len(r)] = 1
+        labels[i, k : len(r)] = torch.tensor(r[k:])
+    return {"input_ids": ids, "attention_mask": att, "labels": labels}
+
+
+PAIRS = [("2+2=", "4"), ("1+2=", "3"), ("3+3=", "6"), ("Q: 9-1? A:", "8")]
+
+
+def _grads(model):
+    return [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("n", [4, 300])
+def test_model_gradient_equals_dco_objective_gradient(tiny, n):
+    # one-token answers under a random byte model: p ≈ 1/259, so N = 300 sits where F is far from 1
+    model, tok = tiny
+    batch = _batch(tok, PAIRS)
+    model.zero_grad()
+    loss, logs = dco_loss(model, batch, LossState(args={"N": n, "threshold": 0.0, "normalization": "sum"}))
+    loss.backward()
+    got = _grads(model)
+    model.zero_grad()
+    from llmgen.training.losses import sequence_logprobs
+
+    seq, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    ref = _naive_objective(seq.double(), n).mean()
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    for g, r in zip(got, _grads(model), strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
+    assert 0 < logs["dco_weight"] < 1
+
+
+def test_n1_equals_cross_entropy(tiny):
+    model, tok = tiny
+    batch = _batch(tok, PAIRS)
+    model.zero_grad()
+    ce, _ = ce_loss(model, batch, LossState())
+    ce.backward()
+    ce_grads = _grads(model)
+    model.zero_grad()
+    loss, logs = LOSSES.get("dco")(model, batch, LossState(args={"N": 1}))
+    loss.backward()
+    assert loss.item() == pytest.approx(ce.item(), rel=1e-6)
+    for g, r in zip(_grads(model), ce_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-8)
+    assert logs["dco_dropped"] == 0.0
+
+
+def test_threshold_drops_confident_examples():
+    s = torch.tensor([-0.01, -5.0], requires_grad=True)  # confident, unsure
+    w = dco_weight(s.detach(), 16)
+    loss, logs = dco_weighted_loss(s, torch.tensor([1, 1]), w, dco_objective(s.detach(), 16), 0.1, "sum")
+    loss.backward()
+    assert logs["dco_dropped"] == 0.5
+    assert s.grad[0].item() == 0.0 and s.grad[1].item() < 0
+    s.grad = None
+    loss, logs = dco_weighted_loss(s, torch.tensor([1, 1]), w, dco_objective(s.detach(), 16), 1.1, "sum")
+    loss.backward()  # everything dropped: zero loss, still differentiable
+    assert loss.item() == 0.0 and logs["dco_dropped"] == 1.0 and s.grad.abs().sum() == 0
+
+
+def test_refill_batches_keeps_only_useful_examples(tiny):
+    model, tok = tiny
+    examples = PAIRS * 5
+    collate = lambda rows: _batch(tok, rows)  # noqa: E731
+    everything = list(refill_batches(model, examples, collate, batch_size=3, n=4, threshold=0.0, score_batch_size=7))
+    assert [len(b["input_ids"]) for b in everything] == [3] * 6 + [2]
+    # with a threshold above every weight, nothing is trained on
+    assert list(refill_batches(model, examples, collate, batch_size=3, n=300, threshold=1.01)) == []
+
+
+def test_success_rate_weight():
+    w = success_rate_weight([0.0, 0.5, 1.0], 4)
+    assert w[0].item() == 1.0 and w[2].item() == 0.0
+    assert w[1].item() == pytest.approx(4 * 0.5**3 * 0.5 / (1 - 0.5**4))
+    with pytest.raises(LlmgenError, match=r"\[0, 1\]"):
+        success_rate_weight([1.5], 4)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 0.5, math.inf, "16", True])
+def test_bad_n_is_a_clear_error(tiny, bad):
+    with pytest.raises(LlmgenError, match="N >= 1"):
+        dco_weight(torch.tensor([-1.0]), bad)
+    model, tok = tiny
+    with pytest.raises(LlmgenError, match="N >= 1"):
+        dco_loss(model, _batch(tok, PAIRS[:1]), LossState(args={"N": bad}))
+
+
+def test_bad_normalization_and_logp():
+    s = torch.tensor([-1.0])
+    with pytest.raises(LlmgenError, match="normalization"):
+        dco_weighted_loss(s, torch.tensor([1]), s, s, 0.1, "mean")
+    with pytest.raises(LlmgenError, match="<= 0"):
+        dco_weight(torch.tensor([0.5]), 2)
+
+
+def test_dco_a_weights_ce_by_success_rate(tiny):
+    from llmgen.training.data import pad_collate
+
+    model, tok = tiny
+    batch = _batch(tok, PAIRS)
+    rates = [0.0, 0.05, 0.5, 1.0]
+    feats = [{"input_ids": r[m].tolist(), "labels": lab[m].tolist(), "success_rate": q}
+             for r, lab, m, q in zip(batch["input_ids"], batch["labels"], batch["attention_mask"].bool(), rates,
+                                     strict=True)]
+    collated = pad_collate(feats, tok.pad_token_id)  # the loop's collator carries the extra column
+    model.zero_grad()
+    loss, logs = LOSSES.get("dco_a")(model, collated, LossState(args={"N": 8, "threshold": 0.1, "normalization": "sum"}))
+    loss.backward()
+    got = _grads(model)
+    assert logs["dco_dropped"] == 0.5  # p = 0.5 and p = 1 give F < 0.1 at N = 8
+    model.zero_grad()
+    from llmgen.training.losses import sequence_logprobs
+
+    seq, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    w = success_rate_weight(rates, 8).float()
+    ((w * (w >= 0.1)) * -seq).sum().div(2).backward()
+    for g, r in zip(got, _grads(model), strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-8)
+    with pytest.raises(LlmgenError, match="success_rate"):
+        LOSSES.get("dco_a")(model, batch, LossState(args={"N": 8}))
+
+
+def test_estimate_success_rates_with_hf_backend(tiny):
+    from llmgen.backends.hf import HFBackend
+    from llmgen.dco import estimate_success_rates
+
+    model, tok = tiny
+    backend = HFBackend("tiny", model_obj=model, tokenizer_obj=tok)
+    rates = estimate_success_rates(backend, ["1+1=", "2+2="], ["2", "4"], k=3, max_tokens=3,
+                                   grader=lambda text, answer: True)
+    assert rates == [1.0, 1.0]
+    rates = estimate_success_rates(backend, ["1+1=", "2+2="], ["2", "4"], k=3, max_tokens=3)
+    assert all(r in (0.0, 1 / 3, 2 / 3, 1.0) for r in rates)
+    with pytest.raises(LlmgenError, match="k >= 1"):
+        estimate_success_rates(backend, ["1+1="], ["2"], k=0)
