@@ -1,0 +1,206 @@
+"""FormatSpread metrics: answer scoring, the budgeted bandit over formats, perturbation analysis.
+
+Everything here is pure: the bandit only sees ``evaluate(arm, start, stop) -> list[bool]`` (was
+each of examples ``start..stop-1`` answered correctly under format ``arm``), so it runs the same on
+a live model and on cached outcomes, which is how the benchmark compares it to exhaustive search.
+
+The bandit follows the reference code (Sclar et al. 2024) with three fixes: it is seeded; the
+Beta prior is guarded when the original format scores 0 or 1 (the reference divides by zero);
+and the UCB variant subtracts its bonus when looking for the minimum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmgen.errors import LlmgenError
+
+STRIP = " .,()\n-><"
+PRIOR_B = 5.0
+PRIOR_A_MIN = 1.1
+P0_MAX = 0.95  # a = 5·p0/(1−p0) is infinite at p0 = 1; capping p0 keeps the prior worth <= 100 examples
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+
+def normalize_answer(text: str) -> str:
+    """The reference's clean-up: strip `` .,()\\n-><`` at both ends and lowercase."""
+    return text.strip(STRIP).lower()
+
+
+def prefix_match(generation: str, answer: str) -> bool:
+    """Does the (normalised) generation start with the answer as a whole word?
+
+    "a" must not match "article", nor "i" match "ii": the next character may not be a letter or digit.
+    """
+    gen, ans = normalize_answer(generation), normalize_answer(answer)
+    if not ans or not gen.startswith(ans):
+        return False
+    return len(gen) == len(ans) or not gen[len(ans)].isalnum()
+
+
+def exact_prefix_matching(generation: str, gold: str) -> bool:
+    """Correct when the greedy generation starts with the gold label (``prefix_match``)."""
+    return prefix_match(generation, gold)
+
+
+def probability_ranking(logprobs: Sequence[float], num_tokens: Sequence[int] | None = None,
+                        normalize: bool = False) -> int:
+    """Index of the highest-scoring answer: summed logprob (reference), or per token with ``normalize``."""
+    if not logprobs:
+        raise LlmgenError("probability ranking needs at least one answer to score")
+    scores = list(logprobs)
+    if normalize:
+        if num_tokens is None or len(num_tokens) != len(scores):
+            raise LlmgenError("length-normalised ranking needs the token count of every answer")
+        scores = [s / max(n, 1) for s, n in zip(scores, num_tokens, strict=True)]
+    return int(np.argmax(scores))
+
+
+# --- the bandit -------------------------------------------------------------------------------------
+
+Evaluate = Callable[[int, int, int], Sequence[bool]]
+
+
+@dataclass
+class BanditResult:
+    """Outcome of a budgeted search. Counts are over examples; arm ``original`` was fully evaluated."""
+
+    best: int
+    worst: int
+    successes: list[int]
+    counts: list[int]
+    budget_spent: int  # evaluations charged to the budget E (phases 1 and 2)
+    total_evaluations: int  # including the original's full evaluation and the final re-evaluations
+    prior: tuple[float, float]
+    history: list[dict] = field(default_factory=list)
+
+    def accuracy(self, arm: int) -> float:
+        return self.successes[arm] / self.counts[arm] if self.counts[arm] else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.accuracy(self.worst), self.accuracy(self.best)
+
+    @property
+    def spread(self) -> float:
+        return self.accuracy(self.best) - self.accuracy(self.worst)
+
+
+def beta_prior(p0: float) -> tuple[float, float]:
+    """Beta(a, b) with mean p0: b = 5, a = 5·p0/(1−p0), floored at 1.1 and finite at p0 = 1."""
+    if not 0 <= p0 <= 1:
+        raise LlmgenError(f"original accuracy must be in [0, 1], got {p0}")
+    p = min(p0, P0_MAX)
+    return max(PRIOR_B * p / (1 - p), PRIOR_A_MIN), PRIOR_B
+
+
+def check_budget(budget: int, batch: int, num_examples: int, num_arms: int) -> None:
+    """Raise a clear error for budgets the search cannot spend as asked."""
+    if batch < 1:
+        raise LlmgenError(f"batch size must be >= 1, got {batch}")
+    if num_examples < batch:
+        raise LlmgenError(f"batch size {batch} is larger than the {num_examples} evaluation examples")
+    if budget < 2 * batch:
+        raise LlmgenError(f"budget {budget} is too small: two phases need at least 2 batches of {batch}")
+    if budget % batch:
+        raise LlmgenError(f"budget {budget} is not divisible by the batch size {batch}")
+    if (budget // batch) % 2:
+        raise LlmgenError(f"budget {budget} gives {budget // batch} batches; the two phases need an even number")
+    if num_arms < 2:
+        raise LlmgenError(f"a format search needs at least 2 formats, got {num_arms}")
+
+
+def bandit_spread(evaluate: Evaluate, num_arms: int, num_examples: int, budget: int, batch: int,
+                  seed: int = 0, original: int = 0, rule: str = "thompson") -> BanditResult:
+    """Find the best and worst formats with ``budget`` evaluations (Thompson sampling or UCB).
+
+    Each arm consumes examples in a fixed order, ``batch`` at a time. The original format is
+    evaluated in full first (outside the budget) and sets every arm's prior. Phase 1 (half the
+    budget) pulls the arm with the highest posterior draw; phase 2 continues from phase 1's counts
+    and pulls the lowest. The reported best/worst are the highest/lowest empirical accuracies among
+    evaluated arms, then evaluated on all their remaining examples.
+    """
+    if rule not in ("thompson", "ucb"):
+        raise LlmgenError(f"unknown bandit rule {rule!r} (known: thompson, ucb)")
+    check_budget(budget, batch, num_examples, num_arms)
+    if not 0 <= original < num_arms:
+        raise LlmgenError(f"original arm {original} out of range for {num_arms} formats")
+    rng = np.random.default_rng(seed)
+    succ = [0] * num_arms
+    cnt = [0] * num_arms
+
+    def pull(arm: int, stop: int | None = None) -> int:
+        end = min(num_examples, cnt[arm] + batch) if stop is None else stop
+        out = list(evaluate(arm, cnt[arm], end))
+        if len(out) != end - cnt[arm]:
+            raise LlmgenError(f"evaluate returned {len(out)} outcomes for {end - cnt[arm]} examples")
+        succ[arm] += sum(map(bool, out))
+        cnt[arm] = end
+        return len(out)
+
+    total = pull(original, num_examples)
+    a0, b0 = beta_prior(succ[original] / num_examples)
+    spent, history = 0, []
+    for phase, sign in (("best", 1.0), ("worst", -1.0)):
+        for step in range(budget // batch // 2):
+            open_arms = [i for i in range(num_arms) if cnt[i] < num_examples]
+            if not open_arms:
+                break
+            if rule == "thompson":
+                draws = rng.beta(a0 + np.array([succ[i] for i in open_arms]),
+                                 b0 + np.array([cnt[i] - succ[i] for i in open_arms]))
+            else:  # UCB on the empirical mean; untried arms first; the bonus flips sign for the minimum
+                draws = np.array([sign * math.inf if cnt[i] == 0 else
+                                  succ[i] / cnt[i] + sign * 2 * math.sqrt(math.log(1 + step) / cnt[i])
+                                  for i in open_arms])
+            arm = open_arms[int(np.argmax(draws) if sign > 0 else np.argmin(draws))]
+            n = pull(arm)
+            spent += n
+            history.append({"phase": phase, "arm": arm, "examples": n, "accuracy": succ[arm] / cnt[arm]})
+    evaluated = [i for i in range(num_arms) if cnt[i]]
+    best = max(evaluated, key=lambda i: (succ[i] / cnt[i], -i))
+    worst = min(evaluated, key=lambda i: (succ[i] / cnt[i], i))
+    for arm in {best, worst}:
+        if cnt[arm] < num_examples:
+            total += pull(arm, num_examples)
+    return BanditResult(best, worst, succ, cnt, spent, total + spent, (a0, b0), history)
+
+
+def exhaustive_spread(outcomes: np.ndarray) -> dict:
+    """Best/worst/spread from a full (formats × examples) matrix of correct answers."""
+    acc = np.asarray(outcomes, dtype=float).mean(axis=1)
+    best, worst = int(np.argmax(acc)), int(np.argmin(acc))
+    return {"best": best, "worst": worst, "max": float(acc[best]), "min": float(acc[worst]),
+            "spread": float(acc[best] - acc[worst]), "evaluations": int(np.asarray(outcomes).size)}
+
+
+# --- atomic perturbations ---------------------------------------------------------------------------
+
+def atomic_perturbations(formats: Sequence, accuracies: Sequence[float], attributes: Sequence[str]) -> dict:
+    """Pairs of formats that differ in exactly one attribute, and the accuracy change per attribute.
+
+    ``formats`` are objects with the ``attributes`` (e.g. ``llmgen.formats.Format``); formats with
+    a NaN accuracy (never evaluated) are skipped.
+    """
+    idx = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
+    pairs = []
+    for x in range(len(idx)):
+        for y in range(x + 1, len(idx)):
+            i, j = idx[x], idx[y]
+            diff = [k for k in attributes if getattr(formats[i], k) != getattr(formats[j], k)]
+            if len(diff) == 1:
+                k = diff[0]
+                pairs.append({"attribute": k, "from": getattr(formats[i], k), "to": getattr(formats[j], k),
+                              "formats": [i, j], "delta": accuracies[j] - accuracies[i]})
+    summary = {}
+    for k in attributes:
+        deltas = [abs(p["delta"]) for p in pairs if p["attribute"] == k]
+        if deltas:
+            summary[k] = {"pairs": len(deltas), "mean_abs_delta": float(np.mean(deltas)),
+                          "max_abs_delta": float(np.max(deltas))}
+    return {"pairs": pairs, "by_attribute": summary}

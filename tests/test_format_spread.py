@@ -1,0 +1,238 @@
+"""FormatSpread: scoring, the bandit on a synthetic problem, and the recipe/CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmgen.classification_tasks import load_classification_task
+from llmgen.errors import LlmgenError
+from llmgen.evals.format_spread import (
+    atomic_perturbations,
+    bandit_spread,
+    beta_prior,
+    exact_prefix_matching,
+    exhaustive_spread,
+    normalize_answer,
+    prefix_match,
+    probability_ranking,
+)
+from llmgen.formats import Format, load_formats
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sni_task_sentiment.json"
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("generation, gold, ok", [
+    ("Positive.", "positive", True),
+    (" positive\nReview: next", "positive", True),
+    ("(B) sports", "B", True),
+    ("<b>", "b", True),
+    ("article about cats", "a", False),  # "a" is not the start of "article"
+    ("ii) travel", "i", False),  # roman i vs ii
+    ("10", "1", False),
+    ("negative", "positive", False),
+    ("", "positive", False),
+])
+def test_exact_prefix_matching(generation, gold, ok):
+    assert exact_prefix_matching(generation, gold) is ok
+
+
+def test_normalisation_strips_the_reference_characters():
+    assert normalize_answer(" (A).\n") == "a"
+    assert normalize_answer("-> Yes <") == "yes"
+    assert prefix_match("Yes, because", "yes")
+
+
+def test_probability_ranking_sums_or_normalises():
+    assert probability_ranking([-3.0, -1.0, -2.0]) == 1
+    # a 2-token answer at -4 loses to a 1-token answer at -3 unnormalised, wins per token
+    assert probability_ranking([-4.0, -3.0], [2, 1]) == 1
+    assert probability_ranking([-4.0, -3.0], [2, 1], normalize=True) == 0
+    with pytest.raises(LlmgenError, match="token count"):
+        probability_ranking([-1.0], normalize=True)
+
+
+# --- the bandit -------------------------------------------------------------------------------------
+
+def synthetic(num_arms: int = 80, n: int = 1000, seed: int = 0):
+    """Arms with known means: arm 5 is clearly best (0.92), arm 17 clearly worst (0.08)."""
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(0.3, 0.7, num_arms)
+    means[0], means[5], means[17] = 0.5, 0.92, 0.08
+    outcomes = rng.random((num_arms, n)) < means[:, None]
+    return outcomes, (lambda arm, start, stop: outcomes[arm, start:stop])
+
+
+@pytest.mark.parametrize("rule", ["thompson", "ucb"])
+def test_bandit_finds_true_best_and_worst_with_few_pulls(rule):
+    outcomes, evaluate = synthetic()
+    exhaustive = exhaustive_spread(outcomes)
+    assert (exhaustive["best"], exhaustive["worst"]) == (5, 17)
+    for seed in range(4):
+        res = bandit_spread(evaluate, 80, 1000, budget=4000, batch=20, seed=seed, rule=rule)
+        assert (res.best, res.worst) == (5, 17)
+        assert res.budget_spent == 4000
+        assert res.total_evaluations < 0.2 * exhaustive["evaluations"]  # budget + original + 2 re-evaluations
+        assert res.counts[5] == res.counts[17] == 1000  # reported arms are re-evaluated in full
+        assert res.interval == pytest.approx((outcomes[17].mean(), outcomes[5].mean()))
+
+
+def test_bandit_is_seeded():
+    _, evaluate = synthetic(30, 200)
+    a = bandit_spread(evaluate, 30, 200, 400, 20, seed=3)
+    b = bandit_spread(evaluate, 30, 200, 400, 20, seed=3)
+    c = bandit_spread(evaluate, 30, 200, 400, 20, seed=4)
+    assert a.history == b.history and a.history != c.history
+
+
+def test_degenerate_priors_are_guarded():
+    assert beta_prior(0.5) == (5.0, 5.0)
+    assert beta_prior(0.0) == (1.1, 5.0)
+    a, b = beta_prior(1.0)
+    assert math.isfinite(a) and a / (a + b) == pytest.approx(0.95)
+    perfect = np.ones((5, 40), dtype=bool)  # the original (arm 0) is perfect, arm 3 always wrong
+    perfect[3, :] = False
+    for seed in range(5):
+        res = bandit_spread(lambda arm, s, e: perfect[arm, s:e], 5, 40, 160, 10, seed=seed)
+        assert res.worst == 3 and res.accuracy(res.best) == 1.0 and res.accuracy(3) == 0.0
+
+
+def test_bandit_stops_when_every_arm_is_exhausted():
+    outcomes = np.zeros((3, 20), dtype=bool)
+    res = bandit_spread(lambda arm, s, e: outcomes[arm, s:e], 3, 20, budget=400, batch=10)
+    assert res.budget_spent == 40 and res.counts == [20, 20, 20]
+
+
+@pytest.mark.parametrize("budget, batch, n, match", [
+    (10, 20, 100, "too small"),
+    (50, 20, 100, "not divisible"),
+    (60, 20, 100, "even number"),
+    (40, 20, 10, "larger than the 10 evaluation examples"),
+])
+def test_impossible_budgets_are_clear_errors(budget, batch, n, match):
+    with pytest.raises(LlmgenError, match=match):
+        bandit_spread(lambda a, s, e: [True] * (e - s), 4, n, budget, batch)
+
+
+def test_atomic_perturbations_pair_single_changes():
+    fmts = [Format(), Format(casing="upper"), Format(casing="upper", space=" || "), Format(space=" || ")]
+    res = atomic_perturbations(fmts, [0.5, 0.7, 0.2, float("nan")], ["separator", "space", "casing"])
+    assert [(p["attribute"], p["formats"], round(p["delta"], 3)) for p in res["pairs"]] == [
+        ("casing", [0, 1], 0.2), ("space", [1, 2], -0.5)]
+    assert res["by_attribute"]["space"]["max_abs_delta"] == pytest.approx(0.5)
+
+
+# --- the recipe, end to end on a tiny model ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_hf(tiny_model_dir):
+    from llmgen.backends import get_backend
+
+    backend = get_backend("hf", tiny_model_dir)
+    yield backend
+    backend.close()
+
+
+def test_recipe_exhaustive_run_writes_consistent_outputs(tiny_hf, tmp_path):
+    from llmgen.recipes.format_spread import FormatSpreadConfig, run
+
+    cfg = FormatSpreadConfig(model="unused", task="comparison", num_formats=4, shots=1, limit=6,
+                             num_generated=20, mode="exhaustive", output_dir=str(tmp_path / "run"),
+                             formats_file=str(tmp_path / "shared_formats.json"))
+    res = run(cfg, backend=tiny_hf)
+    out = tmp_path / "run"
+    for name in ("config.json", "formats.json", "results.json", "samples.jsonl", "accuracy_histogram.png"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 6 == res["evaluations"] == res["exhaustive_evaluations"]
+    for f in res["formats"]:
+        mine = [r for r in rows if r["format"] == f["index"]]
+        assert f["correct"] == sum(r["correct"] for r in mine) and f["evaluated"] == 6
+        assert all(r["prediction"] in ("first", "second") for r in mine)
+        assert all(r["prompt"].endswith("\nLarger: ") for r in mine) or f["index"] != 0
+    accs = [f["accuracy"] for f in res["formats"]]
+    assert res["spread"] == pytest.approx(max(accs) - min(accs))
+    layout = load_classification_task("comparison", 20).layout
+    assert res["best"]["template"] == load_formats(out / "formats.json")[res["best"]["index"]].template(layout)
+    assert json.loads((out / "results.json").read_text())["spread"] == res["spread"]
+    # the shared set is reused, so a second model is evaluated on the same formats
+    assert load_formats(tmp_path / "shared_formats.json") == load_formats(out / "formats.json")
+
+
+def test_recipe_bandit_on_multiple_choice_with_generation(tiny_hf, tmp_path):
+    from llmgen.recipes.format_spread import FormatSpreadConfig, run
+
+    cfg = FormatSpreadConfig(task="topic", num_formats=5, shots=1, limit=8, num_generated=20, mode="thompson",
+                             budget=16, batch=4, metric="exact_prefix_matching", max_new_tokens=3,
+                             output_dir=str(tmp_path / "run"))
+    res = run(cfg, backend=tiny_hf)
+    assert res["budget_spent"] == 16 and res["formats"][0]["evaluated"] == 8
+    assert res["formats"][res["best"]["index"]]["evaluated"] == 8 == res["formats"][res["worst"]["index"]]["evaluated"]
+    assert res["evaluations"] <= 8 + 16 + 2 * 8
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == res["evaluations"]
+    formats = load_formats(tmp_path / "run" / "formats.json")
+    for r in rows:  # gold labels follow each format's numbering
+        assert r["gold"] in [formats[r["format"]].option_label(i) for i in range(4)]
+
+
+def test_recipe_on_sni_file_with_task_demonstrations(tiny_hf, tmp_path):
+    from llmgen.recipes.format_spread import FormatSpreadConfig, run
+
+    cfg = FormatSpreadConfig(task=str(FIXTURE), num_formats=3, shots=2, demos_from="task", limit=None,
+                             mode="exhaustive", output_dir=str(tmp_path / "run"))
+    res = run(cfg, backend=tiny_hf)
+    assert res["num_eval_examples"] == 13 and res["task"]["classes"] == ["Negative", "Positive"]
+    assert "Output: Positive\n\nInput: The movie was a waste of time.\nOutput: Negative\n\nInput: " in (
+        res["best"]["example_prompt"])
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"budget": 30, "batch": 20}, "too small"),
+    ({"budget": 50, "batch": 10}, "not divisible|even number"),
+    ({"num_generated": 3, "shots": 3}, "fewer than shots"),
+    ({"task": "nope"}, "unknown classification task"),
+    ({"mode": "greedy"}, "unknown mode"),
+    ({"num_formats": 1}, "num_formats must be >= 2"),
+])
+def test_recipe_bad_inputs_fail_before_writing(changes, match, tmp_path):
+    from llmgen.recipes.format_spread import FormatSpreadConfig, run
+
+    cfg = FormatSpreadConfig(**{"task": "parity", "limit": 40, "output_dir": str(tmp_path / "run"), **changes})
+    with pytest.raises(LlmgenError, match=match):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_runs_and_reports_errors(tiny_model_dir, tmp_path, capsys):
+    from llmgen.cli.main import main
+
+    main(["formatspread", "--model", tiny_model_dir, "--task", "parity", "--num-formats", "3", "--limit", "4",
+          "--num-generated", "10", "--mode", "exhaustive", "--output-dir", str(tmp_path / "cli")])
+    printed = capsys.readouterr().out
+    assert "spread:" in printed and (tmp_path / "cli" / "results.json").is_file()
+    with pytest.raises(SystemExit) as exc:
+        main(["formatspread", "--model", tiny_model_dir, "--budget", "30", "--batch", "20",
+              "--output-dir", str(tmp_path / "bad")])
+    assert exc.value.code == 2
+    assert "error: budget 30 is too small" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_embedded_model_reads_the_original_format(hf_default):
+    """Through the real backend: the easy sentiment task is solved in the plain format, so prompt
+    assembly, answer sets and gold labels line up; a garbled format is scored on the same examples."""
+    from llmgen.recipes.format_spread import FormatEvaluator, split_examples
+
+    task = load_classification_task("sentiment", 40, 0)
+    demos, examples = split_examples(task, 1, 8, 0)
+    bad = Format(separator="- ", space=". ", casing="upper")
+    ev = FormatEvaluator(hf_default, task, [Format(), bad], demos, examples)
+    assert sum(ev(0, 0, 8)) >= 7
+    assert len(ev(1, 0, 8)) == 8 and {r["gold"] for r in ev.records} <= {"positive", "negative"}
