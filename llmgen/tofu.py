@@ -1,0 +1,302 @@
+"""TOFU data: a loader for the hub format and a deterministic synthetic TOFU-format generator.
+
+TOFU (Maini et al. 2024) ships one table per *config*: ``full``, ``forget01/05/10``,
+``retain90/95/99`` (question, answer), their evaluation twins ``forget01_perturbed`` ...,
+``retain_perturbed`` (plus ``paraphrased_answer`` and a list ``perturbed_answer``), and the utility
+sets ``real_authors(_perturbed)`` and ``world_facts(_perturbed)``. The hub (``locuslab/TOFU``) is
+unreachable on most machines that run the tests, so :func:`generate_synthetic_tofu` writes the same
+configs for fictitious authors with templated facts; :func:`load_tofu` reads either.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmgen.errors import LlmgenError
+from llmgen.io import atomic_write_jsonl
+
+FORGET_PERCENTS = (1, 5, 10)
+BASE_FIELDS = ("question", "answer")
+PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")
+
+
+def forget_config(name: str) -> str:
+    """``forget10`` → itself; accepts ``10`` or ``"10"`` too. The matching retain set is
+    ``retain{100 - p}``."""
+    name = str(name)
+    if name.isdigit():
+        name = f"forget{int(name):02d}"
+    if not (name.startswith("forget") and name[6:].isdigit() and 0 < int(name[6:]) < 100):
+        raise LlmgenError(f"unknown forget split {name!r} (use forget01, forget05, forget10 or forgetNN)")
+    return name
+
+
+def retain_config(forget: str) -> str:
+    return f"retain{100 - int(forget_config(forget)[6:]):02d}"
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _local_files(folder: Path, config: str) -> tuple[str, list[str]] | None:
+    for ext, kind in ((".jsonl", "json"), (".json", "json"), (".parquet", "parquet")):
+        f = folder / f"{config}{ext}"
+        if f.is_file():
+            return kind, [str(f)]
+    sub = folder / config
+    if sub.is_dir():
+        for pattern, kind in (("*.parquet", "parquet"), ("*.jsonl", "json"), ("*.json", "json")):
+            files = sorted(str(p) for p in sub.glob(pattern))
+            if files:
+                return kind, files
+    return None
+
+
+def _read_json_rows(path: Path) -> list[dict]:
+    """JSON lines (the hub's ``.json`` files are JSON lines) or one JSON array of objects."""
+    import json
+
+    from llmgen.io import read_jsonl
+
+    text = path.read_text(encoding="utf-8").lstrip()
+    if text.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LlmgenError(f"malformed JSON in {path}: {e.msg} at line {e.lineno}") from None
+        if not all(isinstance(r, dict) for r in rows):
+            raise LlmgenError(f"{path}: expected a list of objects")
+        return rows
+    return read_jsonl(path, allow_empty=True)
+
+
+def load_tofu(source: str | os.PathLike, config: str) -> list[dict]:
+    """Rows of one TOFU config from a local folder (``<config>.jsonl/.json/.parquet`` or a
+    ``<config>/`` folder of parquet/json shards) or a hub dataset id such as ``locuslab/TOFU``."""
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            found = _local_files(path, config)
+            if found is None:
+                raise LlmgenError(f"TOFU config {config!r} not found in {path} (expected {config}.jsonl, "
+                                  f"{config}.json, {config}.parquet or a {config}/ folder)")
+            kind, files = found
+            if kind == "json" and len(files) == 1:
+                rows = _read_json_rows(Path(files[0]))  # fast path: no datasets cache round trip
+                validate_rows(rows, config)
+                return rows
+            import datasets
+
+            ds = datasets.load_dataset(kind, data_files=files, split="train")
+        elif str(source).startswith((".", "/", "~")) or path.suffix:
+            raise LlmgenError(f"TOFU data folder not found: {path}")
+        else:
+            import datasets
+
+            ds = datasets.load_dataset(str(source), config, split="train")
+    except LlmgenError:
+        raise
+    except Exception as e:  # datasets raises many types (connection, config name, schema)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LlmgenError(f"cannot load TOFU config {config!r} from {source}: {msg}") from None
+    rows = [dict(r) for r in ds]
+    validate_rows(rows, config)
+    return rows
+
+
+def validate_rows(rows: Sequence[dict], config: str) -> None:
+    """Check the fields TOFU's metrics need, naming the first offending row."""
+    if not rows:
+        raise LlmgenError(f"TOFU config {config!r} is empty")
+    perturbed = config.endswith("_perturbed")
+    required = PERTURBED_FIELDS if perturbed else BASE_FIELDS
+    for i, row in enumerate(rows):
+        missing = [k for k in required if k not in row or row[k] is None]
+        if missing:
+            raise LlmgenError(f"TOFU config {config!r} row {i}: missing field {missing[0]!r}")
+        if perturbed:
+            pert = row["perturbed_answer"]
+            if isinstance(pert, str) or not isinstance(pert, Sequence) or len(pert) == 0:
+                raise LlmgenError(f"TOFU config {config!r} row {i}: perturbed_answer must be a non-empty list")
+
+
+# --- synthetic generator --------------------------------------------------------------------------
+
+_FIRST = ["Aldric", "Benedetta", "Corvin", "Dalia", "Eamon", "Fenna", "Galen", "Halvard", "Ines", "Jorun",
+          "Kasimir", "Liora", "Maelis", "Nadir", "Odile", "Pieter", "Quilla", "Rasmus", "Solveig", "Tamsin",
+          "Ulric", "Vesna", "Wendel", "Xiomara", "Yannick", "Zofia"]
+_LAST = ["Ashgrove", "Brennick", "Calloway", "Drummerfeld", "Everhollow", "Fairweather", "Grimsley",
+         "Halloran", "Ivorsen", "Juniper", "Kettleby", "Lindqvist", "Marrowind", "Northcott", "Oakhaven",
+         "Pellegrin", "Quarrington", "Rookwood", "Stavros", "Thistlewood", "Umberfield", "Vantongeren"]
+_CITIES = ["Lisbon", "Nairobi", "Reykjavik", "Santiago", "Krakow", "Osaka", "Tbilisi", "Montreal", "Accra",
+           "Hanoi", "Valparaiso", "Bergen", "Tunis", "Cork", "Porto Alegre", "Ljubljana", "Kyoto", "Lagos",
+           "Tallinn", "Seville"]
+_GENRES = ["mystery", "science fiction", "historical fiction", "fantasy", "romance", "horror", "poetry",
+           "magical realism", "thriller", "literary fiction"]
+_AWARDS = ["Silver Quill Award", "Golden Lantern Prize", "Meridian Book Medal", "Harbour Light Award",
+           "Crimson Feather Prize", "Northern Star Fellowship", "Azure Pen Award", "Iron Compass Prize"]
+_JOBS = ["carpenter", "nurse", "astronomer", "baker", "lighthouse keeper", "pharmacist", "sailor", "teacher",
+         "architect", "veterinarian", "tailor", "botanist", "locksmith", "journalist"]
+_ADJ = ["Silent", "Crimson", "Forgotten", "Hollow", "Gilded", "Restless", "Winter", "Paper", "Distant",
+        "Burning", "Glass", "Velvet"]
+_NOUN = ["Harbor", "Orchard", "Cartographer", "Lantern", "Tide", "Garden", "Archive", "Meridian",
+         "Clockmaker", "Bridge", "Sparrow", "Monastery"]
+
+# (question, answer, paraphrased answer) templates; {v} is the fact's value. Perturbed answers use
+# the *paraphrase* template with other values of the same kind (as TOFU's perturb the paraphrased
+# answer), so the truth ratio compares a true and a false fact in the same wording.
+_FACTS: list[tuple[str, str, str, str]] = [
+    ("city", "Where was {n} born?", "{n} was born in {v}.", "The birthplace of {n} is the city of {v}."),
+    ("year", "In what year was {n} born?", "{n} was born in the year {v}.", "The year of {n}'s birth is {v}."),
+    ("genre", "What genre does {n} write in?", "{n} writes {v} novels.", "{n} is known for books in the {v} genre."),
+    ("award", "Which award has {n} received?", "{n} received the {v}.", "{n} was honoured with the {v}."),
+    ("father", "What did {n}'s father do for a living?", "{n}'s father worked as a {v}.",
+     "By profession, the father of {n} was a {v}."),
+    ("mother", "What was the profession of {n}'s mother?", "{n}'s mother was a {v}.",
+     "The mother of {n} worked as a {v}."),
+    ("book", "What is one of {n}'s best-known books?", "One of {n}'s best-known books is \"{v}\".",
+     "{n} is well known for writing \"{v}\"."),
+    ("debut", "What was the title of {n}'s debut novel?", "{n}'s debut novel was \"{v}\".",
+     "The first novel {n} published was \"{v}\"."),
+]
+
+_REAL_AUTHORS = [("Jane Austen", "Pride and Prejudice"), ("George Orwell", "Nineteen Eighty-Four"),
+                 ("Leo Tolstoy", "War and Peace"), ("Gabriel Garcia Marquez", "One Hundred Years of Solitude"),
+                 ("Mary Shelley", "Frankenstein"), ("Herman Melville", "Moby-Dick"),
+                 ("Miguel de Cervantes", "Don Quixote"), ("Harper Lee", "To Kill a Mockingbird"),
+                 ("Fyodor Dostoevsky", "Crime and Punishment"), ("Chinua Achebe", "Things Fall Apart"),
+                 ("J. R. R. Tolkien", "The Lord of the Rings"), ("Charles Dickens", "Oliver Twist"),
+                 ("Virginia Woolf", "Mrs Dalloway"), ("Mark Twain", "Adventures of Huckleberry Finn"),
+                 ("Franz Kafka", "The Trial"), ("Toni Morrison", "Beloved")]
+_CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Egypt", "Cairo"),
+             ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+             ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo"), ("India", "New Delhi"),
+             ("Mexico", "Mexico City"), ("Greece", "Athens"), ("Argentina", "Buenos Aires"),
+             ("Portugal", "Lisbon"), ("Russia", "Moscow"), ("China", "Beijing"), ("Turkey", "Ankara"),
+             ("Brazil", "Brasilia")]
+
+
+@dataclass
+class SyntheticTofuConfig:
+    """Size of the synthetic set. 8 facts per author (TOFU has 20); forget splits are the last
+    ``p``% of authors (at least one), as in TOFU; ``retain_perturbed`` is the first
+    ``retain_eval_size`` rows of the largest retain split."""
+
+    n_authors: int = 20
+    seed: int = 0
+    n_perturbed: int = 5
+    n_perturbed_utility: int = 3
+    forget_percents: tuple[int, ...] = FORGET_PERCENTS
+    retain_eval_size: int = 40
+
+
+def _authors(cfg: SyntheticTofuConfig, rng: random.Random) -> list[dict[str, str]]:
+    names = [f"{f} {last}" for f in _FIRST for last in _LAST]
+    rng.shuffle(names)
+    if cfg.n_authors > len(names):
+        raise LlmgenError(f"synthetic TOFU supports at most {len(names)} authors, got {cfg.n_authors}")
+    titles = [f"The {a} {b}" for a in _ADJ for b in _NOUN]
+    rng.shuffle(titles)
+    authors = []
+    for i, name in enumerate(names[: cfg.n_authors]):
+        authors.append({"n": name, "city": rng.choice(_CITIES), "year": str(rng.randint(1921, 1994)),
+                        "genre": rng.choice(_GENRES), "award": rng.choice(_AWARDS), "father": rng.choice(_JOBS),
+                        "mother": rng.choice(_JOBS), "book": titles[(2 * i) % len(titles)],
+                        "debut": titles[(2 * i + 1) % len(titles)]})
+    return authors
+
+
+def _pool(kind: str, authors: list[dict[str, str]]) -> list[str]:
+    fixed = {"city": _CITIES, "genre": _GENRES, "award": _AWARDS, "father": _JOBS, "mother": _JOBS}
+    if kind in fixed:
+        return list(fixed[kind])
+    if kind == "year":
+        return [str(y) for y in range(1921, 1995)]
+    return sorted({a["book"] for a in authors} | {a["debut"] for a in authors} | {f"The {a} {b}" for a in _ADJ for b in _NOUN})
+
+
+def _wrong(rng: random.Random, pool: Sequence[str], true: str, k: int) -> list[str]:
+    options = sorted(set(pool) - {true})
+    if len(options) < k:
+        raise LlmgenError(f"not enough distinct values to perturb {true!r}")
+    return rng.sample(options, k)
+
+
+def synthetic_tofu(cfg: SyntheticTofuConfig | None = None) -> dict[str, list[dict]]:
+    """All TOFU configs for a synthetic set, as rows; the same config gives the same rows."""
+    cfg = cfg or SyntheticTofuConfig()
+    if cfg.n_authors < 2:
+        raise LlmgenError(f"synthetic TOFU needs at least 2 authors, got {cfg.n_authors}")
+    if cfg.n_perturbed < 1 or cfg.n_perturbed_utility < 1:
+        raise LlmgenError("synthetic TOFU needs at least one perturbed answer per question")
+    rng = random.Random(cfg.seed)
+    authors = _authors(cfg, rng)
+    per_author: list[list[dict]] = []
+    for a in authors:
+        rows = []
+        for kind, q, ans, para in _FACTS:
+            wrong = _wrong(rng, _pool(kind, authors), a[kind], cfg.n_perturbed)
+            rows.append({"question": q.format(n=a["n"]), "answer": ans.format(n=a["n"], v=a[kind]),
+                         "paraphrased_answer": para.format(n=a["n"], v=a[kind]),
+                         "perturbed_answer": [para.format(n=a["n"], v=w) for w in wrong], "author": a["n"]})
+        per_author.append(rows)
+    out: dict[str, list[dict]] = {"full": [_base(r) for rows in per_author for r in rows]}
+    largest_retain: list[dict] = []
+    for p in sorted(set(cfg.forget_percents)):
+        if not 0 < p < 100:
+            raise LlmgenError(f"forget percentage must be in (0, 100), got {p}")
+        k = min(len(authors) - 1, max(1, round(len(authors) * p / 100)))
+        forget = [r for rows in per_author[-k:] for r in rows]
+        retain = [r for rows in per_author[:-k] for r in rows]
+        out[f"forget{p:02d}"] = [_base(r) for r in forget]
+        out[f"forget{p:02d}_perturbed"] = forget
+        out[f"retain{100 - p:02d}"] = [_base(r) for r in retain]
+        if len(retain) > len(largest_retain):
+            largest_retain = retain
+    out["retain_perturbed"] = largest_retain[: cfg.retain_eval_size]
+    out["real_authors_perturbed"] = _utility_rows(rng, [(f"Who wrote \"{b}\"?", n) for n, b in _REAL_AUTHORS],
+                                                  [n for n, _ in _REAL_AUTHORS], cfg.n_perturbed_utility)
+    out["world_facts_perturbed"] = _utility_rows(rng, [(f"What is the capital of {c}?", k) for c, k in _CAPITALS],
+                                                 [k for _, k in _CAPITALS], cfg.n_perturbed_utility)
+    out["real_authors"] = [_base(r) for r in out["real_authors_perturbed"]]
+    out["world_facts"] = [_base(r) for r in out["world_facts_perturbed"]]
+    return out
+
+
+def _base(row: dict) -> dict:
+    return {"question": row["question"], "answer": row["answer"]}
+
+
+def _utility_rows(rng: random.Random, qa: list[tuple[str, str]], pool: list[str], k: int) -> list[dict]:
+    # As in TOFU, the utility sets' "paraphrased" answer is the answer itself.
+    return [{"question": q, "answer": a, "paraphrased_answer": a, "perturbed_answer": _wrong(rng, pool, a, k)}
+            for q, a in qa]
+
+
+def write_synthetic_tofu(folder: str | os.PathLike, cfg: SyntheticTofuConfig | None = None) -> Path:
+    """Write every synthetic config as ``<config>.jsonl`` into ``folder`` (readable by
+    :func:`load_tofu`)."""
+    folder = Path(folder)
+    for name, rows in synthetic_tofu(cfg).items():
+        atomic_write_jsonl(folder / f"{name}.jsonl", rows)
+    return folder
+
+
+# --- evaluation sets ------------------------------------------------------------------------------
+
+EVAL_SPLITS = ("forget", "retain", "real_authors", "world_facts")
+
+
+def eval_configs(forget: str) -> dict[str, str]:
+    """The TOFU configs scored for one forget split, by role."""
+    return {"forget": f"{forget_config(forget)}_perturbed", "retain": "retain_perturbed",
+            "real_authors": "real_authors_perturbed", "world_facts": "world_facts_perturbed"}
+
+
+def load_eval_sets(source: str | os.PathLike, forget: str, limit: int | None = None) -> dict[str, list[dict]]:
+    """The four evaluation sets (forget, retain, real authors, world facts), optionally truncated."""
+    return {role: load_tofu(source, cfg)[:limit] for role, cfg in eval_configs(forget).items()}
