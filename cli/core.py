@@ -41,9 +41,9 @@ def print_results(out: dict) -> None:
         table.add_column(col, justify="right" if col not in ("task", "metric") else "left")
     for task, metrics in out["results"].items():
         for m, v in metrics.items():
-            u = out["uncertainty"][task][m]
-            table.add_row(task, m, f"{v:.4f}", f"{u['stderr']:.4f}", f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}]",
-                          str(out["n_samples"][task]))
+            u = out["uncertainty"][task].get(m)
+            stderr, ci = (f"{u['stderr']:.4f}", f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}]") if u else ("-", "-")
+            table.add_row(task, m, f"{v:.4g}", stderr, ci, str(out["n_samples"][task]))
     Console().print(table)
 
 

@@ -142,6 +142,8 @@ def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cac
 def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
                   renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
     """Score one task; returns (aggregate metrics, per-example rows)."""
+    if task.evaluator is not None:
+        return task.evaluator(backend, task, config)
     prompts = [backend.format_prompt(task.build_prompt(d, renderer, config.num_fewshot), config.apply_chat_template)
                for d in task.docs]
     bar = progress.add_task(task.name, total=len(task.docs)) if progress is not None else None
@@ -228,7 +230,8 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
                 t1 = time.time()
                 agg, rows = evaluate_task(backend, task, config, cache, progress=progress)
                 results[task.name] = agg
-                results[task.name]["_uncertainty"] = {m: uncertainty(rows, m, config.seed) for m in agg}
+                results[task.name]["_uncertainty"] = {
+                    m: uncertainty(rows, m, config.seed) for m in agg if all(m in r["metrics"] for r in rows)}
                 timings[f"{task.name}_s"] = round(time.time() - t1, 2)
                 all_rows += rows
     finally:

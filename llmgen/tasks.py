@@ -83,6 +83,9 @@ class Task:
     stop: tuple[str, ...] = ("\n",)
     max_tokens: int = 32
     description: str = ""
+    # A task whose metrics are not per-response scores (TOFU) brings its own evaluation:
+    # evaluator(backend, task, config) -> (aggregate metrics, per-example rows).
+    evaluator: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
 
     def __post_init__(self) -> None:
         if not self.docs:
@@ -289,6 +292,55 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
                 description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
 
 
+def tofu_data_source() -> str:
+    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set."""
+    import os
+
+    from llmgen.models import cache_dir
+
+    source = os.environ.get("LLMGEN_TOFU_DATA")
+    if source:
+        return source
+    folder = cache_dir() / "tofu-synthetic"
+    if not (folder / ".complete").exists():
+        from llmgen.tofu import write_synthetic_tofu
+
+        write_synthetic_tofu(folder)
+        (folder / ".complete").write_text("ok\n")
+    return str(folder)
+
+
+def tofu_eval_task(forget_split: str) -> Task:
+    """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
+    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task."""
+    import os
+
+    from llmgen.tofu import load_eval_sets
+
+    source = tofu_data_source()
+    forget = load_eval_sets(source, forget_split)["forget"]
+
+    def evaluator(backend, task: Task, config) -> tuple[dict[str, float], list[dict]]:
+        from llmgen.evals.tofu import tofu_eval
+
+        out = tofu_eval(backend, source, forget_split, retain_logs=os.environ.get("LLMGEN_TOFU_RETAIN_LOGS"),
+                        limit=config.limit)
+        rows = []
+        for split, res in out["result"].items():
+            if not isinstance(res, dict) or "per_example" not in res:
+                continue
+            per = res["per_example"]
+            for i in range(len(per["prob"])):
+                rows.append({"task": task.name, "doc_id": f"{split}-{i}", "split": split,
+                             "responses": [res["generations"][i]] if "generations" in res else [],
+                             "metrics": {m: float(v[i]) for m, v in per.items()}})
+        return out["summary"], rows
+
+    return Task(name=f"tofu_{forget_split}", docs=forget, input_fields=[("Question", "question")],
+                target_key="answer", evaluator=evaluator, metrics=(),
+                description=f"TOFU evaluation, forget split {forget_split} (data: {source})")
+
+
 _PLUGINS_LOADED = False
 
 
@@ -302,6 +354,8 @@ def _load_plugin_tasks() -> None:
         TASKS.register(name, lambda name=name: classification_eval_task(name))
     for d in (1, 2, 3):
         TASKS.register(f"math_generated_d{d}", lambda d=d: math_eval_task(d))
+    for split in ("forget01", "forget05", "forget10"):
+        TASKS.register(f"tofu_{split}", lambda split=split: tofu_eval_task(split))
 
 
 def list_tasks() -> list[str]:

@@ -183,3 +183,14 @@ def test_recipe_tasks_are_eval_tasks(tiny_model_dir):
                    show_progress=False)
     assert set(out["results"]) == {"sentiment", "math_generated_d2"}
     assert 0 <= out["results"]["sentiment"]["acc"] <= 1
+
+
+def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
+    """`llmgen eval --tasks tofu_forget10` runs TOFU's metrics (on the synthetic set offline)."""
+    monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path))
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=3, cache=None),
+                   show_progress=False)
+    res = out["results"]["tofu_forget10"]
+    assert 0 <= res["model_utility"] <= 1 and 0 < res["forget.prob"] < 1
+    assert {"forget.prob", "forget.truth_ratio", "retain.rougeL", "world_facts.prob"} <= set(res)
+    assert {r["split"] for r in out["samples"]} == {"forget", "retain", "real_authors", "world_facts"}
