@@ -23,8 +23,8 @@ from typing import Any
 from llmgen.errors import LlmgenError
 from llmgen.evaluate import (
     EvalConfig,
-    open_cache,
     evaluate_task,
+    open_cache,
     uncertainty,
     validate,
     versions,

