@@ -94,9 +94,21 @@ def open_cache(config: EvalConfig) -> RequestCache:
     return RequestCache(cache_dir() / "requests.sqlite" if config.cache == "auto" else config.cache)
 
 
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield range(start, min(n, start + size))
+def _through_cache(keys: list[str], requests: Sequence, compute: Callable[[list], list], cache: RequestCache,
+                   chunk: int, on_chunk: Callable[[int], None] | None) -> list:
+    """Answer ``requests`` from the cache, computing the missing ones in chunks committed one by one."""
+    found = cache.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    if on_chunk:
+        on_chunk(len(keys) - len(todo))
+    for start in range(0, len(todo), chunk):
+        idx = todo[start : start + chunk]
+        new = dict(zip((keys[i] for i in idx), compute([requests[i] for i in idx]), strict=True))
+        cache.put_many(new)
+        found.update(new)
+        if on_chunk:
+            on_chunk(len(idx))
+    return [found[k] for k in keys]
 
 
 def cached_generate(backend: Backend, prompts: Sequence[str], sampling: SamplingConfig, cache: RequestCache,
@@ -104,39 +116,24 @@ def cached_generate(backend: Backend, prompts: Sequence[str], sampling: Sampling
     """Generate through the cache: only prompts not in it are sent to the backend, in chunks."""
     keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="generate", prompt=p,
                         sampling=sampling.to_dict()) for p in prompts]
-    found = cache.get_many(keys)
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    if on_chunk:
-        on_chunk(len(prompts) - len(todo))
-    for rng in _chunks(len(todo), chunk):
-        idx = [todo[i] for i in rng]
-        outs = backend.generate([prompts[i] for i in idx], sampling)
-        new = {keys[i]: [{"text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
-                          "logprob": float(sum(c.logprobs))} for c in comps] for i, comps in zip(idx, outs, strict=True)}
-        cache.put_many(new)
-        found.update(new)
-        if on_chunk:
-            on_chunk(len(idx))
-    return [found[k] for k in keys]
+
+    def compute(batch: list[str]) -> list[list[dict]]:
+        return [[{"text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
+                  "logprob": float(sum(c.logprobs))} for c in comps] for comps in backend.generate(batch, sampling)]
+
+    return _through_cache(keys, prompts, compute, cache, chunk, on_chunk)
 
 
 def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cache: RequestCache, chunk: int = 128,
                          on_chunk: Callable[[int], None] | None = None) -> list[dict]:
+    """Score (context, continuation) pairs through the cache."""
     keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="loglikelihood", pair=list(p)) for p in pairs]
-    found = cache.get_many(keys)
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    if on_chunk:
-        on_chunk(len(pairs) - len(todo))
-    for rng in _chunks(len(todo), chunk):
-        idx = [todo[i] for i in rng]
-        outs = backend.loglikelihood([pairs[i] for i in idx])
-        new = {keys[i]: {"logprob": r.logprob, "num_tokens": r.num_tokens, "is_greedy": r.is_greedy}
-               for i, r in zip(idx, outs, strict=True)}
-        cache.put_many(new)
-        found.update(new)
-        if on_chunk:
-            on_chunk(len(idx))
-    return [found[k] for k in keys]
+
+    def compute(batch: list[tuple[str, str]]) -> list[dict]:
+        return [{"logprob": r.logprob, "num_tokens": r.num_tokens, "is_greedy": r.is_greedy}
+                for r in backend.loglikelihood(batch)]
+
+    return _through_cache(keys, pairs, compute, cache, chunk, on_chunk)
 
 
 def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
