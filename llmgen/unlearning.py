@@ -131,21 +131,6 @@ def check_method(method: str, args: Mapping[str, Any] | None = None) -> dict[str
     return {k: float(v) for k, v in merged.items()}
 
 
-def _ref_logits(state, part: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Reference logits for the KL term (LossState only exposes reference logprobs of labels)."""
-    with torch.no_grad():
-        if state.ref_mode == "adapter":
-            with state.policy.disable_adapter():
-                return state.policy(input_ids=part["input_ids"], attention_mask=part["attention_mask"],
-                                    use_cache=False).logits.detach()
-        if state.ref_mode == "copy":
-            dev = next(state.ref_model.parameters()).device
-            out = state.ref_model(input_ids=part["input_ids"].to(dev), attention_mask=part["attention_mask"].to(dev),
-                                  use_cache=False).logits
-            return out.to(part["input_ids"].device)
-    raise LlmgenError("the KL term needs a reference model but none was prepared")
-
-
 def _register() -> None:
     from llmgen.training.losses import IGNORE_INDEX, LOSSES, model_inputs, register_loss, sequence_logprobs
 
@@ -161,7 +146,7 @@ def _register() -> None:
             return alpha * term, {"retain_nll": term.detach()}
         input_ids, attention_mask, labels = model_inputs(part)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-        ref = _ref_logits(state, part)[:, :-1]
+        ref = state.ref_logits(part)[:, :-1]
         term = kl_ref_policy(logits, ref, labels[:, 1:] != IGNORE_INDEX)
         return alpha * term, {"retain_kl": term.detach()}
 
