@@ -145,29 +145,18 @@ def cell_key(config: SweepConfig, cell: dict) -> str:
 
 
 def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 128) -> list[str]:
-    """Batched greedy continuations (left padding), cut at EOS or newline."""
-    import torch
+    """Batched greedy continuations through the HF backend on the in-memory model, cut at EOS or newline."""
+    from llmgen.backends import SamplingConfig
+    from llmgen.backends.hf import HFBackend
 
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[str] = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            with torch.no_grad():
-                gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, t in zip(idx, texts, strict=True):
-                out[i] = t.split("\n", 1)[0]
+        backend = HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=batch_size)
+        outs = backend.generate(prompts, SamplingConfig(max_tokens=max_new_tokens, stop=("\n",)))
     finally:
         model.train(was_training)
-    return out
+    return [o[0].text for o in outs]
 
 
 def exact_match_report(rows: list[dict], predictions: list[str]) -> dict:
