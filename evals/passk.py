@@ -53,6 +53,7 @@ def block_pass_at_n(correct: Sequence[bool], n: int) -> tuple[float, float]:
     m = len(correct)
     if m < n:
         raise LlmgenError(f"block pass@{n} needs at least {n} samples, got {m}")
+    from llmgen.evals.stats import standard_error
+
     blocks = np.asarray(correct[: (m // n) * n], dtype=bool).reshape(-1, n).any(axis=1).astype(float)
-    se = float(blocks.std(ddof=1) / math.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
-    return float(blocks.mean()), se
+    return float(blocks.mean()), standard_error(blocks)
