@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         format_budget: Annotated[int | None, typer.Option("--format-budget", help="bandit evaluation budget E for --formats")] = None,
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
-        from llmgen.evaluate import EvalConfig, run_eval, validate
+        from llmgen.evaluate import EvalConfig, run_eval
 
         try:
             ks = [int(x) for x in k.split(",")] if k else None
@@ -82,18 +82,15 @@ def register(app: typer.Typer) -> None:
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                             seed=seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                             output_dir=output_dir, log_samples=log_samples, cache=None if no_cache else "auto")
-        config.model_args.setdefault("batch_size", batch_size) if backend == "hf" else None
+        if backend == "hf":
+            config.model_args.setdefault("batch_size", batch_size)
         if formats is not None:
             from llmgen.format_eval import run_format_eval
 
-            validate(config)
             run_format_eval(config, num_formats=formats, budget=format_budget)
             if output_dir:
                 typer.echo(f"wrote {output_dir}/results.json")
             return
-        from llmgen.models import resolve_model
-
-        resolve_model(model)
         out = run_eval(config)
         print_results(out)
         if output_dir:
