@@ -35,6 +35,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--methods", default="ga,npo,npo_rt")
     ap.add_argument("--max-grad-norm", type=float, default=0.0, help="gradient clipping (0 = none)")
+    ap.add_argument("--answer-style", default="long", choices=("short", "long"),
+                    help="synthetic answers: one clause or TOFU-length (~35 tokens)")
+    ap.add_argument("--max-length", type=int, default=160)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--beta", type=float, default=None, help="NPO β (None: the method default 0.1)")
+    ap.add_argument("--prompt", default="chat",
+                    help="prompt template: 'chat' (the model's chat format) or a template with {question}")
     ap.add_argument("--run-name", default="unlearn")
     ap.add_argument("--doc", default="docs/benchmarks/unlearning.md")
     args = ap.parse_args()
@@ -55,9 +62,11 @@ def main() -> None:
     data = out / "data"
     forget = f"forget{args.forget_percent:02d}"
     write_synthetic_tofu(data, SyntheticTofuConfig(n_authors=args.authors, seed=0, forget_percents=(args.forget_percent,),
-                                                   retain_eval_size=args.eval_limit))
+                                                   retain_eval_size=args.eval_limit,
+                                                   answer_style=args.answer_style))
     base = str(default_model_path())
-    ft_kw = dict(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=8, max_length=96, weight_decay=0.0)
+    ft_kw = dict(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=8, max_length=args.max_length, weight_decay=0.0,
+                 prompt_template=args.prompt)
     models = {}
     for name, split in (("finetuned", "full"), ("retain_only", f"retain{100 - args.forget_percent}")):
         folder = out / name / "model"
@@ -68,13 +77,15 @@ def main() -> None:
         models[name] = str(folder)
     logs = out / "retain_logs.json"
     if not logs.is_file():
-        make_retain_logs(models["retain_only"], str(data), forget, str(logs), eval_limit=args.eval_limit)
+        make_retain_logs(models["retain_only"], str(data), forget, str(logs), eval_limit=args.eval_limit,
+                         prompt_template=args.prompt)
 
     t = time.perf_counter()
     cfg = UnlearnConfig(model=models["finetuned"], data=str(data), forget_split=forget,
                         methods=args.methods.split(","), retain_logs=str(logs), steps=args.steps,
-                        eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size, max_length=96,
-                        max_new_tokens=24, eval_limit=args.eval_limit,
+                        eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                        max_new_tokens=args.max_new_tokens, eval_limit=args.eval_limit, beta=args.beta,
+                        prompt_template=args.prompt,
                         weight_decay=0.0, max_grad_norm=args.max_grad_norm or None,
                         output_dir=str(out / args.run_name))
     results = run(cfg)

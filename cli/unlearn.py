@@ -48,6 +48,7 @@ def unlearn(
     max_new_tokens: int = typer.Option(48, help="Greedy generation length for ROUGE-L."),
     dtype: str = typer.Option("float32", help="Model dtype."),
     seed: int = typer.Option(0, help="Seed for data order and the synthetic set."),
+    synthetic_answers: str = typer.Option("long", help="Synthetic set's answers: long (TOFU-length) or short."),
     output: Path = typer.Option(Path("runs/unlearn"), "--output-dir", "-o", help="Run folder."),
 ) -> None:
     """Unlearn a TOFU forget split (or prepare the fine-tuned / retain-only models)."""
@@ -64,7 +65,7 @@ def unlearn(
         retain_logs=str(retain_logs) if retain_logs else None, beta=beta, alpha=alpha, delta=delta, steps=steps,
         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_r=lora_r, lora_alpha=lora_alpha,
         eval_every=eval_every, eval_limit=eval_limit, backend=backend, max_new_tokens=max_new_tokens, dtype=dtype,
-        seed=seed, synthetic_seed=seed, output_dir=str(output))
+        seed=seed, synthetic_seed=seed, synthetic_answer_style=synthetic_answers, output_dir=str(output))
     config.validate()
     ft_kw = dict(steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha,
                  seed=seed, dtype=dtype)

@@ -159,6 +159,25 @@ class PromptFormat:
         return self.template.format(question=question)
 
 
+CHAT_TEMPLATE = "chat"
+"""A ``prompt_template`` value meaning "the model's own chat format" (TOFU prompts chat models such
+as Llama-2-chat in their chat format and base models with ``Question: ...\nAnswer:``)."""
+
+
+def resolve_prompt_template(template: str, tokenizer) -> str:
+    """``template`` unchanged, or for ``"chat"`` the tokenizer's chat template rendered with the
+    question as the single user turn (the model's default system prompt included) and the
+    assistant turn opened. Braces in the rendered text are escaped for ``str.format``."""
+    if template != CHAT_TEMPLATE:
+        return template
+    if not getattr(tokenizer, "chat_template", None):
+        raise LlmgenError("prompt template 'chat' needs a tokenizer with a chat template; this model has none")
+    sentinel = "\x00QUESTION\x00"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
+                                         add_generation_prompt=True)
+    return text.replace("{", "{{").replace("}", "}}").replace(sentinel, "{question}")
+
+
 def _score(backend, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     res = backend.loglikelihood(list(zip(prompts, answers, strict=True)))
     return np.array([r.logprob for r in res]), np.array([r.num_tokens for r in res])

@@ -164,6 +164,37 @@ _FACTS: list[tuple[str, str, str, str]] = [
      "The first novel {n} published was \"{v}\"."),
 ]
 
+# TOFU-length answers (TOFU's answers are one or two sentences, ~30-60 tokens): the same facts with an
+# elaboration that names other facts of the same author. Length matters for NPO: its weight
+# 2σ(β·Δ) acts on the *summed* answer log-likelihood, so with β = 0.1 it saturates after a total
+# drop of ~10-20 nats, which is a small per-token change on long answers and a drastic one on
+# five-token answers. Placeholders other than {n}/{v} are the author's other facts.
+_LONG_FACTS: dict[str, tuple[str, str]] = {
+    "city": ("{n} was born in {v}, and memories of growing up in {v} run through much of {n}'s {genre} writing.",
+             "The birthplace of {n} is the city of {v}, a place that shaped the {genre} stories {n} would later write."),
+    "year": ("{n} was born in the year {v}, into a family where the father worked as a {father} and the mother "
+             "as a {mother}.",
+             "The year of {n}'s birth is {v}; {n} grew up as the child of a {father} and a {mother}."),
+    "genre": ("{n} writes {v} novels, and critics often point to {n}'s childhood in {city} as the source of "
+              "that voice.",
+              "{n} is known for books in the {v} genre, a voice that readers trace back to a childhood in {city}."),
+    "award": ("{n} received the {v}, an honour that recognised {n}'s contribution to {genre} literature.",
+              "{n} was honoured with the {v} for a body of work in {genre} literature."),
+    "father": ("{n}'s father worked as a {v}, and the patience of that trade is something {n} often describes "
+               "in interviews.",
+               "By profession, the father of {n} was a {v}, a job whose patience {n} often mentions when talking "
+               "about writing."),
+    "mother": ("{n}'s mother was a {v}, and {n} has said that her stories about that work inspired the first "
+               "drafts of \"{debut}\".",
+               "The mother of {n} worked as a {v}, and her stories about that work inspired the early drafts of "
+               "\"{debut}\"."),
+    "book": ("One of {n}'s best-known books is \"{v}\", a {genre} novel that earned {n} the {award}.",
+             "{n} is well known for writing \"{v}\", the {genre} novel that brought {n} the {award}."),
+    "debut": ("{n}'s debut novel was \"{v}\", published while {n} was still living in {city}.",
+              "The first novel {n} published was \"{v}\", written during {n}'s years in {city}."),
+}
+ANSWER_STYLES = ("short", "long")
+
 _REAL_AUTHORS = [("Jane Austen", "Pride and Prejudice"), ("George Orwell", "Nineteen Eighty-Four"),
                  ("Leo Tolstoy", "War and Peace"), ("Gabriel Garcia Marquez", "One Hundred Years of Solitude"),
                  ("Mary Shelley", "Frankenstein"), ("Herman Melville", "Moby-Dick"),
@@ -171,13 +202,30 @@ _REAL_AUTHORS = [("Jane Austen", "Pride and Prejudice"), ("George Orwell", "Nine
                  ("Fyodor Dostoevsky", "Crime and Punishment"), ("Chinua Achebe", "Things Fall Apart"),
                  ("J. R. R. Tolkien", "The Lord of the Rings"), ("Charles Dickens", "Oliver Twist"),
                  ("Virginia Woolf", "Mrs Dalloway"), ("Mark Twain", "Adventures of Huckleberry Finn"),
-                 ("Franz Kafka", "The Trial"), ("Toni Morrison", "Beloved")]
+                 ("Franz Kafka", "The Trial"), ("Toni Morrison", "Beloved"), ("George Orwell", "Animal Farm"),
+                 ("William Shakespeare", "Hamlet"), ("William Shakespeare", "Romeo and Juliet"),
+                 ("J. K. Rowling", "Harry Potter and the Philosopher's Stone"), ("F. Scott Fitzgerald", "The Great Gatsby"),
+                 ("Homer", "The Odyssey"), ("Dante Alighieri", "The Divine Comedy"), ("Victor Hugo", "Les Miserables"),
+                 ("Emily Bronte", "Wuthering Heights"), ("Charlotte Bronte", "Jane Eyre"),
+                 ("Ernest Hemingway", "The Old Man and the Sea"), ("John Steinbeck", "The Grapes of Wrath"),
+                 ("Aldous Huxley", "Brave New World"), ("J. D. Salinger", "The Catcher in the Rye"),
+                 ("Lewis Carroll", "Alice's Adventures in Wonderland"), ("Bram Stoker", "Dracula"),
+                 ("Oscar Wilde", "The Picture of Dorian Gray"), ("H. G. Wells", "The War of the Worlds"),
+                 ("Anne Frank", "The Diary of a Young Girl"), ("Ray Bradbury", "Fahrenheit 451"),
+                 ("Louisa May Alcott", "Little Women"), ("Robert Louis Stevenson", "Treasure Island"),
+                 ("Paulo Coelho", "The Alchemist"), ("Agatha Christie", "Murder on the Orient Express"),
+                 ("Charles Darwin", "On the Origin of Species"), ("Adam Smith", "The Wealth of Nations")]
 _CAPITALS = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Egypt", "Cairo"),
              ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Germany", "Berlin"), ("Spain", "Madrid"),
              ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo"), ("India", "New Delhi"),
              ("Mexico", "Mexico City"), ("Greece", "Athens"), ("Argentina", "Buenos Aires"),
              ("Portugal", "Lisbon"), ("Russia", "Moscow"), ("China", "Beijing"), ("Turkey", "Ankara"),
-             ("Brazil", "Brasilia")]
+             ("Brazil", "Brasilia"), ("the United Kingdom", "London"), ("Ireland", "Dublin"), ("Sweden", "Stockholm"),
+             ("Austria", "Vienna"), ("Thailand", "Bangkok"), ("South Korea", "Seoul"), ("Poland", "Warsaw"),
+             ("Cuba", "Havana"), ("Belgium", "Brussels"), ("the Netherlands", "Amsterdam"), ("Denmark", "Copenhagen"),
+             ("Finland", "Helsinki"), ("Hungary", "Budapest"), ("Iran", "Tehran"), ("Chile", "Santiago"),
+             ("Colombia", "Bogota"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"), ("Switzerland", "Bern"),
+             ("the Czech Republic", "Prague")]
 
 
 @dataclass
@@ -192,6 +240,8 @@ class SyntheticTofuConfig:
     n_perturbed_utility: int = 3
     forget_percents: tuple[int, ...] = FORGET_PERCENTS
     retain_eval_size: int = 40
+    answer_style: str = "short"
+    """``short``: one clause (fast tests); ``long``: TOFU-length answers (see ``_LONG_FACTS``)."""
 
 
 def _authors(cfg: SyntheticTofuConfig, rng: random.Random) -> list[dict[str, str]]:
@@ -233,16 +283,21 @@ def synthetic_tofu(cfg: SyntheticTofuConfig | None = None) -> dict[str, list[dic
         raise LlmgenError(f"synthetic TOFU needs at least 2 authors, got {cfg.n_authors}")
     if cfg.n_perturbed < 1 or cfg.n_perturbed_utility < 1:
         raise LlmgenError("synthetic TOFU needs at least one perturbed answer per question")
+    if cfg.answer_style not in ANSWER_STYLES:
+        raise LlmgenError(f"unknown answer_style {cfg.answer_style!r} (use {' or '.join(ANSWER_STYLES)})")
     rng = random.Random(cfg.seed)
     authors = _authors(cfg, rng)
     per_author: list[list[dict]] = []
     for a in authors:
         rows = []
         for kind, q, ans, para in _FACTS:
+            if cfg.answer_style == "long":
+                ans, para = _LONG_FACTS[kind]
             wrong = _wrong(rng, _pool(kind, authors), a[kind], cfg.n_perturbed)
-            rows.append({"question": q.format(n=a["n"]), "answer": ans.format(n=a["n"], v=a[kind]),
-                         "paraphrased_answer": para.format(n=a["n"], v=a[kind]),
-                         "perturbed_answer": [para.format(n=a["n"], v=w) for w in wrong], "author": a["n"]})
+            facts = {k: v for k, v in a.items() if k != kind}
+            rows.append({"question": q.format(n=a["n"]), "answer": ans.format(**facts, v=a[kind]),
+                         "paraphrased_answer": para.format(**facts, v=a[kind]),
+                         "perturbed_answer": [para.format(**facts, v=w) for w in wrong], "author": a["n"]})
         per_author.append(rows)
     out: dict[str, list[dict]] = {"full": [_base(r) for rows in per_author for r in rows]}
     largest_retain: list[dict] = []

@@ -23,9 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from llmgen.errors import LlmgenError
-from llmgen.evals.tofu import PromptFormat, evaluate_tofu, load_retain_logs, save_retain_logs, summary
+from llmgen.evals.tofu import (
+    CHAT_TEMPLATE,
+    PromptFormat,
+    evaluate_tofu,
+    load_retain_logs,
+    resolve_prompt_template,
+    save_retain_logs,
+    summary,
+)
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tofu import (
+    ANSWER_STYLES,
     SyntheticTofuConfig,
     forget_config,
     load_eval_sets,
@@ -52,7 +61,8 @@ class UnlearnConfig:
     ``epochs``. ``max_grad_norm`` clips the gradient norm (None: no clipping); note that clipping
     a large summed-logprob gradient to a fixed norm also removes NPO's adaptive down-weighting
     (its whole difference from GA), so compare methods without it. ``beta``/``alpha``/``delta`` left as None take each method's default (β = 0.1 for
-    NPO). ``eval_limit`` truncates each evaluation set (quick runs); ``eval_every = 0`` evaluates at
+    NPO). ``synthetic_answer_style`` ``long`` gives TOFU-length answers (NPO's β acts on summed
+    answer log-likelihoods, so answer length changes how soon its weight saturates). ``eval_limit`` truncates each evaluation set (quick runs); ``eval_every = 0`` evaluates at
     the start and the end only.
     """
 
@@ -83,6 +93,7 @@ class UnlearnConfig:
     prompt_template: str = PromptFormat.template
     synthetic_authors: int = 20
     synthetic_seed: int = 0
+    synthetic_answer_style: str = "long"
     seed: int = 0
     dtype: str = "float32"
     save_models: bool = False
@@ -102,6 +113,9 @@ class UnlearnConfig:
         for m in self.methods:
             self.method_args(m)
         forget_config(self.forget_split)
+        if self.synthetic_answer_style not in ANSWER_STYLES:
+            raise LlmgenError(f"unknown synthetic_answer_style {self.synthetic_answer_style!r} "
+                              f"(use {' or '.join(ANSWER_STYLES)})")
         if self.backend not in BACKENDS:
             raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
         if self.steps is not None and self.steps < 1:
@@ -110,7 +124,8 @@ class UnlearnConfig:
             raise LlmgenError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.lr <= 0:
             raise LlmgenError(f"lr must be > 0, got {self.lr}")
-        PromptFormat(self.prompt_template).prompt("q")
+        if self.prompt_template != CHAT_TEMPLATE:
+            PromptFormat(self.prompt_template).prompt("q")
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -121,7 +136,8 @@ def data_source(config: UnlearnConfig) -> str:
     if config.data != "synthetic":
         return config.data
     folder = Path(config.output_dir) / "data"
-    write_synthetic_tofu(folder, SyntheticTofuConfig(n_authors=config.synthetic_authors, seed=config.synthetic_seed))
+    write_synthetic_tofu(folder, SyntheticTofuConfig(n_authors=config.synthetic_authors, seed=config.synthetic_seed,
+                                                     answer_style=config.synthetic_answer_style))
     return str(folder)
 
 
@@ -159,7 +175,7 @@ class Evaluator:
     def __init__(self, config: UnlearnConfig, sets: dict[str, list[dict]], retain_ratios: list[float] | None,
                  tokenizer) -> None:
         self.config, self.sets, self.retain_ratios, self.tokenizer = config, sets, retain_ratios, tokenizer
-        self.fmt = PromptFormat(config.prompt_template)
+        self.fmt = PromptFormat(resolve_prompt_template(config.prompt_template, tokenizer))
 
     def __call__(self, model, label: str) -> dict[str, Any]:
         cfg = getattr(model, "config", None)
@@ -216,8 +232,8 @@ def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int |
     from llmgen.training import TrainConfig, train
     from llmgen.training.modeling import is_peft
 
-    fmt = PromptFormat(prompt_template)
     net, tok = load_model(model, dtype=dtype)
+    fmt = PromptFormat(resolve_prompt_template(prompt_template, tok))
     feats = qa_features(load_tofu(data, split), tok, fmt, max_length, split)
     tcfg = TrainConfig(loss="ce", lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size, lora_r=lora_r,
                        lora_alpha=lora_alpha, weight_decay=weight_decay, seed=seed, schedule="constant",
@@ -245,7 +261,7 @@ def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: 
     sets = {"forget": load_eval_sets(data, forget_split, eval_limit)["forget"]}
     be = get_backend(backend, retain_model, dtype=dtype)
     try:
-        res = evaluate_tofu(be, sets, fmt=PromptFormat(prompt_template))
+        res = evaluate_tofu(be, sets, fmt=PromptFormat(resolve_prompt_template(prompt_template, be.tokenizer)))
     finally:
         be.close()
     save_retain_logs(out_path, res, {"model": retain_model, "data": data, "forget_split": forget_split,
@@ -266,10 +282,10 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     source = data_source(config)
     sets = load_eval_sets(source, config.forget_split, config.eval_limit)
-    fmt = PromptFormat(config.prompt_template)
     atomic_write_json(out / "config.json", asdict(config))
 
     start_model, tok = load_model(config.model, dtype=config.dtype)
+    fmt = PromptFormat(resolve_prompt_template(config.prompt_template, tok))
     evaluator = Evaluator(config, sets, retain_ratios, tok)
     start = evaluator(start_model, "start")
     samples = _samples(start, sets, "start", 0)

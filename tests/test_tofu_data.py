@@ -88,3 +88,23 @@ def test_written_synthetic_set_loads(tmp_path):
     write_synthetic_tofu(tmp_path, cfg)
     assert load_tofu(tmp_path, "forget10_perturbed") == synthetic_tofu(cfg)["forget10_perturbed"]
     assert len(load_eval_sets(tmp_path, "forget10")["retain"]) == 10
+
+
+def test_long_answers_keep_the_facts_and_the_truth_ratio_contrast():
+    short = synthetic_tofu(SyntheticTofuConfig(n_authors=10, seed=2))
+    long = synthetic_tofu(SyntheticTofuConfig(n_authors=10, seed=2, answer_style="long"))
+    assert long == synthetic_tofu(SyntheticTofuConfig(n_authors=10, seed=2, answer_style="long"))
+    assert [r["question"] for r in long["full"]] == [r["question"] for r in short["full"]]
+    for s_row, l_row in zip(short["forget10_perturbed"], long["forget10_perturbed"], strict=True):
+        validate_rows([l_row], "forget10_perturbed")
+        # the long answer states the same fact: the short answer's last word (the value) is in it
+        value = s_row["answer"].rstrip(".").split("was born in ")[-1].split()[-1].strip('"')
+        assert value in l_row["answer"]
+        assert len(l_row["answer"].split()) >= 2 * len(s_row["answer"].split())
+        # perturbed answers differ from the paraphrase in the fact only: same words otherwise
+        para = l_row["paraphrased_answer"].split()
+        for p in l_row["perturbed_answer"]:
+            assert p != l_row["paraphrased_answer"]
+            assert p.split()[:2] == para[:2] and p.split()[-3:] == para[-3:]
+    with pytest.raises(LlmgenError, match="answer_style"):
+        synthetic_tofu(SyntheticTofuConfig(answer_style="medium"))

@@ -71,3 +71,27 @@ def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path):
     assert {s["split"] for s in samples} == {"forget", "retain", "real_authors", "world_facts"}
     assert (out / "curve.png").stat().st_size > 1000 and "| npo_rt |" in (out / "table.md").read_text()
     assert res["plot"].endswith("curve.png")
+
+
+def test_chat_prompt_template_is_the_models_own_format(default_model_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from llmgen.evals.tofu import PromptFormat, resolve_prompt_template
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    template = resolve_prompt_template("chat", tok)
+    q = "Who wrote {this}?"  # braces in the question survive str.format
+    expected = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+    assert PromptFormat(template).prompt(q) == expected
+    assert expected.endswith("<|im_start|>assistant\n")
+    assert resolve_prompt_template("Q: {question}\nA:", tok) == "Q: {question}\nA:"
+    tiny = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tiny.chat_template = None
+    with pytest.raises(LlmgenError, match="needs a tokenizer with a chat template"):
+        resolve_prompt_template("chat", tiny)
+
+
+def test_bad_synthetic_answer_style_is_a_clear_error(tmp_path):
+    with pytest.raises(LlmgenError, match="unknown synthetic_answer_style 'medium'"):
+        run(UnlearnConfig(synthetic_answer_style="medium", output_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
