@@ -93,7 +93,7 @@ def kl_ref_policy(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Te
 # --- registry wrappers ----------------------------------------------------------------------------
 
 #: Methods available to the recipe and CLI, with the streams they read and whether they need the
-#: reference model.
+#: reference model; "aligned" streams are paired row by row with the forget stream.
 METHODS: dict[str, dict[str, Any]] = {
     "ga": {"streams": ("forget",), "reference": False},
     "gd": {"streams": ("forget", "retain"), "reference": False},
@@ -101,8 +101,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "npo": {"streams": ("forget",), "reference": True},
     "npo_rt": {"streams": ("forget", "retain"), "reference": True},
     "npo_kl": {"streams": ("forget", "retain"), "reference": True},
-    "idkdpo": {"streams": ("forget", "idk"), "reference": True},
-    "idkdpo_rt": {"streams": ("forget", "idk", "retain"), "reference": True},
+    "idkdpo": {"streams": ("forget", "idk"), "reference": True, "aligned": ("idk",)},
+    "idkdpo_rt": {"streams": ("forget", "idk", "retain"), "reference": True, "aligned": ("idk",)},
     "simnpo": {"streams": ("forget",), "reference": False},
     "simnpo_rt": {"streams": ("forget", "retain"), "reference": False},
 }
@@ -181,7 +181,8 @@ def _register() -> None:
         loss_fn.__name__ = f"{method}_loss"
         loss_fn.__doc__ = f"Unlearning loss {method!r} (see llmgen.unlearning)."
         if method not in LOSSES:
-            register_loss(method, needs_reference=spec["reference"], streams=spec["streams"])(loss_fn)
+            register_loss(method, needs_reference=spec["reference"], streams=spec["streams"],
+                          aligned=spec.get("aligned", ()))(loss_fn)
 
     for method, forget, retain in [("ga", "ga", None), ("gd", "ga", "nll"), ("kl", "ga", "kl"),
                                    ("npo", "npo", None), ("npo_rt", "npo", "nll"), ("npo_kl", "npo", "kl"),

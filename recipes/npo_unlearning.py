@@ -158,8 +158,8 @@ def training_streams(method: str, source: str, forget: str, tokenizer, fmt: Prom
     if "retain" in METHODS[method]["streams"]:
         streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, fmt, max_length, "retain")
     if "idk" in METHODS[method]["streams"]:
-        # The loop shuffles each stream on its own, so an "I don't know" batch is not the same
-        # questions as the forget batch it is compared with: IdkDPO here uses unpaired batches.
+        # Row i of "idk" answers forget question i; the IdkDPO losses register "idk" as aligned,
+        # so the loop draws both streams in the same order and each pair shares its question.
         idk = [IDK_ANSWERS[i % len(IDK_ANSWERS)] for i in range(len(forget_rows))]
         streams["idk"] = qa_features(forget_rows, tokenizer, fmt, max_length, "idk", answers=idk)
     return streams

@@ -206,6 +206,31 @@ def test_paired_streams_retain_cycles(tmp_path):
         train(cfg, model=model, tokenizer=tok, train_dataset=forget)
 
 
+if "test_aligned" not in LOSSES:
+    @register_loss("test_aligned", streams=("forget", "idk", "retain"), aligned=("idk",))
+    def _aligned_loss(model, batch, state):
+        """Records the row ids of each stream's micro-batch."""
+        f_lp, f_n = sequence_logprobs(model, *model_inputs(batch["forget"]))
+        state.args["seen"].append({k: batch[k]["row_id"].tolist() for k in ("forget", "idk", "retain")})
+        return f_lp.sum() / f_n.sum(), {}
+
+
+def test_aligned_stream_follows_the_first_streams_order(tmp_path):
+    model, tok = tiny_model(0)
+    forget = [dict(f, row_id=i) for i, f in enumerate(_pa_data(tok, 12))]
+    idk = [dict(f, row_id=i) for i, f in enumerate(_pa_data(tok, 12))]
+    retain = [dict(f, row_id=i) for i, f in enumerate(_pa_data(tok, 12))]
+    seen: list = []
+    cfg = TrainConfig(output_dir=str(tmp_path), loss="test_aligned", lr=1e-3, epochs=2, batch_size=4,
+                      save_final=False, loss_args={"seen": seen})
+    train(cfg, model=model, tokenizer=tok, train_dataset={"forget": forget, "idk": idk, "retain": retain})
+    assert len(seen) == 6
+    assert all(b["idk"] == b["forget"] for b in seen)  # paired row by row, through a reshuffle
+    assert any(b["retain"] != b["forget"] for b in seen)  # the unaligned stream has its own order
+    with pytest.raises(LlmgenError, match="stream 'idk' is paired row by row with 'forget'"):
+        train(cfg, model=model, tokenizer=tok, train_dataset={"forget": forget, "idk": idk[:5], "retain": retain})
+
+
 def test_data_order_is_a_function_of_seed_and_epoch():
     a = [batch_indices(10, 3, seed=1, micro=m, world=1, rank=0) for m in range(8)]
     assert a == [batch_indices(10, 3, seed=1, micro=m, world=1, rank=0) for m in range(8)]

@@ -137,11 +137,13 @@ def test_check_method():
 def test_registered_losses_on_a_tiny_model():
     from llmgen.models import tiny_model
     from llmgen.training import LOSSES, LossState
-    from llmgen.training.losses import loss_needs_reference, loss_streams
+    from llmgen.training.losses import loss_aligned_streams, loss_needs_reference, loss_streams
 
     assert loss_streams(LOSSES.get("npo")) == ("forget",)
     assert loss_needs_reference(LOSSES.get("npo")) and not loss_needs_reference(LOSSES.get("ga"))
     assert loss_streams(LOSSES.get("npo_rt")) == ("forget", "retain")
+    # IdkDPO compares two answers to the same question: its "idk" stream is paired with "forget"
+    assert loss_aligned_streams(LOSSES.get("idkdpo_rt")) == ("idk",) and loss_aligned_streams(LOSSES.get("npo")) == ()
 
     model, _ = tiny_model(seed=0)
     ref = copy.deepcopy(model).eval()

@@ -29,7 +29,7 @@ from llmgen.training.data import (
     check_features,
     pad_collate,
 )
-from llmgen.training.losses import LOSSES, LossState, loss_needs_reference, loss_streams
+from llmgen.training.losses import LOSSES, LossState, loss_aligned_streams, loss_needs_reference, loss_streams
 from llmgen.training.modeling import (
     add_lora,
     enable_gradient_checkpointing,
@@ -210,6 +210,11 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
 
     names = list(streams)
     primary = len(streams[names[0]])
+    aligned = set(loss_aligned_streams(loss_fn)) & set(names[1:])
+    for name in sorted(aligned):
+        if len(streams[name]) != primary:
+            raise LlmgenError(f"stream {name!r} is paired row by row with {names[0]!r} and needs its length "
+                              f"({primary} rows), got {len(streams[name])}")
     per_epoch = batches_per_epoch(primary, config.batch_size, world)
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total)
@@ -251,7 +256,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
         parts, epoch = {}, 0
         for s, name in enumerate(names):
             feats = streams[name]
-            ep, idx = batch_indices(len(feats), config.batch_size, config.seed, m, world, rank, stream=s)
+            order = 0 if name in aligned else s  # aligned streams reuse the first stream's order
+            ep, idx = batch_indices(len(feats), config.batch_size, config.seed, m, world, rank, stream=order)
             epoch = ep if s == 0 else epoch
             parts[name] = {k: v.to(accelerator.device) for k, v in
                            pad_collate([feats[i] for i in idx], pad_id).items()}

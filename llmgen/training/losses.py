@@ -31,19 +31,24 @@ LossFn = Callable[[Any, dict, "LossState"], tuple[torch.Tensor, dict[str, float]
 LOSSES: Registry[LossFn] = Registry("loss")
 
 
-def register_loss(name: str, needs_reference: bool = False, streams: tuple[str, ...] | None = None):
+def register_loss(name: str, needs_reference: bool = False, streams: tuple[str, ...] | None = None,
+                  aligned: tuple[str, ...] = ()):
     """Register a loss under ``name``.
 
     ``needs_reference=True`` makes the loop prepare a reference model (the same peft model with
     adapters disabled, or a frozen copy of the initial weights for full fine-tuning); losses
     that do not ask for one cost no extra memory. ``streams`` names the data streams the loss
     expects (e.g. ``("forget", "retain")``); ``None`` means one plain stream. The loop checks the
-    data against it before training starts.
+    data against it before training starts. Streams named in ``aligned`` are drawn in the first
+    stream's order (the same example indices, so they must have its length): pairs such as a
+    forget answer and an "I don't know" answer to the same question stay together; the other
+    streams are shuffled on their own and cycle.
     """
 
     def add(fn: LossFn) -> LossFn:
         fn.needs_reference = needs_reference  # type: ignore[attr-defined]
         fn.streams = tuple(streams) if streams else None  # type: ignore[attr-defined]
+        fn.aligned = tuple(aligned)  # type: ignore[attr-defined]
         LOSSES.register(name, fn)
         return fn
 
@@ -56,6 +61,10 @@ def loss_needs_reference(fn: LossFn) -> bool:
 
 def loss_streams(fn: LossFn) -> tuple[str, ...] | None:
     return getattr(fn, "streams", None)
+
+
+def loss_aligned_streams(fn: LossFn) -> tuple[str, ...]:
+    return getattr(fn, "aligned", ())
 
 
 # --- log-probabilities ---------------------------------------------------------------------------
