@@ -83,6 +83,10 @@ def unlearn(
         console.print(f"retain-model logs: {retain_logs} (model {retain_model})")
         return
     results = run(config)
+    from llmgen.recipes.npo_unlearning import is_main_process
+
+    if not is_main_process():
+        return
     from rich.table import Table
 
     table = Table(title=f"TOFU unlearning ({forget})")

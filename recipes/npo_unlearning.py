@@ -272,8 +272,16 @@ def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: 
 # --- the experiment -------------------------------------------------------------------------------
 
 
+def is_main_process() -> bool:
+    """Rank 0, or a single process. Under ``accelerate launch`` / ``torchrun`` every rank runs
+    :func:`run` (training is data-parallel and each rank evaluates its full copy of the model);
+    only rank 0 writes the run folder."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run(config: UnlearnConfig) -> dict[str, Any]:
-    """Evaluate the start model, unlearn with each method, evaluate along the way; write results."""
+    """Evaluate the start model, unlearn with each method, evaluate along the way; write results
+    (rank 0 only when launched on several processes)."""
     from llmgen.models import load_model
     from llmgen.training import TrainConfig, train
 
@@ -282,7 +290,9 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     source = data_source(config)
     sets = load_eval_sets(source, config.forget_split, config.eval_limit)
-    atomic_write_json(out / "config.json", asdict(config))
+    main = is_main_process()
+    if main:
+        atomic_write_json(out / "config.json", asdict(config))
 
     start_model, tok = load_model(config.model, dtype=config.dtype)
     fmt = PromptFormat(resolve_prompt_template(config.prompt_template, tok))
@@ -313,7 +323,10 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
                                       "train_seconds": trained.train_seconds,
                                       "losses": [r["loss"] for r in trained.history if "loss" in r]}
         del net, trained
-        atomic_write_json(out / "results.json", results)  # partial results survive a later failure
+        if main:
+            atomic_write_json(out / "results.json", results)  # partial results survive a later failure
+    if not main:
+        return results
     results["plot"] = plot_curves(results, out / "curve.png")
     atomic_write_json(out / "results.json", results)
     atomic_write_jsonl(out / "samples.jsonl", samples)

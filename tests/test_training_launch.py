@@ -141,3 +141,30 @@ def test_cli_train_and_one_line_errors(tmp_path, tiny_model_dir, train_jsonl):
         assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
         assert "Traceback" not in run.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_two_process_unlearning_writes_one_run_folder(tmp_path, tiny_model_dir):
+    """`llmgen unlearn` under torchrun: both ranks train in step, rank 0 alone writes results."""
+    from llmgen.recipes.npo_unlearning import make_retain_logs
+    from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+
+    torchrun = shutil.which("torchrun", path=str(Path(PY).parent)) or shutil.which("torchrun")
+    if torchrun is None or not torch.distributed.is_gloo_available():
+        pytest.skip("torchrun or gloo not available")
+    data = write_synthetic_tofu(tmp_path / "tofu", SyntheticTofuConfig(n_authors=3, retain_eval_size=3))
+    logs = make_retain_logs(tiny_model_dir, str(data), "forget10", str(tmp_path / "logs.json"), eval_limit=3)
+    out = tmp_path / "run"
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(29300 + os.getpid() % 300),
+           "-m", "llmgen.cli.main", "unlearn", "--model", tiny_model_dir, "--data", str(data), "--forget", "forget10",
+           "--retain-logs", logs, "--method", "ga,npo_rt", "--steps", "2", "--eval-every", "2", "--eval-limit", "3",
+           "--batch-size", "2", "--lr", "1e-3", "--max-new-tokens", "4", "--output-dir", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"ga", "npo_rt"} and all(m["steps"] == 2 for m in res["methods"].values())
+    for m in ("ga", "npo_rt"):
+        train_res = json.loads((out / m / "results.json").read_text())
+        assert train_res["num_processes"] == 2 and min(train_res["tokens_per_rank"]) > 0
+    assert (out / "curve.png").is_file() and (out / "samples.jsonl").is_file()
+    assert run.stdout.count("wrote ") == 1  # only rank 0 reports
+    assert not list(out.glob(".*.tmp"))
