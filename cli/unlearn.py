@@ -48,6 +48,8 @@ def unlearn(
     max_new_tokens: int = typer.Option(48, help="Greedy generation length for ROUGE-L."),
     dtype: str = typer.Option("float32", help="Model dtype."),
     seed: int = typer.Option(0, help="Seed for data order and the synthetic set."),
+    prompt_template: str = typer.Option("Question: {question}\nAnswer: ",
+                                        help="Prompt with {question}, or 'chat' for the model's chat template."),
     synthetic_answers: str = typer.Option("long", help="Synthetic set's answers: long (TOFU-length) or short."),
     output: Path = typer.Option(Path("runs/unlearn"), "--output-dir", "-o", help="Run folder."),
 ) -> None:
@@ -65,10 +67,11 @@ def unlearn(
         retain_logs=str(retain_logs) if retain_logs else None, beta=beta, alpha=alpha, delta=delta, steps=steps,
         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_r=lora_r, lora_alpha=lora_alpha,
         eval_every=eval_every, eval_limit=eval_limit, backend=backend, max_new_tokens=max_new_tokens, dtype=dtype,
-        seed=seed, synthetic_seed=seed, synthetic_answer_style=synthetic_answers, output_dir=str(output))
+        seed=seed, synthetic_seed=seed, synthetic_answer_style=synthetic_answers,
+        prompt_template=prompt_template, output_dir=str(output))
     config.validate()
     ft_kw = dict(steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha,
-                 seed=seed, dtype=dtype)
+                 seed=seed, dtype=dtype, prompt_template=prompt_template)
     if stage == "finetune":
         folder = finetune(model, data_source(config), "full", str(output), **ft_kw)
         console.print(f"fine-tuned model: {folder}")
@@ -79,7 +82,7 @@ def unlearn(
         source = data_source(config)
         retain_model = finetune(model, source, retain_config(forget), str(output), **ft_kw) if train_retain else model
         make_retain_logs(retain_model, source, forget, str(retain_logs), eval_limit=eval_limit, backend=backend,
-                         dtype=dtype)
+                         dtype=dtype, prompt_template=prompt_template)
         console.print(f"retain-model logs: {retain_logs} (model {retain_model})")
         return
     results = run(config)

@@ -228,12 +228,12 @@ def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int |
     """Fine-tune ``model`` on one TOFU split (``full`` for the model to unlearn, ``retainNN`` for
     the retain-only reference) with the answer-only cross-entropy; returns a plain model folder
     (LoRA adapters are merged in, so the result loads anywhere)."""
-    from llmgen.models import load_model
+    from llmgen.models import load_model, load_tokenizer
     from llmgen.training import TrainConfig, train
     from llmgen.training.modeling import is_peft
 
+    fmt = PromptFormat(resolve_prompt_template(prompt_template, load_tokenizer(model)))  # fails before loading
     net, tok = load_model(model, dtype=dtype)
-    fmt = PromptFormat(resolve_prompt_template(prompt_template, tok))
     feats = qa_features(load_tofu(data, split), tok, fmt, max_length, split)
     tcfg = TrainConfig(loss="ce", lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size, lora_r=lora_r,
                        lora_alpha=lora_alpha, weight_decay=weight_decay, seed=seed, schedule="constant",
@@ -282,7 +282,7 @@ def is_main_process() -> bool:
 def run(config: UnlearnConfig) -> dict[str, Any]:
     """Evaluate the start model, unlearn with each method, evaluate along the way; write results
     (rank 0 only when launched on several processes)."""
-    from llmgen.models import load_model
+    from llmgen.models import load_model, load_tokenizer
     from llmgen.training import TrainConfig, train
 
     config.validate()
@@ -290,12 +290,12 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     source = data_source(config)
     sets = load_eval_sets(source, config.forget_split, config.eval_limit)
+    fmt = PromptFormat(resolve_prompt_template(config.prompt_template, load_tokenizer(config.model)))
     main = is_main_process()
     if main:
         atomic_write_json(out / "config.json", asdict(config))
 
     start_model, tok = load_model(config.model, dtype=config.dtype)
-    fmt = PromptFormat(resolve_prompt_template(config.prompt_template, tok))
     evaluator = Evaluator(config, sets, retain_ratios, tok)
     start = evaluator(start_model, "start")
     samples = _samples(start, sets, "start", 0)

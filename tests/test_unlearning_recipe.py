@@ -95,3 +95,15 @@ def test_bad_synthetic_answer_style_is_a_clear_error(tmp_path):
     with pytest.raises(LlmgenError, match="unknown synthetic_answer_style 'medium'"):
         run(UnlearnConfig(synthetic_answer_style="medium", output_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_chat_prompt_without_a_chat_template_is_one_error_line(tiny_model_dir, tofu_dir, tmp_path, capsys):
+    from llmgen.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["unlearn", "--stage", "finetune", "--model", tiny_model_dir, "--data", tofu_dir, "--steps", "1",
+              "--prompt-template", "chat", "-o", str(tmp_path / "ft")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: prompt template 'chat' needs a tokenizer with a chat template; this model has none"]
+    assert not (tmp_path / "ft" / "model").exists()
