@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--prompt", default="chat",
                     help="prompt template: 'chat' (the model's chat format) or a template with {question}")
     ap.add_argument("--run-name", default="unlearn")
+    ap.add_argument("--report-only", action="store_true", help="only rewrite --doc from the run's results.json")
     ap.add_argument("--doc", default="docs/benchmarks/unlearning.md")
     args = ap.parse_args()
 
@@ -92,9 +93,16 @@ def main() -> None:
                         prompt_template=args.prompt,
                         weight_decay=0.0, max_grad_norm=args.max_grad_norm or None,
                         output_dir=str(out / args.run_name))
-    results = run(cfg)
-    timings["unlearn_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
+    timing_file = out / args.run_name / "bench_timings.json"
+    if args.report_only:  # rewrite the page from a finished run's results.json
+        results = json.loads((out / args.run_name / "results.json").read_text())
+        if timing_file.is_file():
+            timings = json.loads(timing_file.read_text())
+    else:
+        results = run(cfg)
+        timings["unlearn_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        atomic_write_text(timing_file, json.dumps(timings))
     atomic_write_text(args.doc, report(results, cfg, ft_kw, timings, out, args))
     print(json.dumps(timings, indent=1))
     print(Path(args.doc).read_text())
@@ -104,7 +112,16 @@ def _cli_args(args) -> list[str]:
     """The non-default arguments of this run, to print the command that reproduces it."""
     import sys
 
-    return ["bench/unlearning.py", *sys.argv[1:]]
+    argv, kept = sys.argv[1:], []
+    skip = False
+    for a in argv:  # drop what does not change the run: --report-only and --doc PATH
+        if skip:
+            skip = False
+        elif a == "--doc":
+            skip = True
+        elif a != "--report-only" and not a.startswith("--doc="):
+            kept.append(a)
+    return ["bench/unlearning.py", *kept]
 
 
 def _log_windows(path: Path, every: int) -> str:
@@ -119,6 +136,16 @@ def _log_windows(path: Path, every: int) -> str:
         w = [r["npo_weight"] for r in win if "npo_weight" in r]
         parts.append(f"steps {end - every + 1}-{end}: log-lik {lp:.1f}" + (f", weight {sum(w) / len(w):.2f}" if w else ""))
     return "; ".join(parts)
+
+
+def _collapse_verdict(ga_frac: float, npo_frac: float) -> str:
+    """The paper's claim in words, from the final utilities as fractions of the start value."""
+    if ga_frac < 0.5 and npo_frac >= 0.8:
+        return "GA collapses while NPO stays near its start: shown."
+    if ga_frac < 0.1 and npo_frac >= 0.4:
+        return ("GA collapses while NPO keeps a large part of its start utility: the gap is shown; "
+                "'stays near its start' (≥ 80%) is not.")
+    return "GA collapses, NPO stays near start: NOT shown at these settings."
 
 
 def _best_fq_at_utility(curve: list[dict], floor: float) -> float | None:
@@ -161,8 +188,11 @@ def report(results: dict, cfg, ft_kw: dict, timings: dict, out: Path, args) -> s
         ga_mu, npo_mu = ms["ga"]["final"]["model_utility"], ms["npo"]["final"]["model_utility"]
         lines.append(f"- After {cfg.steps} steps GA's model utility is {ga_mu:.3f} ({ga_mu / mu0:.0%} of the start "
                      f"{mu0:.3f}); NPO's is {npo_mu:.3f} ({npo_mu / mu0:.0%}). "
-                     + ("GA collapses while NPO stays near the start: shown." if ga_mu < 0.5 * mu0 and npo_mu > 0.8 * mu0
-                        else "The toy setting does NOT show 'GA collapses, NPO stays near start' cleanly at these settings."))
+                     + _collapse_verdict(ga_mu / mu0, npo_mu / mu0))
+        steps = [p["step"] for p in ms["ga"]["curve"]]
+        by_step = {m: {p["step"]: p["model_utility"] for p in ms[m]["curve"]} for m in ("ga", "npo")}
+        lines.append("- Model utility GA / NPO at each evaluation: " + ", ".join(
+            f"step {st}: {by_step['ga'][st]:.3f} / {by_step['npo'].get(st, float('nan')):.3f}" for st in steps) + ".")
     if "ga" in ms and "npo_rt" in ms:
         for frac in (0.9, 0.8, 0.5):
             floor = frac * mu0
