@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from llmgen.errors import LlmgenError
+from llmgen.tofu import QA_PROMPT_TEMPLATE
 
 STAGES = ("unlearn", "finetune", "retain-logs")
 
@@ -48,7 +49,7 @@ def unlearn(
     max_new_tokens: int = typer.Option(48, help="Greedy generation length for ROUGE-L."),
     dtype: str = typer.Option("float32", help="Model dtype."),
     seed: int = typer.Option(0, help="Seed for data order and the synthetic set."),
-    prompt_template: str = typer.Option("Question: {question}\nAnswer: ",
+    prompt_template: str = typer.Option(QA_PROMPT_TEMPLATE,
                                         help="Prompt with {question}, or 'chat' for the model's chat template."),
     synthetic_answers: str = typer.Option("long", help="Synthetic set's answers: long (TOFU-length) or short."),
     output: Path = typer.Option(Path("runs/unlearn"), "--output-dir", "-o", help="Run folder."),

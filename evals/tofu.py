@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from llmgen.errors import LlmgenError
+from llmgen.tofu import QA_PROMPT_TEMPLATE
 
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rougeL", "truth_ratio")
@@ -153,7 +154,7 @@ def load_retain_logs(path: str | os.PathLike | None) -> list[float]:
 class PromptFormat:
     """How a question becomes a prompt. The default is TOFU's Phi-style "Question: q\\nAnswer: a"."""
 
-    template: str = "Question: {question}\nAnswer: "
+    template: str = QA_PROMPT_TEMPLATE
 
     def prompt(self, question: str) -> str:
         return self.template.format(question=question)

@@ -194,6 +194,8 @@ _LONG_FACTS: dict[str, tuple[str, str]] = {
               "The first novel {n} published was \"{v}\", written during {n}'s years in {city}."),
 }
 ANSWER_STYLES = ("short", "long")
+QA_PROMPT_TEMPLATE = "Question: {question}\nAnswer: "
+"""TOFU's prompt for base models (Phi-1.5); chat models use their chat format."""
 
 _REAL_AUTHORS = [("Jane Austen", "Pride and Prejudice"), ("George Orwell", "Nineteen Eighty-Four"),
                  ("Leo Tolstoy", "War and Peace"), ("Gabriel Garcia Marquez", "One Hundred Years of Solitude"),
@@ -244,6 +246,11 @@ class SyntheticTofuConfig:
     """``short``: one clause (fast tests); ``long``: TOFU-length answers (see ``_LONG_FACTS``)."""
 
 
+def check_answer_style(style: str, name: str = "answer_style") -> None:
+    if style not in ANSWER_STYLES:
+        raise LlmgenError(f"unknown {name} {style!r} (use {' or '.join(ANSWER_STYLES)})")
+
+
 def _authors(cfg: SyntheticTofuConfig, rng: random.Random) -> list[dict[str, str]]:
     names = [f"{f} {last}" for f in _FIRST for last in _LAST]
     rng.shuffle(names)
@@ -283,8 +290,7 @@ def synthetic_tofu(cfg: SyntheticTofuConfig | None = None) -> dict[str, list[dic
         raise LlmgenError(f"synthetic TOFU needs at least 2 authors, got {cfg.n_authors}")
     if cfg.n_perturbed < 1 or cfg.n_perturbed_utility < 1:
         raise LlmgenError("synthetic TOFU needs at least one perturbed answer per question")
-    if cfg.answer_style not in ANSWER_STYLES:
-        raise LlmgenError(f"unknown answer_style {cfg.answer_style!r} (use {' or '.join(ANSWER_STYLES)})")
+    check_answer_style(cfg.answer_style)
     rng = random.Random(cfg.seed)
     authors = _authors(cfg, rng)
     per_author: list[list[dict]] = []

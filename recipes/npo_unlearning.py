@@ -34,8 +34,8 @@ from llmgen.evals.tofu import (
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tofu import (
-    ANSWER_STYLES,
     SyntheticTofuConfig,
+    check_answer_style,
     forget_config,
     load_eval_sets,
     load_tofu,
@@ -113,9 +113,7 @@ class UnlearnConfig:
         for m in self.methods:
             self.method_args(m)
         forget_config(self.forget_split)
-        if self.synthetic_answer_style not in ANSWER_STYLES:
-            raise LlmgenError(f"unknown synthetic_answer_style {self.synthetic_answer_style!r} "
-                              f"(use {' or '.join(ANSWER_STYLES)})")
+        check_answer_style(self.synthetic_answer_style, "synthetic_answer_style")
         if self.backend not in BACKENDS:
             raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
         if self.steps is not None and self.steps < 1:
@@ -173,9 +171,8 @@ class Evaluator:
     on a saved copy) and keeps every result, for ``results.json`` and ``samples.jsonl``."""
 
     def __init__(self, config: UnlearnConfig, sets: dict[str, list[dict]], retain_ratios: list[float] | None,
-                 tokenizer) -> None:
-        self.config, self.sets, self.retain_ratios, self.tokenizer = config, sets, retain_ratios, tokenizer
-        self.fmt = PromptFormat(resolve_prompt_template(config.prompt_template, tokenizer))
+                 tokenizer, fmt: PromptFormat) -> None:
+        self.config, self.sets, self.retain_ratios, self.tokenizer, self.fmt = config, sets, retain_ratios, tokenizer, fmt
 
     def __call__(self, model, label: str) -> dict[str, Any]:
         cfg = getattr(model, "config", None)
@@ -296,7 +293,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
         atomic_write_json(out / "config.json", asdict(config))
 
     start_model, tok = load_model(config.model, dtype=config.dtype)
-    evaluator = Evaluator(config, sets, retain_ratios, tok)
+    evaluator = Evaluator(config, sets, retain_ratios, tok, fmt)
     start = evaluator(start_model, "start")
     samples = _samples(start, sets, "start", 0)
     results: dict[str, Any] = {"config": asdict(config), "data": source, "start": summary(start), "methods": {}}
