@@ -66,22 +66,23 @@ def main() -> None:
     timings: dict[str, float] = {}
     data = out / "data"
     forget = f"forget{args.forget_percent:02d}"
-    write_synthetic_tofu(data, SyntheticTofuConfig(n_authors=args.authors, seed=0, forget_percents=(args.forget_percent,),
-                                                   retain_eval_size=args.eval_limit,
-                                                   answer_style=args.answer_style))
-    base = str(default_model_path())
+    if not args.report_only:
+        write_synthetic_tofu(data, SyntheticTofuConfig(n_authors=args.authors, seed=0,
+                                                       forget_percents=(args.forget_percent,),
+                                                       retain_eval_size=args.eval_limit,
+                                                       answer_style=args.answer_style))
     ft_kw = dict(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=8, max_length=args.max_length, weight_decay=0.0,
                  prompt_template=args.prompt)
     models = {}
     for name, split in (("finetuned", "full"), ("retain_only", f"retain{100 - args.forget_percent}")):
         folder = out / name / "model"
-        if not (folder / "config.json").is_file():
+        if not args.report_only and not (folder / "config.json").is_file():
             t = time.perf_counter()
-            finetune(base, str(data), split, str(out / name), **ft_kw)
+            finetune(str(default_model_path()), str(data), split, str(out / name), **ft_kw)
             timings[f"finetune_{split}_s"] = time.perf_counter() - t
         models[name] = str(folder)
     logs = out / "retain_logs.json"
-    if not logs.is_file():
+    if not args.report_only and not logs.is_file():
         make_retain_logs(models["retain_only"], str(data), forget, str(logs), eval_limit=args.eval_limit,
                          prompt_template=args.prompt)
 
