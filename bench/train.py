@@ -97,7 +97,9 @@ def main() -> None:
 
     import torch
 
-    _, tok = load(a.model)
+    from llmgen.models import byte_tokenizer, load_tokenizer
+
+    tok = byte_tokenizer() if a.model == "tiny" else load_tokenizer(a.model)  # no model load just for this
     data = make_data(tok, a.examples, a.answer_words)
     mean_len = sum(len(f["input_ids"]) for f in data) / len(data)
     run_ours(a.model, data, 3, a.batch_size, a.lr)  # warm-up both paths

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(None, "--progress/--no-progress", help="default: on when interactive"),
     ) -> None:
         """Fine-tune a model (full or LoRA) through the shared training loop."""
-        from llmgen.training import TrainConfig, train
+        from llmgen.training import TrainConfig, is_main_process, train
 
         cfg = TrainConfig(
             model=model, data=data, loss=loss, loss_args=_parse_loss_args(loss_arg), output_dir=output_dir,
@@ -53,9 +53,8 @@ def register(app: typer.Typer) -> None:
             keep_checkpoints=keep_checkpoints, seed=seed, resume=resume, progress=progress,
         )
         cfg.validate()  # before loading a model, so bad flags fail fast
-        _import_recipe_losses(loss)
         result = train(cfg)
-        if result.num_processes == 1 or _is_main():
+        if result.num_processes == 1 or is_main_process():
             typer.echo(f"trained {result.steps} steps, final loss {result.final_loss:.4f}, "
                        f"{result.tokens_per_s:.0f} tokens/s -> {result.final_path or result.output_dir}")
 
@@ -76,23 +75,3 @@ def _parse_loss_args(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def _import_recipe_losses(loss: str) -> None:
-    """Losses live with their recipes; import the modules that register them, if present."""
-    import importlib
-    import importlib.util
-
-    from llmgen.training import LOSSES
-
-    for mod in ("llmgen.unlearning", "llmgen.dco"):
-        if loss in LOSSES:
-            return
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"

@@ -87,7 +87,7 @@ def unlearn(
         console.print(f"retain-model logs: {retain_logs} (model {retain_model})")
         return
     results = run(config)
-    from llmgen.recipes.npo_unlearning import is_main_process
+    from llmgen.training import is_main_process
 
     if not is_main_process():
         return

@@ -37,11 +37,6 @@ def _unit(emb: np.ndarray) -> np.ndarray:
     return emb / norms
 
 
-def cosine_similarity_matrix(emb: np.ndarray) -> np.ndarray:
-    u = _unit(emb)
-    return np.clip(u @ u.T, -1.0, 1.0)
-
-
 def mean_pairwise_distance(emb: np.ndarray) -> float:
     """Mean cosine distance over the n(n-1)/2 pairs (0.0 for a single item).
 

@@ -55,5 +55,12 @@ def block_pass_at_n(correct: Sequence[bool], n: int) -> tuple[float, float]:
         raise LlmgenError(f"block pass@{n} needs at least {n} samples, got {m}")
     from llmgen.evals.stats import standard_error
 
-    blocks = np.asarray(correct[: (m // n) * n], dtype=bool).reshape(-1, n).any(axis=1).astype(float)
+    blocks = pass_blocks(correct, n)
     return float(blocks.mean()), standard_error(blocks)
+
+
+def pass_blocks(correct: Sequence[bool], n: int) -> np.ndarray:
+    """1.0 / 0.0 per disjoint block of ``n`` samples: is any sample in the block correct?
+    Leftover samples (M mod n) are dropped."""
+    m = (len(correct) // n) * n
+    return np.asarray(correct[:m], dtype=bool).reshape(-1, n).any(axis=1).astype(float)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from llmgen.errors import LlmgenError
-from llmgen.evals.passk import default_ks, mean_pass_at_k
+from llmgen.evals.passk import default_ks, mean_pass_at_k, pass_blocks
+from llmgen.evals.stats import standard_error
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.math_answers import extract_answer, grade
 from llmgen.math_tasks import MathProblem, direct_prompt, direct_target, generate_task, load_math
@@ -118,22 +119,16 @@ def passk_curve(correct: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[st
     """
     if not correct:
         raise LlmgenError("pass@k over an empty set of problems")
+    import numpy as np
+
     ns = [len(c) for c in correct]
     cs = [sum(bool(x) for x in c) for c in correct]
     out: dict[str, dict[str, float]] = {}
     for k in ks:
-        unbiased = mean_pass_at_k(ns, cs, k)
-        blocks: list[float] = []
-        for c in correct:
-            m = (len(c) // k) * k
-            if m < k:
-                raise LlmgenError(f"pass@{k} needs at least {k} samples per problem, got {len(c)}")
-            blocks += [float(any(c[i : i + k])) for i in range(0, m, k)]
-        n_blocks = len(blocks)
-        mean = sum(blocks) / n_blocks
-        var = sum((b - mean) ** 2 for b in blocks) / (n_blocks - 1) if n_blocks > 1 else math.nan
-        out[str(k)] = {"unbiased": unbiased, "block": mean, "block_se": math.sqrt(var / n_blocks),
-                       "blocks": n_blocks}
+        unbiased = mean_pass_at_k(ns, cs, k)  # raises if a problem has fewer than k samples
+        blocks = np.concatenate([pass_blocks(c, k) for c in correct])
+        out[str(k)] = {"unbiased": unbiased, "block": float(blocks.mean()), "block_se": standard_error(blocks),
+                       "blocks": int(blocks.size)}
     return out
 
 
@@ -209,7 +204,6 @@ def train_epoch(model, tokenizer, features: list[dict], method: str, epoch: int,
 
     Each block of epochs between evaluations is its own ``train()`` call, so the DCO refill can
     re-score the data in between; AdamW's moments restart with each call, for CE and DCO alike."""
-    import llmgen.dco  # noqa: F401  (registers the dco loss)
     from llmgen.training import TrainConfig, train
 
     loss, args = loss_setup(method, config)

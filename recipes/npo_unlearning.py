@@ -36,6 +36,7 @@ from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tofu import (
     SyntheticTofuConfig,
     check_answer_style,
+    eval_configs,
     forget_config,
     load_eval_sets,
     load_tofu,
@@ -254,8 +255,7 @@ def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: 
     logs" that forget quality compares against). Computed once per (model family, split)."""
     from llmgen.backends import get_backend
 
-    forget_config(forget_split)
-    sets = {"forget": load_eval_sets(data, forget_split, eval_limit)["forget"]}
+    sets = {"forget": load_tofu(data, eval_configs(forget_split)["forget"])[:eval_limit]}
     be = get_backend(backend, retain_model, dtype=dtype)
     try:
         res = evaluate_tofu(be, sets, fmt=PromptFormat(resolve_prompt_template(prompt_template, be.tokenizer)))
@@ -269,18 +269,13 @@ def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: 
 # --- the experiment -------------------------------------------------------------------------------
 
 
-def is_main_process() -> bool:
-    """Rank 0, or a single process. Under ``accelerate launch`` / ``torchrun`` every rank runs
-    :func:`run` (training is data-parallel and each rank evaluates its full copy of the model);
-    only rank 0 writes the run folder."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run(config: UnlearnConfig) -> dict[str, Any]:
-    """Evaluate the start model, unlearn with each method, evaluate along the way; write results
-    (rank 0 only when launched on several processes)."""
+    """Evaluate the start model, unlearn with each method, evaluate along the way; write results.
+
+    Under ``accelerate launch`` / ``torchrun`` every rank runs this (training is data-parallel and
+    each rank evaluates its full copy of the model); only rank 0 writes the run folder."""
     from llmgen.models import load_model, load_tokenizer
-    from llmgen.training import TrainConfig, train
+    from llmgen.training import TrainConfig, is_main_process, train
 
     config.validate()
     retain_ratios = load_retain_logs(config.retain_logs)  # a clear error before any work

@@ -16,6 +16,8 @@ from llmgen.training.losses import (
     IGNORE_INDEX,
     LOSSES,
     LossState,
+    get_loss,
+    is_main_process,
     model_inputs,
     register_loss,
     sequence_logprobs,
@@ -23,7 +25,7 @@ from llmgen.training.losses import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "LOSSES", "LossState", "TrainConfig", "TrainResult", "model_inputs", "register_loss",
+    "IGNORE_INDEX", "LOSSES", "LossState", "TrainConfig", "TrainResult", "get_loss", "is_main_process", "model_inputs", "register_loss",
     "sequence_logprobs", "token_logprobs", "train",
 ]
 

@@ -29,7 +29,13 @@ from llmgen.training.data import (
     check_features,
     pad_collate,
 )
-from llmgen.training.losses import LOSSES, LossState, loss_aligned_streams, loss_needs_reference, loss_streams
+from llmgen.training.losses import (
+    LossState,
+    get_loss,
+    loss_aligned_streams,
+    loss_needs_reference,
+    loss_streams,
+)
 from llmgen.training.modeling import (
     add_lora,
     enable_gradient_checkpointing,
@@ -176,7 +182,7 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
     from transformers import get_scheduler
 
     config.validate()
-    loss_fn = LOSSES.get(config.loss)
+    loss_fn = get_loss(config.loss)
     out = Path(config.output_dir)
     # Data problems are found before the (slow) model load and before anything is written.
     tokenizer = _load_tokenizer(config, model, tokenizer)

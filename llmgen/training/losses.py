@@ -55,6 +55,30 @@ def register_loss(name: str, needs_reference: bool = False, streams: tuple[str, 
     return add
 
 
+#: Modules whose import registers further losses (the unlearning and DCO families).
+LOSS_MODULES = ("llmgen.unlearning", "llmgen.dco")
+
+
+def get_loss(name: str) -> LossFn:
+    """The loss registered as ``name``; the recipe loss modules are imported on first need, so
+    ``TrainConfig(loss="npo")`` works without importing them first."""
+    import importlib
+
+    for mod in LOSS_MODULES:
+        if name in LOSSES:
+            break
+        importlib.import_module(mod)
+    return LOSSES.get(name)
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a single process (torchrun and ``accelerate launch`` set ``RANK``). For code
+    that runs before or outside the training loop's accelerator."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def loss_needs_reference(fn: LossFn) -> bool:
     return bool(getattr(fn, "needs_reference", False))
 
