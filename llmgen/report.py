@@ -13,7 +13,6 @@ import base64
 import html
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -372,8 +371,4 @@ def write_report(paths: list[str | Path], output: str | Path, max_samples: int =
                  title: str = "llmgen report") -> Path:
     """Build the report (checking every run first) and write it atomically to ``output``."""
     text = build_report(paths, max_samples=max_samples, title=title)
-    path = atomic_write_text(output, text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # temp files are created 0600; a report is meant to be shared
-    return path
+    return atomic_write_text(output, text)  # shared-readable mode, like every result file

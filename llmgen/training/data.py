@@ -179,9 +179,6 @@ def pad_collate(features: Sequence[Features], pad_token_id: int) -> dict:
     return batch
 
 
-def paired_collate(features: Mapping[str, Sequence[Features]], pad_token_id: int) -> dict:
-    """One padded batch per stream: ``{"forget": {...}, "retain": {...}}``."""
-    return {name: pad_collate(feats, pad_token_id) for name, feats in features.items()}
 
 
 def check_features(data: Any, name: str = "train_dataset") -> list[Features]:
