@@ -22,6 +22,7 @@ from llmgen.evals.format_spread import (
     bandit_spread,
     check_budget,
     exact_prefix_matching,
+    exhaustive_spread,
     probability_ranking,
 )
 from llmgen.formats import Format, load_formats, sample_formats, save_formats
@@ -189,10 +190,9 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
 
 def _search(config: FormatSpreadConfig, evaluator: FormatEvaluator, n_formats: int, n_examples: int) -> dict:
     if config.mode == "exhaustive":
-        succ = [sum(evaluator(arm, 0, n_examples)) for arm in range(n_formats)]
-        cnt = [n_examples] * n_formats
-        best = max(range(n_formats), key=lambda i: (succ[i], -i))
-        worst = min(range(n_formats), key=lambda i: (succ[i], i))
+        outcomes = [evaluator(arm, 0, n_examples) for arm in range(n_formats)]
+        ex = exhaustive_spread(outcomes)
+        succ, cnt, best, worst = [sum(o) for o in outcomes], [n_examples] * n_formats, ex["best"], ex["worst"]
         spent = total = n_formats * n_examples
     else:
         res = bandit_spread(evaluator, n_formats, n_examples, config.budget, config.batch, config.seed,

@@ -150,13 +150,14 @@ def qa_features(rows: list[dict], tokenizer, fmt: PromptFormat, max_length: int,
     return prompt_answer_dataset(records, tokenizer, max_length=max_length, name=name)
 
 
-def training_streams(method: str, source: str, forget: str, tokenizer, fmt: PromptFormat, max_length: int) -> dict:
-    """The streams a method reads: forget answers, retain answers, and "I don't know" answers."""
+def training_streams(names: set[str], source: str, forget: str, tokenizer, fmt: PromptFormat, max_length: int) -> dict:
+    """The named streams (``METHODS[m]["streams"]``): forget answers, retain answers, and "I don't
+    know" answers to the forget questions."""
     forget_rows = load_tofu(source, forget_config(forget))
     streams = {"forget": qa_features(forget_rows, tokenizer, fmt, max_length, "forget")}
-    if "retain" in METHODS[method]["streams"]:
+    if "retain" in names:
         streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, fmt, max_length, "retain")
-    if "idk" in METHODS[method]["streams"]:
+    if "idk" in names:
         # Row i of "idk" answers forget question i; the IdkDPO losses register "idk" as aligned,
         # so the loop draws both streams in the same order and each pair shares its question.
         idk = [IDK_ANSWERS[i % len(IDK_ANSWERS)] for i in range(len(forget_rows))]
@@ -292,6 +293,9 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     start = evaluator(start_model, "start")
     samples = _samples(start, sets, "start", 0)
     results: dict[str, Any] = {"config": asdict(config), "data": source, "start": summary(start), "methods": {}}
+    # Tokenised once, for every method: the union of the streams the methods read.
+    all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
+                                   config.forget_split, tok, fmt, config.max_length)
     for method in config.methods:
         args = config.method_args(method)
         curve: list[dict[str, Any]] = [{"step": 0, **summary(start)}]
@@ -309,7 +313,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
                            schedule=config.schedule, max_grad_norm=config.max_grad_norm, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                            eval_every=config.eval_every, seed=config.seed, max_length=config.max_length,
                            output_dir=str(out / method), save_final=config.save_models, progress=False)
-        streams = training_streams(method, source, config.forget_split, tok, fmt, config.max_length)
+        streams = {k: v for k, v in all_streams.items() if k in METHODS[method]["streams"]}  # forget first
         trained = train(tcfg, model=net, tokenizer=tok, train_dataset=streams, eval_fn=eval_fn)
         results["methods"][method] = {"args": args, "curve": curve, "final": curve[-1], "steps": trained.steps,
                                       "train_seconds": trained.train_seconds,
