@@ -62,7 +62,7 @@ class HFBackend(Backend):
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
-        self._max_length = max_length
+        self._max_length = max_length or self._context_length()
 
     @property
     def tokenizer(self):
@@ -70,9 +70,10 @@ class HFBackend(Backend):
 
     @property
     def max_length(self) -> int:
+        return self._max_length
+
+    def _context_length(self) -> int:
         """The context length, looked up as lm-eval does: model config, then tokenizer, then 2048."""
-        if self._max_length:
-            return self._max_length
         cfg = self.model.config
         for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
             if getattr(cfg, attr, None):
