@@ -71,7 +71,8 @@ def test_seeds_per_sample_and_per_request(tiny_model_dir):
 def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_model_dir, tmp_path):
     """``llmgen eval`` killed (SIGKILL) after its first batch resumes with cache hits, same rows."""
     args = [sys.executable, "-m", "llmgen.cli.main", "eval", "--model", tiny_model_dir, "--tasks", "arithmetic",
-            "--limit", "24", "--batch-size", "2", "--num-samples", "2", "--temperature", "0.8", "--max-tokens", "24"]
+            "--limit", "12", "--batch-size", "2", "--num-samples", "2", "--temperature", "0.8", "--max-tokens", "16",
+            "--num-fewshot", "0"]
     env = {**os.environ, "LLMGEN_CACHE": str(tmp_path / "cache")}
     db = tmp_path / "cache" / "requests.sqlite"
     proc = subprocess.Popen(args + ["--output-dir", str(tmp_path / "killed")], env=env,
@@ -88,7 +89,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_model_dir, tmp_pat
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert 0 < committed < 24
+    assert 0 < committed < 12
     assert not (tmp_path / "killed" / "results.json").exists()
     resumed = subprocess.run(args + ["--output-dir", str(tmp_path / "resumed")], env=env, capture_output=True,
                              text=True, timeout=600)
