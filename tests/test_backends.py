@@ -232,3 +232,16 @@ def test_truncated_flag_reaches_samples_jsonl(tmp_path):
         rows[shots] = [json.loads(x) for x in (tmp_path / f"run{shots}" / "samples.jsonl").read_text().splitlines()]
     assert all(len(r["prompt"]) <= 120 and r["truncated"] is False for r in rows[0])
     assert all(len(r["prompt"]) > 120 and r["truncated"] is True for r in rows[3])
+
+
+def test_hf_shared_inputs_score_like_single_requests(tiny_model_dir):
+    """Choices differing only in their last token share a forward pass; scores equal one-by-one ones."""
+    from llmgen.backends import get_backend
+
+    backend = get_backend("hf", tiny_model_dir, batch_size=2)
+    pairs = [("abc", "d"), ("abc", "e"), ("hello", "xy"), ("hello", "xz"), ("q", "rst"), ("abc", "de")]
+    together = backend.loglikelihood(pairs)
+    for pair, r in zip(pairs, together, strict=True):
+        alone = backend.loglikelihood([pair])[0]
+        assert r.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-5)
+        assert r.is_greedy == alone.is_greedy
