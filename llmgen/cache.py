@@ -1,8 +1,8 @@
 """A SQLite cache of generations and scores, so an interrupted run resumes without recomputing.
 
-Keys hash the model fingerprint, backend, request kind, the request itself and the sampling
-parameters (seed included), so a changed model or setting never reuses a stale answer. Rows are
-committed chunk by chunk as they are computed; a killed run loses at most the chunk in flight.
+The store only: ``llmgen.backends.cached.CachedBackend`` builds the keys (model fingerprint,
+adapter, backend, dtype, context length, request kind, the request and its sampling settings, seed
+included) and commits after every backend batch, so a killed run loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 
 def request_key(**parts: Any) -> str:
+    """sha256 of the parts as canonical JSON (sorted keys)."""
     blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
