@@ -247,3 +247,21 @@ def test_hf_shared_inputs_score_like_single_requests(tiny_model_dir):
         alone = backend.loglikelihood([pair])[0]
         assert r.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-5)
         assert r.is_greedy == alone.is_greedy
+
+
+def test_hf_shared_prefix_runs_once_with_the_same_results(tiny_model_dir):
+    """A batch whose prompts share a long prefix (few-shot examples) gives the one-by-one results."""
+    from llmgen.backends import get_backend
+
+    backend = get_backend("hf", tiny_model_dir, batch_size=4)
+    head = "Q: 1+1?\nA: 2\nQ: 2+2?\nA: 4\n"  # 26 shared byte tokens
+    prompts = [head + q for q in ("Q: 3+3?\nA:", "Q: 10+1?\nA:", "Q: 5?\nA:", "Q: 7+7+7?\nA:")]
+    sampling = SamplingConfig(max_tokens=6)
+    together = [g[0] for g in backend.generate(prompts, sampling)]
+    for p, c in zip(prompts, together, strict=True):
+        alone = backend.generate([p], sampling)[0][0]
+        assert c.token_ids == alone.token_ids
+        assert c.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+    pairs = [(p, " 6") for p in prompts] + [(p, " 12") for p in prompts]
+    for pair, r in zip(pairs, backend.loglikelihood(pairs), strict=True):
+        assert r.logprob == pytest.approx(backend.loglikelihood([pair])[0].logprob, abs=1e-4)

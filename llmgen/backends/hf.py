@@ -99,16 +99,48 @@ class HFBackend(Backend):
                 results[i].append(c)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
+    MIN_SHARED_PREFIX = 16  # tokens; a shorter common prefix is not worth a separate forward pass
+
+    def _prefill(self, seqs: Sequence[Sequence[int]], keep: int):
+        """One forward pass over a batch of token sequences; logits of the last ``keep`` positions.
+
+        The batch's common prefix (few-shot examples, a shared instruction) runs once and its KV
+        cache is repeated for every row; each row's rest is left-padded after it, the padding masked
+        and the positions continued, so the result equals a forward pass over each whole sequence.
+        Returns (logits [B, keep, V], KV cache, attention mask, last position per row).
+        """
+        import os
+
+        from transformers import DynamicCache
+
+        dev, n = self.device, len(seqs)
+        shared = len(os.path.commonprefix([list(x) for x in seqs])) if n > 1 else 0
+        shared = min(shared, min(len(x) for x in seqs) - keep)
+        if shared < self.MIN_SHARED_PREFIX:
+            shared = 0
+        cache = DynamicCache()
+        if shared:
+            self.model(input_ids=torch.tensor([list(seqs[0][:shared])], device=dev), past_key_values=cache,
+                       use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(n)
+        rest = [list(x[shared:]) for x in seqs]
+        width = max(len(r) for r in rest)
+        input_ids = torch.full((n, width), self._tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for row, r in enumerate(rest):
+            input_ids[row, width - len(r):] = torch.tensor(r)
+            mask[row, width - len(r):] = 1
+        mask = mask.to(dev)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        attention = torch.cat([mask.new_ones((n, shared)), mask], dim=1)
+        out = self.model(input_ids=input_ids.to(dev), attention_mask=attention, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        return out.logits[:, -keep:], cache, attention, positions[:, -1]
+
     def _decode(self, reqs: list[GenerationRequest], sample: list[int]) -> list[Completion]:
         """One batch of sequences decoded together; row ``r`` is sample ``sample[r]`` of ``reqs[r]``."""
         tok, dev = self._tok, self.device
         n = len(reqs)
-        width = max(len(r.token_ids) for r in reqs)
-        input_ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        for row, r in enumerate(reqs):
-            input_ids[row, width - len(r.token_ids):] = torch.tensor(r.token_ids)
-            attention[row, width - len(r.token_ids):] = 1
         gens = []
         for r, j in zip(reqs, sample, strict=True):
             g = None
@@ -120,15 +152,8 @@ class HFBackend(Backend):
         eos = torch.tensor(self._eos_ids(), device=dev)
         stop_window = [max((len(s) for s in r.sampling.stop), default=0) + 2 for r in reqs]
 
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        attention = attention.to(dev)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids.to(dev), attention_mask=attention, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()
-        last_pos = positions[:, -1]
+        logits, cache, attention, last_pos = self._prefill([r.token_ids for r in reqs], keep=1)
+        logits = logits[:, -1, :].float()
         active = list(range(n))  # original row of each batch row
         ids: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
@@ -215,20 +240,10 @@ class HFBackend(Backend):
             users.setdefault(inp, []).append(i)
         unique = sorted(users, key=lambda inp: -len(inp))
         results: list[LoglikelihoodResult | None] = [None] * len(inputs)
-        pad = self._tok.pad_token_id
         for start in range(0, len(unique), self.batch_size):
             batch = unique[start : start + self.batch_size]
-            width = max(len(inp) for inp in batch)
             keep = max(len(requests[i][1]) for inp in batch for i in users[inp])
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, inp in enumerate(batch):
-                input_ids[row, width - len(inp):] = torch.tensor(inp)
-                attention[row, width - len(inp):] = 1
-            attention = attention.to(self.device)
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention, position_ids=positions,
-                                logits_to_keep=keep).logits[:, -keep:]
+            logits = self._prefill(batch, keep)[0]
             logps = logits.float().log_softmax(-1).cpu()
             for row, inp in enumerate(batch):
                 for i in users[inp]:
