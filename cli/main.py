@@ -56,6 +56,7 @@ def set_log_levels(verbose: bool) -> None:
     os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' "Loading weights"
         import warnings
 
         warnings.filterwarnings("ignore")

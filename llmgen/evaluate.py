@@ -275,10 +275,12 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     all_rows: list[dict] = []
     timings = {"load_s": round(t_load, 2)}
     try:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # Progress is a log: stderr, so that stdout holds only the results.
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not show_progress, transient=False) as progress:
+                      disable=not show_progress, transient=False, console=Console(stderr=True)) as progress:
             for task in tasks:
                 t1 = time.time()
                 agg, rows = evaluate_task(backend, task, config, cache, progress=progress)
