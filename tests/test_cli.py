@@ -343,8 +343,8 @@ def test_readme_example_tasks_run_on_the_tiny_model(tmp_path, tiny_model_dir):
 
 @pytest.mark.vllm
 def test_vllm_eval_stdout_is_only_the_results_table(tmp_path, tiny_model_dir):
-    r = llmgen("eval", "--backend", "vllm", "--model", tiny_model_dir, "--tasks", "arithmetic", "--limit", "2",
-               "--no-cache", "--output-dir", str(tmp_path / "run"))
+    r = llmgen("eval", "--backend", "vllm", "--model", tiny_model_dir, "--model-args", "max_model_len=512",
+               "--tasks", "arithmetic", "--limit", "2", "--no-cache", "--output-dir", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if line.strip()]
     assert lines[0].strip() == f"{tiny_model_dir} · vllm"
