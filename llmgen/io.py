@@ -21,8 +21,13 @@ from llmgen.errors import LlmgenError
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a file where a folder should be, no permission, ...
+        raise LlmgenError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -145,6 +150,15 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
         raise LlmgenError(f"cannot create output folder {p}: {ancestor} is a file")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise LlmgenError(f"cannot create output folder {p}: {ancestor} is not writable")
+    return p
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Check, before the work starts, that a single output file (a report, a JSON) can be written."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise LlmgenError(f"output file {p} is a folder")
+    check_output_dir(p.parent, overwrite=True)
     return p
 
 

@@ -351,3 +351,34 @@ def test_vllm_eval_stdout_is_only_the_results_table(tmp_path, tiny_model_dir):
     assert all(line[0] in "┏┃┡│└" for line in lines[1:]), r.stdout
     assert sum(line.startswith("│ arithmetic") for line in lines) == 2  # exact_match and pass@1 rows
     assert not [line for line in r.stderr.splitlines() if " INFO " in line or " WARNING " in line], r.stderr
+
+
+# --- compare/report: bad output paths are caught before the work ----------------------------------
+
+@pytest.mark.parametrize("case", ["report_below_file", "report_is_folder", "compare_json_below_file", "confidence"])
+def test_analysis_bad_output(case, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text("{}\n")
+        runs.append(str(tmp_path / name))
+    args, message = {
+        "report_below_file": (["report", *runs, "-o", str(blocker / "r.html")], "is a file"),
+        "report_is_folder": (["report", *runs, "-o", str(tmp_path / "a")], "is a folder"),
+        "compare_json_below_file": (["compare", *runs, "--json", str(blocker / "c.json")], "is a file"),
+        "confidence": (["compare", *runs, "--confidence", "95"], "--confidence must be between 0 and 1"),
+    }[case]
+    assert_one_error(llmgen(*args), message)
+
+
+def test_atomic_write_names_the_path_it_cannot_write(tmp_path):
+    from llmgen.errors import LlmgenError
+    from llmgen.io import atomic_write_json
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(LlmgenError, match=r"cannot write .*f/x\.json"):
+        atomic_write_json(tmp_path / "f" / "x.json", {})
+    with pytest.raises(LlmgenError, match="cannot write"):
+        atomic_write_json(tmp_path, {})
