@@ -22,7 +22,7 @@ def parse_model_args(text: str | None) -> dict:
             raise LlmgenError(f"--model-args is not valid JSON: {e.msg}") from None
     out: dict = {}
     for part in text.split(","):
-        if "=" not in part:
+        if "=" not in part or not part.split("=", 1)[0].strip():
             raise LlmgenError(f"--model-args entry {part!r} is not key=value")
         k, v = part.split("=", 1)
         try:

@@ -55,11 +55,16 @@ def set_log_levels(verbose: bool) -> None:
     os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"
     os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"
     if not verbose:
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' "Loading weights"
+        import logging
         import warnings
 
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' "Loading weights"
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # the engine's subprocesses too
         warnings.filterwarnings("ignore")
+        # vLLM configures its handler late; records logged before that reach Python's last-resort
+        # handler, which prints every WARNING.
+        logging.getLogger("vllm").setLevel(logging.ERROR)
 
 
 for _name in COMMAND_MODULES:

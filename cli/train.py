@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(None, "--progress/--no-progress", help="default: on when interactive"),
     ) -> None:
         """Fine-tune a model (full or LoRA) through the shared training loop."""
+        import os
         import sys
 
         from llmgen.errors import LlmgenError
@@ -70,9 +71,13 @@ def register(app: typer.Typer) -> None:
         from llmgen.training import TrainConfig, is_main_process, train
         from llmgen.training.loop import check_resume
 
+        # Under accelerate/torchrun every process runs this command: they must agree on one folder,
+        # and only the first may refuse it (the others may find it already started).
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        first = os.environ.get("RANK", "0") == "0"
         if output_dir is None:
-            if resume:
-                raise LlmgenError("--resume needs the --output-dir of the run to continue")
+            if resume or several:
+                raise LlmgenError("--resume or a launch on several processes needs --output-dir")
             output_dir = str(default_run_dir("train"))
             print(f"run folder: {output_dir}", file=sys.stderr)
         cfg = TrainConfig(
@@ -89,7 +94,7 @@ def register(app: typer.Typer) -> None:
         )
         # All before loading a model, so bad flags fail fast and nothing is written.
         cfg.validate()
-        check_output_dir(output_dir, overwrite=overwrite or resume)
+        check_output_dir(output_dir, overwrite=overwrite or resume or not first)
         if overwrite:
             cfg.resume = False
         check_resume(cfg)
