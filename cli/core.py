@@ -101,7 +101,10 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise LlmgenError(f"--k must be comma-separated integers, got {k!r}") from None
         task_names = [t.strip() for t in tasks.split(",") if t.strip()]
-        run_dir = str(check_output_dir(output_dir, overwrite=overwrite) if output_dir else default_eval_dir(task_names))
+        # A finished run (results.json) is not replaced without --overwrite; an unfinished one (killed)
+        # is simply rerun: the request cache makes that a resume.
+        run_dir = str(check_output_dir(output_dir, overwrite=overwrite, run_files=("results.json",))
+                      if output_dir else default_eval_dir(task_names))
         config = EvalConfig(model=model, backend=backend, tasks=task_names,
                             model_args=parse_model_args(model_args), limit=limit, batch_size=batch_size,
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,

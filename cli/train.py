@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         from llmgen.errors import LlmgenError
         from llmgen.io import check_output_dir, default_run_dir
         from llmgen.training import TrainConfig, is_main_process, train
-        from llmgen.training.loop import check_resume
+        from llmgen.training.loop import RUN_FILES, check_resume
 
         # Under accelerate/torchrun every process runs this command: they must agree on one folder,
         # and only the first may refuse it (the others may find it already started).
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         )
         # All before loading a model, so bad flags fail fast and nothing is written.
         cfg.validate()
-        check_output_dir(output_dir, overwrite=overwrite or resume or not first)
+        check_output_dir(output_dir, overwrite=overwrite or resume or not first, run_files=RUN_FILES)
         if overwrite:
             cfg.resume = False
         check_resume(cfg)

@@ -123,13 +123,15 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = (), allow_empt
 # --- output folders ------------------------------------------------------------------------------
 
 
-def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
+                     run_files: Sequence[str] | None = None) -> Path:
     """Check, before any model loads, that ``path`` can hold a run folder; creates nothing.
 
     A file in the way, or an ancestor that is a file or not writable, is an error. A folder that
-    already holds files (hidden ones aside) is an error unless ``overwrite``: a second run must not
-    silently mix its results with, or replace, an earlier run's. Commands call it with their
-    ``--overwrite`` flag; the library functions call it with ``overwrite=True``.
+    already holds a run is an error unless ``overwrite``: a second run must not silently mix its
+    results with, or replace, an earlier run's. A run is any of ``run_files`` (names in the
+    folder), or with ``run_files=None`` any entry but hidden ones (temporary files). Commands
+    call it with their ``--overwrite`` flag; the library functions call it with ``overwrite=True``.
     """
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
@@ -137,7 +139,8 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     if p.is_dir():
         if not os.access(p, os.W_OK | os.X_OK):
             raise LlmgenError(f"output folder {p} is not writable")
-        held = sorted(e.name for e in p.iterdir() if not e.name.startswith("."))
+        held = sorted(e.name for e in p.iterdir() if not e.name.startswith(".")
+                      and (run_files is None or e.name in run_files))
         if held and not overwrite:
             shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
             raise LlmgenError(f"output folder {p} is not empty (holds {shown}); pass --overwrite to replace "

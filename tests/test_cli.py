@@ -124,17 +124,25 @@ def test_output_dir_that_cannot_be_a_folder(where, tmp_path):
         assert blocker.read_text() == "keep me\n"
 
 
-def test_non_empty_output_dir_needs_overwrite(tmp_path, tiny_model_dir):
+def test_finished_eval_run_needs_overwrite(tmp_path, tiny_model_dir):
+    """A folder with results.json holds a finished run: refused without --overwrite. A killed run
+    (no results.json yet) is simply rerun into its folder (the request cache resumes it)."""
     run = tmp_path / "run"
     run.mkdir()
+    (run / "config.json").write_text("{}\n")
     (run / "results.json").write_text("{}\n")
-    r = llmgen("eval", "--model", tiny_model_dir, "--tasks", "arithmetic", "--output-dir", str(run))
+    args = ["eval", "--model", tiny_model_dir, "--tasks", "arithmetic", "--limit", "2", "--no-cache",
+            "--output-dir", str(run)]
+    r = llmgen(*args)
     assert_one_error(r, "is not empty (holds results.json); pass --overwrite")
     assert (run / "results.json").read_text() == "{}\n"
-    r = llmgen("eval", "--model", tiny_model_dir, "--tasks", "arithmetic", "--limit", "2", "--no-cache",
-               "--output-dir", str(run), "--overwrite")
+    r = llmgen(*args, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "results.json").read_text())["n_samples"] == {"arithmetic": 2}
+    (run / "results.json").unlink()  # as if killed before the end
+    r = llmgen(*args)
+    assert r.returncode == 0, r.stderr
+    assert (run / "results.json").is_file()
 
 
 def test_check_output_dir(tmp_path):
@@ -150,6 +158,10 @@ def test_check_output_dir(tmp_path):
     with pytest.raises(LlmgenError, match="not empty"):
         check_output_dir(tmp_path / "full")
     assert check_output_dir(tmp_path / "full", overwrite=True) == tmp_path / "full"
+    check_output_dir(tmp_path / "full", run_files=("results.json",))  # only these mark a run
+    (tmp_path / "full" / "results.json").write_text("")
+    with pytest.raises(LlmgenError, match=r"holds results\.json"):
+        check_output_dir(tmp_path / "full", run_files=("results.json",))
 
 
 # --- item 2: train --resume with a changed setting; reruns need --overwrite ------------------------

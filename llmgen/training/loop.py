@@ -436,18 +436,21 @@ def check_resume(config: TrainConfig) -> None:
                           "pass --overwrite to train it again from the start")
 
 
+# What a run writes in its output folder, results first: a folder holding any of these holds a run.
+RUN_FILES = ("results.json", "final", "metrics.jsonl", "config.json", "checkpoints")
+
+
 def clear_run(out: Path) -> None:
     """Remove an earlier run's outputs before a fresh start, results first, so that a kill at any
     point never leaves an old ``results.json``/``final/`` beside a new partial ``metrics.jsonl``."""
     import shutil
 
-    for name in ("results.json", "final", ".final.tmp", "metrics.jsonl"):
+    for name in (*RUN_FILES, ".final.tmp"):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    ckpt.clear_checkpoints(out)
 
 
 def _save_final(accelerator, model, tokenizer, out: Path) -> str:
