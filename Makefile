@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: install
-	$(BIN)/llmgen eval --model default --backend vllm --tasks arithmetic --limit 40 --num-samples 4 --temperature 0.8 --output-dir runs/default-arithmetic
+	$(BIN)/llmgen eval --model default --backend vllm --tasks arithmetic --limit 40 --num-samples 4 --temperature 0.8 --output-dir runs/default-arithmetic --overwrite
 
 test: install
 	bash scripts/install_test_deps.sh

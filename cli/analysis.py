@@ -30,10 +30,14 @@ def compare(
 
     from llmgen.analysis import compare_runs
     from llmgen.errors import LlmgenError
-    from llmgen.io import atomic_write_json
+    from llmgen.io import atomic_write_json, check_output_file
 
     if resamples < 1:
         raise LlmgenError(f"--resamples must be >= 1, got {resamples}")
+    if not 0 < confidence < 1:
+        raise LlmgenError(f"--confidence must be between 0 and 1, got {confidence}")
+    if json_out is not None:
+        check_output_file(json_out)
     cmp = compare_runs(list(runs), task=task, metrics=metric or None, seed=seed, n_resamples=resamples,
                        confidence=confidence)
     console = Console()
@@ -85,8 +89,13 @@ def report(
     title: str = typer.Option("llmgen report", help="Page title."),
 ) -> None:
     """Write one self-contained static HTML report (no network; images embedded) for the runs."""
+    from llmgen.errors import LlmgenError
+    from llmgen.io import check_output_file
     from llmgen.report import write_report
 
+    if max_samples < 0:
+        raise LlmgenError(f"--max-samples must be >= 0, got {max_samples}")
+    check_output_file(output)
     path = write_report(list(runs), output, max_samples=max_samples, title=title)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 

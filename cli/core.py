@@ -22,7 +22,7 @@ def parse_model_args(text: str | None) -> dict:
             raise LlmgenError(f"--model-args is not valid JSON: {e.msg}") from None
     out: dict = {}
     for part in text.split(","):
-        if "=" not in part:
+        if "=" not in part or not part.split("=", 1)[0].strip():
             raise LlmgenError(f"--model-args entry {part!r} is not key=value")
         k, v = part.split("=", 1)
         try:
@@ -47,6 +47,24 @@ def print_results(out: dict) -> None:
     Console().print(table)
 
 
+def plain_table(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns padded to their widest cell, the last one unpadded: nothing is ever
+    cut or wrapped at the terminal's width (task names are what users copy), and it greps well."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([c.ljust(w) for c, w in zip(r, widths, strict=False)] + [r[-1]]).rstrip()
+                     for r in rows)
+
+
+def default_eval_dir(task_names: list[str]) -> str:
+    """``runs/<tasks>-<timestamp>`` for a run given no ``--output-dir`` (task files by their stem)."""
+    from pathlib import Path
+
+    from llmgen.io import default_run_dir
+
+    stems = [Path(t).stem if t.endswith((".yaml", ".yml", ".jsonl")) else t for t in task_names]
+    return str(default_run_dir("+".join(stems[:3]) + ("+more" if len(stems) > 3 else "")))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
@@ -55,69 +73,80 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[str, typer.Option(help="hf or vllm")] = "hf",
         tasks: Annotated[str, typer.Option(help="comma-separated task names or task files (.yaml/.jsonl)")] = "arithmetic",
         limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of each task")] = None,
-        batch_size: Annotated[int, typer.Option()] = 16,
+        batch_size: Annotated[int, typer.Option(help="prompts per forward pass (hf backend)")] = 16,
         num_samples: Annotated[int, typer.Option(help="completions per prompt (n)")] = 1,
         temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
-        top_p: Annotated[float, typer.Option()] = 1.0,
-        max_tokens: Annotated[int | None, typer.Option()] = None,
-        seed: Annotated[int, typer.Option()] = 0,
+        top_p: Annotated[float, typer.Option(help="nucleus sampling: keep the top tokens of this total probability")] = 1.0,
+        max_tokens: Annotated[int | None, typer.Option(help="most tokens generated per completion (default: the task's)")] = None,
+        seed: Annotated[int, typer.Option(help="sampling and bootstrap seed; same seed, same results")] = 0,
         k: Annotated[str | None, typer.Option("--k", help="pass@k values, comma-separated (default 1,2,4..n)")] = None,
-        num_fewshot: Annotated[int | None, typer.Option()] = None,
-        apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template")] = False,
-        output_dir: Annotated[str | None, typer.Option(help="run folder for config/results/samples")] = None,
-        log_samples: Annotated[bool, typer.Option("--log-samples/--no-log-samples")] = True,
+        num_fewshot: Annotated[int | None, typer.Option(help="examples shown before each prompt (default: the task's)")] = None,
+        apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template",
+                                                          help="wrap each prompt in the model's chat template")] = False,
+        output_dir: Annotated[str | None, typer.Option(help="run folder for config/results/samples "
+                                                            "(default: runs/<task>-<timestamp>)")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="replace the run in a non-empty --output-dir")] = False,
+        log_samples: Annotated[bool, typer.Option("--log-samples/--no-log-samples",
+                                                  help="write samples.jsonl (prompt, responses, per-example metrics)")] = True,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the request cache")] = False,
         formats: Annotated[int | None, typer.Option("--formats", help="evaluate in K plausible prompt formats")] = None,
         format_budget: Annotated[int | None, typer.Option("--format-budget", help="bandit evaluation budget E for --formats")] = None,
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
         from llmgen.evaluate import EvalConfig, run_eval
+        from llmgen.io import check_output_dir
 
         try:
             ks = [int(x) for x in k.split(",")] if k else None
         except ValueError:
             raise LlmgenError(f"--k must be comma-separated integers, got {k!r}") from None
-        config = EvalConfig(model=model, backend=backend, tasks=[t for t in tasks.split(",") if t],
+        task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+        # A finished run (results.json) is not replaced without --overwrite; an unfinished one (killed)
+        # is simply rerun: the request cache makes that a resume.
+        run_dir = str(check_output_dir(output_dir, overwrite=overwrite, run_files=("results.json",))
+                      if output_dir else default_eval_dir(task_names))
+        config = EvalConfig(model=model, backend=backend, tasks=task_names,
                             model_args=parse_model_args(model_args), limit=limit, batch_size=batch_size,
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                             seed=seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
-                            output_dir=output_dir, log_samples=log_samples, cache=None if no_cache else "auto")
+                            output_dir=run_dir, log_samples=log_samples, cache=None if no_cache else "auto")
         if backend == "hf":
             config.model_args.setdefault("batch_size", batch_size)
         if formats is not None:
             from llmgen.format_eval import run_format_eval
 
             run_format_eval(config, num_formats=formats, budget=format_budget)
-            if output_dir:
-                typer.echo(f"wrote {output_dir}/results.json")
+            typer.echo(f"wrote {run_dir}/results.json", err=True)
             return
         out = run_eval(config)
         print_results(out)
-        if output_dir:
-            typer.echo(f"wrote {output_dir}/results.json")
+        typer.echo(f"wrote {run_dir}/results.json", err=True)
 
     @app.command("tasks")
     def tasks_cmd() -> None:
         """List built-in and registered tasks with their metrics."""
-        from rich.console import Console
-        from rich.table import Table
-
         from llmgen.tasks import get_task, list_tasks
 
-        table = Table(title="llmgen tasks")
-        for col in ("task", "type", "metrics", "examples", "description"):
-            table.add_column(col)
+        rows = [("task", "type", "examples", "metrics", "description")]
         for name in list_tasks():
             t = get_task(name)
-            table.add_row(name, t.output_type, ", ".join(t.metrics), str(len(t.docs)), t.description)
-        Console().print(table)
+            rows.append((name, t.output_type, str(len(t.docs)), ", ".join(t.metrics), t.description))
+        typer.echo(plain_table(rows))
 
     @app.command("models")
     def models_cmd() -> None:
-        """Show what 'default' resolves to and where the cache lives."""
-        from llmgen.models import DEFAULT_ALIASES, cache_dir, default_model_path, embedded_gguf_path
+        """Show what 'default' resolves to and where the cache lives (read-only: converts nothing)."""
+        from llmgen.models import (
+            DEFAULT_ALIASES,
+            cache_dir,
+            default_model_target,
+            embedded_gguf_path,
+            is_converted,
+        )
 
+        target = default_model_target()
+        state = "" if is_converted(target) else " (not converted yet: converted there on first use, about 20 s)"
         typer.echo(f"aliases: {', '.join(DEFAULT_ALIASES)}")
         typer.echo(f"embedded GGUF: {embedded_gguf_path()}")
-        typer.echo(f"default resolves to: {default_model_path()}")
-        typer.echo(f"cache directory: {cache_dir()} (set LLMGEN_CACHE to move it)")
+        typer.echo(f"default resolves to: {target}{state}")
+        typer.echo(f"cache directory: {cache_dir()} (set with --cache-dir or LLMGEN_CACHE)")

@@ -4,51 +4,122 @@ Core commands (``eval``, ``tasks``, ``models``) live in ``llmgen.cli.core``. Eac
 own command from ``llmgen.cli.<name>`` through a ``register(app)`` function; the modules are
 imported only to register, and import torch/transformers inside the command bodies so that
 ``llmgen --help`` stays fast.
+
+Exit statuses: 0 done, 2 bad usage or bad input (one ``error:`` line, no traceback), 130
+interrupted (Ctrl-C), 1 anything else.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from llmgen.errors import LlmgenError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Fine-tune, prompt and evaluate language models (five papers made usable).")
 
 COMMAND_MODULES = ["core", "train", "formatspread", "unlearn", "passn", "hyperfit", "diversity", "analysis"]
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show engine and library logs (vLLM, "
+                                          "transformers) on stderr; quiet by default")] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", envvar="LLMGEN_CACHE", show_envvar=True,
+                                                   help="where converted models and the request cache live "
+                                                        "(default ~/.cache/llmgen)")] = None,
+) -> None:
+    """Fine-tune, prompt and evaluate language models (five papers made usable)."""
+    if cache_dir is not None:
+        os.environ["LLMGEN_CACHE"] = str(cache_dir.expanduser())
+    set_log_levels(verbose)
+
+
+def set_log_levels(verbose: bool) -> None:
+    """Quiet vLLM and transformers unless asked: results go to stdout, and their INFO/WARNING
+    lines (vLLM logs to stdout by default) would bury the results table. Must run before vLLM is
+    imported, since vLLM reads its logging settings at import time."""
+    level = "INFO" if verbose else "ERROR"
+    os.environ["VLLM_LOGGING_LEVEL"] = level
+    # vLLM's own handler writes to stdout; route its records to stderr instead.
+    os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"
+    if not verbose:
+        import logging
+        import warnings
+
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' "Loading weights"
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # the engine's subprocesses too
+        warnings.filterwarnings("ignore")
+        # vLLM configures its handler late; records logged before that reach Python's last-resort
+        # handler, which prints every WARNING.
+        logging.getLogger("vllm").setLevel(logging.ERROR)
+
 
 for _name in COMMAND_MODULES:
     if importlib.util.find_spec(f"llmgen.cli.{_name}") is not None:
         importlib.import_module(f"llmgen.cli.{_name}").register(app)
 
 
+def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from every click that may be in use: typer bundles its own (``typer._click``) and
+    raises its classes, while plain ``click`` may also be installed. Matching only one of them is
+    what once turned every usage error into a traceback."""
+    found = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def _interrupted() -> SystemExit:
+    print("error: interrupted", file=sys.stderr)
+    return SystemExit(INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: an ``LlmgenError`` becomes one ``error:`` line and exit status 2."""
+    """Entry point: an ``LlmgenError`` becomes one ``error:`` line and exit status 2; click usage
+    errors keep click's usage message and status 2; Ctrl-C is one line and status 130."""
+    usage_errors = _exception_classes("ClickException")
+    aborts = _exception_classes("Abort")
+    exits = _exception_classes("Exit")
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, prog_name="llmgen", standalone_mode=False)
     except LlmgenError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    except typer.Exit as e:
-        raise SystemExit(e.exit_code) from None
-    except SystemExit:
-        raise
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code) from None
-        if isinstance(e, click.exceptions.Abort):
-            raise SystemExit(1) from None
-        raise
+        raise _interrupted() from None
+    except usage_errors as e:
+        e.show()
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
+    except aborts as e:
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+            raise _interrupted() from None
+        print("error: aborted", file=sys.stderr)
+        raise SystemExit(1) from None
+    except exits as e:
+        status = e.exit_code
+    # In non-standalone mode typer turns Ctrl-C into Exit(130) and returns the code.
+    if status == INTERRUPTED:
+        raise _interrupted()
+    if isinstance(status, int) and status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

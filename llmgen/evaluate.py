@@ -48,12 +48,23 @@ class EvalConfig:
 
 
 def resolve_tasks(config: EvalConfig) -> list[Task]:
+    """The tasks to run, each cut to ``--limit``; a task named twice is an error (it would be run
+    and counted twice, and its rows would mix in the run folder)."""
     if not config.tasks:
         raise LlmgenError("no tasks given (--tasks)")
+    seen: set[str] = set()
+    for name in config.tasks:
+        if name in seen:
+            raise LlmgenError(f"--tasks names {name!r} twice")
+        seen.add(name)
+    if config.limit is not None and config.limit < 1:
+        raise LlmgenError(f"--limit must be >= 1, got {config.limit}")
     tasks = [get_task(name) for name in config.tasks]
+    names = [t.name for t in tasks]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise LlmgenError(f"--tasks gives two tasks named {twice!r}; rename one (the `name:` of a task file)")
     if config.limit is not None:
-        if config.limit < 1:
-            raise LlmgenError(f"--limit must be >= 1, got {config.limit}")
         for t in tasks:
             t.docs = t.docs[: config.limit]
     return tasks
@@ -75,18 +86,63 @@ def ks_for(config: EvalConfig) -> list[int]:
 
 
 def validate(config: EvalConfig) -> list[Task]:
-    """All checks that need no model: tasks, sampling, k values, backend name."""
+    """All checks that need no model: tasks, sampling, k values, backend name and arguments, and
+    that the run folder can be written (so a bad command fails before the engine starts)."""
     from llmgen.backends import BACKENDS
+    from llmgen.io import check_output_dir
 
     if config.backend not in BACKENDS:
         raise LlmgenError(f"unknown backend {config.backend!r} (known: {', '.join(BACKENDS)})")
     if config.batch_size < 1:
         raise LlmgenError(f"--batch-size must be >= 1, got {config.batch_size}")
+    if config.num_fewshot is not None and config.num_fewshot < 0:
+        raise LlmgenError(f"--num-fewshot must be >= 0, got {config.num_fewshot}")
+    if config.max_tokens is not None and config.max_tokens < 1:
+        raise LlmgenError(f"--max-tokens must be >= 1, got {config.max_tokens}")
+    if config.num_samples < 1:
+        raise LlmgenError(f"--num-samples must be >= 1, got {config.num_samples}")
+    if config.output_dir:
+        check_output_dir(config.output_dir, overwrite=True)
+    check_backend_args(config.backend, config.model_args)
     tasks = resolve_tasks(config)
     for t in tasks:
         sampling_for(t, config)
     ks_for(config)
     return tasks
+
+
+def backend_arg_names(backend: str) -> set[str] | None:
+    """Keyword arguments the backend accepts (``--model-args``); None when it takes any."""
+    import inspect
+
+    if backend == "hf":
+        from llmgen.backends.hf import HFBackend as cls
+    else:
+        from llmgen.backends.vllm_engine import VLLMBackend as cls
+    params = inspect.signature(cls.__init__).parameters
+    names = {n for n, p in params.items() if n not in ("self", "model")
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        if backend != "vllm":
+            return None
+        import dataclasses
+
+        from vllm.engine.arg_utils import EngineArgs  # the rest goes to vllm.LLM as engine arguments
+
+        names |= {f.name for f in dataclasses.fields(EngineArgs)}
+    return names
+
+
+def check_backend_args(backend: str, model_args: dict[str, Any]) -> None:
+    """An unknown ``--model-args`` key is one error line naming it, before any model loads."""
+    if not model_args:
+        return
+    known = backend_arg_names(backend)
+    unknown = sorted(set(model_args) - known) if known is not None else []
+    if unknown:
+        public = sorted(n for n in known if not n.endswith("_obj"))
+        hint = f" (known: {', '.join(public)})" if len(public) <= 12 else ""
+        raise LlmgenError(f"--model-args: the {backend} backend has no argument {unknown[0]!r}{hint}")
 
 
 def open_cache(config: EvalConfig) -> RequestCache:
@@ -203,10 +259,12 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     all_rows: list[dict] = []
     timings = {"load_s": round(t_load, 2)}
     try:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # Progress is a log: stderr, so that stdout holds only the results.
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not show_progress, transient=False) as progress:
+                      disable=not show_progress, transient=False, console=Console(stderr=True)) as progress:
             for task in tasks:
                 t1 = time.time()
                 agg, rows = evaluate_task(backend, task, config, cache, progress=progress)

@@ -32,14 +32,17 @@ def cache_dir() -> Path:
 
 
 @contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _folder_lock(folder: Path):
+    """An exclusive lock on ``folder`` itself (``flock`` on its descriptor), so that concurrent
+    processes convert a model only once and no ``.lock`` file is left behind in the cache."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def package_dir(name: str) -> Path | None:
@@ -70,20 +73,47 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def is_converted(target: Path) -> bool:
+    return (target / ".complete").exists()
+
+
+def check_gguf(gguf: Path) -> None:
+    """Read a GGUF file's header and tensor table (no weights are de-quantised): a file that is
+    not GGUF, truncated or corrupt is one clear error, before the slow conversion starts."""
+    with gguf.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise LlmgenError(f"{gguf} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(str(gguf))
+    except Exception as e:  # the reader fails with numpy shape/index errors on a cut-off file
+        raise LlmgenError(f"{gguf} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
 def convert_gguf(gguf: Path, target: Path) -> Path:
-    """De-quantise a GGUF file into a safetensors folder at ``target``, atomically."""
-    marker = target / ".complete"
-    if marker.exists():
+    """De-quantise a GGUF file into a safetensors folder at ``target``, atomically.
+
+    Prints one progress line on stderr, since the first use of a model waits for this."""
+    import sys
+
+    if is_converted(target):
         return target
-    with _file_lock(target.parent / f".{target.name}.lock"):
-        if marker.exists():
+    check_gguf(gguf)
+    with _folder_lock(target.parent):
+        if is_converted(target):
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        print(f"converting {gguf.name} to {target} (once; later runs reuse it) ...", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
         try:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            try:
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            except (OSError, ValueError, KeyError, RuntimeError) as e:
+                raise LlmgenError(f"cannot convert {gguf}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
             # The de-quantised weights are plain tensors: a leftover quantization_config would
             # make HF and vLLM try to quantise again.
             if hasattr(model.config, "quantization_config"):
@@ -103,9 +133,17 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
+def default_model_target() -> Path:
+    """Where the embedded model's de-quantised folder lives (whether converted yet or not)."""
+    return cache_dir() / "models" / "smollm2-135m-instruct"
+
+
 def default_model_path() -> Path:
     """The de-quantised embedded model folder, converting it on first use."""
-    return convert_gguf(embedded_gguf_path(), cache_dir() / "models" / "smollm2-135m-instruct")
+    return convert_gguf(embedded_gguf_path(), default_model_target())
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def resolve_model(name: str | os.PathLike) -> str:
@@ -122,6 +160,8 @@ def resolve_model(name: str | os.PathLike) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise LlmgenError(f"model folder has no config.json: {path}")
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise LlmgenError(f"model folder has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): {path}")
         return str(path)
     if name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name):
         raise LlmgenError(f"model not found: {name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -287,6 +288,51 @@ def test_stop_and_resume_full_finetune_equals_uninterrupted(tmp_path):
     with pytest.raises(LlmgenError, match="cannot resume: checkpoint has batch_size=6"):
         train(TrainConfig(output_dir=str(tmp_path / "cut"), resume=True, **dict(cfg, batch_size=5)),
               model=model, tokenizer=tok, train_dataset=_pa_data(tok))
+
+
+def test_resume_refuses_any_changed_setting_that_matters(tmp_path):
+    """A changed lr, schedule length, loss argument, ... is an error naming the field, found before
+    any model loads; settings of reporting and saving may change."""
+    cfg = dict(lr=3e-3, max_steps=4, batch_size=4, save_every=2, save_final=False)
+    model, tok = tiny_model(0)
+    train(TrainConfig(output_dir=str(tmp_path), **cfg), model=model, tokenizer=tok, train_dataset=_pa_data(tok, 8))
+    for key, value, shown in [("lr", 1e-2, "lr=0.003"), ("max_steps", 9, "max_steps=4"),
+                              ("schedule", "cosine", "schedule='linear'"), ("loss_args", {"beta": 0.1}, "loss_args={}"),
+                              ("adam_betas", (0.9, 0.95), "adam_betas=[0.9, 0.999]")]:
+        with pytest.raises(LlmgenError, match=f"cannot resume: checkpoint has {re.escape(shown)}"):
+            train(TrainConfig(output_dir=str(tmp_path), resume=True, **dict(cfg, **{key: value})),
+                  model="not loaded: the check comes first", tokenizer=tok, train_dataset=_pa_data(tok, 8))
+    model, tok = tiny_model(0)
+    res = train(TrainConfig(output_dir=str(tmp_path), resume=True, log_every=2, keep_checkpoints=3, **cfg),
+                model=model, tokenizer=tok, train_dataset=_pa_data(tok, 8))
+    assert res.resumed_from.endswith("step-2") and res.steps == 4
+
+
+def test_fresh_rerun_killed_leaves_no_old_results_beside_new_metrics(tmp_path):
+    cfg = dict(lr=3e-3, max_steps=3, batch_size=4)
+    model, tok = tiny_model(0)
+    train(TrainConfig(output_dir=str(tmp_path), save_every=1, **cfg), model=model, tokenizer=tok,
+          train_dataset=_pa_data(tok, 8))
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "final").is_dir()
+
+    def crash(_m, step):
+        if step == 2:
+            raise RuntimeError("killed")
+
+    model, tok = tiny_model(1)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(TrainConfig(output_dir=str(tmp_path), eval_every=1, **cfg), model=model, tokenizer=tok,
+              train_dataset=_pa_data(tok, 8), eval_fn=crash)
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "final").exists()
+    assert not (tmp_path / "checkpoints").exists()  # the old run's checkpoints cannot be resumed into the new one
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+
+    model, tok = tiny_model(0)
+    train(TrainConfig(output_dir=str(tmp_path), **cfg), model=model, tokenizer=tok, train_dataset=_pa_data(tok, 8))
+    with pytest.raises(LlmgenError, match="holds a finished run and no checkpoint"):
+        train(TrainConfig(output_dir=str(tmp_path), resume=True, **cfg), model=model, tokenizer=tok,
+              train_dataset=_pa_data(tok, 8))
 
 
 def test_bad_data_gives_clear_errors(tmp_path):

@@ -81,6 +81,3 @@ def load_checkpoint(accelerator: Any, path: Path) -> dict:
     accelerator.load_state(str(path), strict=False)
     return read_json(path / STATE_FILE)
 
-
-def clear_checkpoints(output_dir: str | os.PathLike) -> None:
-    shutil.rmtree(checkpoint_root(output_dir), ignore_errors=True)

@@ -192,6 +192,7 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
         raise LlmgenError(f"loss {config.loss!r} needs data streams {', '.join(wanted)}; got {', '.join(streams)}")
     if wanted is None and len(streams) > 1:
         raise LlmgenError(f"loss {config.loss!r} takes one data stream; got {', '.join(streams)}")
+    check_resume(config)
     model = _load_model(config, model)
 
     accelerator = _accelerator(config)
@@ -248,7 +249,9 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
         history = [r for r in _read_history(out) if r.get("step", 0) <= step]
         resumed_from = str(found)
     elif main:
-        ckpt.clear_checkpoints(out)
+        if config.resume:
+            print(f"note: no checkpoint in {out}; training from step 0", file=sys.stderr)
+        clear_run(out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", config.to_dict())
@@ -397,12 +400,57 @@ def _read_history(out: Path) -> list[dict]:
     return rows
 
 
+# Settings that may change between a run and its resumption: where and how it reports and saves,
+# and on which device it runs. Any other difference changes what the saved step means (data order,
+# schedule, loss, model), so resuming with it would silently train a different run.
+RESUME_FREE = frozenset({"resume", "progress", "report_to", "output_dir", "save_every", "keep_checkpoints",
+                         "log_every", "eval_every", "save_final", "cpu", "ref_device"})
+
+
 def _check_same_run(saved: dict, config: TrainConfig) -> None:
-    """Refuse to resume with settings that change what the saved data position means."""
-    for key in ("loss", "batch_size", "grad_accum", "seed", "lora_r"):
-        if key in saved and saved[key] != getattr(config, key):
-            raise LlmgenError(f"cannot resume: checkpoint has {key}={saved[key]!r}, config has "
-                              f"{getattr(config, key)!r}")
+    """Refuse to resume with settings that differ from the checkpoint's (naming the field)."""
+    import json
+
+    now = json.loads(dumps(config.to_dict(), indent=None))
+    for key in sorted(set(saved) | set(now)):
+        if key in RESUME_FREE or key not in saved or key not in now:
+            continue
+        if saved[key] != now[key]:
+            raise LlmgenError(f"cannot resume: checkpoint has {key}={saved[key]!r}, config has {now[key]!r} "
+                              "(rerun with the checkpoint's value, or start a new run)")
+
+
+def check_resume(config: TrainConfig) -> None:
+    """Before any model loads: a resumed run must match its checkpoint's settings, and ``resume``
+    on a finished run that kept no checkpoint is an error (starting over would replace it)."""
+    if not config.resume:
+        return
+    out = Path(config.output_dir)
+    found = ckpt.latest_checkpoint(out)
+    if found is not None:
+        from llmgen.io import read_json
+
+        _check_same_run(read_json(found / ckpt.STATE_FILE).get("config", {}), config)
+    elif (out / "results.json").exists() or (out / "final").exists():
+        raise LlmgenError(f"cannot resume: {out} holds a finished run and no checkpoint (use --save-every); "
+                          "pass --overwrite to train it again from the start")
+
+
+# What a run writes in its output folder, results first: a folder holding any of these holds a run.
+RUN_FILES = ("results.json", "final", "metrics.jsonl", "config.json", "checkpoints")
+
+
+def clear_run(out: Path) -> None:
+    """Remove an earlier run's outputs before a fresh start, results first, so that a kill at any
+    point never leaves an old ``results.json``/``final/`` beside a new partial ``metrics.jsonl``."""
+    import shutil
+
+    for name in (*RUN_FILES, ".final.tmp"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _save_final(accelerator, model, tokenizer, out: Path) -> str:
