@@ -319,10 +319,10 @@ def tofu_eval_task(forget_split: str) -> Task:
     sets = load_eval_sets(source, forget_split, ds)
 
     def evaluator(backend, task: Task, config) -> tuple[dict[str, float], list[dict]]:
-        from llmgen.evals.tofu import tofu_eval
+        from llmgen.evals.tofu import MAX_NEW_TOKENS, tofu_eval
 
         out = tofu_eval(backend, sets, retain_logs=os.environ.get("LLMGEN_TOFU_RETAIN_LOGS"), limit=config.limit,
-                        ds_size=ds)
+                        ds_size=ds, max_new_tokens=config.max_tokens or MAX_NEW_TOKENS)
         rows = []
         for split, res in out["result"].items():
             if not isinstance(res, dict) or "per_example" not in res:

@@ -159,14 +159,14 @@ class UnlearnConfig:
 
 
 def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epochs: float) -> int:
-    """Optimizer steps in ``warmup_epochs`` epochs of ``n_examples`` (TOFU and open-unlearning warm
-    up for one epoch, then decay linearly); 0 for no warm-up."""
-    from llmgen.training.data import batches_per_epoch
-
+    """Optimizer steps in ``warmup_epochs`` epochs of ``n_examples``, counted as TOFU does
+    (``finetune.py``/``forget.py``: ``max(1, max_steps // num_epochs)``, i.e. whole effective
+    batches per epoch); 0 for no warm-up. TOFU and open-unlearning warm up for one epoch, then
+    decay linearly."""
     if warmup_epochs <= 0:
         return 0
-    per_epoch = batches_per_epoch(n_examples, batch_size, int(os.environ.get("WORLD_SIZE", "1"))) / grad_accum
-    return max(1, math.ceil(warmup_epochs * per_epoch))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, math.floor(warmup_epochs * n_examples) // (batch_size * grad_accum * world))
 
 
 # --- data -----------------------------------------------------------------------------------------
