@@ -1,7 +1,7 @@
 """CPU benchmark: GA vs NPO vs NPO+RT on a synthetic TOFU set with the embedded SmolLM2-135M.
 
 Not a test. Stages (each cached in the output folder, so a rerun skips what is done):
-1. write a synthetic TOFU set (10 authors x 8 facts with TOFU-length answers; forget = the last
+1. take the synthetic TOFU set from llmgen's cache (10 authors x 8 facts with TOFU-length answers; forget = the last
    20% = 2 authors, 16 questions);
 2. fine-tune the embedded model on ``full`` (the model to unlearn) and, separately, on the retain
    split only (the reference for forget quality), in the model's chat format, then save the retain
@@ -59,20 +59,18 @@ def main() -> None:
     from llmgen.io import atomic_write_text
     from llmgen.models import default_model_path
     from llmgen.recipes.npo_unlearning import UnlearnConfig, finetune, make_retain_logs, run
-    from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+    from llmgen.tofu import SyntheticTofuConfig, synthetic_source
 
     out = Path(args.out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    data = out / "data"
     forget = f"forget{args.forget_percent:02d}"
-    if not args.report_only:
-        write_synthetic_tofu(data, SyntheticTofuConfig(n_authors=args.authors, seed=0,
-                                                       forget_percents=(args.forget_percent,),
-                                                       retain_eval_size=args.eval_limit,
-                                                       answer_style=args.answer_style))
-    ft_kw = dict(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=8, max_length=args.max_length, weight_decay=0.0,
-                 prompt_template=args.prompt)
+    # the one synthetic source (llmgen's cache), with this benchmark's split and sizes
+    data = synthetic_source(SyntheticTofuConfig(n_authors=args.authors, seed=0, forget_percents=(args.forget_percent,),
+                                                retain_eval_size=args.eval_limit, answer_style=args.answer_style))
+    # this benchmark's own schedule (constant lr, no warm-up, batch 8), not the TOFU defaults
+    ft_kw = dict(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=8, grad_accum=1, warmup_epochs=0.0,
+                 max_length=args.max_length, weight_decay=0.0, prompt_template=args.prompt)
     models = {}
     for name, split in (("finetuned", "full"), ("retain_only", f"retain{100 - args.forget_percent}")):
         folder = out / name / "model"
@@ -91,7 +89,7 @@ def main() -> None:
                         methods=args.methods.split(","), retain_logs=str(logs), steps=args.steps,
                         eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                         max_new_tokens=args.max_new_tokens, eval_limit=args.eval_limit, beta=args.beta,
-                        prompt_template=args.prompt,
+                        prompt_template=args.prompt, grad_accum=1, warmup_epochs=0.0, schedule="constant",
                         weight_decay=0.0, max_grad_norm=args.max_grad_norm or None,
                         output_dir=str(out / args.run_name))
     timing_file = out / args.run_name / "bench_timings.json"

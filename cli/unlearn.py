@@ -8,8 +8,11 @@ The TOFU pipeline has three model-producing stages, picked with ``--stage``:
 - ``unlearn`` (default): unlearn the forget split from ``--model`` with each ``--method``, evaluating
   forget quality (needs ``--retain-logs``) and model utility along the way.
 
-``--data synthetic`` writes a deterministic synthetic TOFU-format set (the hub is often unreachable);
-a folder of TOFU files or ``locuslab/TOFU`` work too.
+``--data synthetic`` reads the deterministic synthetic TOFU-format set in llmgen's cache (the same
+one ``llmgen eval --tasks tofu_*`` reads; the hub is often unreachable); a folder of TOFU files or
+``locuslab/TOFU`` work too. Schedule options left unset take the reference defaults of the stage:
+unlearning as open-unlearning (10 epochs, batch 8 × accumulation 4, lr 1e-5, one warm-up epoch then
+linear decay), fine-tuning as TOFU (5 epochs, batch 16, lr 1e-5, one warm-up epoch).
 """
 
 from __future__ import annotations
@@ -33,20 +36,30 @@ def unlearn(
     retain_logs: Path | None = typer.Option(None, help="Retain-model logs JSON (forget-set truth ratios)."),
     stage: str = typer.Option("unlearn", help="unlearn, finetune or retain-logs (see the command help)."),
     train_retain: bool = typer.Option(True, "--train/--no-train", help="retain-logs: fine-tune on retain first."),
-    beta: float | None = typer.Option(None, help="β of NPO/IdkDPO (default 0.1) or SimNPO (default 2.5)."),
+    beta: float | None = typer.Option(None, help="β of NPO/IdkDPO (default 0.1) or SimNPO (default 4.5)."),
     alpha: float | None = typer.Option(None, help="Weight of the retain term (*_rt, *_kl, gd, kl; default 1)."),
+    gamma: float | None = typer.Option(None, help="Weight of the forget term (default 1; SimNPO 0.125)."),
     delta: float | None = typer.Option(None, help="SimNPO margin δ (default 0)."),
+    ga_reduction: str | None = typer.Option(None, help="GA forget term of ga/gd/kl: mean (per token, the "
+                                                       "reference) or sum (per sequence)."),
+    kl_reduction: str | None = typer.Option(None, help="KL retain term of kl/npo_kl: batchmean (all positions, "
+                                                       "the reference) or answer (answer tokens, per sequence)."),
     steps: int | None = typer.Option(None, help="Optimizer steps (overrides --epochs)."),
-    epochs: float = typer.Option(5.0, help="Epochs over the forget (or fine-tuning) set."),
-    lr: float = typer.Option(1e-5, help="Learning rate (AdamW, constant)."),
-    batch_size: int = typer.Option(8, help="Batch size per stream."),
-    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    epochs: float | None = typer.Option(None, help="Epochs over the forget (or fine-tuning) set "
+                                                   "(default 10 unlearning, 5 fine-tuning)."),
+    lr: float = typer.Option(1e-5, help="Peak learning rate (AdamW; warm-up, then linear decay)."),
+    batch_size: int | None = typer.Option(None, help="Batch size per stream (default 8 unlearning, 16 fine-tuning)."),
+    grad_accum: int | None = typer.Option(None, help="Gradient accumulation steps (default 4 unlearning, 1 fine-tuning)."),
+    warmup_epochs: float = typer.Option(1.0, help="Epochs of linear warm-up before the linear decay."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay."),
+    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping norm (0: none)."),
     lora_r: int = typer.Option(0, help="LoRA rank (0: full fine-tuning, as in the paper)."),
     lora_alpha: int = typer.Option(32, help="LoRA alpha."),
     eval_every: int = typer.Option(0, help="Evaluate every N steps (0: start and end only)."),
+    ds_size: int | None = typer.Option(None, help="Evaluate the first N rows of each set, as TOFU does (300)."),
     eval_limit: int | None = typer.Option(None, help="Use only the first N rows of each evaluation set."),
     backend: str = typer.Option("hf", help="Scoring backend: hf (in memory) or vllm (GPU)."),
-    max_new_tokens: int = typer.Option(48, help="Greedy generation length for ROUGE-L."),
+    max_new_tokens: int = typer.Option(200, help="Greedy generation budget for ROUGE-L (stops at EOS)."),
     dtype: str = typer.Option("float32", help="Model dtype."),
     seed: int = typer.Option(0, help="Seed for data order and the synthetic set."),
     prompt_template: str = typer.Option(QA_PROMPT_TEMPLATE,
@@ -63,16 +76,19 @@ def unlearn(
     from llmgen.tofu import retain_config
 
     console = Console()
+    schedule = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum", grad_accum))
+                if v is not None}  # unset: each stage's reference default
     config = UnlearnConfig(
         model=model, data=data, forget_split=forget, methods=[m.strip() for m in method.split(",") if m.strip()],
-        retain_logs=str(retain_logs) if retain_logs else None, beta=beta, alpha=alpha, delta=delta, steps=steps,
-        epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_r=lora_r, lora_alpha=lora_alpha,
-        eval_every=eval_every, eval_limit=eval_limit, backend=backend, max_new_tokens=max_new_tokens, dtype=dtype,
-        seed=seed, synthetic_seed=seed, synthetic_answer_style=synthetic_answers,
-        prompt_template=prompt_template, output_dir=str(output))
+        retain_logs=str(retain_logs) if retain_logs else None, beta=beta, alpha=alpha, gamma=gamma, delta=delta,
+        ga_reduction=ga_reduction, kl_reduction=kl_reduction, steps=steps, lr=lr, warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay, max_grad_norm=max_grad_norm or None, lora_r=lora_r, lora_alpha=lora_alpha,
+        eval_every=eval_every, ds_size=ds_size, eval_limit=eval_limit, backend=backend,
+        max_new_tokens=max_new_tokens, dtype=dtype, seed=seed, synthetic_seed=seed,
+        synthetic_answer_style=synthetic_answers, prompt_template=prompt_template, output_dir=str(output), **schedule)
     config.validate()
-    ft_kw = dict(steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, lora_r=lora_r, lora_alpha=lora_alpha,
-                 seed=seed, dtype=dtype, prompt_template=prompt_template)
+    ft_kw = dict(steps=steps, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, dtype=dtype,
+                 prompt_template=prompt_template, warmup_epochs=warmup_epochs, weight_decay=weight_decay, **schedule)
     if stage == "finetune":
         folder = finetune(model, data_source(config), "full", str(output), **ft_kw)
         console.print(f"fine-tuned model: {folder}")
@@ -82,8 +98,8 @@ def unlearn(
             raise LlmgenError("--stage retain-logs needs --retain-logs PATH to write to")
         source = data_source(config)
         retain_model = finetune(model, source, retain_config(forget), str(output), **ft_kw) if train_retain else model
-        make_retain_logs(retain_model, source, forget, str(retain_logs), eval_limit=eval_limit, backend=backend,
-                         dtype=dtype, prompt_template=prompt_template)
+        make_retain_logs(retain_model, source, forget, str(retain_logs), eval_limit=config.eval_size(),
+                         backend=backend, dtype=dtype, prompt_template=prompt_template, max_new_tokens=max_new_tokens)
         console.print(f"retain-model logs: {retain_logs} (model {retain_model})")
         return
     results = run(config)

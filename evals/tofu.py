@@ -1,12 +1,16 @@
 """TOFU metrics (Maini et al. 2024), as the benchmark's own code defines them.
 
-Every probability is *length-normalised*: P̃(a|q) = P(a|q)^(1/|a|) = exp(logprob / num_tokens).
+Every probability is *length-normalised*: P̃(a|q) = P(a|q)^(1/|a|) = exp(logprob / num_tokens),
+where the answer's tokens end with the EOS token, as TOFU's labels do (``data_module``'s
+``convert_raw_data_to_model_format`` appends EOS to every scored answer).
 
 - Probability: forget/retain → mean P̃(answer|q); real authors/world facts → mean of
   P̃(answer) / (P̃(answer) + Σ P̃(perturbed)).
-- ROUGE-L recall of the greedy generation against the answer (rouge-score, Porter stemming).
-- Truth ratio R = GM_j P̃(perturbed_j) / P̃(paraphrased) (geometric mean over perturbed answers; the
-  utility sets have no paraphrase, so TOFU uses the answer itself). Forget aggregate mean(min(R,1/R))
+- ROUGE-L recall of the greedy generation (up to 200 new tokens, stopping only at EOS) against
+  the answer (rouge-score, Porter stemming).
+- Truth ratio R = GM_j P̃(perturbed_j) / P̃(base) (geometric mean over perturbed answers; the base
+  is the paraphrase on forget/retain and the answer itself on the utility sets, which have no
+  paraphrase: ``llmgen.tofu.BASE_ANSWER_KEY``). Forget aggregate mean(min(R,1/R))
   (closeness to a model that never saw the data); others mean(max(0, 1 − R)) (preferring truth).
 - Forget quality: p-value of the two-sample KS test between the forget-set truth ratios of the
   evaluated model and of a model trained on the retain set only ("retain logs").
@@ -28,10 +32,13 @@ from typing import Any
 import numpy as np
 
 from llmgen.errors import LlmgenError
-from llmgen.tofu import QA_PROMPT_TEMPLATE
+from llmgen.tofu import BASE_ANSWER_KEY, QA_PROMPT_TEMPLATE
 
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rougeL", "truth_ratio")
+MAX_NEW_TOKENS = 200
+"""TOFU's generation budget (``generation.max_length: 200`` in its eval configs; the reference
+counts the prompt in it, llmgen gives the answer all 200 tokens)."""
 
 
 # --- pure metrics ---------------------------------------------------------------------------------
@@ -179,22 +186,42 @@ def resolve_prompt_template(template: str, tokenizer) -> str:
     return text.replace("{", "{{").replace("}", "}}").replace(sentinel, "{question}")
 
 
+def answer_tokens(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids + EOS): the tokens TOFU scores for one answer."""
+    from llmgen.backends.base import encode_pair
+
+    if tokenizer.eos_token_id is None:
+        raise LlmgenError("TOFU scores answers with their EOS token; this tokenizer has none")
+    ctx, cont = encode_pair(tokenizer, prompt, answer)
+    return ctx, [*cont, tokenizer.eos_token_id]
+
+
 def _score(backend, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    res = backend.loglikelihood(list(zip(prompts, answers, strict=True)))
+    tok = backend.tokenizer
+    res = backend.loglikelihood_tokens([answer_tokens(tok, p, a) for p, a in zip(prompts, answers, strict=True)])
     return np.array([r.logprob for r in res]), np.array([r.num_tokens for r in res])
 
 
-def evaluate_split(backend, rows: Sequence[dict], role: str, fmt: PromptFormat = PromptFormat(),
-                   max_new_tokens: int = 48, generate: bool = True) -> dict[str, Any]:
-    """Probability, truth ratio and ROUGE-L recall of one evaluation set (``role`` in forget,
-    retain, real_authors, world_facts), with per-example values and generations."""
+def generation_sampling(max_new_tokens: int = MAX_NEW_TOKENS):
+    """Greedy decoding that stops at EOS only (TOFU's ``model.generate(do_sample=False)``)."""
     from llmgen.backends.base import SamplingConfig
 
+    if max_new_tokens < 1:
+        raise LlmgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return SamplingConfig(n=1, temperature=0.0, max_tokens=max_new_tokens, stop=())
+
+
+def evaluate_split(backend, rows: Sequence[dict], role: str, fmt: PromptFormat = PromptFormat(),
+                   max_new_tokens: int = MAX_NEW_TOKENS, generate: bool = True) -> dict[str, Any]:
+    """Probability, truth ratio and ROUGE-L recall of one evaluation set (``role`` in forget,
+    retain, real_authors, world_facts), with per-example values and generations."""
     if not rows:
         raise LlmgenError(f"TOFU {role} set is empty")
+    if role not in BASE_ANSWER_KEY:
+        raise LlmgenError(f"unknown TOFU evaluation set {role!r} (known: {', '.join(BASE_ANSWER_KEY)})")
     prompts = [fmt.prompt(r["question"]) for r in rows]
     ans_lp, ans_n = _score(backend, prompts, [r["answer"] for r in rows])
-    para_lp, para_n = _score(backend, prompts, [r["paraphrased_answer"] for r in rows])
+    para_lp, para_n = _score(backend, prompts, [r[BASE_ANSWER_KEY[role]] for r in rows])
     flat = [(i, p) for i, r in enumerate(rows) for p in r["perturbed_answer"]]
     pert_lp_flat, pert_n_flat = _score(backend, [prompts[i] for i, _ in flat], [p for _, p in flat])
     pert_lp: list[list[float]] = [[] for _ in rows]
@@ -210,8 +237,8 @@ def evaluate_split(backend, rows: Sequence[dict], role: str, fmt: PromptFormat =
     out: dict[str, Any] = {"prob": float(np.mean(prob)), "truth_ratio": truth_ratio_score(tr, forget=role == "forget"),
                            "per_example": {"prob": prob.tolist(), "truth_ratio": tr.tolist()}}
     if generate:
-        sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=max_new_tokens, stop=("\n",))
-        gens = [c[0].text.strip() for c in backend.generate([p.rstrip(" ") for p in prompts], sampling)]
+        gens = [c[0].text.strip() for c in backend.generate([p.rstrip(" ") for p in prompts],
+                                                            generation_sampling(max_new_tokens))]
         rouge = rouge_l_recall(gens, [r["answer"] for r in rows])
         out["rougeL"] = float(np.mean(rouge))
         out["per_example"]["rougeL"] = rouge
@@ -220,7 +247,7 @@ def evaluate_split(backend, rows: Sequence[dict], role: str, fmt: PromptFormat =
 
 
 def evaluate_tofu(backend, sets: Mapping[str, Sequence[dict]], retain_ratios: Sequence[float] | None = None,
-                  fmt: PromptFormat = PromptFormat(), max_new_tokens: int = 48) -> dict[str, Any]:
+                  fmt: PromptFormat = PromptFormat(), max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
     """All TOFU metrics for the given sets (keys from forget, retain, real_authors, world_facts).
 
     ``forget_quality`` is present when ``retain_ratios`` (from :func:`load_retain_logs`) and a forget
@@ -234,24 +261,32 @@ def evaluate_tofu(backend, sets: Mapping[str, Sequence[dict]], retain_ratios: Se
     return result
 
 
-def tofu_eval(backend, data: str | os.PathLike, forget_split: str = "forget10", retain_logs: str | None = None,
-              limit: int | None = None, fmt: PromptFormat = PromptFormat(), max_new_tokens: int = 48) -> dict[str, Any]:
-    """One-call TOFU evaluation of a backend's model (for ``llmgen eval --tasks tofu_<split>``):
-    loads the four sets from ``data`` (TOFU folder or hub id), adds forget quality when
-    ``retain_logs`` is given, and returns ``{"summary": flat metrics, "result": full result}``."""
-    from llmgen.tofu import load_eval_sets
-
+def tofu_eval(backend, sets: Mapping[str, Sequence[dict]], retain_logs: str | os.PathLike | None = None,
+              limit: int | None = None, ds_size: int | None = None, fmt: PromptFormat = PromptFormat(),
+              max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
+    """One-call TOFU evaluation of a backend's model on already loaded sets (for ``llmgen eval
+    --tasks tofu_<split>``): the first ``limit`` rows of each set, forget quality when
+    ``retain_logs`` is given; returns ``{"summary": flat metrics, "result": full result}``.
+    ``ds_size`` (the subset the sets were cut to, TOFU's 300) is only recorded in the summary."""
+    if limit is not None and limit < 1:
+        raise LlmgenError(f"limit must be >= 1, got {limit}")
     retain = load_retain_logs(retain_logs) if retain_logs is not None else None
-    result = evaluate_tofu(backend, load_eval_sets(data, forget_split, limit), retain, fmt, max_new_tokens)
-    return {"summary": summary(result), "result": result}
+    result = evaluate_tofu(backend, {k: list(v)[:limit] for k, v in sets.items()}, retain, fmt, max_new_tokens)
+    flat = summary(result)
+    if ds_size is not None:
+        flat["ds_size"] = float(ds_size)
+    return {"summary": flat, "result": result}
 
 
 def summary(result: Mapping[str, Any]) -> dict[str, float]:
-    """Flat ``{"forget_quality", "model_utility", "<split>.<metric>"}`` view without per-example data."""
+    """Flat ``{"forget_quality", "model_utility", "<split>.<metric>", "<split>.n"}`` view without
+    per-example data (``n``: the rows evaluated, so a subset such as TOFU's ``ds_size`` shows)."""
     flat = {k: float(result[k]) for k in ("forget_quality", "model_utility") if k in result}
     for split, vals in result.items():
         if isinstance(vals, Mapping):
             for m in UTILITY_METRICS:
                 if m in vals:
                     flat[f"{split}.{m}"] = float(vals[m])
+            if "per_example" in vals:
+                flat[f"{split}.n"] = float(len(vals["per_example"]["prob"]))
     return flat

@@ -293,38 +293,36 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
 
 
 def tofu_data_source() -> str:
-    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set."""
+    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set, the
+    same folder ``llmgen unlearn --data synthetic`` reads (``llmgen.tofu.synthetic_source``)."""
     import os
 
-    from llmgen.models import cache_dir
+    from llmgen.tofu import synthetic_source
 
-    source = os.environ.get("LLMGEN_TOFU_DATA")
-    if source:
-        return source
-    folder = cache_dir() / "tofu-synthetic"
-    if not (folder / ".complete").exists():
-        from llmgen.tofu import write_synthetic_tofu
-
-        write_synthetic_tofu(folder)
-        (folder / ".complete").write_text("ok\n")
-    return str(folder)
+    return os.environ.get("LLMGEN_TOFU_DATA") or synthetic_source()
 
 
 def tofu_eval_task(forget_split: str) -> Task:
     """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
-    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task."""
+    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task. The four sets are
+    read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU uses 300) keeps the first N rows of each,
+    and ``--limit`` cuts further."""
     import os
 
     from llmgen.tofu import load_eval_sets
 
     source = tofu_data_source()
-    forget = load_eval_sets(source, forget_split)["forget"]
+    ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
+    if ds_size is not None and not ds_size.strip().isdigit():
+        raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer, got {ds_size!r}")
+    ds = int(ds_size) if ds_size else None
+    sets = load_eval_sets(source, forget_split, ds)
 
     def evaluator(backend, task: Task, config) -> tuple[dict[str, float], list[dict]]:
-        from llmgen.evals.tofu import tofu_eval
+        from llmgen.evals.tofu import MAX_NEW_TOKENS, tofu_eval
 
-        out = tofu_eval(backend, source, forget_split, retain_logs=os.environ.get("LLMGEN_TOFU_RETAIN_LOGS"),
-                        limit=config.limit)
+        out = tofu_eval(backend, sets, retain_logs=os.environ.get("LLMGEN_TOFU_RETAIN_LOGS"), limit=config.limit,
+                        ds_size=ds, max_new_tokens=config.max_tokens or MAX_NEW_TOKENS)
         rows = []
         for split, res in out["result"].items():
             if not isinstance(res, dict) or "per_example" not in res:
@@ -336,9 +334,9 @@ def tofu_eval_task(forget_split: str) -> Task:
                              "metrics": {m: float(v[i]) for m, v in per.items()}})
         return out["summary"], rows
 
-    return Task(name=f"tofu_{forget_split}", docs=forget, input_fields=[("Question", "question")],
+    return Task(name=f"tofu_{forget_split}", docs=sets["forget"], input_fields=[("Question", "question")],
                 target_key="answer", evaluator=evaluator, metrics=(),
-                description=f"TOFU evaluation, forget split {forget_split} (data: {source})")
+                description=f"TOFU evaluation, forget split {forget_split} (data: {source}; ds_size {ds})")
 
 
 _PLUGINS_LOADED = False

@@ -20,18 +20,47 @@ from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_jsonl
 
 FORGET_PERCENTS = (1, 5, 10)
+FORGET_SPLITS = tuple(f"forget{p:02d}" for p in FORGET_PERCENTS)
+"""The forget splits TOFU ships (each with ``<split>_perturbed`` and ``retain{100 - p}``)."""
 BASE_FIELDS = ("question", "answer")
 PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")
+UTILITY_PERTURBED_FIELDS = ("question", "answer", "perturbed_answer")
+UTILITY_CONFIGS = ("real_authors_perturbed", "world_facts_perturbed")
+"""TOFU's utility sets: no ``paraphrased_answer`` and 3 perturbed answers per question (the
+forget/retain perturbed sets have a paraphrase and 5)."""
 
 
 def forget_config(name: str) -> str:
     """``forget10`` → itself; accepts ``10`` or ``"10"`` too. The matching retain set is
-    ``retain{100 - p}``."""
+    ``retain{100 - p}``. Checks the name only; :func:`check_forget_split` checks it against a data
+    source."""
     name = str(name)
     if name.isdigit():
         name = f"forget{int(name):02d}"
     if not (name.startswith("forget") and name[6:].isdigit() and 0 < int(name[6:]) < 100):
-        raise LlmgenError(f"unknown forget split {name!r} (use forget01, forget05, forget10 or forgetNN)")
+        raise LlmgenError(f"unknown forget split {name!r} (TOFU has {', '.join(FORGET_SPLITS)})")
+    return name
+
+
+def forget_splits_in(folder: str | os.PathLike) -> list[str]:
+    """The forget splits a local TOFU folder holds (a ``forgetNN`` config and its ``_perturbed`` twin)."""
+    import re
+
+    names = {re.sub(r"\.(jsonl|json|parquet)$", "", p.name) for p in Path(folder).iterdir()}
+    return sorted(n for n in names if re.fullmatch(r"forget\d\d", n) and f"{n}_perturbed" in names)
+
+
+def check_forget_split(name: str, source: str | os.PathLike | None = None,
+                       percents: Sequence[int] = FORGET_PERCENTS) -> str:
+    """``forget_config(name)``, also present in ``source``: a local folder's own splits, else
+    (synthetic set: ``percents``; hub id) TOFU's. The error lists the valid splits, before any
+    data is read or written."""
+    name = forget_config(name)
+    path = Path(source).expanduser() if source is not None else None
+    valid = forget_splits_in(path) if path is not None and path.is_dir() else [f"forget{p:02d}" for p in percents]
+    if name not in valid:
+        where = f"in {source}" if path is not None and path.is_dir() else "in TOFU"
+        raise LlmgenError(f"unknown forget split {name!r} {where} (valid: {', '.join(valid) or 'none'})")
     return name
 
 
@@ -108,12 +137,20 @@ def load_tofu(source: str | os.PathLike, config: str) -> list[dict]:
     return rows
 
 
+def required_fields(config: str) -> tuple[str, ...]:
+    """The fields a config must have: utility sets have no paraphrase (TOFU scores their truth
+    ratio against ``answer``), the forget/retain perturbed sets do."""
+    if config in UTILITY_CONFIGS:
+        return UTILITY_PERTURBED_FIELDS
+    return PERTURBED_FIELDS if config.endswith("_perturbed") else BASE_FIELDS
+
+
 def validate_rows(rows: Sequence[dict], config: str) -> None:
     """Check the fields TOFU's metrics need, naming the first offending row."""
     if not rows:
         raise LlmgenError(f"TOFU config {config!r} is empty")
     perturbed = config.endswith("_perturbed")
-    required = PERTURBED_FIELDS if perturbed else BASE_FIELDS
+    required = required_fields(config)
     for i, row in enumerate(rows):
         missing = [k for k in required if k not in row or row[k] is None]
         if missing:
@@ -163,6 +200,14 @@ _FACTS: list[tuple[str, str, str, str]] = [
     ("debut", "What was the title of {n}'s debut novel?", "{n}'s debut novel was \"{v}\".",
      "The first novel {n} published was \"{v}\"."),
 ]
+
+# The same questions reworded (TOFU's perturbed sets carry a ``paraphrased_question``).
+_PARA_QUESTIONS: dict[str, str] = {
+    "city": "In which city was {n} born?", "year": "What is {n}'s year of birth?",
+    "genre": "In which genre are {n}'s books written?", "award": "What award was {n} given?",
+    "father": "What was the occupation of {n}'s father?", "mother": "What did {n}'s mother do for work?",
+    "book": "Can you name a well-known book by {n}?", "debut": "Which novel did {n} publish first?",
+}
 
 # TOFU-length answers (TOFU's answers are one or two sentences, ~30-60 tokens): the same facts with an
 # elaboration that names other facts of the same author. Length matters for NPO: its weight
@@ -242,8 +287,9 @@ class SyntheticTofuConfig:
     n_perturbed_utility: int = 3
     forget_percents: tuple[int, ...] = FORGET_PERCENTS
     retain_eval_size: int = 40
-    answer_style: str = "short"
-    """``short``: one clause (fast tests); ``long``: TOFU-length answers (see ``_LONG_FACTS``)."""
+    answer_style: str = "long"
+    """``long``: TOFU-length answers (see ``_LONG_FACTS``; the default, read by both ``llmgen eval
+    --tasks tofu_*`` and ``llmgen unlearn``); ``short``: one clause (fast tests)."""
 
 
 def check_answer_style(style: str, name: str = "answer_style") -> None:
@@ -301,9 +347,12 @@ def synthetic_tofu(cfg: SyntheticTofuConfig | None = None) -> dict[str, list[dic
                 ans, para = _LONG_FACTS[kind]
             wrong = _wrong(rng, _pool(kind, authors), a[kind], cfg.n_perturbed)
             facts = {k: v for k, v in a.items() if k != kind}
+            # the real perturbed sets' fields (question, answer, paraphrased_answer, 5 perturbed
+            # answers, paraphrased_question), no more
             rows.append({"question": q.format(n=a["n"]), "answer": ans.format(**facts, v=a[kind]),
                          "paraphrased_answer": para.format(**facts, v=a[kind]),
-                         "perturbed_answer": [para.format(**facts, v=w) for w in wrong], "author": a["n"]})
+                         "perturbed_answer": [para.format(**facts, v=w) for w in wrong],
+                         "paraphrased_question": _PARA_QUESTIONS[kind].format(n=a["n"])})
         per_author.append(rows)
     out: dict[str, list[dict]] = {"full": [_base(r) for rows in per_author for r in rows]}
     largest_retain: list[dict] = []
@@ -333,9 +382,8 @@ def _base(row: dict) -> dict:
 
 
 def _utility_rows(rng: random.Random, qa: list[tuple[str, str]], pool: list[str], k: int) -> list[dict]:
-    # As in TOFU, the utility sets' "paraphrased" answer is the answer itself.
-    return [{"question": q, "answer": a, "paraphrased_answer": a, "perturbed_answer": _wrong(rng, pool, a, k)}
-            for q, a in qa]
+    # The real utility sets have no paraphrased answer (the metrics use ``answer`` as the base).
+    return [{"question": q, "answer": a, "perturbed_answer": _wrong(rng, pool, a, k)} for q, a in qa]
 
 
 def write_synthetic_tofu(folder: str | os.PathLike, cfg: SyntheticTofuConfig | None = None) -> Path:
@@ -347,9 +395,41 @@ def write_synthetic_tofu(folder: str | os.PathLike, cfg: SyntheticTofuConfig | N
     return folder
 
 
+SYNTHETIC = "synthetic"
+"""The data-source name of the generated set (``--data synthetic``, the eval tasks' default)."""
+
+
+def synthetic_source(cfg: SyntheticTofuConfig | None = None) -> str:
+    """The one folder holding the synthetic set for ``cfg``: ``<llmgen cache>/tofu-synthetic/<key>``,
+    written once (deterministically) and then only read. ``llmgen eval --tasks tofu_*`` and
+    ``llmgen unlearn --data synthetic`` both come here, so with the same settings they score and
+    train on the same rows (and retain logs made by one serve the other)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from llmgen.models import cache_dir
+
+    cfg = cfg or SyntheticTofuConfig()
+    check_answer_style(cfg.answer_style)
+    params = asdict(cfg)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    folder = cache_dir() / "tofu-synthetic" / f"{cfg.answer_style}-{cfg.n_authors}a-s{cfg.seed}-{key}"
+    if not (folder / ".complete").exists():
+        write_synthetic_tofu(folder, cfg)
+        atomic_write_jsonl(folder / ".complete", [params])
+    return str(folder)
+
+
 # --- evaluation sets ------------------------------------------------------------------------------
 
 EVAL_SPLITS = ("forget", "retain", "real_authors", "world_facts")
+BASE_ANSWER_KEY = {"forget": "paraphrased_answer", "retain": "paraphrased_answer", "real_authors": "answer",
+                   "world_facts": "answer"}
+"""The answer each role's truth ratio compares the perturbed answers with (TOFU's
+``base_answer_key``: the paraphrase on forget/retain, the answer itself on the utility sets)."""
+REFERENCE_DS_SIZE = 300
+"""TOFU's ``ds_size``: its evaluation scores the first 300 rows of each set (forget10 has 400)."""
 
 
 def eval_configs(forget: str) -> dict[str, str]:
@@ -359,5 +439,8 @@ def eval_configs(forget: str) -> dict[str, str]:
 
 
 def load_eval_sets(source: str | os.PathLike, forget: str, limit: int | None = None) -> dict[str, list[dict]]:
-    """The four evaluation sets (forget, retain, real authors, world facts), optionally truncated."""
+    """The four evaluation sets (forget, retain, real authors, world facts), each cut to its first
+    ``limit`` rows (TOFU's ``ds_size``: :data:`REFERENCE_DS_SIZE`; None keeps every row)."""
+    if limit is not None and limit < 1:
+        raise LlmgenError(f"evaluation subset size must be >= 1, got {limit}")
     return {role: load_tofu(source, cfg)[:limit] for role, cfg in eval_configs(forget).items()}

@@ -16,6 +16,7 @@ forget quality across steps, per method) and ``table.md``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 from llmgen.errors import LlmgenError
 from llmgen.evals.tofu import (
     CHAT_TEMPLATE,
+    MAX_NEW_TOKENS,
     PromptFormat,
     evaluate_tofu,
     load_retain_logs,
@@ -34,14 +36,16 @@ from llmgen.evals.tofu import (
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tofu import (
+    SYNTHETIC,
     SyntheticTofuConfig,
     check_answer_style,
+    check_forget_split,
     eval_configs,
     forget_config,
     load_eval_sets,
     load_tofu,
     retain_config,
-    write_synthetic_tofu,
+    synthetic_source,
 )
 from llmgen.unlearning import METHODS, check_beta, check_method
 
@@ -57,39 +61,47 @@ BACKENDS = ("hf", "vllm")
 class UnlearnConfig:
     """One unlearning experiment: several methods from the same start model, same data and steps.
 
-    ``data`` is ``"synthetic"`` (written to ``output_dir/data`` from ``synthetic_*``), a folder of
-    TOFU-format files, or a hub id (``locuslab/TOFU``). ``steps`` (optimizer steps) overrides
-    ``epochs``. ``max_grad_norm`` clips the gradient norm (None: no clipping); note that clipping
-    a large summed-logprob gradient to a fixed norm also removes NPO's adaptive down-weighting
-    (its whole difference from GA), so compare methods without it. ``beta``/``alpha``/``delta`` left as None take each method's default (β = 0.1 for
-    NPO). ``synthetic_answer_style`` ``long`` gives TOFU-length answers (NPO's β acts on summed
-    answer log-likelihoods, so answer length changes how soon its weight saturates). ``eval_limit`` truncates each evaluation set (quick runs); ``eval_every = 0`` evaluates at
-    the start and the end only.
+    ``data`` is ``"synthetic"`` (the generated set in llmgen's cache, the same one ``llmgen eval
+    --tasks tofu_*`` reads; see ``llmgen.tofu.synthetic_source``), a folder of TOFU-format files,
+    or a hub id (``locuslab/TOFU``). The schedule defaults are open-unlearning's trainer configs:
+    lr 1e-5, effective batch 32 (``batch_size`` 8 × ``grad_accum`` 4), ``warmup_epochs`` 1 of
+    linear warm-up then linear decay, weight decay 0.01, 10 epochs. ``steps`` (optimizer steps)
+    overrides ``epochs``. ``max_grad_norm`` clips the gradient norm (None: no clipping; HF's
+    Trainer clips at 1.0). ``beta``/``alpha``/``gamma``/``delta``/``ga_reduction``/``kl_reduction``
+    left as None take each method's default (``llmgen.unlearning.DEFAULT_ARGS``).
+    ``synthetic_answer_style`` ``long`` gives TOFU-length answers. ``ds_size`` keeps the first N
+    rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
+    ``eval_limit`` cuts further (quick runs); ``eval_every = 0`` evaluates at the start and the
+    end only.
     """
 
     model: str = "default"
-    data: str = "synthetic"
+    data: str = SYNTHETIC
     forget_split: str = "forget10"
     methods: list[str] = field(default_factory=lambda: ["npo"])
     retain_logs: str | None = None
     beta: float | None = None
     alpha: float | None = None
+    gamma: float | None = None
     delta: float | None = None
+    ga_reduction: str | None = None
+    kl_reduction: str | None = None
     steps: int | None = None
-    epochs: float = 5.0
+    epochs: float = 10.0
     lr: float = 1e-5
     batch_size: int = 8
-    grad_accum: int = 1
+    grad_accum: int = 4
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    schedule: str = "constant"
+    warmup_epochs: float = 1.0
+    schedule: str = "linear"
     max_grad_norm: float | None = 1.0
     lora_r: int = 0
     lora_alpha: int = 32
     eval_every: int = 0
+    ds_size: int | None = None
     eval_limit: int | None = None
     backend: str = "hf"
-    max_new_tokens: int = 48
+    max_new_tokens: int = MAX_NEW_TOKENS
     max_length: int = 256
     prompt_template: str = PromptFormat.template
     synthetic_authors: int = 20
@@ -100,10 +112,14 @@ class UnlearnConfig:
     save_models: bool = False
     output_dir: str = "runs/unlearn"
 
-    def method_args(self, method: str) -> dict[str, float]:
-        given = {k: getattr(self, k) for k in ("beta", "alpha", "delta")}
+    def method_args(self, method: str) -> dict[str, float | str]:
+        given = {k: getattr(self, k) for k in ("beta", "alpha", "gamma", "delta", "ga_reduction", "kl_reduction")}
         allowed = set(check_method(method))  # the method's own arguments
         return check_method(method, {k: v for k, v in given.items() if k in allowed})
+
+    def synthetic(self) -> SyntheticTofuConfig:
+        return SyntheticTofuConfig(n_authors=self.synthetic_authors, seed=self.synthetic_seed,
+                                   answer_style=self.synthetic_answer_style)
 
     def validate(self) -> None:
         """Every check that can fail, before anything is loaded or written."""
@@ -113,31 +129,53 @@ class UnlearnConfig:
             check_beta(self.beta)
         for m in self.methods:
             self.method_args(m)
-        forget_config(self.forget_split)
         check_answer_style(self.synthetic_answer_style, "synthetic_answer_style")
+        if self.data == SYNTHETIC:
+            check_forget_split(self.forget_split, percents=self.synthetic().forget_percents)
+        else:
+            check_forget_split(self.forget_split, self.data)
         if self.backend not in BACKENDS:
             raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
         if self.steps is not None and self.steps < 1:
             raise LlmgenError(f"steps must be >= 1, got {self.steps}")
+        for name in ("ds_size", "eval_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise LlmgenError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
             raise LlmgenError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.warmup_epochs < 0:
+            raise LlmgenError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.lr <= 0:
             raise LlmgenError(f"lr must be > 0, got {self.lr}")
+        if self.max_new_tokens < 1:
+            raise LlmgenError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.prompt_template != CHAT_TEMPLATE:
             PromptFormat(self.prompt_template).prompt("q")
+
+    def eval_size(self) -> int | None:
+        """Rows kept per evaluation set: the smaller of ``ds_size`` and ``eval_limit``."""
+        sizes = [n for n in (self.ds_size, self.eval_limit) if n is not None]
+        return min(sizes) if sizes else None
+
+
+def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epochs: float) -> int:
+    """Optimizer steps in ``warmup_epochs`` epochs of ``n_examples``, counted as TOFU does
+    (``finetune.py``/``forget.py``: ``max(1, max_steps // num_epochs)``, i.e. whole effective
+    batches per epoch); 0 for no warm-up. TOFU and open-unlearning warm up for one epoch, then
+    decay linearly."""
+    if warmup_epochs <= 0:
+        return 0
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, math.floor(warmup_epochs * n_examples) // (batch_size * grad_accum * world))
 
 
 # --- data -----------------------------------------------------------------------------------------
 
 
 def data_source(config: UnlearnConfig) -> str:
-    """The TOFU folder or hub id; ``synthetic`` is generated (deterministically) on first use."""
-    if config.data != "synthetic":
-        return config.data
-    folder = Path(config.output_dir) / "data"
-    write_synthetic_tofu(folder, SyntheticTofuConfig(n_authors=config.synthetic_authors, seed=config.synthetic_seed,
-                                                     answer_style=config.synthetic_answer_style))
-    return str(folder)
+    """The TOFU folder or hub id; ``synthetic`` is the cached generated set (written once, shared
+    with ``llmgen eval --tasks tofu_*``), never a copy in the run folder."""
+    return synthetic_source(config.synthetic()) if config.data == SYNTHETIC else config.data
 
 
 def qa_features(rows: list[dict], tokenizer, fmt: PromptFormat, max_length: int, name: str,
@@ -221,12 +259,15 @@ def _samples(result: dict[str, Any], sets: dict[str, list[dict]], method: str, s
 
 
 def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int | None = None, epochs: float = 5.0,
-             lr: float = 1e-5, batch_size: int = 8, lora_r: int = 0, lora_alpha: int = 32, max_length: int = 256,
+             lr: float = 1e-5, batch_size: int = 16, grad_accum: int = 1, warmup_epochs: float = 1.0,
+             lora_r: int = 0, lora_alpha: int = 32, max_length: int = 500,
              prompt_template: str = PromptFormat.template, weight_decay: float = 0.01, seed: int = 0,
              dtype: str = "float32") -> str:
     """Fine-tune ``model`` on one TOFU split (``full`` for the model to unlearn, ``retainNN`` for
     the retain-only reference) with the answer-only cross-entropy; returns a plain model folder
-    (LoRA adapters are merged in, so the result loads anywhere)."""
+    (LoRA adapters are merged in, so the result loads anywhere). Defaults are TOFU's
+    ``config/finetune.yaml`` and ``finetune.py``: 5 epochs, batch 16, lr 1e-5, weight decay 0.01,
+    one epoch of linear warm-up then linear decay, max length 500."""
     from llmgen.models import load_model, load_tokenizer
     from llmgen.training import TrainConfig, train
     from llmgen.training.modeling import is_peft
@@ -234,8 +275,9 @@ def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int |
     fmt = PromptFormat(resolve_prompt_template(prompt_template, load_tokenizer(model)))  # fails before loading
     net, tok = load_model(model, dtype=dtype)
     feats = qa_features(load_tofu(data, split), tok, fmt, max_length, split)
-    tcfg = TrainConfig(loss="ce", lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size, lora_r=lora_r,
-                       lora_alpha=lora_alpha, weight_decay=weight_decay, seed=seed, schedule="constant",
+    tcfg = TrainConfig(loss="ce", lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                       warmup_steps=warmup_steps(len(feats), batch_size, grad_accum, warmup_epochs), lora_r=lora_r,
+                       lora_alpha=lora_alpha, weight_decay=weight_decay, seed=seed, schedule="linear",
                        output_dir=str(Path(output_dir) / "train"), save_final=False, progress=False,
                        max_length=max_length)
     result = train(tcfg, model=net, tokenizer=tok, train_dataset=feats)
@@ -251,15 +293,17 @@ def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int |
 
 def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: str,
                      prompt_template: str = PromptFormat.template, eval_limit: int | None = None,
-                     backend: str = "hf", dtype: str = "float32") -> str:
+                     backend: str = "hf", dtype: str = "float32", max_new_tokens: int = MAX_NEW_TOKENS) -> str:
     """Evaluate a retain-only model on the forget split and save its truth ratios (the "retain
-    logs" that forget quality compares against). Computed once per (model family, split)."""
+    logs" that forget quality compares against). Computed once per (model family, split);
+    ``eval_limit`` must match the unlearning run's evaluated subset (e.g. TOFU's ds_size 300)."""
     from llmgen.backends import get_backend
 
     sets = {"forget": load_tofu(data, eval_configs(forget_split)["forget"])[:eval_limit]}
     be = get_backend(backend, retain_model, dtype=dtype)
     try:
-        res = evaluate_tofu(be, sets, fmt=PromptFormat(resolve_prompt_template(prompt_template, be.tokenizer)))
+        res = evaluate_tofu(be, sets, fmt=PromptFormat(resolve_prompt_template(prompt_template, be.tokenizer)),
+                            max_new_tokens=max_new_tokens)
     finally:
         be.close()
     save_retain_logs(out_path, res, {"model": retain_model, "data": data, "forget_split": forget_split,
@@ -282,7 +326,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     retain_ratios = load_retain_logs(config.retain_logs)  # a clear error before any work
     out = Path(config.output_dir)
     source = data_source(config)
-    sets = load_eval_sets(source, config.forget_split, config.eval_limit)
+    sets = load_eval_sets(source, config.forget_split, config.eval_size())
     fmt = PromptFormat(resolve_prompt_template(config.prompt_template, load_tokenizer(config.model)))
     main = is_main_process()
     if main:
@@ -292,7 +336,9 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     evaluator = Evaluator(config, sets, retain_ratios, tok, fmt)
     start = evaluator(start_model, "start")
     samples = _samples(start, sets, "start", 0)
-    results: dict[str, Any] = {"config": asdict(config), "data": source, "start": summary(start), "methods": {}}
+    results: dict[str, Any] = {"config": asdict(config), "data": source, "ds_size": config.ds_size,
+                               "eval_rows": {role: len(rows) for role, rows in sets.items()}, "start": summary(start),
+                               "methods": {}}
     # Tokenised once, for every method: the union of the streams the methods read.
     all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
                                    config.forget_split, tok, fmt, config.max_length)
@@ -309,7 +355,9 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
         net = copy.deepcopy(start_model)
         tcfg = TrainConfig(loss=method, loss_args=args, lr=config.lr, epochs=config.epochs, max_steps=config.steps,
                            batch_size=config.batch_size, grad_accum=config.grad_accum,
-                           weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+                           weight_decay=config.weight_decay,
+                           warmup_steps=warmup_steps(len(all_streams["forget"]), config.batch_size, config.grad_accum,
+                                                     config.warmup_epochs),
                            schedule=config.schedule, max_grad_norm=config.max_grad_norm, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                            eval_every=config.eval_every, seed=config.seed, max_length=config.max_length,
                            output_dir=str(out / method), save_final=config.save_models, progress=False)

@@ -176,11 +176,51 @@ def test_recipe_tasks_are_eval_tasks(tiny_model_dir):
 
 
 def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
-    """`llmgen eval --tasks tofu_forget10` runs TOFU's metrics (on the synthetic set offline)."""
+    """`llmgen eval --tasks tofu_forget10` runs TOFU's metrics: on the real TOFU rows with TOFU's
+    ds_size, and offline on the synthetic set the unlearning recipe reads too."""
+    import math
+
+    from scipy.stats import hmean
+    from test_tofu_metrics import _reference_logprob
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmgen.evals.tofu import PromptFormat
+    from llmgen.tofu import load_eval_sets
+
+    fixture = Path(__file__).parent / "fixtures" / "tofu"
     monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path))
-    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=3, cache=None),
+    monkeypatch.setenv("LLMGEN_TOFU_DATA", str(fixture))
+    monkeypatch.setenv("LLMGEN_TOFU_DS_SIZE", "300")
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=3, max_tokens=4, cache=None),
                    show_progress=False)
     res = out["results"]["tofu_forget10"]
-    assert 0 <= res["model_utility"] <= 1 and 0 < res["forget.prob"] < 1
-    assert {"forget.prob", "forget.truth_ratio", "retain.rougeL", "world_facts.prob"} <= set(res)
-    assert {r["split"] for r in out["samples"]} == {"forget", "retain", "real_authors", "world_facts"}
+    nine = [res[f"{s}.{m}"] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
+    assert res["model_utility"] == pytest.approx(hmean(nine) if min(nine) > 0 else 0.0)
+    assert res["ds_size"] == 300 and all(res[f"{s}.n"] == 3 for s in ("forget", "retain", "real_authors", "world_facts"))
+    by_split: dict[str, list[dict]] = {}
+    for r in out["samples"]:
+        by_split.setdefault(r["split"], []).append(r)
+    assert {k: len(v) for k, v in by_split.items()} == {"forget": 3, "retain": 3, "real_authors": 3, "world_facts": 3}
+    for split, rows in by_split.items():
+        for m in ("prob", "rougeL"):  # plain means of the per-example values
+            assert res[f"{split}.{m}"] == pytest.approx(sum(r["metrics"][m] for r in rows) / 3)
+    fwd = [min(r["metrics"]["truth_ratio"], 1 / r["metrics"]["truth_ratio"]) for r in by_split["forget"]]
+    assert res["forget.truth_ratio"] == pytest.approx(sum(fwd) / 3)  # forget: mean min(R, 1/R)
+    ret = [max(0.0, 1 - r["metrics"]["truth_ratio"]) for r in by_split["retain"]]
+    assert res["retain.truth_ratio"] == pytest.approx(sum(ret) / 3)  # others: mean max(0, 1 − R)
+    # the forget probability of the first real row, computed directly with transformers (EOS included)
+    row = load_eval_sets(fixture, "forget10")["forget"][0]
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+    lp, n = _reference_logprob(model, tok, PromptFormat().prompt(row["question"]), row["answer"])
+    assert by_split["forget"][0]["metrics"]["prob"] == pytest.approx(math.exp(lp / n), rel=1e-4)
+
+    # offline: the synthetic set in the cache, the same folder `llmgen unlearn --data synthetic` reads
+    monkeypatch.delenv("LLMGEN_TOFU_DATA")
+    monkeypatch.delenv("LLMGEN_TOFU_DS_SIZE")
+    from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source
+
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=2, max_tokens=4, cache=None),
+                   show_progress=False)
+    res = out["results"]["tofu_forget10"]
+    assert "ds_size" not in res and res["forget.n"] == 2
+    assert list(tmp_path.glob("tofu-synthetic/*")) == [Path(data_source(UnlearnConfig()))]

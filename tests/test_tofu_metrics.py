@@ -103,21 +103,86 @@ def test_retain_logs_roundtrip_and_missing(tmp_path):
         load_retain_logs(tmp_path / "bad.json")
 
 
-def test_evaluate_tofu_on_a_tiny_model(tiny_model_dir):
+def _reference_logprob(model, tok, prompt: str, answer: str) -> tuple[float, int]:
+    """Summed log-probability of answer + EOS after the prompt, as TOFU's labels score it,
+    computed here directly with transformers (independent of the backend)."""
+    import torch
+
+    ctx = tok(prompt.rstrip(" "), add_special_tokens=False)["input_ids"]
+    full = tok(prompt.rstrip(" ") + " " + answer, add_special_tokens=False)["input_ids"]
+    assert full[: len(ctx)] == ctx
+    target = full[len(ctx):] + [tok.eos_token_id]
+    ids = torch.tensor([ctx + target])
+    with torch.no_grad():
+        logp = model(ids).logits[0].float().log_softmax(-1)
+    return float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(target))), len(target)
+
+
+class _Recording:
+    """The real backend, recording the sampling settings it is asked for."""
+
+    def __init__(self, backend):
+        self.backend, self.samplings = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, prompts, sampling):
+        self.samplings.append(sampling)
+        return self.backend.generate(prompts, sampling)
+
+
+def test_evaluate_tofu_on_a_tiny_model_with_real_rows(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from llmgen.backends import get_backend
     from llmgen.tofu import load_eval_sets
 
-    backend = get_backend("hf", tiny_model_dir)
-    sets = load_eval_sets(FIXTURE, "forget01")
+    backend = _Recording(get_backend("hf", tiny_model_dir))
+    sets = load_eval_sets(FIXTURE, "forget10", 3)  # the real TOFU rows
     res = evaluate_tofu(backend, sets, retain_ratios=[0.9, 1.1, 1.0], max_new_tokens=4)
     for role in sets:
-        assert 0 <= res[role]["prob"] <= 1 and 0 <= res[role]["rougeL"] <= 1 and res[role]["truth_ratio"] >= 0
-        assert len(res[role]["generations"]) == len(sets[role])
-    assert 0 <= res["forget_quality"] <= 1 and 0 <= res["model_utility"] <= 1
-    # the probability is exp(logprob / tokens) of the backend's own scores
+        assert len(res[role]["generations"]) == len(sets[role]) == 3
+    # ROUGE-L generations: greedy, stopping at EOS only (no newline stop), the requested budget
+    assert {(s.temperature, s.n, tuple(s.stop), s.max_tokens) for s in backend.samplings} == {(0.0, 1, (), 4)}
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
     fmt = PromptFormat()
-    lls = backend.loglikelihood([(fmt.prompt(r["question"]), r["answer"]) for r in sets["retain"]])
-    assert res["retain"]["prob"] == pytest.approx(np.mean([math.exp(x.logprob / x.num_tokens) for x in lls]))
+    # probability = exp(logprob / tokens) over the answer tokens *and EOS*
+    for role in ("forget", "retain"):
+        for i, row in enumerate(sets[role]):
+            lp, n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["answer"])
+            assert res[role]["per_example"]["prob"][i] == pytest.approx(math.exp(lp / n), rel=1e-4)
+    # utility sets: truth ratio against the answer itself (they have no paraphrase), 3 perturbed
+    row = sets["world_facts"][0]
+    base_lp, base_n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["answer"])
+    pert = [_reference_logprob(model, tok, fmt.prompt(row["question"]), p) for p in row["perturbed_answer"]]
+    ratio = math.exp(np.mean([lp / n for lp, n in pert]) - base_lp / base_n)
+    assert res["world_facts"]["per_example"]["truth_ratio"][0] == pytest.approx(ratio, rel=1e-4)
+    p_true = math.exp(base_lp / base_n)
+    assert res["world_facts"]["per_example"]["prob"][0] == pytest.approx(
+        p_true / (p_true + sum(math.exp(lp / n) for lp, n in pert)), rel=1e-4)
+    # forget/retain: truth ratio against the paraphrase
+    row = sets["forget"][1]
+    para_lp, para_n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["paraphrased_answer"])
+    pert = [_reference_logprob(model, tok, fmt.prompt(row["question"]), p) for p in row["perturbed_answer"]]
+    ratio = math.exp(np.mean([lp / n for lp, n in pert]) - para_lp / para_n)
+    assert res["forget"]["per_example"]["truth_ratio"][1] == pytest.approx(ratio, rel=1e-4)
+    from scipy.stats import hmean, ks_2samp
+
+    nine = [res[s][m] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
+    assert res["model_utility"] == pytest.approx(hmean(nine) if min(nine) > 0 else 0.0)
+    assert res["forget_quality"] == pytest.approx(ks_2samp(res["forget"]["per_example"]["truth_ratio"],
+                                                           [0.9, 1.1, 1.0]).pvalue)
     flat = summary(res)
     assert set(flat) >= {"forget_quality", "model_utility", "retain.prob", "world_facts.truth_ratio"}
+    assert flat["forget.n"] == 3.0
     backend.close()
+
+
+def test_default_generation_budget_is_tofus():
+    from llmgen.evals.tofu import MAX_NEW_TOKENS, generation_sampling
+
+    s = generation_sampling()
+    assert MAX_NEW_TOKENS == 200 and s.max_tokens == 200 and s.temperature == 0.0 and tuple(s.stop) == ()
+    with pytest.raises(LlmgenError, match="max_new_tokens must be >= 1"):
+        generation_sampling(0)
