@@ -330,8 +330,12 @@ def compare(results: dict[str, Any], config: ConfidenceLimitingConfig) -> dict[s
                        f"pass@{big}_by_epoch": [h["passk"][big]["unbiased"] for h in hist],
                        "epochs": [h["epoch"] for h in hist]}
     if "ce" in out and "dco" in out:
-        out[f"dco_minus_ce_pass@{n}"] = [d - c for d, c in zip(out["dco"][f"pass@{n}_by_epoch"],
-                                                                 out["ce"][f"pass@{n}_by_epoch"], strict=True)]
+        # DCO's refill can end its run early (fewer optimizer steps): compare at the epochs both measured
+        ce_at = dict(zip(out["ce"]["epochs"], out["ce"][f"pass@{n}_by_epoch"], strict=True))
+        dco_at = dict(zip(out["dco"]["epochs"], out["dco"][f"pass@{n}_by_epoch"], strict=True))
+        common = [e for e in out["dco"]["epochs"] if e in ce_at]
+        out["compared_epochs"] = common
+        out[f"dco_minus_ce_pass@{n}"] = [dco_at[e] - ce_at[e] for e in common]
     return out
 
 

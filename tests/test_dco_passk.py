@@ -86,3 +86,18 @@ def test_default_ks():
     assert ConfidenceLimitingConfig(samples=64).kvalues() == [1, 2, 4, 8, 16, 32, 64]
     assert ConfidenceLimitingConfig(samples=48).kvalues() == [1, 2, 4, 8, 16, 32, 48]
     assert ConfidenceLimitingConfig(samples=48, ks=[16, 1, 16]).kvalues() == [1, 16]
+
+
+def test_compare_aligns_methods_on_common_epochs():
+    """DCO's refill can end a run early; the comparison pairs the epochs both methods measured."""
+    from llmgen.recipes.confidence_limiting import compare
+
+    def hist(points):
+        return [{"epoch": e, "passk": {"1": {"unbiased": p1}, "4": {"unbiased": p4}}} for e, p1, p4 in points]
+
+    results = {"methods": {"ce": hist([(0, 0.1, 0.3), (1, 0.2, 0.4), (2, 0.3, 0.35)]),
+                           "dco": hist([(0, 0.1, 0.3), (1, 0.15, 0.5), (1.5, 0.2, 0.55)])}}
+    out = compare(results, ConfidenceLimitingConfig(samples=4, dco_n=4))
+    assert out["compared_epochs"] == [0, 1]
+    assert out["dco_minus_ce_pass@4"] == pytest.approx([0.0, 0.1])
+    assert out["dco"]["epochs"] == [0, 1, 1.5] and out["ce"]["pass@1_by_epoch"] == [0.1, 0.2, 0.3]
