@@ -268,6 +268,48 @@ def test_training_loop_scores_each_batch_with_current_weights_and_refills(tiny, 
     assert lrs == pytest.approx([1e-2 * (1 - t / 8) for t in range(1, 7)])
 
 
+def test_refill_resumes_exactly_after_a_crash(tmp_path):
+    """The refill's position (candidates drawn, examples waiting) is saved with each checkpoint."""
+    from llmgen.models import TinyConfig, tiny_model
+    from llmgen.training import TrainConfig, train
+    from llmgen.training.data import prompt_answer_dataset
+
+    shape = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1)
+
+    def fresh():
+        model, tok = tiny_model(seed=2, config=shape)
+        feats = prompt_answer_dataset([{"prompt": f"{c}:", "answer": str(i)} for i, c in enumerate("ABCDEFGHIJKL")], tok)
+        return model, tok, feats
+
+    from llmgen.models import byte_tokenizer
+
+    vowels = {byte_tokenizer()(c, add_special_tokens=False)["input_ids"][0] for c in "AEI"}
+
+    def keep(m, batch):  # rejects examples whose prompt starts with a vowel (3 of 12)
+        return [int(x) not in vowels for x in batch["input_ids"][:, 0]]
+
+    cfg = dict(lr=1e-2, epochs=2, batch_size=3, save_every=2, eval_every=1, schedule="linear", save_final=False,
+               progress=False)
+    model, tok, feats = fresh()
+    full = train(TrainConfig(output_dir=str(tmp_path / "full"), **cfg), model=model, tokenizer=tok,
+                 train_dataset=feats, keep_fn=keep)
+
+    def crash(_m, step):
+        if step == 5:
+            raise RuntimeError("simulated crash")
+
+    model, tok, feats = fresh()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(TrainConfig(output_dir=str(tmp_path / "cut"), **cfg), model=model, tokenizer=tok, train_dataset=feats,
+              keep_fn=keep, eval_fn=crash)
+    model, tok, feats = fresh()
+    resumed = train(TrainConfig(output_dir=str(tmp_path / "cut"), resume=True, **cfg), model=model, tokenizer=tok,
+                    train_dataset=feats, keep_fn=keep)
+    assert resumed.resumed_from.endswith("step-4") and resumed.steps == full.steps == 6
+    for (n, p), (_, q) in zip(full.model.named_parameters(), resumed.model.named_parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), n
+
+
 def test_success_rate_weight():
     w = success_rate_weight([0.0, 0.5, 1.0], 4)
     assert w[0].item() == 1.0 and w[2].item() == 0.0
