@@ -1,9 +1,13 @@
 """Chen et al. 2025, "Rethinking Fine-Tuning when Scaling Test-Time Compute": CE vs DCO(N).
 
 Fine-tune one base model twice on math problems with direct answers, once with cross-entropy and
-once with the pass@N-aware DCO loss, through the shared training loop. Every ``eval_every`` epochs
-draw ``samples`` answers per test problem at T = 1 and record the pass@k curve (unbiased estimator and
-the paper's block estimate with standard errors), plus the model's confidence in its greedy answer.
+once with the pass@N-aware DCO loss, each as one run of the shared training loop (one optimizer,
+one schedule). DCO scores every batch with the current weights and refills it past examples with
+F <= 0.1, as the reference does. Every ``eval_every`` epochs' worth of steps draw ``samples`` answers
+per test problem at T = 1 and record the pass@k curve (unbiased estimator and the paper's block
+estimate with its standard error over dataset-level replicates), plus the model's confidence in
+its greedy answer. The generated task's training problems are never ``math_generated_d*`` eval
+problems (``llmgen.math_tasks.is_test_problem``).
 The paper's finding: CE keeps raising pass@1 while pass@N at large N stalls or falls, because the
 model grows confident in wrong answers; DCO limits confidence on examples it already solves and
 keeps pass@N higher.

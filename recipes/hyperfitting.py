@@ -15,6 +15,7 @@ fixed length and do not stop at EOS, as in the paper.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -390,7 +391,7 @@ def run(config: HyperfittingConfig) -> dict:
 
 def _log(config: HyperfittingConfig, msg: str) -> None:
     if config.progress:
-        print(f"[hyperfit] {msg}", flush=True)
+        print(f"[hyperfit] {msg}", file=sys.stderr, flush=True)
 
 
 def _samples(tok, prompts, heldout, gens: dict[str, Generations], config: HyperfittingConfig) -> list[dict]:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import random
 import shutil
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
@@ -267,14 +268,15 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
             skipped += 1
             continue
         if progress:
-            print(f"[{i + 1}/{len(cells)}] {key}", flush=True)
+            print(f"[{i + 1}/{len(cells)}] {key}", file=sys.stderr, flush=True)
         row = {"cell": key, **run_cell(config, cell, out / "cells" / key)}
         atomic_write_json(path, row)
         rows.append(row)
         ran += 1
         if progress:
             print(f"  unseen {row['unseen_accuracy']:.3f} (no-op {row['unseen_accuracy_noop']}, rewrite "
-                  f"{row['unseen_accuracy_rewrite']}), seen {row.get('seen_accuracy')}, {row['seconds']}s", flush=True)
+                  f"{row['unseen_accuracy_rewrite']}), seen {row.get('seen_accuracy')}, {row['seconds']}s",
+                  file=sys.stderr, flush=True)
     table = summarise(rows)
     atomic_write_json(out / "results.json", {"cells": rows, "table": table, "ran": ran, "skipped": skipped})
     atomic_write_text(out / "results.md", markdown_table(table))
