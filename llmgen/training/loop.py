@@ -395,16 +395,16 @@ class _Refill:
     def __init__(self, feats: list, batch_size: int, seed: int, limit: int | None,
                  collate: Callable[[list[int]], dict]) -> None:
         self.n, self.batch_size, self.seed, self.limit, self.collate = len(feats), batch_size, seed, limit, collate
-        self.drawn, self.dropped, self.pending = 0, 0, []
+        self.drawn, self.dropped, self.pending, self.epoch = 0, 0, [], 0
 
     def next(self, model, keep_fn: KeepFn) -> tuple[int, dict] | None:
         import torch
 
-        per_epoch, barren, epoch = batches_per_epoch(self.n, self.batch_size, 1), 0, 0
+        per_epoch, barren = batches_per_epoch(self.n, self.batch_size, 1), 0
         while len(self.pending) < self.batch_size:
             if (self.limit is not None and self.drawn >= self.limit) or barren >= per_epoch:
                 return None
-            epoch, idx = batch_indices(self.n, self.batch_size, self.seed, self.drawn, 1, 0)
+            self.epoch, idx = batch_indices(self.n, self.batch_size, self.seed, self.drawn, 1, 0)
             self.drawn += 1
             was_training = model.training
             model.eval()
@@ -416,7 +416,7 @@ class _Refill:
             barren = 0 if kept else barren + 1
             self.pending += kept
         idx, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size:]
-        return epoch, self.collate(idx)
+        return self.epoch, self.collate(idx)
 
 
 def _count_tokens(batch: dict) -> int:
