@@ -27,18 +27,30 @@ def sweep(
     mixture: list[str] = typer.Option(None, "--mixture", help="A domain mixture, e.g. 'repeated:2,periodic:3' (repeatable)."),
     seeds: str = typer.Option(None, help="Seeds, e.g. 0,1,2."),
     noop_fraction: float = typer.Option(None, "--noop-fraction", help="Share of no-op training examples."),
+    test_noop_fraction: float = typer.Option(None, "--test-noop-fraction",
+                                             help="Share of no-op test examples (paper presets: 0)."),
     power_law_alpha: float = typer.Option(None, "--alpha", help="Power-law frequency exponent (omit: uniform)."),
     epochs: float = typer.Option(None, help="Training epochs per cell."),
     max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps per cell (overrides epochs)."),
-    paper: bool = typer.Option(False, "--paper", help="Start from the paper's scale (50/20 strings, 10^6 budget, 6x256)."),
+    paper: bool = typer.Option(False, "--paper", help="Start from the paper's scale (50/20 strings, 10^6 budget, "
+                                                     "6x256, inputs always contain the pattern)."),
+    paper_semantic: bool = typer.Option(False, "--paper-semantic",
+                                        help="Start from the paper's semantic-diversity experiment (500/60 strings, "
+                                             "repeated/periodic/mirrored k=3..6 for training, k<3 for test)."),
 ) -> None:
     """Train from scratch on Markov rewriting over a grid of instruction counts; table + plot."""
     from rich.console import Console
 
+    from llmgen.errors import LlmgenError
     from llmgen.io import read_json
     from llmgen.recipes.instruction_diversity import SweepConfig, run_sweep
 
-    cfg = SweepConfig.from_dict(read_json(config)) if config else (SweepConfig.paper() if paper else SweepConfig())
+    if sum((config is not None, paper, paper_semantic)) > 1:
+        raise LlmgenError("give at most one of --config, --paper and --paper-semantic")
+    if config:
+        cfg = SweepConfig.from_dict(read_json(config))
+    else:
+        cfg = SweepConfig.paper() if paper else SweepConfig.paper_semantic() if paper_semantic else SweepConfig()
     if output_dir is not None:
         cfg.output_dir = str(output_dir)
     if num_instructions:
@@ -47,7 +59,8 @@ def sweep(
         cfg.seeds = _ints(seeds, "--seeds")
     if mixture:
         cfg.domain_mixtures = [[d.strip() for d in m.split(",") if d.strip()] for m in mixture]
-    for name, value in (("budget", budget), ("noop_fraction", noop_fraction), ("power_law_alpha", power_law_alpha)):
+    for name, value in (("budget", budget), ("noop_fraction", noop_fraction), ("test_noop_fraction", test_noop_fraction),
+                        ("power_law_alpha", power_law_alpha)):
         if value is not None:
             setattr(cfg.task, name, value)
     if epochs is not None:

@@ -15,7 +15,9 @@ def hyperfit(
     model: str = typer.Option("default", help="Model: built-in name, folder, .gguf file or hub id."),
     text: str = typer.Option("stdlib", "--text", help="Text: 'stdlib', a .txt/.jsonl file or hf:<name>[:<config>]:<split>."),
     text_field: str = typer.Option("text", help="Field holding the text in .jsonl / datasets sources."),
-    pool_tokens: int = typer.Option(0, help="Draw sequences at random from the first N tokens (0: take the first sequences)."),
+    split: str = typer.Option("document", help="document: the paper's split, the first --seq-len tokens of each "
+                                              "document; stream: chunks of the concatenated documents."),
+    pool_tokens: int = typer.Option(0, help="Split stream: draw chunks at random from the first N tokens (0: the first chunks)."),
     sequences: int = typer.Option(2000, help="Training sequences."),
     seq_len: int = typer.Option(256, help="Tokens per training sequence."),
     prompts: int = typer.Option(64, help="Held-out sequences: prompts and held-out perplexity."),
@@ -42,7 +44,7 @@ def hyperfit(
     from llmgen.recipes.hyperfitting import HyperfittingConfig, run
 
     config = HyperfittingConfig(
-        model=model, text_source=text, text_field=text_field, pool_tokens=pool_tokens or None, num_sequences=sequences, seq_len=seq_len,
+        model=model, text_source=text, text_field=text_field, split=split, pool_tokens=pool_tokens or None, num_sequences=sequences, seq_len=seq_len,
         num_prompts=prompts, prompt_len=prompt_len, gen_len=gen_len, epochs=epochs, lr=lr, batch_size=batch_size,
         lora_r=lora_r, top_p=top_p, citation_blocker=blocker, eval_every=eval_every,
         epoch_eval_prompts=min(epoch_eval_prompts, prompts), seed=seed, device=device, dtype=dtype,

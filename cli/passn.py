@@ -20,10 +20,13 @@ def passn(
     difficulty: int = typer.Option(2, help="Generated task: steps per problem."),
     methods: str = typer.Option("ce,dco", help="Comma-separated methods: ce, dco."),
     n: int = typer.Option(16, "--n", "-N", help="DCO's N: the number of test-time samples to optimise for."),
-    threshold: float = typer.Option(0.1, help="Drop training examples whose DCO weight F is below this."),
-    refill: bool = typer.Option(True, help="Each epoch, train only on examples with F >= threshold."),
-    epochs: int = typer.Option(4, help="Training epochs."),
-    eval_every: int = typer.Option(1, help="Evaluate pass@k every this many epochs (and after the last)."),
+    threshold: float = typer.Option(0.1, help="Drop training examples whose DCO weight F is at or below this."),
+    refill: bool = typer.Option(True, help="Score each batch with the current weights, drop F <= threshold "
+                                           "and refill it from the next examples (as the reference)."),
+    normalization: str = typer.Option("example_mean", help="DCO loss: example_mean (mean of F·NLL/|y|, the "
+                                                           "reference), token_mean or sum."),
+    epochs: int = typer.Option(4, help="Training epochs (passes over the candidate examples)."),
+    eval_every: int = typer.Option(1, help="Evaluate pass@k every this many epochs' worth of steps (and at the end)."),
     lr: float = typer.Option(1e-4, help="Learning rate."),
     batch_size: int = typer.Option(32, help="Training batch size."),
     lora_r: int = typer.Option(0, help="LoRA rank (0: full fine-tuning)."),
@@ -43,7 +46,7 @@ def passn(
         model=model, output_dir=str(output_dir), task="generated" if train_data is None else "math",
         train_data=train_data, test_data=test_data, n_train=n_train, n_test=n_test, difficulty=difficulty,
         task_seed=seed, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), dco_n=n,
-        dco_threshold=threshold, refill=refill, epochs=epochs, eval_every=eval_every, lr=lr,
+        dco_threshold=threshold, dco_normalization=normalization, refill=refill, epochs=epochs, eval_every=eval_every, lr=lr,
         batch_size=batch_size, lora_r=lora_r,
         samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, backend=backend, seed=seed,
     )

@@ -45,22 +45,26 @@ def default_ks(n: int) -> list[int]:
     return ks
 
 
-def block_pass_at_n(correct: Sequence[bool], n: int) -> tuple[float, float]:
-    """The paper's estimate: split M samples into M // n disjoint blocks of n; mean and standard
-    error of "any correct in the block". Leftover samples (M mod n) are dropped."""
+def block_pass_at_n(correct: Sequence[Sequence[bool]], n: int) -> tuple[float, float, int]:
+    """The paper's block estimate over a problems x samples correctness matrix: ``(mean, se, R)``.
+
+    As in the reference notebook (allanraventos/refine ``nbs/eval.ipynb``), the M samples of every
+    problem are cut into R = M // n disjoint blocks of n; replicate r is the fraction of problems
+    whose r-th block holds a correct sample, a dataset-level pass@n. The estimate is the mean of the
+    R replicates and its standard error std(ddof=1) / sqrt(R), so the error bar describes how much a
+    whole-dataset pass@n moves from one draw of n samples to the next (NaN when R = 1). Leftover
+    samples (M mod n) are dropped; M is the smallest sample count over problems.
+    """
     if n < 1:
         raise LlmgenError(f"block size N must be >= 1, got {n}")
-    m = len(correct)
+    if len(correct) == 0:
+        raise LlmgenError("block pass@n over an empty set of problems")
+    m = min(len(c) for c in correct)
     if m < n:
-        raise LlmgenError(f"block pass@{n} needs at least {n} samples, got {m}")
+        raise LlmgenError(f"block pass@{n} needs at least {n} samples per problem, got {m}")
     from llmgen.evals.stats import standard_error
 
-    blocks = pass_blocks(correct, n)
-    return float(blocks.mean()), standard_error(blocks)
-
-
-def pass_blocks(correct: Sequence[bool], n: int) -> np.ndarray:
-    """1.0 / 0.0 per disjoint block of ``n`` samples: is any sample in the block correct?
-    Leftover samples (M mod n) are dropped."""
-    m = (len(correct) // n) * n
-    return np.asarray(correct[:m], dtype=bool).reshape(-1, n).any(axis=1).astype(float)
+    r = m // n
+    hits = np.asarray([list(c[: r * n]) for c in correct], dtype=bool).reshape(len(correct), r, n)
+    replicates = hits.any(axis=2).mean(axis=0)  # [R]: per block index, the fraction of problems solved
+    return float(replicates.mean()), standard_error(replicates), r

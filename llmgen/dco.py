@@ -10,7 +10,13 @@ so we train with F-weighted cross-entropy, with F computed in float64 and detach
 differentiates through the unstable log, and N = 1 gives F = 1, i.e. plain cross-entropy. F falls
 towards 0 once p̂ is large: examples the model already gets right often enough stop pushing its
 confidence further, which is how DCO keeps pass@N at large N from collapsing. Examples whose F
-is below a threshold (default 0.1) are dropped from the batch, as in the reference code.
+is at or below a threshold (default 0.1) are dropped from the batch, as in the reference code,
+and :func:`refill_keep` lets the training loop refill each batch from the following examples.
+
+The loss is, as in the reference (allanraventos/refine ``NCO.custom_loss_function1``), the mean
+over examples of F·NLL/|y| (``normalization="example_mean"``); ``"token_mean"`` (F-weighted NLL
+summed over the batch, divided by its answer tokens: N = 1 equals the ``ce`` loss) and ``"sum"``
+(summed NLL per example, mean over examples: the exact gradient of the mean of ℓ) are options.
 
 DCO_a (for chain-of-thought answers, where p̂ over whole solutions is tiny and meaningless) uses
 the same weight with p estimated as the fraction of k sampled solutions that reach the right answer.
@@ -90,24 +96,36 @@ def dco_objective(logp: torch.Tensor | Sequence[float] | float, n: float) -> tor
     return torch.where(small, tiny, big)
 
 
+NORMALIZATIONS = ("example_mean", "token_mean", "sum")
+
+
+def check_normalization(normalization: str) -> str:
+    """One of :data:`NORMALIZATIONS` (see the module docstring for what each means)."""
+    if normalization not in NORMALIZATIONS:
+        raise LlmgenError(f"unknown DCO normalization {normalization!r} (use {', '.join(NORMALIZATIONS)})")
+    return normalization
+
+
 def dco_weighted_loss(seq_logp: torch.Tensor, num_tokens: torch.Tensor, weight: torch.Tensor,
                       objective: torch.Tensor, threshold: float, normalization: str
                       ) -> tuple[torch.Tensor, dict[str, Any]]:
     """F-weighted CE whose *value* is the mean objective and whose gradient is F·∇CE.
 
-    ``normalization="sum"`` divides by the number of kept sequences (gradient = mean ∇ℓ exactly);
-    ``"token_mean"`` divides by their answer tokens (like the ``ce`` loss, so N = 1 equals it).
+    Examples with F <= ``threshold`` are dropped. ``"example_mean"``: mean over kept examples of
+    F·NLL/|y| (the reference); ``"sum"``: mean over kept examples of F·NLL (gradient = mean ∇ℓ
+    exactly); ``"token_mean"``: Σ F·NLL over kept examples / their answer tokens.
     """
-    if normalization not in ("sum", "token_mean"):
-        raise LlmgenError(f"unknown DCO normalization {normalization!r} (use sum or token_mean)")
-    keep = weight >= threshold
+    check_normalization(normalization)
+    keep = weight > threshold
     w = torch.where(keep, weight, torch.zeros_like(weight)).to(seq_logp.dtype)
-    scale = keep.sum() if normalization == "sum" else (num_tokens * keep).sum()
+    per_token = normalization == "example_mean"
+    lengths = num_tokens.clamp(min=1).to(seq_logp.dtype) if per_token else torch.ones_like(seq_logp)
+    scale = (num_tokens * keep).sum() if normalization == "token_mean" else keep.sum()
     if scale.item() == 0:  # everything dropped: a zero loss that still backpropagates
         loss = (seq_logp * 0.0).sum()
     else:
-        surrogate = (w * -seq_logp).sum() / scale
-        value = (objective * keep).sum() / scale.to(objective.dtype)
+        surrogate = (w * -seq_logp / lengths).sum() / scale
+        value = (objective * keep / lengths.to(objective.dtype)).sum() / scale.to(objective.dtype)
         loss = surrogate + (value.to(surrogate.dtype) - surrogate.detach())
     logs = {"dco": loss.detach(), "dco_weight": weight.mean().item(),
             "dco_dropped": 1.0 - keep.float().mean().item()}
@@ -117,13 +135,13 @@ def dco_weighted_loss(seq_logp: torch.Tensor, num_tokens: torch.Tensor, weight: 
 def _loss_options(state: LossState) -> tuple[float, float, str]:
     n = check_n(state.arg("N", state.arg("n", 1)))
     threshold = float(state.arg("threshold", 0.1))
-    return n, threshold, str(state.arg("normalization", "token_mean"))
+    return n, threshold, check_normalization(str(state.arg("normalization", "example_mean")))
 
 
 @register_loss("dco")
 def dco_loss(model, batch: dict, state: LossState) -> tuple[torch.Tensor, dict[str, Any]]:
     """DCO(N) on answer tokens. Loss args: ``N`` (default 1 = CE), ``threshold`` (0.1),
-    ``normalization`` (``token_mean`` or ``sum``)."""
+    ``normalization`` (``example_mean``, ``token_mean`` or ``sum``)."""
     n, threshold, norm = _loss_options(state)
     lp, mask = token_logprobs(model, *model_inputs(batch))
     seq, ntok = lp.sum(-1), mask.sum(-1)
@@ -188,26 +206,13 @@ def sequence_weights(model, batch: dict, n: float) -> torch.Tensor:
     return dco_weight(lp.sum(-1), n)
 
 
-def refill_batches(model, examples: Sequence[Any], collate: Callable[[list[Any]], dict], batch_size: int,
-                   n: float, threshold: float = 0.1, score_batch_size: int = 64):
-    """Yield full batches of examples whose current F(N, p̂) >= ``threshold``.
-
-    The reference code drops low-F examples and refills the batch from the stream; this does the
-    same by scoring candidates (no gradient) in chunks ahead of the training step. The scoring uses
-    the weights at the time the chunk is read, so they can be up to one chunk stale. The final
-    partial batch is yielded too.
-    """
+def refill_keep(n: float, threshold: float = 0.1) -> Callable[[Any, dict], torch.Tensor]:
+    """``keep_fn`` for ``llmgen.training.train``: keep examples whose F(N, p̂) under the current
+    weights is above ``threshold``; the loop drops the others and refills the batch (reference:
+    ``filter_samples.filter_fn_NCO``, run on every global batch)."""
     check_n(n)
-    pending: list[Any] = []
-    for start in range(0, len(examples), score_batch_size):
-        chunk = list(examples[start : start + score_batch_size])
-        was_training = model.training
-        model.eval()
-        weights = sequence_weights(model, collate(chunk), n)
-        model.train(was_training)
-        pending += [ex for ex, w in zip(chunk, weights.tolist(), strict=True) if w >= threshold]
-        while len(pending) >= batch_size:
-            yield collate(pending[:batch_size])
-            pending = pending[batch_size:]
-    if pending:
-        yield collate(pending)
+
+    def keep(model, batch: dict) -> torch.Tensor:
+        return sequence_weights(model, batch, n) > threshold
+
+    return keep

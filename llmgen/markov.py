@@ -11,11 +11,12 @@ own seeded random streams, and training rules are drawn from another stream that
 test rule. Training rules for ``n`` instructions are a prefix of those for ``n' > n``.
 
 Semantic domains constrain the rules' strings (pattern and replacement) with a strength ``k``
-(``k`` = 1, or 0 for ``mirrored``, means unconstrained; larger is stronger):
+(``k`` = 1 means unconstrained; larger is stronger), as the paper defines them (Section 2.3.4):
 
 - ``repeated``: runs of ``k`` equal characters (``aaabbbccc`` for k = 3);
-- ``periodic``: a unit of length ``ceil(len / k)`` repeated (``abcabcabc`` for k = 3);
-- ``mirrored``: the last ``k`` characters mirror the first ``k`` (a palindrome when k >= len / 2).
+- ``periodic``: a unit of length ``ceil(len / k)`` repeated k times (``abcabc`` for k = 2);
+- ``mirrored``: a unit of length ``ceil(len / k)`` mirrored k times, unit and reversed unit in
+  turn (``abccbaabc`` for k = 3).
 
 Power-law instruction frequencies: instruction ``i`` of ``n`` (1-based) receives the probability
 mass of ``[(i-1)/n, i/n]`` under the density ``f(x) = a x^(a-1)`` on ``[0, 1]``, i.e.
@@ -108,8 +109,8 @@ class Domain:
     def validate(self) -> None:
         if self.name not in DOMAINS:
             raise LlmgenError(f"unknown domain {self.name!r} (known: {', '.join(DOMAINS)})")
-        if self.k < 0 or (self.name in ("repeated", "periodic") and self.k < 1):
-            raise LlmgenError(f"domain {self.name!r} needs strength k >= {0 if self.name == 'mirrored' else 1}, got {self.k}")
+        if self.k < 1:
+            raise LlmgenError(f"domain {self.name!r} needs strength k >= 1, got {self.k}")
         if not self.weight > 0:
             raise LlmgenError(f"domain {self.name!r} needs a positive weight, got {self.weight}")
 
@@ -142,14 +143,11 @@ def domain_string(domain: Domain, length: int, alphabet: str, rng: random.Random
     if domain.name == "repeated":
         chars = [rng.choice(alphabet) for _ in range(math.ceil(length / k))]
         return "".join(c * k for c in chars)[:length]
-    if domain.name == "periodic":
+    if domain.name in ("periodic", "mirrored"):
         unit = "".join(rng.choice(alphabet) for _ in range(max(1, math.ceil(length / k))))
-        return (unit * (k + 1))[:length]
-    s = [rng.choice(alphabet) for _ in range(length)]
-    if domain.name == "mirrored":
-        for i in range(min(k, length // 2)):
-            s[length - 1 - i] = s[i]
-    return "".join(s)
+        turn = unit[::-1] if domain.name == "mirrored" else unit
+        return "".join(unit if i % 2 == 0 else turn for i in range(k + 1))[:length]
+    return "".join(rng.choice(alphabet) for _ in range(length))
 
 
 def satisfies(domain: Domain, s: str) -> bool:
@@ -157,11 +155,11 @@ def satisfies(domain: Domain, s: str) -> bool:
     k, n = domain.k, len(s)
     if domain.name == "repeated":
         return all(s[i] == s[i - i % k] for i in range(n))
-    if domain.name == "periodic":
+    if domain.name in ("periodic", "mirrored"):
         u = max(1, math.ceil(n / k))
-        return all(s[i] == s[i % u] for i in range(n))
-    if domain.name == "mirrored":
-        return all(s[i] == s[n - 1 - i] for i in range(min(k, n // 2)))
+        unit = s[:u]
+        turn = unit[::-1] if domain.name == "mirrored" else unit
+        return all(s[i] == (unit if (i // u) % 2 == 0 else turn)[i % u] for i in range(n))
     return True
 
 

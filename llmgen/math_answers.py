@@ -84,7 +84,7 @@ def _fix_fracs(s: str) -> str:
     return re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", s)
 
 
-def normalize_answer(answer: str | None) -> str:
+def canonical_math_answer(answer: str | None) -> str:
     """A canonical string for an answer; equal strings mean equal answers."""
     if answer is None:
         return ""
@@ -143,7 +143,7 @@ def is_equiv(predicted: str | None, reference: str | None) -> bool:
     """Whether two final answers are the same after normalisation (exact rational comparison)."""
     if predicted is None or reference is None:
         return False
-    a, b = normalize_answer(predicted), normalize_answer(reference)
+    a, b = canonical_math_answer(predicted), canonical_math_answer(reference)
     return bool(a) and a == b
 
 

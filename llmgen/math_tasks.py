@@ -2,12 +2,14 @@
 
 The generated task exists so the pass@N recipe runs without a network: multi-step arithmetic word
 problems and linear equations with exact integer answers. ``difficulty`` sets the number of steps
-and the size of the numbers; the train/test split is a seeded shuffle of *distinct* problem texts,
-so no test problem appears in training.
+(and the size of the equations' numbers). The train/test side of a problem is a hash of its text
+(:func:`is_test_problem`), so the eval tasks ``math_generated_d*`` and the recipe's training set
+never share a problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -116,41 +118,39 @@ def load_math(path: str | Path, split: str = "test", limit: int | None = None) -
 
 # --- generated task ------------------------------------------------------------------------------
 
-NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo", "Kim", "Lev")
-ITEMS = ("apples", "coins", "books", "stamps", "pens", "shells", "cards", "eggs")
+_NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena"]
+_ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stamps", "shells", "cards"]
 
 
-def _word_problem(rng: random.Random, steps: int, hi: int) -> tuple[str, str, int] | None:
-    """A story of ``steps`` operations on a count; returns (problem, solution, answer)."""
-    name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    value = rng.randint(1, hi)
+def arithmetic_problem(rng: random.Random, steps: int = 1) -> dict[str, Any]:
+    """A word problem with an exact integer answer, built from ``steps`` add/subtract/multiply moves.
+
+    The one arithmetic generator: the ``arithmetic`` eval tasks (``llmgen.tasks.make_arithmetic``)
+    and the word problems of the generated math task both draw from it."""
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    value = rng.randint(2, 20)
     text = [f"{name} has {value} {item}."]
-    work = [f"{name} starts with {value}."]
     for _ in range(steps):
-        op = rng.choice(("add", "sub", "mul", "groups"))
-        k = rng.randint(1, hi)
+        op = rng.choice(["add", "sub", "mul"])
         if op == "add":
-            text.append(f"{name} gets {k} more.")
-            work.append(f"{value} + {k} = {value + k}.")
-            value += k
-        elif op == "sub":
-            if k > value:
-                return None
-            text.append(f"{name} gives away {k}.")
-            work.append(f"{value} - {k} = {value - k}.")
-            value -= k
-        elif op == "mul":
-            m = rng.choice((2, 3))
-            text.append(f"{name} {'doubles' if m == 2 else 'triples'} the {item}.")
-            work.append(f"{value} * {m} = {value * m}.")
-            value *= m
+            x = rng.randint(1, 20)
+            value += x
+            text.append(f"{name} gets {x} more.")
+        elif op == "sub" and value > 1:
+            x = rng.randint(1, value - 1)
+            value -= x
+            text.append(f"{name} gives away {x}.")
         else:
-            m = rng.randint(2, 4)
-            text.append(f"{name} buys {m} bags of {k}.")
-            work.append(f"{value} + {m} * {k} = {value + m * k}.")
-            value += m * k
-    text.append(f"How many {item} now?")
-    return " ".join(text), " ".join(work) + f" The answer is \\boxed{{{value}}}.", value
+            x = rng.randint(2, 4)
+            value *= x
+            text.append(f"{name}'s collection grows {x} times larger.")
+    text.append(f"How many {item} does {name} have now?")
+    return {"question": " ".join(text), "target": str(value)}
+
+
+def _word_problem(rng: random.Random, steps: int) -> tuple[str, str, int]:
+    doc = arithmetic_problem(rng, steps)
+    return doc["question"], f"The answer is \\boxed{{{doc['target']}}}.", int(doc["target"])
 
 
 def _equation(rng: random.Random, steps: int, hi: int) -> tuple[str, str, int]:
@@ -170,13 +170,11 @@ def _equation(rng: random.Random, steps: int, hi: int) -> tuple[str, str, int]:
 
 def generate_problem(rng: random.Random, difficulty: int = 2, kinds: Sequence[str] = ("word", "equation"),
                      max_answer: int | None = None) -> MathProblem:
-    """One random problem; ``difficulty`` = number of steps, numbers up to ``5 * difficulty``."""
+    """One random problem; ``difficulty`` = number of steps (equations: numbers up to ``5 * difficulty``)."""
     hi = 5 * difficulty
     while True:
         kind = rng.choice(tuple(kinds))
-        made = _word_problem(rng, difficulty, hi) if kind == "word" else _equation(rng, difficulty, hi)
-        if made is None:
-            continue
+        made = _word_problem(rng, difficulty) if kind == "word" else _equation(rng, difficulty, hi)
         problem, solution, answer = made
         if max_answer is not None and not 0 <= answer <= max_answer:
             continue
@@ -184,13 +182,27 @@ def generate_problem(rng: random.Random, difficulty: int = 2, kinds: Sequence[st
                            meta={"kind": kind, "difficulty": difficulty})
 
 
+TEST_SHARE = 5  # one problem text in five belongs to the test side of the generated split
+
+
+def is_test_problem(text: str) -> bool:
+    """The generated split: a problem's side (test or train) is a function of its text alone.
+
+    ``llmgen eval --tasks math_generated_d*`` and ``llmgen passn`` both draw through
+    :func:`generate_task`, so whatever sizes or seeds they ask for, no problem the recipe trains on
+    is ever an evaluation problem."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[0] % TEST_SHARE == 0
+
+
 def generate_task(n_train: int, n_test: int, difficulty: int = 2, seed: int = 0,
                   kinds: Sequence[str] = ("word", "equation"),
                   max_answer: int | None = 99) -> tuple[list[MathProblem], list[MathProblem]]:
-    """Distinct generated problems split into (train, test) by a seeded shuffle: no overlap.
+    """The first ``n_train`` train-side and ``n_test`` test-side distinct problems drawn with ``seed``.
 
-    The same arguments always give the same split. ``max_answer`` bounds answers to
-    ``0..max_answer`` (a small answer space keeps direct-answer pass@N meaningful for tiny models).
+    Sides come from :func:`is_test_problem`, so train and test never share a problem, and the
+    test list for a smaller ``n_test`` is a prefix of the one for a larger (the recipe's test set is
+    the start of the eval task's). ``max_answer`` bounds answers to ``0..max_answer`` (a small
+    answer space keeps direct-answer pass@N meaningful for tiny models).
     """
     if n_train < 0 or n_test < 1:
         raise LlmgenError(f"need n_train >= 0 and n_test >= 1, got {n_train} and {n_test}")
@@ -200,17 +212,20 @@ def generate_task(n_train: int, n_test: int, difficulty: int = 2, seed: int = 0,
     if bad or not kinds:
         raise LlmgenError(f"unknown problem kind {bad[0] if bad else '(none)'!r} (known: word, equation)")
     rng = random.Random(seed)
-    seen: dict[str, MathProblem] = {}
-    total, tries = n_train + n_test, 0
-    while len(seen) < total:
+    seen: set[str] = set()
+    sides: dict[bool, list[MathProblem]] = {False: [], True: []}
+    want = {False: n_train, True: n_test}
+    tries, limit = 0, 50 * TEST_SHARE * (n_train + n_test) + 1000
+    while len(sides[False]) < n_train or len(sides[True]) < n_test:
         tries += 1
-        if tries > 50 * total + 1000:
-            raise LlmgenError(f"could not generate {total} distinct problems at difficulty {difficulty}; "
-                              f"ask for fewer or raise the difficulty")
+        if tries > limit:
+            raise LlmgenError(f"could not generate {n_train} + {n_test} distinct problems at difficulty "
+                              f"{difficulty}; ask for fewer or raise the difficulty")
         p = generate_problem(rng, difficulty, kinds, max_answer)
-        seen.setdefault(p.problem, p)
-    problems = list(seen.values())
-    random.Random(seed + 1).shuffle(problems)
-    for i, p in enumerate(problems):
-        p.id = f"gen-d{difficulty}-s{seed}-{i}"
-    return problems[:n_train], problems[n_train:]
+        side = is_test_problem(p.problem)
+        if p.problem in seen or len(sides[side]) >= want[side]:
+            continue
+        seen.add(p.problem)
+        p.id = f"gen-d{difficulty}-s{seed}-{'test' if side else 'train'}{len(sides[side])}"
+        sides[side].append(p)
+    return sides[False], sides[True]

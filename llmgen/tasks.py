@@ -54,9 +54,9 @@ def strip_answer(text: str) -> str:
 
 def math_answer(text: str) -> str:
     """A math answer (``\\boxed{}``, "final answer", last number), normalised (see math_answers)."""
-    from llmgen.math_answers import extract_answer, normalize_answer
+    from llmgen.math_answers import canonical_math_answer, extract_answer
 
-    return normalize_answer(extract_answer(text))
+    return canonical_math_answer(extract_answer(text))
 
 
 EXTRACTORS: dict[str, Callable[[str], str]] = {"first_number": first_number, "strip": strip_answer,
@@ -161,34 +161,10 @@ TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 # --- built-in: arithmetic word problems --------------------------------------------------------
 
-_NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena"]
-_ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stamps", "shells", "cards"]
-
-
-def arithmetic_problem(rng: random.Random, steps: int = 1) -> dict[str, Any]:
-    """A word problem with an exact integer answer, built from ``steps`` add/subtract/multiply moves."""
-    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-    value = rng.randint(2, 20)
-    text = [f"{name} has {value} {item}."]
-    for _ in range(steps):
-        op = rng.choice(["add", "sub", "mul"])
-        if op == "add":
-            x = rng.randint(1, 20)
-            value += x
-            text.append(f"{name} gets {x} more.")
-        elif op == "sub" and value > 1:
-            x = rng.randint(1, value - 1)
-            value -= x
-            text.append(f"{name} gives away {x}.")
-        else:
-            x = rng.randint(2, 4)
-            value *= x
-            text.append(f"{name}'s collection grows {x} times larger.")
-    text.append(f"How many {item} does {name} have now?")
-    return {"question": " ".join(text), "target": str(value)}
-
-
 def make_arithmetic(n: int = 200, steps: int = 1, seed: int = 1234, num_fewshot: int = 3) -> Task:
+    """The ``arithmetic`` eval tasks: ``n`` distinct problems of the one arithmetic generator."""
+    from llmgen.math_tasks import arithmetic_problem
+
     rng = random.Random(seed)
     docs, seen = [], set()
     while len(docs) < n + 8:
@@ -281,7 +257,10 @@ def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> T
 
 
 def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
-    """The pass@N recipe's generated math problems (direct answers), graded by math equivalence."""
+    """The pass@N recipe's generated math problems (direct answers), graded by math equivalence.
+
+    The documents are the test side of the one generated split (``math_tasks.generate_task``), the
+    few-shot examples its train side; ``llmgen passn`` trains on the train side only."""
     from llmgen.math_tasks import generate_task
 
     train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)

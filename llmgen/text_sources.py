@@ -105,7 +105,8 @@ def iter_documents(source: str = "stdlib", text_field: str = "text") -> Iterator
 
 @dataclass
 class TokenChunks:
-    """Fixed-length token sequences split into a training set and a held-out set."""
+    """Fixed-length token sequences split into a training set and a held-out set
+    (``total_tokens``: the tokens read, or for ``document_sequences`` the tokens kept)."""
 
     train: list[list[int]]
     heldout: list[list[int]]
@@ -151,3 +152,36 @@ def chunk_documents(documents: Iterator[str] | list[str], tokenizer, seq_len: in
         rng.shuffle(picked)
     chunks = [ids[i * seq_len : (i + 1) * seq_len] for i in picked]
     return TokenChunks(train=chunks[:num_train], heldout=chunks[num_train:], total_tokens=len(ids))
+
+
+def document_sequences(documents: Iterator[str] | list[str], tokenizer, seq_len: int, num_train: int,
+                       num_heldout: int) -> TokenChunks:
+    """The hyperfitting paper's split: one sequence per document, its first ``seq_len`` tokens.
+
+    As in the reference (FreddeFrallan/Hyperfitting ``src/data.py``,
+    ``tokenize_hyperfitting_dataset``), each document is tokenised with the tokenizer's special
+    tokens and cut at ``seq_len``; documents shorter than that are skipped; the first
+    ``num_train`` sequences train and the next ``num_heldout`` are held out. A held-out prompt is
+    then the start of a document no training sequence comes from, so it never continues a
+    training chunk (``chunk_documents`` cuts one token stream and cannot promise that).
+    """
+    if seq_len < 1 or num_train < 1 or num_heldout < 0:
+        raise LlmgenError(f"need seq_len >= 1 and num_train >= 1, got seq_len={seq_len}, num_train={num_train}")
+    need = num_train + num_heldout
+    kept: list[list[int]] = []
+    n_docs = tokens = 0
+    for doc in documents:
+        n_docs += 1
+        ids = tokenizer(doc, truncation=True, max_length=seq_len)["input_ids"]
+        if len(ids) == seq_len:
+            kept.append(list(ids))
+            tokens += seq_len
+            if len(kept) == need:
+                break
+    if n_docs == 0:
+        raise LlmgenError("empty dataset: the text source has no documents")
+    if len(kept) < need:
+        raise LlmgenError(f"the text source has {len(kept)} documents of at least {seq_len} tokens, but {num_train} "
+                          f"training + {num_heldout} held-out were asked for (split 'document'); use fewer or "
+                          f"shorter sequences, another source, or split 'stream'")
+    return TokenChunks(train=kept[:num_train], heldout=kept[num_train:], total_tokens=tokens)

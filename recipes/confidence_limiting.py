@@ -1,9 +1,13 @@
 """Chen et al. 2025, "Rethinking Fine-Tuning when Scaling Test-Time Compute": CE vs DCO(N).
 
 Fine-tune one base model twice on math problems with direct answers, once with cross-entropy and
-once with the pass@N-aware DCO loss, through the shared training loop. Every ``eval_every`` epochs
-draw ``samples`` answers per test problem at T = 1 and record the pass@k curve (unbiased estimator and
-the paper's block estimate with standard errors), plus the model's confidence in its greedy answer.
+once with the pass@N-aware DCO loss, each as one run of the shared training loop (one optimizer,
+one schedule). DCO scores every batch with the current weights and refills it past examples with
+F <= 0.1, as the reference does. Every ``eval_every`` epochs' worth of steps draw ``samples`` answers
+per test problem at T = 1 and record the pass@k curve (unbiased estimator and the paper's block
+estimate with its standard error over dataset-level replicates), plus the model's confidence in
+its greedy answer. The generated task's training problems are never ``math_generated_d*`` eval
+problems (``llmgen.math_tasks.is_test_problem``).
 The paper's finding: CE keeps raising pass@1 while pass@N at large N stalls or falls, because the
 model grows confident in wrong answers; DCO limits confidence on examples it already solves and
 keeps pass@N higher.
@@ -17,15 +21,16 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmgen.dco import check_normalization
 from llmgen.errors import LlmgenError
-from llmgen.evals.passk import default_ks, mean_pass_at_k, pass_blocks
-from llmgen.evals.stats import standard_error
+from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.math_answers import extract_answer, grade
 from llmgen.math_tasks import MathProblem, direct_prompt, direct_target, generate_task, load_math
@@ -51,11 +56,11 @@ class ConfidenceLimitingConfig:
     methods: tuple[str, ...] = METHODS
     dco_n: int = 16
     dco_threshold: float = 0.1
-    dco_normalization: str = "token_mean"
-    refill: bool = True  # re-score the train set each epoch and train only on examples with F >= threshold
+    dco_normalization: str = "example_mean"  # the reference's mean of F·NLL/|y|; or token_mean, sum
+    refill: bool = True  # score each batch with the current weights, drop F <= threshold, refill
 
     epochs: int = 4
-    eval_every: int = 1  # epochs between evaluations (each block of epochs is one train() call)
+    eval_every: int = 1  # epochs' worth of optimizer steps between evaluations (one train() call)
     lr: float = 1e-4
     batch_size: int = 32
     schedule: str = "constant"
@@ -91,8 +96,7 @@ class ConfidenceLimitingConfig:
             raise LlmgenError(f"eval_every must be >= 1 epoch, got {self.eval_every}")
         if self.backend not in ("hf", "vllm"):
             raise LlmgenError(f"unknown backend {self.backend!r} (known: hf, vllm)")
-        if self.dco_normalization not in ("sum", "token_mean"):
-            raise LlmgenError(f"unknown dco_normalization {self.dco_normalization!r} (use sum or token_mean)")
+        check_normalization(self.dco_normalization)
         if self.temperature <= 0:
             raise LlmgenError("pass@k sampling needs temperature > 0")
         if self.task != "generated" and not (self.train_data and self.test_data):
@@ -103,32 +107,24 @@ class ConfidenceLimitingConfig:
         return sorted(set(self.ks)) if self.ks else default_ks(self.samples)
 
 
-def eval_epochs(epochs: int, every: int) -> list[int]:
-    """Epochs after which to evaluate: every ``every``-th and always the last."""
-    return sorted({*range(every, epochs + 1, every), epochs})
-
-
 # --- pass@k from a correctness matrix ------------------------------------------------------------
 
 def passk_curve(correct: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[str, dict[str, float]]:
-    """Per k: the unbiased pass@k averaged over problems, and the block estimate.
+    """Per k: the unbiased pass@k averaged over problems, and the paper's block estimate.
 
-    The block estimate splits each problem's samples into disjoint blocks of k, scores a block 1
-    if any sample in it is correct, and reports the mean and standard error over all blocks of all
-    problems (every problem contributes the same number of blocks).
+    The block estimate (``evals.passk.block_pass_at_n``) cuts each problem's samples into
+    ``samples // k`` disjoint blocks; each block index gives one dataset-level pass@k replicate,
+    and ``block_se`` is the standard error over those replicates, as in the reference notebook.
     """
     if not correct:
         raise LlmgenError("pass@k over an empty set of problems")
-    import numpy as np
-
     ns = [len(c) for c in correct]
     cs = [sum(bool(x) for x in c) for c in correct]
     out: dict[str, dict[str, float]] = {}
     for k in ks:
         unbiased = mean_pass_at_k(ns, cs, k)  # raises if a problem has fewer than k samples
-        blocks = np.concatenate([pass_blocks(c, k) for c in correct])
-        out[str(k)] = {"unbiased": unbiased, "block": float(blocks.mean()), "block_se": standard_error(blocks),
-                       "blocks": int(blocks.size)}
+        block, block_se, replicates = block_pass_at_n(correct, k)
+        out[str(k)] = {"unbiased": unbiased, "block": block, "block_se": block_se, "replicates": replicates}
     return out
 
 
@@ -179,52 +175,50 @@ def loss_setup(method: str, config: ConfidenceLimitingConfig) -> tuple[str, dict
     return "dco", {"N": config.dco_n, "threshold": config.dco_threshold, "normalization": config.dco_normalization}
 
 
-def refill_features(model, tokenizer, features: list[dict], n: int, threshold: float,
-                    batch_size: int = 64) -> list[dict]:
-    """Training examples whose current F(N, p̂) is at or above ``threshold`` (the others would be
-    dropped from their batches anyway, so batches are refilled with useful examples)."""
-    from llmgen.dco import sequence_weights
-    from llmgen.training.data import pad_collate
+def train_method(model, tokenizer, features: list[dict], method: str, config: ConfidenceLimitingConfig,
+                 run_dir: Path, on_eval: Callable[[Any, int], None]) -> tuple[Any, list[dict]]:
+    """All ``config.epochs`` of ``method`` as one call of the shared training loop (one AdamW, one
+    schedule), calling ``on_eval(model, step)`` every ``eval_every`` epochs' worth of steps and at
+    the end: ``(trained model, the loop's metric rows)``.
 
-    kept: list[dict] = []
-    model.eval()
-    for start in range(0, len(features), batch_size):
-        chunk = features[start : start + batch_size]
-        batch = pad_collate(chunk, tokenizer.pad_token_id)
-        device = next(model.parameters()).device
-        weights = sequence_weights(model, {k: v.to(device) for k, v in batch.items()}, n)
-        kept += [f for f, w in zip(chunk, weights.tolist(), strict=True) if w >= threshold]
-    return kept
-
-
-def train_epoch(model, tokenizer, features: list[dict], method: str, epoch: int,
-                config: ConfidenceLimitingConfig, run_dir: Path, n_epochs: int = 1) -> tuple[Any, dict[str, Any]]:
-    """``n_epochs`` epochs of ``method`` ending at ``epoch``, as one call of the shared training
-    loop: ``(trained model, summary)``.
-
-    Each block of epochs between evaluations is its own ``train()`` call, so the DCO refill can
-    re-score the data in between; AdamW's moments restart with each call, for CE and DCO alike."""
+    DCO with ``refill`` scores every candidate batch with the current weights, drops examples
+    with F <= ``dco_threshold`` and refills the batch (``llmgen.dco.refill_keep``), as the
+    reference does for each global batch; ``epochs`` then counts passes over the candidates."""
+    from llmgen.dco import refill_keep
     from llmgen.training import TrainConfig, train
+    from llmgen.training.data import batches_per_epoch
 
     loss, args = loss_setup(method, config)
-    data = features
-    if method == "dco" and config.refill:
-        data = refill_features(model, tokenizer, features, config.dco_n, config.dco_threshold)
-        if not data:
-            return model, {"skipped": True, "kept": 0}
-    cfg = TrainConfig(loss=loss, loss_args=args, lr=config.lr, epochs=n_epochs, batch_size=config.batch_size,
-                      schedule=config.schedule, warmup_steps=config.warmup_steps if epoch == n_epochs else 0,
-                      lora_r=config.lora_r, max_length=config.max_length, seed=config.seed + epoch,
-                      output_dir=str(run_dir / "train" / method / f"epoch{epoch}"), save_final=False,
-                      progress=False)
-    result = train(cfg, model=model, tokenizer=tokenizer, train_dataset=data)
-    logged = [r for r in result.history if "loss" in r]
-    info: dict[str, Any] = {"kept": len(data), "steps": result.steps, "final_loss": result.final_loss}
-    for key in ("loss", "ce", "dco", "dco_weight", "dco_dropped", "p_hat"):
-        values = [r[key] for r in logged if key in r]
+    keep = refill_keep(config.dco_n, config.dco_threshold) if method == "dco" and config.refill else None
+    steps_per_epoch = batches_per_epoch(len(features), config.batch_size, 1)
+    cfg = TrainConfig(loss=loss, loss_args=args, lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
+                      schedule=config.schedule, warmup_steps=config.warmup_steps, lora_r=config.lora_r,
+                      max_length=config.max_length, seed=config.seed, eval_every=steps_per_epoch * config.eval_every,
+                      output_dir=str(run_dir / "train" / method), save_final=False, progress=False)
+
+    def evaluate_at(model, step: int) -> None:
+        model.config.use_cache = True  # the loop turns the KV cache off for training
+        try:
+            on_eval(model, step)
+        finally:
+            model.config.use_cache = False
+
+    result = train(cfg, model=model, tokenizer=tokenizer, train_dataset=features, eval_fn=evaluate_at, keep_fn=keep)
+    return result.model, [r for r in result.history if "loss" in r]
+
+
+def train_window(rows: Sequence[dict], after: int, upto: int) -> dict[str, Any]:
+    """Training numbers of the steps in (``after``, ``upto``]: count, means of the logged parts, and
+    the DCO refill's running count of dropped candidates."""
+    window = [r for r in rows if after < r["step"] <= upto]
+    info: dict[str, Any] = {"step": upto, "steps": len(window)}
+    for key in ("loss", "ce", "dco", "dco_weight", "dco_dropped", "p_hat", "lr"):
+        values = [r[key] for r in window if key in r]
         if values:
             info[f"mean_{key}"] = sum(values) / len(values)
-    return result.model, info
+    if window and "refill_dropped" in window[-1]:
+        info["refill_dropped"] = window[-1]["refill_dropped"]
+    return info
 
 
 def _backend_for(model, tokenizer, config: ConfidenceLimitingConfig, save_dir: Path):
@@ -247,6 +241,42 @@ def load_problems(config: ConfidenceLimitingConfig) -> tuple[list[MathProblem], 
     return train, test
 
 
+class Measurements:
+    """The evaluation callback of one method's run: pass@k and confidence at a training step.
+
+    Called with step 0 before training and by the loop every ``eval_every`` epochs' worth of
+    steps; ``rows`` holds one summary per call, ``samples`` the per-problem rows. ``shared`` keeps
+    the step-0 evaluation so that every method starts from the same measured base."""
+
+    def __init__(self, config: ConfidenceLimitingConfig, problems: Sequence[MathProblem], tokenizer, out: Path,
+                 method: str, steps_per_epoch: int, shared: dict[int, tuple[dict, list[dict]]]) -> None:
+        self.config, self.problems, self.tokenizer, self.out, self.method = config, problems, tokenizer, out, method
+        self.steps_per_epoch, self.shared = steps_per_epoch, shared
+        self.rows: list[dict[str, Any]] = []
+        self.samples: list[dict] = []
+
+    def __call__(self, model, step: int) -> None:
+        config, t0 = self.config, time.time()
+        if step == 0 and 0 in self.shared:
+            summary, rows = self.shared[0]
+        else:
+            backend = _backend_for(model, self.tokenizer, config, self.out / "checkpoints" / f"{self.method}-step{step}")
+            summary, rows = evaluate(backend, self.problems, config, seed=config.seed + step)
+            if config.backend == "vllm":
+                backend.close()
+            if step == 0:
+                self.shared[0] = (summary, rows)
+        epoch = round(step / self.steps_per_epoch, 4)
+        epoch = int(epoch) if epoch == int(epoch) else epoch
+        self.rows.append({"epoch": epoch, "step": step, **summary, "seconds": round(time.time() - t0, 1)})
+        self.samples += [{"method": self.method, "epoch": epoch, **r} for r in rows]
+        if config.progress:
+            pk, last = summary["passk"], str(config.kvalues()[-1])
+            print(f"[passn] {self.method} epoch {epoch}: pass@1 {pk['1']['unbiased']:.3f} "
+                  f"pass@{last} {pk[last]['unbiased']:.3f} greedy acc {summary['greedy_accuracy']:.3f} "
+                  f"({self.rows[-1]['seconds']}s)", file=sys.stderr, flush=True)
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 def run(config: ConfidenceLimitingConfig) -> dict[str, Any]:
@@ -255,7 +285,7 @@ def run(config: ConfidenceLimitingConfig) -> dict[str, Any]:
     import torch
 
     from llmgen.models import load_model
-    from llmgen.training.data import prompt_answer_dataset
+    from llmgen.training.data import batches_per_epoch, prompt_answer_dataset
 
     out = Path(config.output_dir)
     train_problems, test_problems = load_problems(config)
@@ -265,42 +295,25 @@ def run(config: ConfidenceLimitingConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": asdict(config), "ks": config.kvalues(), "n_train": len(train_problems),
                                "n_test": len(test_problems), "methods": {}}
     samples: list[dict] = []
-    base_eval: tuple[dict, list[dict]] | None = None
+    shared: dict[int, tuple[dict, list[dict]]] = {}  # the base model's evaluation, shared by the methods
     for method in config.methods:
         torch.manual_seed(config.seed)
         model, tok = load_model(config.model)
         features = prompt_answer_dataset(problem_records(train_problems), tok, max_length=config.max_length,
                                          name="train problems")
-        history: list[dict[str, Any]] = []
-        stops = eval_epochs(config.epochs, config.eval_every)
-        for epoch in ([0] if config.eval_base else []) + stops:
-            t0 = time.time()
-            train_info: dict[str, Any] = {}
-            if epoch > 0:
-                model.train()
-                n_epochs = epoch - (stops[stops.index(epoch) - 1] if stops.index(epoch) else 0)
-                model, train_info = train_epoch(model, tok, features, method, epoch, config, out, n_epochs)
+        history = Measurements(config, test_problems, tok, out, method,
+                               batches_per_epoch(len(features), config.batch_size, 1), shared)
+        if config.eval_base:
             model.eval()
-            model.config.use_cache = True  # the loop turns the KV cache off for training
-            if epoch == 0 and base_eval is not None:
-                summary, rows = base_eval
-            else:
-                backend = _backend_for(model, tok, config, out / "checkpoints" / f"{method}-epoch{epoch}")
-                summary, rows = evaluate(backend, test_problems, config, seed=config.seed + 1000 * epoch)
-                if config.backend == "vllm":
-                    backend.close()
-                if epoch == 0:
-                    base_eval = (summary, rows)
-            summary = {"epoch": epoch, **summary, "train": train_info, "seconds": round(time.time() - t0, 1)}
-            history.append(summary)
-            samples += [{"method": method, "epoch": epoch, **r} for r in rows]
-            if config.progress:
-                pk = summary["passk"]
-                last = str(config.kvalues()[-1])
-                print(f"[passn] {method} epoch {epoch}: pass@1 {pk['1']['unbiased']:.3f} "
-                      f"pass@{last} {pk[last]['unbiased']:.3f} greedy acc {summary['greedy_accuracy']:.3f} "
-                      f"({summary['seconds']}s)", flush=True)
-        results["methods"][method] = history
+            history(model, 0)
+        model.train()
+        model, rows = train_method(model, tok, features, method, config, out, history)
+        prev = 0
+        for h in history.rows:
+            h["train"] = train_window(rows, prev, h["step"]) if h["step"] else {}
+            prev = h["step"]
+        results["methods"][method] = history.rows
+        samples += history.samples
         del model
 
     results["comparison"] = compare(results, config)
@@ -321,8 +334,12 @@ def compare(results: dict[str, Any], config: ConfidenceLimitingConfig) -> dict[s
                        f"pass@{big}_by_epoch": [h["passk"][big]["unbiased"] for h in hist],
                        "epochs": [h["epoch"] for h in hist]}
     if "ce" in out and "dco" in out:
-        out[f"dco_minus_ce_pass@{n}"] = [d - c for d, c in zip(out["dco"][f"pass@{n}_by_epoch"],
-                                                                 out["ce"][f"pass@{n}_by_epoch"], strict=True)]
+        # DCO's refill can end its run early (fewer optimizer steps): compare at the epochs both measured
+        ce_at = dict(zip(out["ce"]["epochs"], out["ce"][f"pass@{n}_by_epoch"], strict=True))
+        dco_at = dict(zip(out["dco"]["epochs"], out["dco"][f"pass@{n}_by_epoch"], strict=True))
+        common = [e for e in out["dco"]["epochs"] if e in ce_at]
+        out["compared_epochs"] = common
+        out[f"dco_minus_ce_pass@{n}"] = [dco_at[e] - ce_at[e] for e in common]
     return out
 
 

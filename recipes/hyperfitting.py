@@ -15,6 +15,7 @@ fixed length and do not stop at EOS, as in the paper.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -43,12 +44,18 @@ class HyperfittingConfig:
     held-out perplexity. ``eval_every`` epochs the hyperfitted model is measured on the first
     ``epoch_eval_prompts`` prompts with ``epoch_eval_len``-token continuations (cheaper than the
     final evaluation, enough to draw TTR and entropy against epochs).
+
+    ``split="document"`` (the paper's) takes one sequence per document, so held-out prompts are
+    document starts no training sequence comes from; ``"stream"`` cuts the concatenated documents
+    into chunks (more sequences from a source of short documents such as ``stdlib``, but a held-out
+    chunk can continue a training chunk).
     """
 
     model: str = "default"
     text_source: str = "stdlib"
     text_field: str = "text"
-    pool_tokens: int | None = None  # draw sequences at random from this many tokens (None: the first ones)
+    split: str = "document"  # the paper's: first seq_len tokens of each document; "stream": chunks of one stream
+    pool_tokens: int | None = None  # split "stream": draw chunks at random from this many tokens (None: the first)
     num_sequences: int = 2000
     seq_len: int = 256
     num_prompts: int = 64
@@ -99,6 +106,10 @@ class HyperfittingConfig:
             raise LlmgenError(f"lr must be positive, got {self.lr}")
         if self.pool_tokens is not None and self.pool_tokens < 1:
             raise LlmgenError(f"pool_tokens must be at least 1 (or None), got {self.pool_tokens}")
+        if self.split not in ("document", "stream"):
+            raise LlmgenError(f"unknown split {self.split!r} (use document or stream)")
+        if self.split == "document" and self.pool_tokens is not None:
+            raise LlmgenError("pool_tokens draws chunks of one token stream: it needs split 'stream'")
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise LlmgenError(f"need 0 < top_p <= 1 and temperature > 0, got top_p={self.top_p}, "
                               f"temperature={self.temperature}")
@@ -229,25 +240,39 @@ def _sample_top_p(scores, top_p: float, gen):
     return order.gather(1, pick)[:, 0]
 
 
-def heldout_logprobs(model, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> list[float]:
-    """Per-token logprobs of held-out sequences (teacher forcing), for held-out perplexity."""
+def heldout_scores(model, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> tuple[list[float], list[float]]:
+    """Teacher forcing on held-out sequences: ``(next-token logprobs, predictive entropies)``.
+
+    The logprobs give the held-out perplexity. The entropies (nats) are those of the model's
+    distribution at every position of the held-out text, the quantity the paper reports
+    (FreddeFrallan/Hyperfitting ``src/validation.py``, ``_validate_model_perplexity``, which
+    averages them over positions and batches; it adds 1e-9 inside the log, this is exact)."""
     import torch
 
-    from llmgen.training import token_logprobs
-
     device = next(model.parameters()).device
-    out: list[float] = []
+    logprobs: list[float] = []
+    entropies: list[float] = []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for b in range(0, len(sequences), batch_size):
                 ids = torch.tensor([list(s) for s in sequences[b : b + batch_size]], dtype=torch.long, device=device)
-                lp, mask = token_logprobs(model, ids, torch.ones_like(ids), ids)
-                out += lp[mask].tolist()
+                logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+                logprobs += logp[:, :-1].gather(-1, ids[:, 1:, None]).flatten().tolist()
+                p = logp.exp()  # -Σ p log p per position, 0·log 0 = 0
+                entropies += (-(p * logp.masked_fill(p == 0, 0.0)).sum(-1)).flatten().tolist()
     finally:
         model.train(was_training)
-    return out
+    return logprobs, entropies
+
+
+def heldout_point(model, sequences: Sequence[Sequence[int]], batch_size: int) -> dict[str, float]:
+    """Held-out perplexity and mean teacher-forced predictive entropy of ``model``."""
+    import numpy as np
+
+    logprobs, entropies = heldout_scores(model, sequences, batch_size)
+    return {"heldout_perplexity": perplexity(logprobs), "heldout_entropy": float(np.mean(entropies))}
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -265,7 +290,7 @@ def generation_metrics(gens: Generations, tokenizer, train_ngrams: set[tuple], c
         "self_bleu": self_bleu(texts) if len(texts) > 1 else float("nan"),
         "repetition_rate": per(lambda t: repetition_rate(t, config.repetition_n)),
         "longest_loop": per(longest_repeated_loop),
-        "entropy": float(np.mean([e for row in gens.entropies for e in row])),
+        "entropy": float(np.mean([e for row in gens.entropies for e in row])),  # on its own continuation
         "train_overlap": per(lambda t: ngram_overlap(t, train_ngrams, config.overlap_n)),
         "generated_perplexity": perplexity(lp for row in gens.logprobs for lp in row),
     }
@@ -282,16 +307,19 @@ def run(config: HyperfittingConfig) -> dict:
 
     from llmgen.io import atomic_write_json, atomic_write_jsonl
     from llmgen.models import load_model
-    from llmgen.text_sources import chunk_documents, iter_documents
+    from llmgen.text_sources import chunk_documents, document_sequences, iter_documents
 
     config.validate()
     torch.manual_seed(config.seed)
     out = Path(config.output_dir)
     started = time.time()
     model, tok = load_model(config.model, dtype=config.dtype, device=config.device)
-    chunks = chunk_documents(iter_documents(config.text_source, config.text_field), tok, config.seq_len,
-                             config.num_sequences, config.num_prompts, seed=config.seed,
-                             pool_tokens=config.pool_tokens)
+    documents = iter_documents(config.text_source, config.text_field)
+    if config.split == "document":
+        chunks = document_sequences(documents, tok, config.seq_len, config.num_sequences, config.num_prompts)
+    else:
+        chunks = chunk_documents(documents, tok, config.seq_len, config.num_sequences, config.num_prompts,
+                                 seed=config.seed, pool_tokens=config.pool_tokens)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(config))
 
@@ -306,42 +334,46 @@ def run(config: HyperfittingConfig) -> dict:
         return generate(m, prompt_set, length, blocker=block, batch_size=config.gen_batch_size)
 
     def epoch_point(m, epoch: int, train_loss: float | None, gens: Generations | None = None,
-                    ppl: float | None = None) -> dict:
+                    heldout: dict[str, float] | None = None) -> dict:
         gens = gens or greedy(m, epoch_prompts, epoch_len)
         last_gens[:] = [gens]
         metrics = generation_metrics(gens, tok, train_ngrams, config) if len(epoch_prompts) > 1 else {}
-        ppl = ppl if ppl is not None else perplexity(heldout_logprobs(m, chunks.heldout, config.gen_batch_size))
-        point = {"epoch": epoch, "train_loss": train_loss, **metrics, "heldout_perplexity": ppl}
+        heldout = heldout or heldout_point(m, chunks.heldout, config.gen_batch_size)
+        point = {"epoch": epoch, "train_loss": train_loss, **metrics, **heldout}
         _log(config, f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in point.items()
                                                        if isinstance(v, float)))
         return point
 
     # The base model, before any training.
     _log(config, f"base model: {len(prompts)} prompts x {config.gen_len} tokens")
-    base_ppl = perplexity(heldout_logprobs(model, chunks.heldout, config.gen_batch_size))
+    base_heldout = heldout_point(model, chunks.heldout, config.gen_batch_size)
     gens = {"base_greedy": greedy(model, prompts, config.gen_len),
             "base_top_p": generate(model, prompts, config.gen_len, greedy=False, top_p=config.top_p,
                                    temperature=config.temperature, seed=config.seed,
                                    batch_size=config.gen_batch_size)}
     # Greedy decoding is prefix-consistent, so epoch 0 is a slice of the base greedy run.
-    epochs = [epoch_point(model, 0, None, gens["base_greedy"].head(len(epoch_prompts), epoch_len), base_ppl)]
+    epochs = [epoch_point(model, 0, None, gens["base_greedy"].head(len(epoch_prompts), epoch_len), base_heldout)]
 
     # Hyperfitting through the shared training loop, measured every `eval_every` epochs.
     train_log, model = _hyperfit(config, model, tok, chunks.train, out, epochs, epoch_point)
-    hf_ppl = perplexity(heldout_logprobs(model, chunks.heldout, config.gen_batch_size))
+    # The loop always measures after its last step, so the last point's held-out numbers are the final model's.
+    if epochs[-1].get("step") != train_log["steps"]:
+        raise RuntimeError("the training loop skipped its final evaluation")
+    hf_heldout = {k: epochs[-1][k] for k in base_heldout}
     # When the last per-epoch measurement covered every prompt at full length, it is the final run.
-    same = epoch_len == config.gen_len and len(epoch_prompts) == len(prompts) and epochs[-1]["epoch"] == config.epochs
+    same = epoch_len == config.gen_len and len(epoch_prompts) == len(prompts)
     gens["hyperfitted_greedy"] = last_gens[0] if same and last_gens else greedy(model, prompts, config.gen_len)
     if blocker is not None:
         gens["hyperfitted_greedy_blocked"] = greedy(model, prompts, config.gen_len, blocker)
 
     generators = {}
     for name, g in gens.items():
-        ppl = base_ppl if name.startswith("base") else hf_ppl
-        generators[name] = {**generation_metrics(g, tok, train_ngrams, config), "heldout_perplexity": ppl}
+        heldout = base_heldout if name.startswith("base") else hf_heldout
+        generators[name] = {**generation_metrics(g, tok, train_ngrams, config), **heldout}
     results = {
         "paper": "Carlsson et al., The Hyperfitting Phenomenon (ICLR 2025)",
-        "data": {"source": config.text_source, "train_sequences": len(chunks.train), "seq_len": config.seq_len,
+        "data": {"source": config.text_source, "split": config.split, "train_sequences": len(chunks.train),
+                 "seq_len": config.seq_len,
                  "heldout_sequences": len(chunks.heldout), "tokens_read": chunks.total_tokens},
         "generators": generators,
         "epochs": epochs,
@@ -359,7 +391,7 @@ def run(config: HyperfittingConfig) -> dict:
 
 def _log(config: HyperfittingConfig, msg: str) -> None:
     if config.progress:
-        print(f"[hyperfit] {msg}", flush=True)
+        print(f"[hyperfit] {msg}", file=sys.stderr, flush=True)
 
 
 def _samples(tok, prompts, heldout, gens: dict[str, Generations], config: HyperfittingConfig) -> list[dict]:
@@ -389,8 +421,11 @@ def _plots(out: Path, epochs: list[dict], train_log: dict) -> dict[str, str]:
         ax1.plot(xs, [e["ttr"] for e in epochs], "o-", color="tab:blue", label="greedy TTR (last W tokens)")
         ax1.set_ylabel("type-token ratio", color="tab:blue")
         ax2 = ax1.twinx()
-        ax2.plot(xs, [e["entropy"] for e in epochs], "s--", color="tab:red", label="mean entropy")
+        ax2.plot(xs, [e["entropy"] for e in epochs], "s--", color="tab:red", label="entropy, own greedy text")
+        ax2.plot(xs, [e["heldout_entropy"] for e in epochs], "^:", color="tab:purple",
+                 label="entropy, held-out text (teacher forced)")
         ax2.set_ylabel("mean predictive entropy (nats)", color="tab:red")
+        ax2.legend(fontsize=8, loc="lower right")
     ax1.set_xlabel("epoch")
     ax1.set_title("Hyperfitting: greedy TTR and entropy vs epoch")
     fig.tight_layout()

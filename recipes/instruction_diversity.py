@@ -23,6 +23,7 @@ import hashlib
 import json
 import random
 import shutil
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
@@ -74,12 +75,35 @@ class SweepConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> SweepConfig:
-        """The paper's scale: inputs 50, patterns 20, budget 10^6, 6x256x4 GPT-2-sized model."""
-        base = cls(task=MarkovConfig(input_length=(50, 50), pattern_length=(20, 20), budget=1_000_000,
-                                     test_instructions=100, test_examples_per_instruction=10),
-                   num_instructions=[10, 100, 200, 300, 400, 500, 1000, 2000], hidden_size=256,
-                   intermediate_size=1024, num_layers=6, num_heads=4, epochs=50, batch_size=64)
+        """The paper's scale (Fig. 2a): inputs 50, patterns 20, budget 10^6, 6x256x4 GPT-2-sized
+        model; every training and test input contains the pattern ("all input sequences feature
+        at least one instance of the replacement rule"): no no-ops unless set through ``task``."""
+        task = MarkovConfig(input_length=(50, 50), pattern_length=(20, 20), budget=1_000_000, noop_fraction=0.0,
+                            test_noop_fraction=0.0, test_instructions=100, test_examples_per_instruction=10)
+        return cls._preset(task, [10, 100, 200, 300, 400, 500, 1000, 2000], overrides)
+
+    @classmethod
+    def paper_semantic(cls, k_max: int = 6, **overrides: Any) -> SweepConfig:
+        """The paper's semantic-diversity experiment (Section 2.3.4, Fig. 4; Appendix B.2: inputs
+        of 500, patterns of 60): train on repeated, periodic and mirrored rules of strength
+        k = 3..``k_max``, test on the weaker constraints k < 3 (k = 2, and k = 1: unconstrained);
+        no no-ops unless set through ``task``."""
+        if k_max < 3:
+            raise LlmgenError(f"k_max must be at least 3 (training strengths are 3..k_max), got {k_max}")
+        families = ("repeated", "periodic", "mirrored")
+        task = MarkovConfig(input_length=(500, 500), pattern_length=(60, 60), budget=1_000_000, noop_fraction=0.0,
+                            test_noop_fraction=0.0, test_instructions=100, test_examples_per_instruction=10,
+                            domains=[f"{d}:{k}" for d in families for k in range(3, k_max + 1)],
+                            test_domains=["free", *(f"{d}:2" for d in families)])
+        return cls._preset(task, [500, 1000, 5000, 10000], overrides)
+
+    @classmethod
+    def _preset(cls, task: MarkovConfig, grid: list[int], overrides: dict[str, Any]) -> SweepConfig:
+        base = cls(task=task, num_instructions=grid, hidden_size=256, intermediate_size=1024, num_layers=6,
+                   num_heads=4, epochs=50, batch_size=64)
         for k, v in overrides.items():
+            if not hasattr(base, k):
+                raise LlmgenError(f"unknown sweep config field: {k}")
             setattr(base, k, v)
         return base
 
@@ -244,14 +268,15 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
             skipped += 1
             continue
         if progress:
-            print(f"[{i + 1}/{len(cells)}] {key}", flush=True)
+            print(f"[{i + 1}/{len(cells)}] {key}", file=sys.stderr, flush=True)
         row = {"cell": key, **run_cell(config, cell, out / "cells" / key)}
         atomic_write_json(path, row)
         rows.append(row)
         ran += 1
         if progress:
             print(f"  unseen {row['unseen_accuracy']:.3f} (no-op {row['unseen_accuracy_noop']}, rewrite "
-                  f"{row['unseen_accuracy_rewrite']}), seen {row.get('seen_accuracy')}, {row['seconds']}s", flush=True)
+                  f"{row['unseen_accuracy_rewrite']}), seen {row.get('seen_accuracy')}, {row['seconds']}s",
+                  file=sys.stderr, flush=True)
     table = summarise(rows)
     atomic_write_json(out / "results.json", {"cells": rows, "table": table, "ran": ran, "skipped": skipped})
     atomic_write_text(out / "results.md", markdown_table(table))

@@ -14,11 +14,11 @@ from llmgen.dco import (
     dco_objective,
     dco_weight,
     dco_weighted_loss,
-    refill_batches,
+    refill_keep,
     success_rate_weight,
 )
 from llmgen.errors import LlmgenError
-from llmgen.training.losses import LOSSES, LossState, ce_loss
+from llmgen.training.losses import LOSSES, LossState, ce_loss, register_loss
 
 LOGPS = [-700.0, -40.0, -12.0, -5.0, -2.0, -0.7, -0.1, -1e-3, -1e-7]
 NS = [1, 2, 4, 16, 256, 2.5]
@@ -65,7 +65,7 @@ def test_weight_is_minus_autograd_derivative(n):
 
 
 @pytest.mark.parametrize("n", [1, 2, 16])
-@pytest.mark.parametrize("normalization", ["sum", "token_mean"])
+@pytest.mark.parametrize("normalization", ["sum", "token_mean", "example_mean"])
 def test_loss_value_and_gradient_match_autograd(n, normalization):
     # p near 0 (s = −15), middling, and near 1 (s = −1e-4)
     s64 = torch.tensor([-15.0, -3.0, -0.5, -1e-4], dtype=torch.float64)
@@ -75,8 +75,11 @@ def test_loss_value_and_gradient_match_autograd(n, normalization):
                                    threshold=0.0, normalization=normalization)
     loss.backward()
     ref_s = s64.clone().requires_grad_(True)
-    scale = len(s64) if normalization == "sum" else int(ntok.sum())
-    ref = _naive_objective(ref_s, n).sum() / scale
+    if normalization == "example_mean":  # the reference: mean over examples of ℓ / |y|
+        ref = (_naive_objective(ref_s, n) / ntok).mean()
+    else:
+        scale = len(s64) if normalization == "sum" else int(ntok.sum())
+        ref = _naive_objective(ref_s, n).sum() / scale
     ref.backward()
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     torch.testing.assert_close(s.grad.double(), ref_s.grad, rtol=1e-5, atol=1e-9)
@@ -141,7 +144,7 @@ def test_n1_equals_cross_entropy(tiny):
     ce.backward()
     ce_grads = _grads(model)
     model.zero_grad()
-    loss, logs = LOSSES.get("dco")(model, batch, LossState(args={"N": 1}))
+    loss, logs = LOSSES.get("dco")(model, batch, LossState(args={"N": 1, "normalization": "token_mean"}))
     loss.backward()
     assert loss.item() == pytest.approx(ce.item(), rel=1e-6)
     for g, r in zip(_grads(model), ce_grads, strict=True):
@@ -162,14 +165,149 @@ def test_threshold_drops_confident_examples():
     assert loss.item() == 0.0 and logs["dco_dropped"] == 1.0 and s.grad.abs().sum() == 0
 
 
-def test_refill_batches_keeps_only_useful_examples(tiny):
+def _reference_factor(p: torch.Tensor, n: float) -> torch.Tensor:
+    """The reference's F (allanraventos/refine NCO.f): closed form, or a [2/2] rational
+    approximation where N·p < 0.1."""
+    p = p.double()
+    if n == 1:
+        return torch.ones_like(p)
+    small = (1 - (n - 1) * p + (n - 1) * (n - 2) * p * p / 2) / (1 - (n - 1) / 2 * p + (n - 1) * (n - 2) / 6 * p * p)
+    return torch.where(p * n < 0.1, small, n * (1 - p) ** (n - 1) * p / (1 - (1 - p) ** n))
+
+
+def _reference_loss(model, batch, n: float) -> torch.Tensor:
+    """NCO.custom_loss_function1(...).mean(), written out: per example F·(summed NLL)/|y|, averaged."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                            ignore_index=-100, reduction="none").reshape(labels.shape)
+    seq = -nll.sum(-1)
+    factor = _reference_factor(torch.exp(seq.detach()), n)
+    return (-seq / (labels != -100).sum(-1).clamp(min=1) * factor).mean()
+
+
+@pytest.mark.parametrize("n", [4, 300])
+def test_example_mean_gradient_is_the_reference_loss(tiny, n):
     model, tok = tiny
-    examples = PAIRS * 5
-    collate = lambda rows: _batch(tok, rows)  # noqa: E731
-    everything = list(refill_batches(model, examples, collate, batch_size=3, n=4, threshold=0.0, score_batch_size=7))
-    assert [len(b["input_ids"]) for b in everything] == [3] * 6 + [2]
-    # with a threshold above every weight, nothing is trained on
-    assert list(refill_batches(model, examples, collate, batch_size=3, n=300, threshold=1.01)) == []
+    pairs = [("2+2=", "4"), ("12+30=", "42"), ("Q: 9-1? A:", "8 apples")]  # answers of 1, 2 and 8 tokens
+    batch = _batch(tok, pairs)
+    model.zero_grad()
+    loss, _ = dco_loss(model, batch, LossState(args={"N": n, "threshold": 0.0}))  # default: example_mean
+    loss.backward()
+    got = _grads(model)
+    model.zero_grad()
+    _reference_loss(model, batch, n).float().backward()
+    for g, r in zip(got, _grads(model), strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-8)
+
+
+def test_refill_keep_is_reference_factor_above_threshold(tiny):
+    model, tok = tiny
+    # one-token answers have p ≈ 1/259 (F ≈ 0 at N = 3000), eight-token answers p ≈ 0 (F ≈ 1)
+    batch = _batch(tok, [("1+1=", "2"), ("Q: 9-1? A:", "8 apples"), ("3+3=", "6"), ("a", "bcdefghi")])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        lp = torch.log_softmax(logits.double(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        seq = (lp * (labels != -100)).sum(-1)
+    factor = _reference_factor(torch.exp(seq), 3000)
+    expected = (factor > 0.1).tolist()
+    assert expected == [False, True, False, True]  # both sides of the threshold are exercised
+    assert refill_keep(3000, 0.1)(model, batch).tolist() == expected
+    assert refill_keep(1, 0.1)(model, batch).tolist() == [True] * 4  # N = 1: F = 1, CE keeps all
+
+
+def _recording_loss():
+    """A CE loss that records the first input token id of every example it trains on."""
+    from llmgen.training.losses import LOSSES, ce_loss
+
+    seen: list[list[int]] = []
+    if "record_ce_test" not in LOSSES:
+        @register_loss("record_ce_test")
+        def record(model, batch, state):
+            state.args["seen"].append(batch["input_ids"][:, 0].tolist())
+            return ce_loss(model, batch, state)
+    return seen
+
+
+def test_training_loop_scores_each_batch_with_current_weights_and_refills(tiny, tmp_path):
+    """keep_fn runs on every candidate micro-batch with the weights of that moment; rejected
+    examples never reach the loss; batches are refilled to full size; one schedule for the run."""
+    import copy
+
+    from llmgen.training import TrainConfig, train
+    from llmgen.training.data import prompt_answer_dataset
+
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    letters = "ABCDEFGHIJKL"  # 12 examples; those starting with a vowel are always rejected
+    records = [{"prompt": f"{c}:", "answer": str(i)} for i, c in enumerate(letters)]
+    feats = prompt_answer_dataset(records, tok)
+    rejected = {tok(c, add_special_tokens=False)["input_ids"][0] for c in "AEI"}
+    seen = _recording_loss()
+    snapshots: list[torch.Tensor] = []
+
+    def keep(m, batch):
+        snapshots.append(next(m.parameters()).detach().clone())
+        assert not m.training and not torch.is_grad_enabled()
+        return [int(x) not in rejected for x in batch["input_ids"][:, 0]]
+
+    result = train(TrainConfig(loss="record_ce_test", loss_args={"seen": seen}, lr=1e-2, epochs=2, batch_size=3,
+                               schedule="linear", output_dir=str(tmp_path), save_final=False, progress=False),
+                   model=model, tokenizer=tok, train_dataset=feats, keep_fn=keep)
+    trained = [t for batch in seen for t in batch]
+    assert not rejected & set(trained)
+    assert all(len(b) == 3 for b in seen)  # every batch refilled to full size
+    # 2 epochs x 12 candidates, 3 of 12 rejected: 18 kept = 6 full steps out of the planned 8
+    assert result.steps == 6 and len(snapshots) == 8
+    assert result.history[-1]["refill_dropped"] == 6
+    # the weights seen by keep_fn change as training proceeds: scored with the current model
+    assert not torch.equal(snapshots[0], snapshots[-1])
+    # one linear schedule planned for 8 steps (lr_t = lr·(1 − t/8)), never restarted
+    lrs = [r["lr"] for r in result.history if "lr" in r]
+    assert lrs == pytest.approx([1e-2 * (1 - t / 8) for t in range(1, 7)])
+
+
+def test_refill_resumes_exactly_after_a_crash(tmp_path):
+    """The refill's position (candidates drawn, examples waiting) is saved with each checkpoint."""
+    from llmgen.models import TinyConfig, tiny_model
+    from llmgen.training import TrainConfig, train
+    from llmgen.training.data import prompt_answer_dataset
+
+    shape = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1)
+
+    def fresh():
+        model, tok = tiny_model(seed=2, config=shape)
+        feats = prompt_answer_dataset([{"prompt": f"{c}:", "answer": str(i)} for i, c in enumerate("ABCDEFGHIJKL")], tok)
+        return model, tok, feats
+
+    from llmgen.models import byte_tokenizer
+
+    vowels = {byte_tokenizer()(c, add_special_tokens=False)["input_ids"][0] for c in "AEI"}
+
+    def keep(m, batch):  # rejects examples whose prompt starts with a vowel (3 of 12)
+        return [int(x) not in vowels for x in batch["input_ids"][:, 0]]
+
+    cfg = dict(lr=1e-2, epochs=2, batch_size=3, save_every=2, eval_every=1, schedule="linear", save_final=False,
+               progress=False)
+    model, tok, feats = fresh()
+    full = train(TrainConfig(output_dir=str(tmp_path / "full"), **cfg), model=model, tokenizer=tok,
+                 train_dataset=feats, keep_fn=keep)
+
+    def crash(_m, step):
+        if step == 5:
+            raise RuntimeError("simulated crash")
+
+    model, tok, feats = fresh()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(TrainConfig(output_dir=str(tmp_path / "cut"), **cfg), model=model, tokenizer=tok, train_dataset=feats,
+              keep_fn=keep, eval_fn=crash)
+    model, tok, feats = fresh()
+    resumed = train(TrainConfig(output_dir=str(tmp_path / "cut"), resume=True, **cfg), model=model, tokenizer=tok,
+                    train_dataset=feats, keep_fn=keep)
+    assert resumed.resumed_from.endswith("step-4") and resumed.steps == full.steps == 6
+    for (n, p), (_, q) in zip(full.model.named_parameters(), resumed.model.named_parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6), n
 
 
 def test_success_rate_weight():
@@ -217,7 +355,7 @@ def test_dco_a_weights_ce_by_success_rate(tiny):
 
     seq, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     w = success_rate_weight(rates, 8).float()
-    ((w * (w >= 0.1)) * -seq).sum().div(2).backward()
+    ((w * (w > 0.1)) * -seq).sum().div(2).backward()
     for g, r in zip(got, _grads(model), strict=True):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-8)
     with pytest.raises(LlmgenError, match="success_rate"):
@@ -225,15 +363,30 @@ def test_dco_a_weights_ce_by_success_rate(tiny):
 
 
 def test_estimate_success_rates_with_hf_backend(tiny):
+    from llmgen.backends.base import SamplingConfig
     from llmgen.backends.hf import HFBackend
     from llmgen.dco import estimate_success_rates
 
     model, tok = tiny
     backend = HFBackend("tiny", model_obj=model, tokenizer_obj=tok)
-    rates = estimate_success_rates(backend, ["1+1=", "2+2="], ["2", "4"], k=3, max_tokens=3,
-                                   grader=lambda text, answer: True)
-    assert rates == [1.0, 1.0]
-    rates = estimate_success_rates(backend, ["1+1=", "2+2="], ["2", "4"], k=3, max_tokens=3)
-    assert all(r in (0.0, 1 / 3, 2 / 3, 1.0) for r in rates)
+    prompts = ["1+1=", "2+2="]
+    # what the model samples under this seed, drawn here once; the answer of problem 1 is its first
+    # sample's first character and of problem 2 a string the byte model cannot produce in 3 tokens
+    outs = backend.generate(prompts, SamplingConfig(n=3, temperature=1.0, max_tokens=3, seed=0))
+    first = outs[0][0].text[:1]
+    answers = [first, "impossible"]
+
+    def starts_with_answer(text: str, answer: str) -> bool:
+        return text.startswith(answer)
+
+    expected = [sum(c.text.startswith(first) for c in outs[0]) / 3, 0.0]
+    assert expected[0] >= 1 / 3
+    rates = estimate_success_rates(backend, prompts, answers, k=3, max_tokens=3, seed=0, grader=starts_with_answer)
+    assert rates == expected
+    # the default grader (math answer equivalence) on the same samples
+    from llmgen.math_answers import grade
+
+    rates = estimate_success_rates(backend, prompts, answers, k=3, max_tokens=3, seed=0)
+    assert rates == [sum(grade(c.text, a) for c in o) / 3 for o, a in zip(outs, answers, strict=True)]
     with pytest.raises(LlmgenError, match="k >= 1"):
         estimate_success_rates(backend, ["1+1="], ["2"], k=0)

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from llmgen.errors import LlmgenError
-from llmgen.evals.passk import block_pass_at_n, pass_at_k
-from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, eval_epochs, passk_curve
+from llmgen.evals.passk import pass_at_k
+from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, passk_curve
 
 
 def _brute_force(correct: list[bool], k: int) -> float:
@@ -26,6 +26,12 @@ def test_pass_at_k_equals_subset_enumeration(n):
             assert pass_at_k(n, c, k) == pytest.approx(_brute_force(correct, k), abs=1e-12)
 
 
+def _replicates_by_hand(correct: list[list[bool]], k: int) -> list[float]:
+    """Dataset-level pass@k of each block index: the fraction of problems whose block r has a hit."""
+    m = min(len(c) for c in correct)
+    return [sum(any(c[r * k:(r + 1) * k]) for c in correct) / len(correct) for r in range(m // k)]
+
+
 def test_curve_unbiased_matches_enumeration_and_blocks():
     rng = random.Random(0)
     correct = [[rng.random() < q for _ in range(8)] for q in (0.0, 0.1, 0.5, 0.9)]
@@ -33,23 +39,26 @@ def test_curve_unbiased_matches_enumeration_and_blocks():
     for k in (1, 2, 4, 8):
         expected = sum(_brute_force(c, k) for c in correct) / len(correct)
         assert curve[str(k)]["unbiased"] == pytest.approx(expected, abs=1e-12)
-        # pooled blocks: every problem has 8 // k blocks, so the mean is the mean of per-problem means
-        per_problem = sum(block_pass_at_n(c, k)[0] for c in correct) / len(correct)
-        assert curve[str(k)]["block"] == pytest.approx(per_problem)
-        assert curve[str(k)]["blocks"] == len(correct) * (8 // k)
+        reps = _replicates_by_hand(correct, k)
+        assert curve[str(k)]["block"] == pytest.approx(sum(reps) / len(reps))
+        assert curve[str(k)]["replicates"] == 8 // k
+        if len(reps) > 1:
+            mean = sum(reps) / len(reps)
+            se = math.sqrt(sum((r - mean) ** 2 for r in reps) / (len(reps) - 1) / len(reps))
+            assert curve[str(k)]["block_se"] == pytest.approx(se)
+        else:
+            assert math.isnan(curve[str(k)]["block_se"])
 
 
 def test_block_estimate_on_hand_data():
-    # 8 samples, blocks of 2: [F,F] [T,F] [F,F] [F,T] -> 0, 1, 0, 1
+    # 8 samples, blocks of 2: [F,F] [T,F] [F,F] [F,T] -> 0, 1, 0, 1; second problem never solved
     correct = [False, False, True, False, False, False, False, True]
-    mean, se = block_pass_at_n(correct, 2)
-    assert mean == 0.5
-    assert se == pytest.approx(math.sqrt(1 / 3) / 2)  # std (ddof=1) of 0,1,0,1 is sqrt(1/3)
-    assert block_pass_at_n(correct, 4) == (1.0, 0.0)
-    assert block_pass_at_n(correct + [True], 4)[0] == 1.0  # the leftover sample is dropped
-    curve = passk_curve([correct, [False] * 8], [2])
-    assert curve["2"]["block"] == 0.25 and curve["2"]["blocks"] == 8
-    assert curve["2"]["block_se"] == pytest.approx(math.sqrt((2 * 0.75**2 + 6 * 0.25**2) / 7 / 8))
+    curve = passk_curve([correct, [False] * 8], [2, 4])
+    # replicates (fraction of the 2 problems solved per block index): 0, 1/2, 0, 1/2
+    assert curve["2"]["block"] == 0.25 and curve["2"]["replicates"] == 4
+    assert curve["2"]["block_se"] == pytest.approx(math.sqrt(4 * 0.25**2 / 3) / 2)
+    # blocks of 4: [F,F,T,F] [F,F,F,T] -> 1, 1 on the first problem; replicates 1/2, 1/2
+    assert curve["4"]["block"] == 0.5 and curve["4"]["block_se"] == 0.0
 
 
 def test_k_larger_than_samples_is_a_clear_error():
@@ -79,7 +88,16 @@ def test_default_ks():
     assert ConfidenceLimitingConfig(samples=48, ks=[16, 1, 16]).kvalues() == [1, 16]
 
 
-def test_eval_epochs():
-    assert eval_epochs(4, 1) == [1, 2, 3, 4]
-    assert eval_epochs(10, 4) == [4, 8, 10]
-    assert eval_epochs(3, 8) == [3]
+def test_compare_aligns_methods_on_common_epochs():
+    """DCO's refill can end a run early; the comparison pairs the epochs both methods measured."""
+    from llmgen.recipes.confidence_limiting import compare
+
+    def hist(points):
+        return [{"epoch": e, "passk": {"1": {"unbiased": p1}, "4": {"unbiased": p4}}} for e, p1, p4 in points]
+
+    results = {"methods": {"ce": hist([(0, 0.1, 0.3), (1, 0.2, 0.4), (2, 0.3, 0.35)]),
+                           "dco": hist([(0, 0.1, 0.3), (1, 0.15, 0.5), (1.5, 0.2, 0.55)])}}
+    out = compare(results, ConfidenceLimitingConfig(samples=4, dco_n=4))
+    assert out["compared_epochs"] == [0, 1]
+    assert out["dco_minus_ce_pass@4"] == pytest.approx([0.0, 0.1])
+    assert out["dco"]["epochs"] == [0, 1, 1.5] and out["ce"]["pass@1_by_epoch"] == [0.1, 0.2, 0.3]

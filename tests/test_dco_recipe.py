@@ -74,3 +74,30 @@ def test_cli_passn_runs(tiny_model_dir, tmp_path, capsys, one_thread):
           "--batch-size", "16", "--max-new-tokens", "2", "--methods", "ce", "-o", str(out)])
     assert "pass@1_by_epoch" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["ks"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_cli_passn_with_train_and_test_files(tiny_model_dir, tmp_path, capsys, one_thread):
+    """Issue 19: `llmgen passn --train-data/--test-data` on MATH-format files (answers in
+    \\boxed{} of the solution, as in MATH, or an answer field)."""
+    from llmgen.cli.main import main
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "solution": f"It is $\\boxed{{{2 * i}}}$.",
+                                         "level": "Level 1"}) + "\n" for i in range(12)))
+    test = tmp_path / "test"
+    (test / "algebra").mkdir(parents=True)  # the MATH folder layout: split/subject/N.json
+    for i in range(3):
+        (test / "algebra" / f"{i}.json").write_text(json.dumps({"problem": f"Compute {i} * 3.", "answer": str(3 * i)}))
+    out = tmp_path / "files-run"
+    main(["passn", "--model", tiny_model_dir, "--train-data", str(train), "--test-data", str(test), "--epochs", "1",
+          "--samples", "2", "--batch-size", "6", "--max-new-tokens", "2", "--methods", "dco", "--n", "2",
+          "-o", str(out)])
+    assert "pass@1_by_epoch" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_train"] == 12 and results["n_test"] == 3
+    assert results["config"]["task"] == "math"
+    hist = results["methods"]["dco"]
+    assert [h["epoch"] for h in hist] == [0, 1] and hist[1]["train"]["steps"] == 2  # 12 problems / batch 6
+    rows = read_jsonl(out / "samples.jsonl")
+    assert sorted(r["answer"] for r in rows if r["epoch"] == 1) == ["0", "3", "6"]  # the test file's answers

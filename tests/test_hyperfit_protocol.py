@@ -8,8 +8,8 @@ import torch
 from llmgen.errors import LlmgenError
 from llmgen.evals.generation import ngram_set, ngrams, token_entropies
 from llmgen.models import byte_tokenizer, tiny_model
-from llmgen.recipes.hyperfitting import CitationBlocker, HyperfittingConfig, generate
-from llmgen.text_sources import chunk_documents, iter_documents, stdlib_texts
+from llmgen.recipes.hyperfitting import CitationBlocker, HyperfittingConfig, generate, heldout_point
+from llmgen.text_sources import chunk_documents, document_sequences, iter_documents, stdlib_texts
 
 DOCS = [f"Document number {i} says something about topic {i % 7}." for i in range(40)]
 
@@ -38,6 +38,48 @@ def test_chunks_are_fixed_length_split_and_seeded():
     p2 = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1, pool_tokens=10_000)
     assert p1.train == p2.train and all(len(s) == 32 for s in p1.train)
     assert {tuple(s) for s in p1.train + p1.heldout} - first
+
+
+def test_document_split_takes_each_document_start_as_the_reference():
+    tok = byte_tokenizer()
+    docs = ["short", *DOCS]  # "short" has fewer than 32 tokens: skipped, as in the reference
+    got = document_sequences(iter(docs), tok, seq_len=32, num_train=10, num_heldout=4)
+    expected = [tok(d)["input_ids"][:32] for d in DOCS[:14]]  # special tokens included, cut at 32
+    assert got.train == expected[:10] and got.heldout == expected[10:]
+    # so each held-out prompt starts a document of its own: none continues a training sequence.
+    # The stream split, by contrast, cuts one token stream: a held-out chunk can be the next 32
+    # tokens after a training chunk.
+    stream = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1)
+    ids = tok("".join(d + "</s>" for d in DOCS), add_special_tokens=False)["input_ids"]
+    cut = [ids[i * 32:(i + 1) * 32] for i in range(14)]
+    follows = [cut.index(h) - 1 for h in stream.heldout]
+    assert any(cut[i] in stream.train for i in follows if i >= 0)
+    with pytest.raises(LlmgenError, match="has 40 documents of at least 32 tokens"):
+        document_sequences(DOCS, tok, seq_len=32, num_train=40, num_heldout=4)
+    with pytest.raises(LlmgenError, match="empty dataset"):
+        document_sequences([], tok, seq_len=8, num_train=1, num_heldout=0)
+    with pytest.raises(LlmgenError, match="split 'stream'"):
+        HyperfittingConfig(pool_tokens=1000).validate()
+    with pytest.raises(LlmgenError, match="unknown split"):
+        HyperfittingConfig(split="random").validate()
+
+
+def test_heldout_entropy_and_perplexity_match_the_reference_formula(tiny):
+    """Reference (src/validation.py): softmax of the logits at every position of the held-out
+    text, -Σ p log(p + 1e-9), averaged; perplexity = exp of the mean next-token NLL."""
+    import math
+
+    model, tok = tiny
+    seqs = [tok(d)["input_ids"][:24] for d in DOCS[:5]]
+    got = heldout_point(model, seqs, batch_size=2)
+    ids = torch.tensor(seqs)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.double()
+    probs = torch.softmax(logits, -1)
+    entropy = -(probs * torch.log(probs + 1e-9)).sum(-1).mean().item()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+    assert got["heldout_entropy"] == pytest.approx(entropy, abs=1e-5)
+    assert got["heldout_perplexity"] == pytest.approx(math.exp(nll.item()), rel=1e-5)
 
 
 def test_sequence_longer_than_data_is_an_error():

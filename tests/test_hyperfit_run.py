@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,10 @@ def text_file(tmp_path_factory):
     return str(path)
 
 
+def tiny_vocab(model_dir: str) -> int:
+    return json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+
+
 def _config(model_dir, text, out, **kw) -> HyperfittingConfig:
     base = dict(model=model_dir, text_source=text, num_sequences=8, seq_len=48, num_prompts=4, prompt_len=8,
                 gen_len=24, epochs=3, lr=3e-3, batch_size=4, epoch_eval_prompts=4, output_dir=str(out),
@@ -36,6 +42,23 @@ def test_tiny_run_writes_every_output(tiny_model_dir, text_file, tmp_path):
                     "train_overlap", "heldout_perplexity"):
             assert key in metrics
     assert [e["epoch"] for e in res["epochs"]] == [0, 1, 2, 3]
+    # training on the 8 sequences teaches the word distribution of the held-out documents too:
+    # teacher-forced held-out perplexity and entropy fall epoch by epoch from the random model's
+    ppl = [e["heldout_perplexity"] for e in res["epochs"]]
+    ent = [e["heldout_entropy"] for e in res["epochs"]]
+    assert ppl == sorted(ppl, reverse=True) and len(set(ppl)) == len(ppl)
+    assert ent == sorted(ent, reverse=True) and len(set(ent)) == len(ent)
+    vocab = tiny_vocab(tiny_model_dir)
+    assert ent[0] == pytest.approx(math.log(vocab), abs=0.1)  # a random init is near uniform
+    assert ent[-1] < ent[0] - 0.5
+    gens = res["generators"]
+    # the final held-out numbers are the last epoch's measurement, not a second computation
+    for key in ("heldout_perplexity", "heldout_entropy"):
+        assert gens["hyperfitted_greedy"][key] == res["epochs"][-1][key]
+        assert gens["base_greedy"][key] == res["epochs"][0][key]
+    # the epoch-3 curve point was measured on the same prompts and length as the final run
+    assert gens["hyperfitted_greedy"]["entropy"] == res["epochs"][-1]["entropy"]
+    assert res["data"]["split"] == "document" and res["data"]["train_sequences"] == 8
     losses = [e["train_loss"] for e in res["epochs"][1:]]
     assert losses[-1] < losses[0]  # training happened through the shared loop
     assert res["train"]["steps"] == 6 and len(res["train"]["step_losses"]) == 6
@@ -59,8 +82,10 @@ def test_run_is_deterministic_with_a_seed(tiny_model_dir, text_file, tmp_path):
 
 
 def test_bad_input_fails_before_writing(tiny_model_dir, text_file, tmp_path):
-    with pytest.raises(LlmgenError, match="longer than the data"):
+    with pytest.raises(LlmgenError, match="0 documents of at least 100000 tokens"):
         run(_config(tiny_model_dir, text_file, tmp_path / "long", seq_len=100_000, prompt_len=8))
+    with pytest.raises(LlmgenError, match="longer than the data"):
+        run(_config(tiny_model_dir, text_file, tmp_path / "long", seq_len=100_000, prompt_len=8, split="stream"))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(LlmgenError, match="empty dataset"):

@@ -156,7 +156,22 @@ def test_dataset_report_and_diverse_subset(tmp_path):
     out = tmp_path / "report"
     res = run(DatasetDiversityConfig(data=[code, chat], select_size=4, output_dir=str(out)))
     assert res["rows"] == 10 and set(res["domains"]) == {"code", "chat"}
-    assert res["overall"]["num_clusters"] <= 10 and 1 < res["overall"]["vendi_score"] < 10
+    # the measures of the same embeddings, computed here from the n x n cosine matrix directly
+    from llmgen.embeddings import get_embedder
+
+    texts = [json.loads(line)["instruction"] for f in (code, chat) for line in open(f, encoding="utf-8")]
+    u = get_embedder().encode(texts).astype(np.float64)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    sim = u @ u.T
+    eig = np.clip(np.linalg.eigvalsh(sim / len(u)), 0, None)
+    eig = eig[eig > 1e-12]
+    assert res["overall"]["vendi_score"] == pytest.approx(np.exp(-(eig * np.log(eig)).sum()), rel=1e-4)
+    pairs = [1 - sim[i, j] for i in range(10) for j in range(i + 1, 10)]
+    assert res["overall"]["mean_pairwise_distance"] == pytest.approx(np.mean(pairs), abs=1e-5)
+    # 7 distinct instructions (two texts repeat): copies sit at distance 0, so at most 7 clusters,
+    # and a Vendi score (an effective number of distinct items) below 7
+    assert 2 <= res["overall"]["num_clusters"] <= 7 and res["overall"]["vendi_score"] < 7
+    assert res["domains"]["code"]["vendi_score"] < 4 and res["domains"]["chat"]["n"] == 4
     sel = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
     assert len(sel) == 4 and sorted(r["domain"] for r in sel) == ["chat", "chat", "code", "code"]
     assert len({r["instruction"] for r in sel}) == 4       # duplicates are never picked twice

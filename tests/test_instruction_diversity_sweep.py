@@ -27,9 +27,16 @@ def test_sweep_runs_writes_table_and_resumes_without_rerunning(tmp_path, capsys)
     cells = sorted((tmp_path / "cells").glob("*.json"))
     assert len(cells) == 2
     row = json.loads(cells[0].read_text())
-    for key in ("unseen_accuracy", "unseen_accuracy_noop", "unseen_accuracy_rewrite", "seen_accuracy", "final_loss"):
-        assert key in row
     assert row["unseen_n_all"] == 6 and row["steps"] == 2
+    # the reported accuracies are those of the written predictions, recounted here
+    preds = [json.loads(line) for line in (tmp_path / "cells" / cells[0].stem / "samples.jsonl").read_text().splitlines()]
+    hit = [p["prediction"] == p["target"] for p in preds]
+    assert row["unseen_accuracy"] == pytest.approx(sum(hit) / len(hit))
+    for kind, noop in (("noop", True), ("rewrite", False)):
+        part = [h for h, p in zip(hit, preds, strict=True) if p["noop"] == noop]
+        assert row[f"unseen_n_{kind}"] == len(part) == 3  # test_noop_fraction 0.5 of 6
+        assert row[f"unseen_accuracy_{kind}"] == pytest.approx(sum(part) / len(part))
+    assert row["final_loss"] > 0 and row["seen_n_all"] == 4
     assert [r["num_instructions"] for r in first["table"]] == [2, 8]
     assert "| instructions |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "accuracy_vs_instructions.png").stat().st_size > 0
@@ -89,3 +96,35 @@ def test_sweep_config_from_dict_rejects_unknown_fields():
     paper = SweepConfig.paper()
     assert paper.task.input_length == (50, 50) and paper.task.pattern_length == (20, 20)
     assert (paper.num_layers, paper.hidden_size, paper.num_heads, paper.lr) == (6, 256, 4, 1e-3)
+    with pytest.raises(LlmgenError, match="unknown sweep config field"):
+        SweepConfig.paper(epoch=3)
+
+
+def _scaled_down(task: MarkovConfig, **kw) -> MarkovConfig:
+    from dataclasses import replace
+
+    return replace(task, **{"budget": 60, "num_instructions": 30, "test_instructions": 5,
+                            "test_examples_per_instruction": 4, **kw})
+
+
+def test_paper_presets_evaluate_on_inputs_that_contain_the_pattern():
+    from llmgen.markov import Rule, generate, parse_domain, satisfies
+
+    data = generate(_scaled_down(SweepConfig.paper().task))
+    for row in data.train + data.test:  # every input contains the pattern: no no-ops
+        x = row["rule"].split(" -> ")[0]
+        assert x in row["input"] and not row["noop"] and len(row["input"]) == 50 and len(x) == 20
+    asked = generate(_scaled_down(SweepConfig.paper().task, test_noop_fraction=0.5))
+    assert sum(r["noop"] for r in asked.test) == 10  # no-ops only when asked
+
+    semantic = SweepConfig.paper_semantic()
+    assert semantic.task.input_length == (500, 500) and semantic.task.pattern_length == (60, 60)
+    data = generate(_scaled_down(semantic.task))
+    by_label = {parse_domain(d).label: parse_domain(d) for d in semantic.task.domains + semantic.task.test_domains}
+    assert {r.domain for r in data.test_rules} <= {"free", "repeated-k2", "periodic-k2", "mirrored-k2"}
+    assert all(int(r.domain.rsplit("k", 1)[1]) >= 3 for r in data.train_rules)
+    for r in data.train_rules + data.test_rules:
+        assert isinstance(r, Rule) and satisfies(by_label[r.domain], r.pattern) and len(r.pattern) == 60
+    assert all(not row["noop"] and len(row["input"]) == 500 for row in data.train + data.test)
+    with pytest.raises(LlmgenError, match="k_max"):
+        SweepConfig.paper_semantic(k_max=2)

@@ -68,9 +68,20 @@ def test_generated_examples_are_correct_and_well_formed():
         assert row["answer"] == " " + row["output"]
         assert row["noop"] == (row["output"] == row["input"])
         assert 12 <= len(row["input"]) <= 16
-    rules = {r.text(): r for r in data.train_rules + data.test_rules}
+    # the expected output from the rule's text alone, by an independent scan (not Rule.apply)
     for row in data.train + data.test:
-        assert rules[row["rule"]].apply(row["input"]) == row["output"]
+        assert _rewrite_by_hand(row["rule"], row["input"]) == row["output"]
+    assert {row["noop"] for row in data.train} == {True, False}
+
+
+def _rewrite_by_hand(rule_text: str, s: str) -> str:
+    """Parse "x -> y [after c]" and rewrite the leftmost x that directly follows c (any x if no c)."""
+    body, _, context = rule_text.partition(" after ")
+    x, _, y = body.partition(" -> ")
+    for i in range(len(s) - len(x) + 1):
+        if s[i:i + len(x)] == x and s[max(0, i - len(context)):i] == context and i >= len(context):
+            return s[:i] + y + s[i + len(x):]
+    return s
 
 
 def test_counts_budget_and_noop_share():
@@ -115,7 +126,8 @@ def test_power_law_frequencies():
 @pytest.mark.parametrize("spec,check", [
     ("repeated:3", lambda s: all(s[i] == s[i - i % 3] for i in range(len(s)))),
     ("periodic:3", lambda s: s == (s[: -(-len(s) // 3)] * 4)[: len(s)]),
-    ("mirrored:20", lambda s: s == s[::-1]),
+    ("mirrored:3", lambda s: s == (lambda u: (u + u[::-1] + u)[: len(s)])(s[: -(-len(s) // 3)])),
+    ("mirrored:2", lambda s: s == (lambda u: (u + u[::-1])[: len(s)])(s[: -(-len(s) // 2)])),
 ])
 def test_domains_constrain_patterns_and_replacements(spec, check):
     d = parse_domain(spec)
@@ -137,6 +149,9 @@ def test_domain_mixture_and_test_domains():
     assert set(shares) == {"repeated-k2", "periodic-k2"} and shares["periodic-k2"] > 2 * shares["repeated-k2"]
     assert {r.domain for r in data.test_rules} == {"free"}
     assert satisfies(Domain("periodic", 2), "abcabc") and not satisfies(Domain("periodic", 2), "abcabd")
+    # the paper's examples (Section 2.3.4): abccbaabc is "abc" mirrored 3 times
+    assert satisfies(Domain("mirrored", 3), "abccbaabc") and not satisfies(Domain("mirrored", 3), "abcabcabc")
+    assert satisfies(Domain("repeated", 3), "aaabbbccc") and satisfies(Domain("mirrored", 1), "abcdef")
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -176,5 +191,7 @@ def test_compact_prompt_style_has_the_same_answers():
 def test_constrained_domain_needs_a_strength():
     with pytest.raises(LlmgenError, match="needs a strength"):
         parse_domain("mirrored")
+    with pytest.raises(LlmgenError, match="k >= 1"):
+        parse_domain("mirrored:0")
     assert parse_domain("free") == Domain("free", 1, 1.0)
     assert parse_domain("periodic:3:0.5") == Domain("periodic", 3, 0.5)

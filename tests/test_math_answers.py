@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from llmgen.math_answers import extract_answer, extract_boxed, grade, is_equiv, normalize_answer, to_fraction
+from llmgen.math_answers import (
+    canonical_math_answer,
+    extract_answer,
+    extract_boxed,
+    grade,
+    is_equiv,
+    to_fraction,
+)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -40,7 +47,7 @@ def test_extract_answer(text, expected):
     (r"\frac{\sqrt{3}}{2}", r"\dfrac{\sqrt{3}}{2}"), ("4/8", "1/2"),
 ])
 def test_equivalent(a, b):
-    assert is_equiv(a, b), (normalize_answer(a), normalize_answer(b))
+    assert is_equiv(a, b), (canonical_math_answer(a), canonical_math_answer(b))
 
 
 @pytest.mark.parametrize("a, b", [
@@ -51,9 +58,9 @@ def test_not_equivalent(a, b):
 
 
 def test_normalize_forms():
-    assert normalize_answer("1,234,567") == "1234567"
-    assert normalize_answer(r"\frac{6}{4}") == "3/2"
-    assert normalize_answer("  7 . ") == "7"
+    assert canonical_math_answer("1,234,567") == "1234567"
+    assert canonical_math_answer(r"\frac{6}{4}") == "3/2"
+    assert canonical_math_answer("  7 . ") == "7"
     assert to_fraction(r"\frac{1}{0}") is None
     assert to_fraction("abc") is None
 

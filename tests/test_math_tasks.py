@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -21,6 +22,49 @@ def test_generated_split_is_deterministic_and_disjoint():
     assert not {p.problem for p in train} & {p.problem for p in test}
     other, _ = generate_task(300, 50, difficulty=2, seed=4)
     assert [p.problem for p in other] != [p.problem for p in train]
+    # the side is the text's sha256, recomputed here: first byte divisible by 5 means test
+    side = lambda text: hashlib.sha256(text.encode()).digest()[0] % 5 == 0  # noqa: E731
+    assert all(side(p.problem) for p in test) and not any(side(p.problem) for p in train)
+    # a smaller test set is the start of a larger one (the recipe's test set is the eval task's start)
+    _, more = generate_task(10, 80, difficulty=2, seed=3)
+    assert [p.problem for p in more[:50]] == [p.problem for p in test]
+
+
+def test_passn_training_set_never_meets_the_eval_problems():
+    """Issue 13: `llmgen passn`'s default training set and `llmgen eval --tasks math_generated_d*`."""
+    from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, load_problems
+    from llmgen.tasks import get_task
+
+    config = ConfidenceLimitingConfig()
+    train, test = load_problems(config)
+    assert len(train) == 2000
+    for d in (1, 2, 3):
+        evaluated = {doc["problem"] for doc in get_task(f"math_generated_d{d}").docs}
+        assert len(evaluated) == 200
+        trained = {p.problem for p in load_problems(ConfidenceLimitingConfig(difficulty=d))[0]}
+        assert not trained & evaluated, d
+    eval_docs = get_task(f"math_generated_d{config.difficulty}").docs
+    assert [p.problem for p in test] == [doc["problem"] for doc in eval_docs[: len(test)]]
+
+
+def test_arithmetic_task_and_word_problems_share_one_generator():
+    import random
+
+    from llmgen.math_tasks import arithmetic_problem
+    from llmgen.tasks import make_arithmetic
+
+    task = make_arithmetic(n=5, steps=2, seed=7)
+    rng = random.Random(7)
+    docs = [arithmetic_problem(rng, 2) for _ in range(13)]
+    assert task.fewshot_docs + task.docs == docs  # distinct draws, in order
+    for doc in docs:  # the answer follows from the text: replay the moves by hand
+        value = int(re.match(r"\w+ has (\d+)", doc["question"]).group(1))
+        for verb, x in re.findall(r"(gets|gives away|grows) (\d+)", doc["question"]):
+            x = int(x)
+            value = value + x if verb == "gets" else value - x if verb == "gives away" else value * x
+        assert str(value) == doc["target"]
+    words = [p for p in generate_task(30, 5, difficulty=2, seed=0)[0] if p.meta["kind"] == "word"]
+    assert words and all(p.problem.endswith("have now?") for p in words)
 
 
 def test_generated_answers_are_exact():

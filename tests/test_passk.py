@@ -40,9 +40,17 @@ def test_pass_at_k_errors_instead_of_clamping():
 def test_default_ks_and_block_estimator():
     assert default_ks(16) == [1, 2, 4, 8, 16]
     assert default_ks(12) == [1, 2, 4, 8, 12]
-    # blocks of 2: (F,T) (F,F) (T,T) (F,F) -> any = 1,0,1,0
-    mean, se = block_pass_at_n([0, 1, 0, 0, 1, 1, 0, 0, 1], 2)
+    # two problems, 8 samples (+1 leftover on the first), blocks of 2:
+    # problem 1: (F,F) (T,F) (F,F) (F,T) -> 0 1 0 1;  problem 2: (T,T) (F,F) (F,F) (T,F) -> 1 0 0 1
+    correct = [[0, 0, 1, 0, 0, 0, 0, 1, 1], [1, 1, 0, 0, 0, 0, 1, 0]]
+    mean, se, replicates = block_pass_at_n(correct, 2)
+    # the reference notebook: per block index, the count of problems solved: 1, 1, 0, 2 out of 2;
+    # mean 1/2, std_hat = sqrt(sum((c - 1)^2) / (R - 1)) = sqrt(2/3), se = std_hat / sqrt(R) / problems
+    assert replicates == 4
     assert mean == pytest.approx(0.5)
-    assert se == pytest.approx(math.sqrt(1 / 3) / 2)
-    with pytest.raises(LlmgenError):
-        block_pass_at_n([1, 0], 4)
+    assert se == pytest.approx(math.sqrt(2 / 3) / 2 / 2)
+    assert block_pass_at_n(correct, 8)[:2] == (1.0, pytest.approx(float("nan"), nan_ok=True))
+    with pytest.raises(LlmgenError, match="at least 4 samples"):
+        block_pass_at_n([[1, 0]], 4)
+    with pytest.raises(LlmgenError, match="empty"):
+        block_pass_at_n([], 1)

@@ -46,6 +46,7 @@ from llmgen.training.modeling import (
 )
 
 EvalFn = Callable[[Any, int], Mapping[str, float] | None]
+KeepFn = Callable[[Any, dict], Any]  # (model, collated micro-batch) -> one bool per example
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _pad_id(model, tokenizer) -> int:
 
 
 def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
-          eval_fn: EvalFn | None = None) -> TrainResult:
+          eval_fn: EvalFn | None = None, keep_fn: KeepFn | None = None) -> TrainResult:
     """Train ``model`` (or ``config.model``) on ``train_dataset`` (or ``config.data``) with ``config.loss``.
 
     ``train_dataset`` is a list of tokenised features (see ``llmgen.training.data``) or a dict of
@@ -176,6 +177,12 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
     every ``eval_every`` steps and at the end, under ``torch.no_grad()`` with the model in eval
     mode; its values land in ``metrics.jsonl`` as ``eval_<name>``. Writes ``config.json``,
     ``metrics.jsonl``, ``results.json``, ``checkpoints/step-N`` and ``final/`` under ``output_dir``.
+
+    ``keep_fn(model, batch)`` (one stream, one process) filters and refills: each candidate
+    micro-batch is scored under ``torch.no_grad()`` with the current weights, the examples it
+    rejects are dropped and the micro-batch is filled from the next candidates (the DCO reference
+    drops examples whose weight F <= 0.1 this way). ``epochs`` then counts passes over the
+    candidates; the run stops early when they run out, with the schedule planned for ``total`` steps.
     """
     import torch
     from accelerate.utils import set_seed
@@ -223,6 +230,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
             raise LlmgenError(f"stream {name!r} is paired row by row with {names[0]!r} and needs its length "
                               f"({primary} rows), got {len(streams[name])}")
     per_epoch = batches_per_epoch(primary, config.batch_size, world)
+    if keep_fn is not None and (world > 1 or len(names) > 1):
+        raise LlmgenError("keep_fn (filter and refill) needs one data stream on one process")
     total = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total)
 
@@ -272,20 +281,37 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
                            pad_collate([feats[i] for i in idx], pad_id).items()}
         return epoch, parts[names[0]] if len(names) == 1 and wanted is None else parts
 
+    refill = None
+    if keep_fn is not None:
+        limit = None if config.max_steps else math.ceil(config.epochs * per_epoch)
+        refill = _Refill(streams[names[0]], config.batch_size, config.seed, limit,
+                         lambda idx: {k: v.to(accelerator.device) for k, v in
+                                      pad_collate([streams[names[0]][i] for i in idx], pad_id).items()})
+        if found is not None:
+            refill.drawn, refill.pending = saved["micro"], list(saved.get("pending", []))
+
     metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if main else None
     progress = _Progress(total, step, enabled=main and (config.progress if config.progress is not None
                                                           else sys.stderr.isatty()))
     session_tokens, t0, last_loss, epoch = 0, time.perf_counter(), float("nan"), micro / per_epoch
     log_loss = torch.zeros((), device=accelerator.device)
     log_parts: dict[str, float] = {}
+    exhausted = False
     try:
-        while step < total:
+        while step < total and not exhausted:
             step_loss = torch.zeros((), device=accelerator.device)
             grad_norm = None
             for _ in range(config.grad_accum):
-                state.epoch, batch = make_batch(micro)
+                if refill is not None:
+                    drawn = refill.next(accelerator.unwrap_model(model), keep_fn)
+                    if drawn is None:  # candidates used up: the partial step is not taken
+                        exhausted = True
+                        break
+                    (state.epoch, batch), micro = drawn, refill.drawn
+                else:
+                    state.epoch, batch = make_batch(micro)
+                    micro += 1
                 state.step = step
-                micro += 1
                 epoch = micro / per_epoch  # epochs completed, fractional
                 session_tokens += _count_tokens(batch)
                 with accelerator.accumulate(model):
@@ -302,6 +328,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
                 for k, v in parts.items():
                     if isinstance(v, int | float) or hasattr(v, "item"):
                         log_parts[k] = log_parts.get(k, 0.0) + float(v) / config.grad_accum
+            if exhausted:
+                break
             step += 1
             log_loss = step_loss
             if step % config.log_every == 0 or step == total:
@@ -312,6 +340,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
                        "tokens_per_s": session_tokens * world / max(elapsed, 1e-9)}
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
+                if refill is not None:
+                    row["refill_dropped"] = refill.dropped
                 row.update({k: v for k, v in log_parts.items() if k not in row})
                 _log(row, history, metrics_file, accelerator, config)
                 progress.update(step, last_loss, row["tokens_per_s"])
@@ -321,12 +351,13 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
             if config.save_every and step % config.save_every == 0 and step < total:
                 ckpt.save_checkpoint(accelerator, out, step, {
                     "step": step, "micro": micro, "tokens": tokens_before + session_tokens * world,
-                    "epoch": epoch, "config": config.to_dict()}, config.keep_checkpoints)
+                    "epoch": epoch, "config": config.to_dict(),
+                    **({"pending": refill.pending} if refill is not None else {})}, config.keep_checkpoints)
     finally:
         progress.close()
         if metrics_file is not None:
             metrics_file.close()
-    if eval_fn is not None and not config.eval_every:
+    if eval_fn is not None and (not config.eval_every or (exhausted and step % config.eval_every)):
         _run_eval(eval_fn, accelerator, model, step, history, metrics_file=None, config=config)
 
     seconds = time.perf_counter() - t0
@@ -353,6 +384,42 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, train_d
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return result
+
+
+class _Refill:
+    """Micro-batches of the examples ``keep_fn`` accepts under the current weights (see ``train``).
+
+    Candidates come in the order of the plain stream (``batch_indices``), one micro-batch at a
+    time; accepted ones wait in ``pending`` until a full micro-batch is ready, as in the DCO
+    reference's refill. ``limit`` caps the candidate micro-batches drawn (None: endless, but a whole
+    epoch of rejections in a row ends it, so a fully filtered data set cannot spin forever).
+    """
+
+    def __init__(self, feats: list, batch_size: int, seed: int, limit: int | None,
+                 collate: Callable[[list[int]], dict]) -> None:
+        self.n, self.batch_size, self.seed, self.limit, self.collate = len(feats), batch_size, seed, limit, collate
+        self.drawn, self.dropped, self.pending, self.epoch = 0, 0, [], 0
+
+    def next(self, model, keep_fn: KeepFn) -> tuple[int, dict] | None:
+        import torch
+
+        per_epoch, barren = batches_per_epoch(self.n, self.batch_size, 1), 0
+        while len(self.pending) < self.batch_size:
+            if (self.limit is not None and self.drawn >= self.limit) or barren >= per_epoch:
+                return None
+            self.epoch, idx = batch_indices(self.n, self.batch_size, self.seed, self.drawn, 1, 0)
+            self.drawn += 1
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                keep = [bool(k) for k in keep_fn(model, self.collate(idx))]
+            model.train(was_training)
+            kept = [i for i, k in zip(idx, keep, strict=True) if k]
+            self.dropped += len(idx) - len(kept)
+            barren = 0 if kept else barren + 1
+            self.pending += kept
+        idx, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size:]
+        return self.epoch, self.collate(idx)
 
 
 def _count_tokens(batch: dict) -> int:
