@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +74,9 @@ def test_bandit_finds_true_best_and_worst_with_few_pulls(rule):
     exhaustive = exhaustive_spread(outcomes)
     assert (exhaustive["best"], exhaustive["worst"]) == (5, 17)
     for seed in range(4):
-        res = bandit_spread(evaluate, 80, 1000, budget=4000, batch=20, seed=seed, rule=rule)
+        res = bandit_spread(evaluate, 80, 1000, budget=8000, batch=20, seed=seed, rule=rule)
         assert (res.best, res.worst) == (5, 17)
-        assert res.budget_spent == 4000
+        assert res.budget_spent == 8000
         assert res.total_evaluations < 0.2 * exhaustive["evaluations"]  # budget + original + 2 re-evaluations
         assert res.counts[5] == res.counts[17] == 1000  # reported arms are re-evaluated in full
         assert res.interval == pytest.approx((outcomes[17].mean(), outcomes[5].mean()))
@@ -91,16 +90,56 @@ def test_bandit_is_seeded():
     assert a.history == b.history and a.history != c.history
 
 
-def test_degenerate_priors_are_guarded():
-    assert beta_prior(0.5) == (5.0, 5.0)
-    assert beta_prior(0.0) == (1.1, 5.0)
-    a, b = beta_prior(1.0)
-    assert math.isfinite(a) and a / (a + b) == pytest.approx(0.95)
+def test_prior_is_the_reference_formula_capped_only_at_p0_one():
+    # reference: b = 5, a = max(p0 / (1 - p0) * 5, 1.1); hand-computed values
+    assert beta_prior(5, 10) == (5.0, 5.0)
+    assert beta_prior(8, 10) == pytest.approx((20.0, 5.0))
+    assert beta_prior(96, 100) == pytest.approx((120.0, 5.0))  # no cap at 0.95 (that gave a = 95)
+    assert beta_prior(0, 10) == (1.1, 5.0)
+    assert beta_prior(1, 10) == (1.1, 5.0)  # 5/9 < 1.1
+    assert beta_prior(40, 40) == (200.0, 5.0)  # p0 = 1: the reference divides by zero; p0 -> 40/41
+    with pytest.raises(LlmgenError, match="successes"):
+        beta_prior(3, 2)
     perfect = np.ones((5, 40), dtype=bool)  # the original (arm 0) is perfect, arm 3 always wrong
     perfect[3, :] = False
     for seed in range(5):
         res = bandit_spread(lambda arm, s, e: perfect[arm, s:e], 5, 40, 160, 10, seed=seed)
+        assert res.prior == (200.0, 5.0)
         assert res.worst == 3 and res.accuracy(res.best) == 1.0 and res.accuracy(3) == 0.0
+
+
+def _replayed_extremes(outcomes: np.ndarray, history: list[dict], original: int = 0) -> tuple[int, int, int]:
+    """Best at the end of phase 1, best and worst at the end of phase 2, replayed from the pulls."""
+    n = outcomes.shape[1]
+    succ, cnt = np.zeros(len(outcomes)), np.zeros(len(outcomes))
+    succ[original], cnt[original] = outcomes[original].sum(), n
+
+    def extreme(highest: bool) -> int:
+        acc = [(succ[i] / cnt[i], -i) if highest else (-succ[i] / cnt[i], -i) for i in range(len(cnt)) if cnt[i]]
+        arms = [i for i in range(len(cnt)) if cnt[i]]
+        return arms[max(range(len(arms)), key=acc.__getitem__)]
+
+    best_after_1 = None
+    for h in history:
+        if h["phase"] == "worst" and best_after_1 is None:
+            best_after_1 = extreme(True)
+        a, start = h["arm"], int(cnt[h["arm"]])
+        succ[a] += outcomes[a, start:start + h["examples"]].sum()
+        cnt[a] += h["examples"]
+    return best_after_1, extreme(True), extreme(False)
+
+
+def test_best_is_fixed_after_phase_one_and_worst_after_phase_two():
+    """As the reference's main(): best_node = phase 1's final node, worst_node = phase 2's."""
+    differs = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        outcomes = rng.random((6, 60)) < rng.uniform(0.2, 0.8, 6)[:, None]
+        res = bandit_spread(lambda arm, s, e, o=outcomes: o[arm, s:e], 6, 60, budget=80, batch=10, seed=seed)
+        best1, best2, worst2 = _replayed_extremes(outcomes, res.history)
+        assert (res.best, res.worst) == (best1, worst2)
+        differs += best1 != best2
+    assert differs  # the phase-2 pulls do move the empirical maximum in some runs: the rule is tested
 
 
 def test_bandit_stops_when_every_arm_is_exhausted():
