@@ -31,11 +31,12 @@ def prefix_cached_outcomes(backend, task, fmt, demos, examples, batch_size: int 
     import torch
 
     from llmgen.backends.base import encode_pair
+    from llmgen.format_eval import choice_pairs
 
     tok, model = backend.tokenizer, backend.model
     answers = task.answers(fmt)
     prompts = [task.prompt(fmt, demos, ex) for ex in examples]
-    pairs = [[encode_pair(tok, p, a) for a in answers] for p in prompts]
+    pairs = [[encode_pair(tok, c, a) for c, a in choice_pairs(p, answers)] for p in prompts]
     # When every answer is one token after the same context, one pass per example scores them all.
     single = all(len(cont) == 1 and ctx == row[0][0] for row in pairs for ctx, cont in row)
     seqs = [row[0][0] for row in pairs] if single else [ctx + cont for row in pairs for ctx, cont in row]
@@ -108,8 +109,9 @@ def verify(backend, task, formats, demos, examples, n: int, seed: int) -> dict:
     for f, e in picks:
         fmt, ex = formats[f], examples[e]
         _, fast = prefix_cached_outcomes(backend, task, fmt, demos, [ex])
-        prompt = task.prompt(fmt, demos, ex)
-        slow = [r.logprob for r in backend.loglikelihood([(prompt, a) for a in task.answers(fmt)])]
+        from llmgen.format_eval import choice_pairs
+
+        slow = [r.logprob for r in backend.loglikelihood(choice_pairs(task.prompt(fmt, demos, ex), task.answers(fmt)))]
         agree += int(np.argmax(fast[0]) == np.argmax(slow))
         max_diff = max(max_diff, float(np.max(np.abs(np.array(fast[0]) - np.array(slow)))))
     return {"pairs": n, "same_prediction": agree, "max_abs_logprob_diff": max_diff}
@@ -156,7 +158,8 @@ def report(args, task, formats, outcomes, check, sims, elapsed) -> str:
 
     ex = exhaustive_spread(outcomes)
     acc = outcomes.mean(axis=1)
-    pert = atomic_perturbations(formats, list(acc), task.layout.relevant_attributes())["by_attribute"]
+    pert = atomic_perturbations([f.settings(task.layout) for f in formats], list(acc),
+                                task.layout.relevant_attributes())["by_attribute"]
     lines = [
         "# FormatSpread benchmark: bandit vs exhaustive search",
         "",

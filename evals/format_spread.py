@@ -16,7 +16,7 @@ tries unseen arms first and subtracts its bonus when looking for the minimum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -198,21 +198,22 @@ def exhaustive_spread(outcomes: np.ndarray) -> dict:
 
 # --- atomic perturbations ---------------------------------------------------------------------------
 
-def atomic_perturbations(formats: Sequence, accuracies: Sequence[float], attributes: Sequence[str]) -> dict:
+def atomic_perturbations(formats: Sequence[Mapping[str, str]], accuracies: Sequence[float],
+                         attributes: Sequence[str]) -> dict:
     """Pairs of formats that differ in exactly one attribute, and the accuracy change per attribute.
 
-    ``formats`` are objects with the ``attributes`` (e.g. ``llmgen.formats.Format``); formats with
-    a NaN accuracy (never evaluated) are skipped.
+    ``formats`` map each of the ``attributes`` to its value (``{a: fmt.get(a) for a in attributes}``
+    for ``llmgen.formats.Format``); formats with a NaN accuracy (never evaluated) are skipped.
     """
     idx = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
     pairs = []
     for x in range(len(idx)):
         for y in range(x + 1, len(idx)):
             i, j = idx[x], idx[y]
-            diff = [k for k in attributes if getattr(formats[i], k) != getattr(formats[j], k)]
+            diff = [k for k in attributes if formats[i][k] != formats[j][k]]
             if len(diff) == 1:
                 k = diff[0]
-                pairs.append({"attribute": k, "from": getattr(formats[i], k), "to": getattr(formats[j], k),
+                pairs.append({"attribute": k, "from": formats[i][k], "to": formats[j][k],
                               "formats": [i, j], "delta": accuracies[j] - accuracies[i]})
     summary = {}
     for k in attributes:
