@@ -273,3 +273,77 @@ def test_task_validation():
         ClassificationTask("t", "", ONE, [Example({"review": "x"}, "a")], ("a",))
     with pytest.raises(LlmgenError, match="is not a class"):
         ClassificationTask("t", "", ONE, [Example({"review": "x"}, "c")], ("a", "b"))
+
+
+# --- Super-NaturalInstructions: the reference's per-task structures on real task files -------------
+
+SNI_DIR = Path(__file__).parent / "fixtures" / "sni"
+# The 53 tasks of the paper's runs (msclar/formatspread run_evals.sh, command variations 1-16).
+RUN_EVALS_TASKS = """050 065 069 070 114 133 155 158 161 162 163 190 213 214 220 279 280 286 296 297 316 317 319 320
+322 323 325 326 327 328 335 337 385 580 607 608 609 904 905 1186 1283 1284 1297 1347 1387 1419 1420 1421 1423
+1502 1612 1678 1724""".split()
+
+
+def test_structures_cover_the_53_tasks_of_the_paper_runs():
+    from llmgen.classification_tasks import SNI_STRUCTURES
+
+    assert len(RUN_EVALS_TASKS) == 53 and set(SNI_STRUCTURES) == set(RUN_EVALS_TASKS)
+
+
+@pytest.mark.parametrize("path", sorted(SNI_DIR.glob("*.json")), ids=lambda p: p.stem.split("_")[0])
+def test_original_format_renders_each_real_instance_exactly(path):
+    """Every instance of the real file parses into the task's fields and enumerations, and the
+    original format renders it back to the very text of the file; answers map onto the items."""
+    task = load_sni_task(path)
+    raw = json.loads(path.read_text())["Instances"]
+    assert task.skipped == 0 and len(task.examples) == len(raw)
+    for ex, row in zip(task.examples, raw, strict=True):
+        assert task.original_format.render(task.layout, ex.values, output=False) == row["input"]
+        assert task.gold(ex, task.original_format) == row["output"][0]
+    other = sample_formats(task.layout, 5, seed=1, original=task.original_format)
+    assert len({f.render(task.layout, task.examples[0].values) for f in other}) == len(other) > 1
+
+
+def test_real_instances_split_into_the_reference_fields():
+    """Hand-read from the files: field texts, enumeration items, option labels."""
+    mathqa = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
+    ex = mathqa.examples[2]
+    assert ex.values == {"problem": "15 % of 75 is the same as vx % of 450 . find x .",
+                         "enum1": ["1", "2.5", "3", "4", "5"]} and ex.label == 1
+    story = load_sni_task(SNI_DIR / "task065_timetravel_consistent_sentence_classification.json")
+    assert story.examples[3].values["sentences"] == [
+        "Tom got invited to a formal party.", "Tom went to a suit store ", " He found himself a very nice suit",
+        " He drove too the party "]
+    assert story.answers(story.original_format) == ["Option 1", "Option 2"] and story.examples[3].label == 1
+    cloze = load_sni_task(SNI_DIR / "task296_storycloze_correct_end_classification.json")
+    assert [len(e.values["sentences"]) for e in cloze.examples] == [4, 4, 4, 4]  # variable length, read as 4
+    qasc = load_sni_task(SNI_DIR / "task1297_qasc_question_answering.json")
+    assert len(qasc.examples[0].values["facts"]) == 2 and len(qasc.examples[0].values["enum1"]) == 8
+    assert qasc.examples[0].values["question"] == "hand-knit booties help prevent the transfer of heat from what?"
+    roc = load_sni_task(SNI_DIR / "task213_rocstories_correct_ending_classification.json")
+    assert roc.examples[0].values["title"] == "Out of Time." and len(roc.examples[0].values["enum0"]) == 4
+    stereo = load_sni_task(SNI_DIR / "task319_stereoset_classification_profession.json")
+    assert stereo.examples[0].values == {"target": "guitarist",
+                                         "sentences": "The guitarist just walked out on stage. He had long hair and tight pants on."}
+
+
+def test_a_perturbed_format_renumbers_options_answers_and_instruction():
+    task = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
+    fmt = task.original_format.replace({"enum1.numbering": "Ⅰ", "enum1.wrapper": "[x]", "enum1_block.space": "\n",
+                                        "enum1.item_space": "\n"})
+    assert task.answers(fmt) == ["Ⅰ", "Ⅱ", "Ⅲ", "Ⅳ", "Ⅴ"] and task.gold(task.examples[2], fmt) == "Ⅱ"
+    text = task.prompt(fmt, [], task.examples[2])
+    assert text.startswith("In this task, you need to answer the given multiple-choice question on the gain. Gain is "
+                           "the value by which to multiply the input. Classify your answers into 'Ⅰ', 'Ⅱ', 'Ⅲ', 'Ⅳ', and 'Ⅴ'.")
+    assert text.endswith("Problem: 15 % of 75 is the same as vx % of 450 . find x . \nOptions: \n[Ⅰ] 1\n[Ⅱ] 2.5\n[Ⅲ] 3\n"
+                         "[Ⅳ] 4\n[Ⅴ] 5 \nAnswer: ")
+
+
+def test_every_structure_samples_plausible_distinct_formats():
+    from llmgen.classification_tasks import SNI_STRUCTURES
+
+    for number_, s in SNI_STRUCTURES.items():
+        formats = sample_formats(s.layout, 12, seed=0, original=s.original)
+        assert len(formats) == 12, number_
+        assert len({f.template(s.layout) for f in formats}) == 12, number_
+        assert all(is_plausible(f, s.layout) for f in formats[1:]), number_
