@@ -205,8 +205,52 @@ def report(args, task, formats, outcomes, check, sims, elapsed) -> str:
     return "\n".join(lines)
 
 
+def batching(args) -> dict:
+    """``--formats K`` as one batch against K single-format evaluations (issue 17 item 2).
+
+    Both go through ``llmgen.format_eval.FormatEvaluator`` on the same backend, requests and
+    examples, without the request cache: (a) every format's requests in one backend call, as
+    ``eval --formats`` and the recipe's exhaustive mode send them; (b) one call per format, as K
+    separate runs would (model load not counted). Same predictions are checked.
+    """
+    import torch
+
+    from llmgen.backends import get_backend
+    from llmgen.cache import RequestCache
+    from llmgen.classification_tasks import load_classification_task
+    from llmgen.format_eval import FormatEvaluator, Scorer
+    from llmgen.formats import sample_formats
+    from llmgen.recipes.format_spread import split_examples, task_requests
+
+    torch.set_num_threads(2)
+    task = load_classification_task(args.task, 210, args.seed)
+    demos, examples = split_examples(task, args.shots, args.examples, args.seed)
+    formats = sample_formats(task.layout, args.formats, seed=args.seed, original=task.original_format)
+    backend = get_backend("hf", args.model)
+    times, outcomes = {}, {}
+    for mode in ("separate", "one batch"):
+        ev = FormatEvaluator(task_requests(task, formats, demos, examples, "probability_ranking"),
+                             Scorer(backend, RequestCache(None), task.name))
+        start = time.perf_counter()
+        if mode == "one batch":
+            outcomes[mode] = ev.evaluate([(arm, 0, len(examples)) for arm in range(len(formats))])
+        else:
+            outcomes[mode] = [ev(arm, 0, len(examples)) for arm in range(len(formats))]
+        times[mode] = time.perf_counter() - start
+    backend.close()
+    out = {"model": args.model, "task": args.task, "formats": len(formats), "examples": len(examples),
+           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.classes),
+           "seconds": {k: round(v, 2) for k, v in times.items()},
+           "speedup": round(times["separate"] / times["one batch"], 3),
+           "same_outcomes": outcomes["separate"] == outcomes["one batch"]}
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batching", action="store_true", help="time --formats K as one batch vs K separate calls")
+    p.add_argument("--model", default="default", help="model for --batching")
     p.add_argument("--task", default="sentiment")
     p.add_argument("--formats", type=int, default=50)
     p.add_argument("--examples", type=int, default=30)
@@ -217,6 +261,9 @@ def main() -> None:
     p.add_argument("--cache", default="runs/bench_format_spread/outcomes.json")
     p.add_argument("--out", default="docs/benchmarks/format_spread.md")
     args = p.parse_args()
+    if args.batching:
+        batching(args)
+        return
 
     import torch
 

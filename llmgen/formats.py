@@ -160,8 +160,6 @@ class Group:
 
 
 Element = Field | Header | Enumeration | Group
-# Backwards-compatible name of the enumeration element.
-Options = Enumeration
 
 
 def walk(elements: Sequence[Element]) -> Iterator[Element]:
@@ -606,8 +604,7 @@ def parse_regexes(layout: Layout, fmt: Format) -> list[tuple[re.Pattern, list[tu
                 for i in range(sizes[e.key]):
                     values[e.key].append(_MARK.format(len(marks)))
                     marks.append((e.key, i))
-        layout_here = layout if all(not e.numbers or len(e.numbers) == sizes[e.key] for e in enums) else None
-        if layout_here is None:
+        if any(e.numbers and len(e.numbers) != sizes[e.key] for e in enums):
             continue
         text = fmt.render(layout, values, output=False)
         order = [int(m) for m in re.findall("\x00(\\d+)\x00", text)]
