@@ -19,7 +19,7 @@ def formatspread(
     budget: int = typer.Option(400, help="Bandit budget E: evaluations (examples × formats)."),
     batch: int = typer.Option(20, help="Bandit batch B: examples per pull."),
     metric: str = typer.Option("probability_ranking", help="probability_ranking or exact_prefix_matching."),
-    normalize: bool = typer.Option(False, "--normalize", help="Length-normalise probability ranking."),
+    normalize: bool = typer.Option(False, "--normalize", help="Rank by logprob per answer character (acc_norm)."),
     chat: bool = typer.Option(False, "--apply-chat-template", help="Wrap prompts in the chat template."),
     limit: int = typer.Option(100, help="Evaluation examples per format."),
     num_generated: int = typer.Option(210, "--num-generated", help="Examples generated for a built-in task."),

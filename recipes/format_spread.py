@@ -57,7 +57,7 @@ class FormatSpreadConfig:
     budget: int = 400  # E: evaluations the bandit may spend (the original's full run is not counted)
     batch: int = 20  # B: examples per arm pull
     metric: str = "probability_ranking"
-    normalize: bool = False  # length-normalise probability ranking (the reference does not)
+    normalize: bool = False  # rank by logprob per answer character (acc_norm); the reference sums (acc)
     chat: bool = False
     max_new_tokens: int = 10
     demos_from: str = "instances"  # "instances" (the paper) or "task" (e.g. SNI Positive Examples)
