@@ -296,8 +296,11 @@ def test_original_format_renders_each_real_instance_exactly(path):
     original format renders it back to the very text of the file; answers map onto the items."""
     task = load_sni_task(path)
     raw = json.loads(path.read_text())["Instances"]
-    assert task.skipped == 0 and len(task.examples) == len(raw)
-    for ex, row in zip(task.examples, raw, strict=True):
+    # task1678's last instance lists its options as a Python list: not the task's format, dropped
+    # (the reference skips inputs its regex cannot read, too)
+    kept = [r for r in raw if "Options: ['" not in r["input"]]
+    assert task.skipped == len(raw) - len(kept) == (1 if path.name.startswith("task1678_") else 0)
+    for ex, row in zip(task.examples, kept, strict=True):
         assert task.original_format.render(task.layout, ex.values, output=False) == row["input"]
         assert task.gold(ex, task.original_format) == row["output"][0]
     other = sample_formats(task.layout, 5, seed=1, original=task.original_format)
