@@ -31,11 +31,12 @@ def prefix_cached_outcomes(backend, task, fmt, demos, examples, batch_size: int 
     import torch
 
     from llmgen.backends.base import encode_pair
+    from llmgen.format_eval import choice_pairs
 
     tok, model = backend.tokenizer, backend.model
     answers = task.answers(fmt)
     prompts = [task.prompt(fmt, demos, ex) for ex in examples]
-    pairs = [[encode_pair(tok, p, a) for a in answers] for p in prompts]
+    pairs = [[encode_pair(tok, c, a) for c, a in choice_pairs(p, answers)] for p in prompts]
     # When every answer is one token after the same context, one pass per example scores them all.
     single = all(len(cont) == 1 and ctx == row[0][0] for row in pairs for ctx, cont in row)
     seqs = [row[0][0] for row in pairs] if single else [ctx + cont for row in pairs for ctx, cont in row]
@@ -108,8 +109,9 @@ def verify(backend, task, formats, demos, examples, n: int, seed: int) -> dict:
     for f, e in picks:
         fmt, ex = formats[f], examples[e]
         _, fast = prefix_cached_outcomes(backend, task, fmt, demos, [ex])
-        prompt = task.prompt(fmt, demos, ex)
-        slow = [r.logprob for r in backend.loglikelihood([(prompt, a) for a in task.answers(fmt)])]
+        from llmgen.format_eval import choice_pairs
+
+        slow = [r.logprob for r in backend.loglikelihood(choice_pairs(task.prompt(fmt, demos, ex), task.answers(fmt)))]
         agree += int(np.argmax(fast[0]) == np.argmax(slow))
         max_diff = max(max_diff, float(np.max(np.abs(np.array(fast[0]) - np.array(slow)))))
     return {"pairs": n, "same_prediction": agree, "max_abs_logprob_diff": max_diff}
@@ -156,7 +158,8 @@ def report(args, task, formats, outcomes, check, sims, elapsed) -> str:
 
     ex = exhaustive_spread(outcomes)
     acc = outcomes.mean(axis=1)
-    pert = atomic_perturbations(formats, list(acc), task.layout.relevant_attributes())["by_attribute"]
+    pert = atomic_perturbations([f.settings(task.layout) for f in formats], list(acc),
+                                task.layout.relevant_attributes())["by_attribute"]
     lines = [
         "# FormatSpread benchmark: bandit vs exhaustive search",
         "",
@@ -202,8 +205,58 @@ def report(args, task, formats, outcomes, check, sims, elapsed) -> str:
     return "\n".join(lines)
 
 
+def batching(args) -> dict:
+    """``--formats K`` as one batch against K single-format evaluations (issue 17 item 2).
+
+    Both go through ``llmgen.format_eval.FormatEvaluator`` on the same backend, requests and
+    examples, without the request cache: "one batch" sends every format's requests in one backend
+    call, as ``eval --formats`` and the recipe's exhaustive mode do; "separate" makes one call per
+    format, as K separate runs would. Each mode runs twice, alternating, and reports the best wall
+    and CPU seconds; a separate run would also pay a backend start-up (``load_s``) per format.
+    """
+    import torch
+
+    from llmgen.backends import get_backend
+    from llmgen.cache import RequestCache
+    from llmgen.classification_tasks import load_classification_task
+    from llmgen.format_eval import FormatEvaluator, Scorer
+    from llmgen.formats import sample_formats
+    from llmgen.recipes.format_spread import split_examples, task_requests
+
+    torch.set_num_threads(2)
+    task = load_classification_task(args.task, 210, args.seed)
+    demos, examples = split_examples(task, args.shots, args.examples, args.seed)
+    formats = sample_formats(task.layout, args.formats, seed=args.seed, original=task.original_format)
+    start = time.perf_counter()
+    backend = get_backend("hf", args.model)
+    load_s = time.perf_counter() - start
+    wall: dict[str, list[float]] = {"separate": [], "one batch": []}
+    cpu: dict[str, list[float]] = {"separate": [], "one batch": []}
+    outcomes = {}
+    for mode in ("separate", "one batch", "one batch", "separate"):
+        ev = FormatEvaluator(task_requests(task, formats, demos, examples, "probability_ranking"),
+                             Scorer(backend, RequestCache(None), task.name))
+        w, c = time.perf_counter(), time.process_time()
+        if mode == "one batch":
+            outcomes[mode] = ev.evaluate([(arm, 0, len(examples)) for arm in range(len(formats))])
+        else:
+            outcomes[mode] = [ev(arm, 0, len(examples)) for arm in range(len(formats))]
+        wall[mode].append(time.perf_counter() - w)
+        cpu[mode].append(time.process_time() - c)
+    backend.close()
+    out = {"model": args.model, "task": args.task, "formats": len(formats), "examples": len(examples),
+           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.classes), "load_s": round(load_s, 2),
+           "wall_s": {k: round(min(v), 2) for k, v in wall.items()},
+           "cpu_s": {k: round(min(v), 2) for k, v in cpu.items()},
+           "same_outcomes": outcomes["separate"] == outcomes["one batch"]}
+    print(json.dumps(out, indent=2))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batching", action="store_true", help="time --formats K as one batch vs K separate calls")
+    p.add_argument("--model", default="default", help="model for --batching")
     p.add_argument("--task", default="sentiment")
     p.add_argument("--formats", type=int, default=50)
     p.add_argument("--examples", type=int, default=30)
@@ -214,6 +267,9 @@ def main() -> None:
     p.add_argument("--cache", default="runs/bench_format_spread/outcomes.json")
     p.add_argument("--out", default="docs/benchmarks/format_spread.md")
     args = p.parse_args()
+    if args.batching:
+        batching(args)
+        return
 
     import torch
 

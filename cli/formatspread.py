@@ -19,10 +19,10 @@ def formatspread(
     budget: int = typer.Option(400, help="Bandit budget E: evaluations (examples × formats)."),
     batch: int = typer.Option(20, help="Bandit batch B: examples per pull."),
     metric: str = typer.Option("probability_ranking", help="probability_ranking or exact_prefix_matching."),
-    normalize: bool = typer.Option(False, "--normalize", help="Length-normalise probability ranking."),
+    normalize: bool = typer.Option(False, "--normalize", help="Rank by logprob per answer character (acc_norm)."),
     chat: bool = typer.Option(False, "--apply-chat-template", help="Wrap prompts in the chat template."),
     limit: int = typer.Option(100, help="Evaluation examples per format."),
-    num_generated: int = typer.Option(300, "--num-generated", help="Examples generated for a built-in task."),
+    num_generated: int = typer.Option(210, "--num-generated", help="Examples generated for a built-in task."),
     formats_file: str = typer.Option(None, "--formats-file", help="Reuse this format set (written if absent)."),
     seed: int = typer.Option(0, help="Seed of format sampling, example order and the bandit."),
     output_dir: str = typer.Option("runs/format_spread", "--output-dir", help="Run folder to write."),
@@ -37,15 +37,16 @@ def formatspread(
                              metric=metric, normalize=normalize, chat=chat, formats_file=formats_file, seed=seed,
                              output_dir=output_dir)
     res = run(cfg)
+    entry = next(iter(res["format_spread"].values()))
     console = Console(highlight=False)
-    console.print(f"task {res['task']['name']}, {len(res['formats'])} formats, {res['num_eval_examples']} examples, "
-                  f"{res['evaluations']} evaluations ({res['exhaustive_evaluations']} for exhaustive)")
+    console.print(f"task {entry['task']['name']}, {len(entry['formats'])} formats, {res['n_samples'][entry['task']['name']]} "
+                  f"examples, {entry['evaluations']} evaluations ({entry['exhaustive_evaluations']} for exhaustive)")
     for key in ("original", "worst", "best"):
-        r = res[key]
-        console.print(f"{key:>8}: {100 * r['accuracy']:5.1f}%  format {r['index']}")
-    console.print(f"best format:  {res['best']['template']!r}")
-    console.print(f"worst format: {res['worst']['template']!r}")
-    console.print(f"spread: {100 * res['spread']:.1f} points  → {output_dir}/results.json")
+        r = entry["extremes"][key]
+        console.print(f"{key:>8}: {100 * r['accuracy']:5.1f}%  format {r['format_id']}")
+    console.print(f"best format:  {entry['extremes']['best']['format']!r}")
+    console.print(f"worst format: {entry['extremes']['worst']['format']!r}")
+    console.print(f"spread: {100 * entry['spread']:.1f} points  → {output_dir}/results.json")
 
 
 def register(app: typer.Typer) -> None:

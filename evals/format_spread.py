@@ -4,15 +4,19 @@ Everything here is pure: the bandit only sees ``evaluate(arm, start, stop) -> li
 each of examples ``start..stop-1`` answered correctly under format ``arm``), so it runs the same on
 a live model and on cached outcomes, which is how the benchmark compares it to exhaustive search.
 
-The bandit follows the reference code (Sclar et al. 2024) with three fixes: it is seeded; the
-Beta prior is guarded when the original format scores 0 or 1 (the reference divides by zero);
-and the UCB variant subtracts its bonus when looking for the minimum.
+The bandit follows the reference code (msclar/formatspread, ``format_evaluation.py``,
+``ThompsonSamplingAlgorithmAmongPrompts``): the Beta prior b = 5, a = max(5·p0/(1−p0), 1.1) from
+the original format's accuracy p0; phase 1 searches the maximum and fixes the reported best format
+at its end, phase 2 continues from phase 1's counts, searches the minimum and fixes the worst.
+Departures, each because the reference has no answer there: it is seeded; at p0 = 1, where the
+reference divides by zero, p0 is taken as n/(n+1) (one virtual failure, a = 5n); the UCB variant
+tries unseen arms first and subtracts its bonus when looking for the minimum.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +26,6 @@ from llmgen.errors import LlmgenError
 STRIP = " .,()\n-><"
 PRIOR_B = 5.0
 PRIOR_A_MIN = 1.1
-P0_MAX = 0.95  # a = 5·p0/(1−p0) is infinite at p0 = 1; capping p0 keeps the prior worth <= 100 examples
 
 
 # --- scoring -----------------------------------------------------------------------------------------
@@ -48,16 +51,17 @@ def exact_prefix_matching(generation: str, gold: str) -> bool:
     return prefix_match(generation, gold)
 
 
-def probability_ranking(logprobs: Sequence[float], num_tokens: Sequence[int] | None = None,
+def probability_ranking(logprobs: Sequence[float], lengths: Sequence[int] | None = None,
                         normalize: bool = False) -> int:
-    """Index of the highest-scoring answer: summed logprob (reference), or per token with ``normalize``."""
+    """Index of the highest-scoring answer: summed logprob (reference), or per unit of ``lengths``
+    (token or character counts) with ``normalize``."""
     if not logprobs:
         raise LlmgenError("probability ranking needs at least one answer to score")
     scores = list(logprobs)
     if normalize:
-        if num_tokens is None or len(num_tokens) != len(scores):
-            raise LlmgenError("length-normalised ranking needs the token count of every answer")
-        scores = [s / max(n, 1) for s, n in zip(scores, num_tokens, strict=True)]
+        if lengths is None or len(lengths) != len(scores):
+            raise LlmgenError("length-normalised ranking needs the length (token count or characters) of every answer")
+        scores = [s / max(n, 1) for s, n in zip(scores, lengths, strict=True)]
     return int(np.argmax(scores))
 
 
@@ -91,12 +95,18 @@ class BanditResult:
         return self.accuracy(self.best) - self.accuracy(self.worst)
 
 
-def beta_prior(p0: float) -> tuple[float, float]:
-    """Beta(a, b) with mean p0: b = 5, a = 5·p0/(1−p0), floored at 1.1 and finite at p0 = 1."""
-    if not 0 <= p0 <= 1:
-        raise LlmgenError(f"original accuracy must be in [0, 1], got {p0}")
-    p = min(p0, P0_MAX)
-    return max(PRIOR_B * p / (1 - p), PRIOR_A_MIN), PRIOR_B
+def beta_prior(successes: int, total: int) -> tuple[float, float]:
+    """Beta(a, b) with mean p0 = successes/total: b = 5, a = max(5·p0/(1−p0), 1.1), as the reference.
+
+    Only p0 = 1 is special (the reference divides by zero there): p0 becomes total/(total+1), i.e.
+    a = 5·total, a prior as sure of the original as its ``total`` examples allow.
+    """
+    if total < 1 or not 0 <= successes <= total:
+        raise LlmgenError(f"original format needs 0 <= successes <= total, total >= 1; got {successes}/{total}")
+    if successes == total:
+        return max(PRIOR_B * total, PRIOR_A_MIN), PRIOR_B
+    p0 = successes / total
+    return max(PRIOR_B * p0 / (1 - p0), PRIOR_A_MIN), PRIOR_B
 
 
 def check_budget(budget: int, batch: int, num_examples: int, num_arms: int) -> None:
@@ -121,9 +131,11 @@ def bandit_spread(evaluate: Evaluate, num_arms: int, num_examples: int, budget: 
 
     Each arm consumes examples in a fixed order, ``batch`` at a time. The original format is
     evaluated in full first (outside the budget) and sets every arm's prior. Phase 1 (half the
-    budget) pulls the arm with the highest posterior draw; phase 2 continues from phase 1's counts
-    and pulls the lowest. The reported best/worst are the highest/lowest empirical accuracies among
-    evaluated arms, then evaluated on all their remaining examples.
+    budget) pulls the arm with the highest posterior draw; the best format is the highest empirical
+    accuracy among evaluated arms at the end of phase 1. Phase 2 continues from phase 1's counts and
+    pulls the lowest draw; the worst format is the lowest empirical accuracy at its end. Both are
+    then evaluated on all their remaining examples (outside the budget), as in the reference.
+    Ties go to the lower arm index.
     """
     if rule not in ("thompson", "ucb"):
         raise LlmgenError(f"unknown bandit rule {rule!r} (known: thompson, ucb)")
@@ -144,8 +156,8 @@ def bandit_spread(evaluate: Evaluate, num_arms: int, num_examples: int, budget: 
         return len(out)
 
     total = pull(original, num_examples)
-    a0, b0 = beta_prior(succ[original] / num_examples)
-    spent, history = 0, []
+    a0, b0 = beta_prior(succ[original], num_examples)
+    spent, history, chosen = 0, [], {}
     for phase, sign in (("best", 1.0), ("worst", -1.0)):
         for step in range(budget // batch // 2):
             open_arms = [i for i in range(num_arms) if cnt[i] < num_examples]
@@ -162,13 +174,19 @@ def bandit_spread(evaluate: Evaluate, num_arms: int, num_examples: int, budget: 
             n = pull(arm)
             spent += n
             history.append({"phase": phase, "arm": arm, "examples": n, "accuracy": succ[arm] / cnt[arm]})
-    evaluated = [i for i in range(num_arms) if cnt[i]]
-    best = max(evaluated, key=lambda i: (succ[i] / cnt[i], -i))
-    worst = min(evaluated, key=lambda i: (succ[i] / cnt[i], i))
-    for arm in {best, worst}:
+        chosen[phase] = empirical_extreme(succ, cnt, highest=sign > 0)
+    best, worst = chosen["best"], chosen["worst"]
+    for arm in dict.fromkeys((best, worst)):
         if cnt[arm] < num_examples:
             total += pull(arm, num_examples)
     return BanditResult(best, worst, succ, cnt, spent, total + spent, (a0, b0), history)
+
+
+def empirical_extreme(successes: Sequence[int], counts: Sequence[int], highest: bool) -> int:
+    """The arm with the highest (or lowest) empirical accuracy among evaluated arms; ties: lowest index."""
+    evaluated = [i for i in range(len(counts)) if counts[i]]
+    sign = 1 if highest else -1
+    return max(evaluated, key=lambda i: (sign * successes[i] / counts[i], -i))
 
 
 def exhaustive_spread(outcomes: np.ndarray) -> dict:
@@ -181,21 +199,22 @@ def exhaustive_spread(outcomes: np.ndarray) -> dict:
 
 # --- atomic perturbations ---------------------------------------------------------------------------
 
-def atomic_perturbations(formats: Sequence, accuracies: Sequence[float], attributes: Sequence[str]) -> dict:
+def atomic_perturbations(formats: Sequence[Mapping[str, str]], accuracies: Sequence[float],
+                         attributes: Sequence[str]) -> dict:
     """Pairs of formats that differ in exactly one attribute, and the accuracy change per attribute.
 
-    ``formats`` are objects with the ``attributes`` (e.g. ``llmgen.formats.Format``); formats with
-    a NaN accuracy (never evaluated) are skipped.
+    ``formats`` map each of the ``attributes`` to its value (``{a: fmt.get(a) for a in attributes}``
+    for ``llmgen.formats.Format``); formats with a NaN accuracy (never evaluated) are skipped.
     """
     idx = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
     pairs = []
     for x in range(len(idx)):
         for y in range(x + 1, len(idx)):
             i, j = idx[x], idx[y]
-            diff = [k for k in attributes if getattr(formats[i], k) != getattr(formats[j], k)]
+            diff = [k for k in attributes if formats[i][k] != formats[j][k]]
             if len(diff) == 1:
                 k = diff[0]
-                pairs.append({"attribute": k, "from": getattr(formats[i], k), "to": getattr(formats[j], k),
+                pairs.append({"attribute": k, "from": formats[i][k], "to": formats[j][k],
                               "formats": [i, j], "delta": accuracies[j] - accuracies[i]})
     summary = {}
     for k in attributes:

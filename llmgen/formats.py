@@ -1,21 +1,31 @@
 """The prompt-format grammar of FormatSpread (Sclar et al., ICLR 2024), usable for any task.
 
-A prompt's *layout* says what it contains (fields with descriptors, an optional enumeration of
-options, an output field); a ``Format`` says how it is spelled. A field renders as
-``casing(descriptor) + separator + text``; elements are joined by ``space``; an enumeration renders
-each option as ``casing(descriptor) + option_separator + wrapper(number(i)) + separator + text``,
-joined by ``option_space``. One separator and one casing are shared by every field, as in the
-paper, so a format is a handful of choices and formats that differ in one choice are "atomic
-perturbations" of each other.
+A prompt's *layout* says what it contains; a ``Format`` says how it is spelled. As in the reference
+grammar (msclar/formatspread, ``grammar_definition.py``) a layout is a tree:
 
-Two formats are the same when they render the same template string (``Format.template``), so
-sampled sets are deduplicated by that string: different choices can coincide, e.g. casings of a
-descriptor that is all digits.
+- ``Field(descriptor, key)``: ``casing(descriptor) + separator + text`` (the reference's
+  ``SimplePromptFormat``); an empty descriptor renders the text alone (``NoTextPromptFormat``).
+- ``Header(descriptor)``: a descriptor without text, e.g. "Options" above an enumeration.
+- ``Enumeration(key, descriptor)``: items ``casing(d) + option_separator + wrapper(number(i)) +
+  separator + text`` joined by the enumeration's own item spacing (``NewEnumerationPromptFormat``);
+  it has its own wrapper, numbering, item spacing and option separator, and its own separator and
+  casing unless it shares the layout's.
+- ``Group(name, elements)``: elements joined by the group's own spacing (a nested
+  ``SpacingBetweenPromptComponents``), optionally restricted to whitespace-only spacings.
+- the output field ``casing(output) + separator + answer``, last.
 
-Typical use by an eval layer that wants a task in K formats::
+The top-level elements are joined by ``space``. ``separator`` and ``casing`` are shared by every
+element that does not own them (the reference's ``SharedPropertyAmongPrompts``). A ``Format`` maps
+*slots* to values: ``separator``, ``space``, ``casing``, ``<group>.space`` and, per enumeration
+``<key>``, ``<key>.item_space``, ``<key>.wrapper``, ``<key>.numbering``, ``<key>.option_separator``
+and, when owned, ``<key>.separator`` / ``<key>.casing``. Formats that differ in one slot are
+"atomic perturbations" of each other. Two formats are the same when they render the same template
+(``Format.template``), so sampled sets are deduplicated by that string.
+
+Typical use::
 
     layout = Layout(fields=(Field("Question", "question"),), output="Answer")
-    formats = sample_formats(layout, k, seed=0)          # formats[0] is Format.original()
+    formats = sample_formats(layout, k, seed=0)          # formats[0] is the original
     text = build_prompt(formats[i], layout, instruction, demos=[(values, answer)], query=values)
 """
 
@@ -23,14 +33,15 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, read_json
 
-# Value sets of the paper's grammar (reference code: msclar/formatspread, grammar_definition.py).
+# Value sets of the reference grammar (grammar_definition.py); the reference lists " -- " twice.
 SEPARATORS = ("", "::: ", ":: ", ": ", " \n\t", "\n    ", " : ", " - ", " ", "\n ", "\n\t", ":", "::",
               "- ", "\t")
 SPACES = ("", " ", "\n", " \n", " -- ", "  ", "; \n", " || ", " <sep> ", ", ", " \n ", " , ", "\n ", ". ",
@@ -38,24 +49,52 @@ SPACES = ("", " ", "\n", " \n", " -- ", "  ", "; \n", " || ", " <sep> ", ", ", "
 OPTION_SEPARATORS = ("", " ", "  ", "\t")
 CASINGS = ("identity", "title", "upper", "lower")
 WRAPPERS = ("(x)", "x.", "x)", "x )", "[x]", "<x>")
-NUMBERINGS = ("1", "A", "a", "I", "i")  # arabic, upper/lower letters, upper/lower roman numerals
+# arabic, upper/lower letters, Unicode Roman numerals (U+2160.., at most 12), lower/upper roman
+NUMBERINGS = ("1", "A", "a", "Ⅰ", "i", "I")
 
 ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii", "xiii", "xiv", "xv")
 _CASE = {"identity": lambda s: s, "title": str.title, "upper": str.upper, "lower": str.lower}
+_LIMITS = {"1": 10**6, "A": 26, "a": 26, "Ⅰ": 12, "i": len(ROMAN), "I": len(ROMAN)}
+
+# The value set of a slot, by the slot's last name part.
+VALUES: dict[str, tuple[str, ...]] = {
+    "separator": SEPARATORS, "space": SPACES, "casing": CASINGS, "item_space": SPACES,
+    "option_separator": OPTION_SEPARATORS, "wrapper": WRAPPERS, "numbering": NUMBERINGS,
+}
+# Values a slot takes when a format does not set it (option_separator depends on the descriptor).
+DEFAULTS = {"separator": ": ", "space": "\n", "casing": "identity", "item_space": " ", "wrapper": "(x)",
+            "numbering": "1"}
 
 
 def number(numbering: str, index: int) -> str:
-    """The label of option ``index`` (0-based) under a numbering: 1, A, a, I or i."""
-    limits = {"1": 10**6, "A": 26, "a": 26, "I": len(ROMAN), "i": len(ROMAN)}
-    if numbering not in limits:
+    """The label of item ``index`` (0-based) under a numbering: 1, A, a, Ⅰ, i or I."""
+    if numbering not in _LIMITS:
         raise LlmgenError(f"unknown numbering {numbering!r} (known: {', '.join(NUMBERINGS)})")
-    if not 0 <= index < limits[numbering]:
-        raise LlmgenError(f"numbering {numbering!r} cannot label option {index + 1} (at most {limits[numbering]})")
+    if not 0 <= index < _LIMITS[numbering]:
+        raise LlmgenError(f"numbering {numbering!r} cannot label option {index + 1} (at most {_LIMITS[numbering]})")
     if numbering == "1":
         return str(index + 1)
     if numbering in ("A", "a"):
         return chr(ord(numbering) + index)
+    if numbering == "Ⅰ":
+        return chr(0x2160 + index)
     return ROMAN[index].upper() if numbering == "I" else ROMAN[index]
+
+
+def _kind(slot: str) -> str:
+    return slot.rsplit(".", 1)[-1]
+
+
+def _check_value(slot: str, value: str) -> None:
+    kind = _kind(slot)
+    if kind not in VALUES:
+        raise LlmgenError(f"unknown format attribute {slot!r} (known kinds: {', '.join(VALUES)})")
+    if not isinstance(value, str):
+        raise LlmgenError(f"format {slot} must be a string, got {value!r}")
+    if kind in ("casing", "numbering") and value not in VALUES[kind]:
+        raise LlmgenError(f"unknown {kind} {value!r} (known: {', '.join(map(repr, VALUES[kind]))})")
+    if kind == "wrapper" and "x" not in value:
+        raise LlmgenError(f"wrapper {value!r} must hold an 'x' where the number goes")
 
 
 # --- layout: what a prompt contains -----------------------------------------------------------------
@@ -79,139 +118,316 @@ class Header:
 
 
 @dataclass(frozen=True)
-class Options:
-    """An enumeration of the list ``example[key]``; ``descriptor`` (e.g. "Option") prefixes each item."""
+class Enumeration:
+    """The items of the list ``example[key]``, each prefixed by ``descriptor`` and its number.
+
+    ``numbers`` fixes the (0-based) number of each item (SNI task065 lists sentences 1, 3, 4, 5);
+    ``sizes`` are the item counts a task's raw text may hold (used when parsing, largest first).
+    ``own_separator``/``own_casing``: the item separator / descriptor casing are this enumeration's
+    own slots rather than the layout's shared ones.
+    """
 
     key: str
     descriptor: str = ""
+    own_separator: bool = True
+    own_casing: bool = False
+    numbers: tuple[int, ...] = ()
+    sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numbers", tuple(self.numbers))
+        object.__setattr__(self, "sizes", tuple(self.sizes))
+
+    def slot(self, kind: str) -> str:
+        return f"{self.key}.{kind}"
+
+    @property
+    def template_size(self) -> int:
+        return len(self.numbers) or max(self.sizes, default=3)
 
 
-Element = Field | Header | Options
+@dataclass(frozen=True)
+class Group:
+    """Elements joined by their own spacing ``<name>.space``; ``whitespace_only`` restricts it to
+    non-empty whitespace (the reference's ``allow_only_non_char_spaces``)."""
+
+    name: str
+    elements: tuple
+    whitespace_only: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "elements", tuple(self.elements))
+
+
+Element = Field | Header | Enumeration | Group
+
+
+def walk(elements: Sequence[Element]) -> Iterator[Element]:
+    """Every element of a tree, depth first, groups before their children."""
+    for e in elements:
+        yield e
+        if isinstance(e, Group):
+            yield from walk(e.elements)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The elements of one prompt, in order, then the output field (``output`` is its descriptor)."""
+    """The elements of one prompt, in order, then the output field (``output`` is its descriptor).
 
-    fields: tuple[Element, ...]
+    ``fixed`` names slots that sampling never varies (a reference structure whose shared
+    properties are not part of its search space, e.g. SNI task220).
+    """
+
+    fields: tuple
     output: str = "Answer"
+    fixed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", tuple(self.fields))
+        object.__setattr__(self, "fixed", tuple(self.fixed))
         if not self.fields:
             raise LlmgenError("a prompt layout needs at least one input field")
-        for f in self.fields:
-            if not isinstance(f, Field | Header | Options):
-                raise LlmgenError(f"layout element must be Field, Header or Options, got {type(f).__name__}")
-        if sum(isinstance(f, Options) for f in self.fields) > 1:
-            raise LlmgenError("a layout holds at most one Options enumeration")
+        names = []
+        for e in walk(self.fields):
+            if not isinstance(e, Field | Header | Enumeration | Group):
+                raise LlmgenError(f"layout element must be Field, Header, Enumeration or Group, got {type(e).__name__}")
+            if isinstance(e, Group):
+                if not e.elements:
+                    raise LlmgenError(f"group {e.name!r} has no elements")
+                names.append(e.name)
+            elif isinstance(e, Enumeration):
+                names.append(e.key)
+        if len(set(names)) != len(names):
+            raise LlmgenError(f"layout group names and enumeration keys must be unique, got {names}")
 
     @property
-    def options(self) -> Options | None:
-        return next((f for f in self.fields if isinstance(f, Options)), None)
+    def enumerations(self) -> list[Enumeration]:
+        return [e for e in walk(self.fields) if isinstance(e, Enumeration)]
+
+    @property
+    def options(self) -> Enumeration | None:
+        """The last enumeration (the answer options of a multiple-choice layout), if any."""
+        enums = self.enumerations
+        return enums[-1] if enums else None
+
+    def enumeration(self, key: str) -> Enumeration:
+        for e in self.enumerations:
+            if e.key == key:
+                return e
+        raise LlmgenError(f"layout has no enumeration {key!r}")
+
+    def _uses_shared(self, kind: str) -> bool:
+        if self.output:
+            return True
+        for e in walk(self.fields):
+            if isinstance(e, Header) or (isinstance(e, Field) and e.descriptor):
+                return True
+            if isinstance(e, Enumeration) and not (e.own_separator if kind == "separator" else e.own_casing):
+                if kind == "separator" or e.descriptor:
+                    return True
+        return False
+
+    def slots(self) -> tuple[str, ...]:
+        """Every slot this layout reads, shared ones first."""
+        out = ["separator", "space", "casing"]
+        for e in walk(self.fields):
+            if isinstance(e, Group):
+                out.append(f"{e.name}.space")
+            elif isinstance(e, Enumeration):
+                out += [e.slot(k) for k in ("item_space", "option_separator", "wrapper", "numbering")]
+                out += [e.slot("separator")] if e.own_separator else []
+                out += [e.slot("casing")] if e.own_casing else []
+        return tuple(out)
 
     def relevant_attributes(self) -> tuple[str, ...]:
-        """The Format attributes that can change this layout's rendering (the others are inert)."""
-        attrs = ["separator", "space"]
-        descriptors = [f.descriptor for f in self.fields if not isinstance(f, Options)] + [self.output]
-        opts = self.options
-        if opts is not None:
-            descriptors.append(opts.descriptor)
-            attrs += ["option_space", "wrapper", "numbering"] + (["option_separator"] if opts.descriptor else [])
-        if any(descriptors):
+        """The slots sampling varies: those that can change this layout's rendering, minus ``fixed``.
+
+        As the reference's ``attributes_under_control``: an enumeration without a descriptor has
+        no casing or option separator to vary; shared properties exist when some element uses them.
+        """
+        attrs = ["separator"] if self._uses_shared("separator") else []
+        attrs.append("space")
+        if self._uses_shared("casing") and (self.output or any(
+                getattr(e, "descriptor", "") for e in walk(self.fields))):
             attrs.append("casing")
-        return tuple(a for a in ATTRIBUTES if a in attrs)
+        for e in walk(self.fields):
+            if isinstance(e, Group):
+                attrs.append(f"{e.name}.space")
+            elif isinstance(e, Enumeration):
+                attrs += [e.slot("item_space"), e.slot("wrapper"), e.slot("numbering")]
+                attrs += [e.slot("separator")] if e.own_separator else []
+                if e.descriptor:
+                    attrs += [e.slot("option_separator")] + ([e.slot("casing")] if e.own_casing else [])
+        return tuple(a for a in attrs if a not in self.fixed)
 
     def to_dict(self) -> dict:
-        return {"fields": [{"type": type(f).__name__, **asdict(f)} for f in self.fields], "output": self.output}
+        return {"fields": [_element_dict(f) for f in self.fields], "output": self.output, "fixed": list(self.fixed)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Layout:
-        kinds = {"Field": Field, "Header": Header, "Options": Options}
         try:
-            elems = [kinds[f["type"]](**{k: v for k, v in f.items() if k != "type"}) for f in d["fields"]]
-            return cls(fields=tuple(elems), output=d["output"])
+            return cls(fields=tuple(_element_from(f) for f in d["fields"]), output=d["output"],
+                       fixed=tuple(d.get("fixed", ())))
         except (KeyError, TypeError) as e:
             raise LlmgenError(f"malformed layout description: {e}") from None
+
+
+_KINDS = {"Field": Field, "Header": Header, "Enumeration": Enumeration, "Options": Enumeration, "Group": Group}
+
+
+def _element_dict(e: Element) -> dict:
+    if isinstance(e, Group):
+        return {"type": "Group", "name": e.name, "elements": [_element_dict(x) for x in e.elements],
+                "whitespace_only": e.whitespace_only}
+    d = asdict(e)
+    for k in ("numbers", "sizes"):
+        if k in d:
+            d[k] = list(d[k])
+    return {"type": type(e).__name__, **d}
+
+
+def _element_from(d: Mapping) -> Element:
+    kind = _KINDS[d["type"]]
+    args = {k: v for k, v in d.items() if k != "type"}
+    if kind is Group:
+        args["elements"] = tuple(_element_from(x) for x in args["elements"])
+    return kind(**args)
 
 
 # --- format: how a prompt is spelled ----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Format:
-    """One assignment of the grammar's choices. The defaults are the "original" plain format."""
+    """One assignment of the grammar's slots; unset slots take ``DEFAULTS`` (the plain format).
 
-    separator: str = ": "
-    space: str = "\n"
-    casing: str = "identity"
-    option_space: str = " "
-    option_separator: str = " "
-    wrapper: str = "(x)"
-    numbering: str = "A"
+    ``Format(separator=" - ", space=" || ")`` sets shared slots; per-element slots go in a mapping:
+    ``Format({"options.wrapper": "[x]"}, casing="upper")``.
+    """
 
-    def __post_init__(self) -> None:
-        for name, known in (("casing", CASINGS), ("wrapper", WRAPPERS), ("numbering", NUMBERINGS)):
-            if getattr(self, name) not in known:
-                raise LlmgenError(f"unknown {name} {getattr(self, name)!r} (known: {', '.join(map(repr, known))})")
-        for name in ("separator", "space", "option_space", "option_separator"):
-            if not isinstance(getattr(self, name), str):
-                raise LlmgenError(f"format {name} must be a string, got {getattr(self, name)!r}")
+    values: tuple[tuple[str, str], ...] = field(default=())
+
+    def __init__(self, values: Mapping[str, str] | Sequence[tuple[str, str]] = (), **kw: str) -> None:
+        merged = {**dict(values), **kw}
+        for slot, v in merged.items():
+            _check_value(slot, v)
+        canon = {k: v for k, v in merged.items() if DEFAULTS.get(_kind(k)) != v}
+        object.__setattr__(self, "values", tuple(sorted(canon.items())))
 
     @classmethod
     def original(cls) -> Format:
-        """``Descriptor: text`` fields on separate lines, options as ``(A) text (B) text``."""
+        """``Descriptor: text`` fields on separate lines, enumerations as ``(1) text (2) text``."""
         return cls()
 
-    def case(self, descriptor: str) -> str:
-        return _CASE[self.casing](descriptor)
+    def get(self, slot: str, default: str | None = None) -> str | None:
+        return dict(self.values).get(slot, DEFAULTS.get(_kind(slot), default))
 
-    def wrap(self, label: str) -> str:
-        return self.wrapper.replace("x", label, 1)
+    def __getitem__(self, slot: str) -> str:
+        value = self.get(slot)
+        if value is None:
+            raise LlmgenError(f"format has no value for {slot!r}")
+        return value
 
-    def option_label(self, index: int) -> str:
-        """The answer string of option ``index`` in this format (the number, unwrapped)."""
-        return number(self.numbering, index)
+    def __getattr__(self, name: str) -> str:  # fmt.separator, fmt.casing, ... for shared slots
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(name)
+        return self[name]
 
-    def render(self, layout: Layout, values: Mapping[str, str | Sequence[str]], answer: str | None = None) -> str:
-        """The fields of one example; the output field is left empty when ``answer`` is None."""
-        parts = []
-        for f in layout.fields:
-            if isinstance(f, Header):
-                parts.append(self.case(f.descriptor) + self.separator)
-            elif isinstance(f, Field):
-                text = _value(values, f.key, str)
-                parts.append(self.case(f.descriptor) + self.separator + text if f.descriptor else text)
+    def settings(self, layout: Layout) -> dict[str, str]:
+        """The effective value of every slot of ``layout`` (defaults filled in)."""
+        out = {}
+        for slot in layout.slots():
+            if _kind(slot) == "option_separator":
+                out[slot] = self._enum_value(layout.enumeration(slot.rsplit(".", 1)[0]), "option_separator")
             else:
-                items = _value(values, f.key, list)
-                prefix = self.case(f.descriptor) + self.option_separator if f.descriptor else ""
-                parts.append(self.option_space.join(
-                    prefix + self.wrap(self.option_label(i)) + self.separator + str(t) for i, t in enumerate(items)))
-        out = self.case(layout.output) + self.separator if layout.output else ""
-        parts.append(out + (answer or ""))
-        return self.space.join(parts)
+                out[slot] = self[slot]
+        return out
 
-    def template(self, layout: Layout, num_options: int = 3) -> str:
+    def replace(self, changes: Mapping[str, str]) -> Format:
+        return Format({**dict(self.values), **changes})
+
+    def case(self, descriptor: str, slot: str = "casing") -> str:
+        return _CASE[self[slot]](descriptor)
+
+    def _enum_value(self, e: Enumeration, kind: str) -> str:
+        if kind == "separator" and not e.own_separator:
+            return self["separator"]
+        if kind == "casing" and not e.own_casing:
+            return self["casing"]
+        if kind == "option_separator":
+            return self.get(e.slot(kind), " " if e.descriptor else "")
+        return self[e.slot(kind)]
+
+    def option_label(self, index: int, enumeration: Enumeration | None = None) -> str:
+        """The answer string of item ``index`` (the number, unwrapped) of an enumeration."""
+        if enumeration is None:
+            return number(self.get("options.numbering"), index)
+        n = enumeration.numbers[index] if enumeration.numbers else index
+        return number(self._enum_value(enumeration, "numbering"), n)
+
+    def _render_enumeration(self, e: Enumeration, items: Sequence) -> str:
+        if e.numbers and len(e.numbers) != len(items):
+            raise LlmgenError(f"enumeration {e.key!r} numbers {len(e.numbers)} items, the example has {len(items)}")
+        prefix = _CASE[self._enum_value(e, "casing")](e.descriptor) + self._enum_value(e, "option_separator")
+        wrapper, sep = self._enum_value(e, "wrapper"), self._enum_value(e, "separator")
+        return self._enum_value(e, "item_space").join(
+            prefix + wrapper.replace("x", self.option_label(i, e), 1) + sep + str(t) for i, t in enumerate(items))
+
+    def _render_element(self, e: Element, values: Mapping) -> str:
+        if isinstance(e, Header):
+            return self.case(e.descriptor) + self["separator"]
+        if isinstance(e, Field):
+            text = _value(values, e.key, str)
+            return self.case(e.descriptor) + self["separator"] + text if e.descriptor else text
+        if isinstance(e, Enumeration):
+            return self._render_enumeration(e, _value(values, e.key, list))
+        return self[f"{e.name}.space"].join(self._render_element(x, values) for x in e.elements)
+
+    def render(self, layout: Layout, values: Mapping[str, str | Sequence[str]], answer: str | None = None,
+               output: bool = True) -> str:
+        """The fields of one example and (``output``) the output field, left empty when ``answer`` is None."""
+        parts = [self._render_element(e, values) for e in layout.fields]
+        if output:
+            out = self.case(layout.output) + self["separator"] if layout.output else ""
+            parts.append(out + (answer or ""))
+        return self["space"].join(parts)
+
+    def template(self, layout: Layout) -> str:
         """The format's identity for this layout: every text (and the answer) rendered as ``{}``."""
-        values = {f.key: "{}" if isinstance(f, Field) else ["{}"] * num_options
-                  for f in layout.fields if not isinstance(f, Header)}
-        return self.render(layout, values, answer="{}")
+        return self.render(layout, placeholder_values(layout, "{}"), answer="{}")
+
+    def instruction(self, text: str, layout: Layout) -> str:
+        """``text`` with ``{<enumeration key>_<i>}`` replaced by item i's number in this format.
+
+        The reference writes multiple-choice instructions this way ("answer '{enum1_1}' or
+        '{enum1_2}'") so that they name the options as the format numbers them.
+        """
+        enums = {e.key: e for e in layout.enumerations}
+
+        def sub(m: re.Match) -> str:
+            e = enums.get(m.group(1))
+            if e is None:
+                return m.group(0)
+            return self.option_label(int(m.group(2)) - 1, e)
+
+        return re.sub(r"\{(\w+?)_(\d+)\}", sub, text)
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return dict(self.values)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, str]) -> Format:
-        unknown = set(d) - set(ATTRIBUTES)
-        if unknown:
-            raise LlmgenError(f"unknown format attribute {sorted(unknown)[0]!r} (known: {', '.join(ATTRIBUTES)})")
-        return cls(**d)
+        return cls(d)
 
 
-ATTRIBUTES = tuple(f.name for f in fields(Format))
-VALUES: dict[str, tuple[str, ...]] = {
-    "separator": SEPARATORS, "space": SPACES, "casing": CASINGS, "option_space": SPACES,
-    "option_separator": OPTION_SEPARATORS, "wrapper": WRAPPERS, "numbering": NUMBERINGS,
-}
+def placeholder_values(layout: Layout, text: str) -> dict:
+    """Example values that put ``text`` in every field and every enumeration item."""
+    out: dict = {}
+    for e in walk(layout.fields):
+        if isinstance(e, Field):
+            out[e.key] = text
+        elif isinstance(e, Enumeration):
+            out[e.key] = [text] * e.template_size
+    return out
 
 
 def _value(values: Mapping, key: str, kind: type):
@@ -227,29 +443,51 @@ def _value(values: Mapping, key: str, kind: type):
 
 # --- plausibility ----------------------------------------------------------------------------------
 
-def implausibility(fmt: Format, layout: Layout) -> str | None:
-    """Why a format looks broken for this layout (the paper's rules), or None when it is plausible.
-
-    The rules exclude formats no human would write, e.g. ``Input<text>`` (empty separator) or a
-    descriptor split from its text by a newline while the fields themselves share one line.
-    """
-    elements = [*layout.fields, "output"]
-    uses_separator = any(isinstance(f, Header | Options) or (isinstance(f, Field) and f.descriptor)
-                         for f in layout.fields) or bool(layout.output)
-    if uses_separator and fmt.separator == "":
-        return "a field's separator is never empty"
-    opts = layout.options
-    if opts is not None:
-        option_sep = fmt.option_separator if opts.descriptor else ""
-        if ("\n" in fmt.separator or "\n" in option_sep) and "\n" not in fmt.option_space:
-            return "a newline inside enumerated options needs a newline between options"
-    if "\n" not in fmt.space and "\n" in fmt.separator:
-        text_fields = any(isinstance(f, Options) or (isinstance(f, Field) and f.descriptor) for f in layout.fields)
-        if text_fields or layout.output:
-            return "fields on one line cannot split a descriptor from its text with a newline"
-    if fmt.space == "" and not all(isinstance(f, Header) for f in elements[:-1]):
-        return "an empty space may only follow descriptor-only fields"
+def _separator_of(fmt: Format, e: Element, output: bool = False) -> str | None:
+    """The separator an element prints between descriptor and text (None: it has none to check)."""
+    if output or (isinstance(e, Field) and e.descriptor):
+        return fmt["separator"]
+    if isinstance(e, Enumeration):
+        return fmt._enum_value(e, "separator")
     return None
+
+
+def _spacing_problem(fmt: Format, elements: Sequence, space: str, whitespace_only: bool, prohibit: bool,
+                     output: bool) -> str | None:
+    """The reference's holistic checks for one spacing (the root or a group) and its subtree."""
+    if whitespace_only and not space.isspace():
+        return "this group's spacing must be whitespace"
+    kids = list(elements) + (["output"] if output else [])
+    if space == "" and not all(isinstance(e, Header) for e in kids[:-1]):
+        return "an empty space may only follow descriptor-only fields"
+    prohibit = prohibit or "\n" not in space
+    for e in kids:
+        if isinstance(e, Group):
+            problem = _spacing_problem(fmt, e.elements, fmt[f"{e.name}.space"], e.whitespace_only, prohibit, False)
+            if problem:
+                return problem
+            continue
+        sep = _separator_of(fmt, e, output=e == "output")
+        if prohibit and sep is not None and "\n" in sep:
+            return "fields on one line cannot split a descriptor from its text with a newline"
+    return None
+
+
+def implausibility(fmt: Format, layout: Layout) -> str | None:
+    """Why a format looks broken for this layout (the reference's rules), or None when it is plausible.
+
+    The rules exclude formats no human would write, e.g. ``Input<text>`` (empty separator), a
+    newline inside enumerated items that are on one line, or a descriptor split from its text by
+    a newline while the fields themselves share one line.
+    """
+    shared_users = [e for e in walk(layout.fields) if isinstance(e, Header) or (isinstance(e, Field) and e.descriptor)]
+    if (shared_users or layout.output) and fmt["separator"] == "":
+        return "a field's separator is never empty"
+    for e in layout.enumerations:
+        if ("\n" in fmt._enum_value(e, "separator") or "\n" in fmt._enum_value(e, "option_separator")) \
+                and "\n" not in fmt._enum_value(e, "item_space"):
+            return "a newline inside enumerated options needs a newline between options"
+    return _spacing_problem(fmt, layout.fields, fmt["space"], False, False, output=True)
 
 
 def is_plausible(fmt: Format, layout: Layout) -> bool:
@@ -265,24 +503,25 @@ def sample_formats(layout: Layout, n: int, seed: int = 0, original: Format | Non
     Small spaces are enumerated, filtered and deduplicated by rendered template, then sampled
     without replacement (uniform over distinct formats). Spaces too large to enumerate are sampled
     uniformly over the grammar's choices, rejecting implausible and already seen templates.
-    Attributes that cannot change this layout keep the original's values.
+    Slots that cannot change this layout keep the original's values.
     """
     if n < 1:
         raise LlmgenError(f"number of formats must be >= 1, got {n}")
     original = original or Format.original()
     attrs = layout.relevant_attributes()
+    choices = [VALUES[_kind(a)] for a in attrs]
     rng = random.Random(seed)
     seen = {original.template(layout)}
     size = 1
-    for a in attrs:
-        size *= len(VALUES[a])
+    for c in choices:
+        size *= len(c)
 
     def make(choice: Sequence[str]) -> Format:
-        return replace(original, **dict(zip(attrs, choice, strict=True)))
+        return original.replace(dict(zip(attrs, choice, strict=True)))
 
     if size <= max_enumerate:
         pool = []
-        for choice in itertools.product(*(VALUES[a] for a in attrs)):
+        for choice in itertools.product(*choices):
             fmt = make(choice)
             key = fmt.template(layout)
             if key not in seen and is_plausible(fmt, layout):
@@ -294,7 +533,7 @@ def sample_formats(layout: Layout, n: int, seed: int = 0, original: Format | Non
     for _ in range(200 * n):
         if len(out) == n:
             break
-        fmt = make([rng.choice(VALUES[a]) for a in attrs])
+        fmt = make([rng.choice(c) for c in choices])
         key = fmt.template(layout)
         if key not in seen and is_plausible(fmt, layout):
             seen.add(key)
@@ -320,21 +559,73 @@ def load_formats(path: str | Path, layout: Layout | None = None) -> list[Format]
     return formats
 
 
-def differing_attributes(a: Format, b: Format, layout: Layout) -> list[str]:
-    """The attributes (among those that matter for ``layout``) where two formats differ."""
-    return [k for k in layout.relevant_attributes() if getattr(a, k) != getattr(b, k)]
-
-
 # --- prompt assembly ---------------------------------------------------------------------------------
 
 def build_prompt(fmt: Format, layout: Layout, instruction: str,
                  demos: Sequence[tuple[Mapping, str]], query: Mapping) -> str:
     """instruction + "\\n\\n" + demonstrations (same format) joined by "\\n\\n" + "\\n\\n" + query.
 
-    The query ends at the empty output field (e.g. ``...\\nAnswer: ``), as in the reference code.
+    The query ends at the empty output field (e.g. ``...\\nAnswer: ``), as in the reference code;
+    the instruction's ``{<enumeration>_<i>}`` placeholders name the options as this format does.
     Empty parts are skipped rather than leaving runs of blank lines.
     """
-    blocks = [instruction] if instruction else []
+    blocks = [fmt.instruction(instruction, layout)] if instruction else []
     blocks += [fmt.render(layout, values, answer) for values, answer in demos]
     blocks.append(fmt.render(layout, query))
     return "\n\n".join(blocks)
+
+
+# --- parsing raw text in a layout's original format --------------------------------------------------
+
+_MARK = "\x00{}\x00"
+
+
+def parse_regexes(layout: Layout, fmt: Format) -> list[tuple[re.Pattern, list[tuple[str, int | None]]]]:
+    """Regexes that read a raw input written in ``fmt`` back into field values, longest first.
+
+    Each text becomes a greedy group, anchored at both ends, as the reference's ``extract_regex``
+    (the reference limits the group to a fixed character class; any character is accepted here).
+    One regex per combination of enumeration sizes (``Enumeration.sizes``), most items first.
+    """
+    enums = layout.enumerations
+    size_sets = [e.sizes or (e.template_size,) for e in enums]
+    combos = sorted(itertools.product(*size_sets), key=lambda c: -sum(c))
+    out = []
+    for combo in combos:
+        marks: list[tuple[str, int | None]] = []
+        values: dict = {}
+        sizes = dict(zip((e.key for e in enums), combo, strict=True))
+        for e in walk(layout.fields):
+            if isinstance(e, Field):
+                values[e.key] = _MARK.format(len(marks))
+                marks.append((e.key, None))
+            elif isinstance(e, Enumeration):
+                values[e.key] = []
+                for i in range(sizes[e.key]):
+                    values[e.key].append(_MARK.format(len(marks)))
+                    marks.append((e.key, i))
+        if any(e.numbers and len(e.numbers) != sizes[e.key] for e in enums):
+            continue
+        text = fmt.render(layout, values, output=False)
+        order = [int(m) for m in re.findall("\x00(\\d+)\x00", text)]
+        pattern = re.escape(text)
+        for k in order:
+            pattern = pattern.replace(re.escape(_MARK.format(k)), "(.+)", 1)
+        out.append((re.compile("^" + pattern + "$", re.DOTALL), [marks[k] for k in order]))
+    return out
+
+
+def parse_input(text: str, layout: Layout, fmt: Format) -> dict | None:
+    """The example values of a raw input written in ``fmt``, or None when it does not match."""
+    for regex, marks in parse_regexes(layout, fmt):
+        m = regex.match(text)
+        if not m:
+            continue
+        values: dict = {}
+        for (key, item), group in zip(marks, m.groups(), strict=True):
+            if item is None:
+                values[key] = group
+            else:
+                values.setdefault(key, []).append(group)
+        return values
+    return None

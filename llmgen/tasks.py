@@ -243,14 +243,16 @@ def get_task(name: str) -> Task:
 
 def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
     """A FormatSpread classification task as an eval task: rank the classes by loglikelihood."""
-    from llmgen.classification_tasks import load_classification_task
+    from llmgen.classification_tasks import DEMO_POOL, demo_pool_split, load_classification_task
     from llmgen.formats import Field
 
-    ct = load_classification_task(name, n=n + 5, seed=0)
+    ct = load_classification_task(name, n=n + DEMO_POOL, seed=0)
     if not all(isinstance(f, Field) for f in ct.layout.fields):
         raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen formatspread`")
-    docs = [{**ex.values, "label": str(ex.label), "choices": list(ct.classes)} for ex in ct.examples]
-    return Task(name=name, docs=docs[5:], fewshot_docs=docs[:5], num_fewshot=num_fewshot,
+    pool, examples = demo_pool_split(ct.examples, seed=0)  # the FormatSpread recipe's split
+    to_doc = lambda ex: {**ex.values, "label": str(ex.label), "choices": list(ct.classes)}  # noqa: E731
+    return Task(name=name, docs=[to_doc(e) for e in examples], fewshot_docs=[to_doc(e) for e in pool],
+                num_fewshot=num_fewshot,
                 input_fields=[(f.descriptor, f.key) for f in ct.layout.fields], output_descriptor=ct.layout.output,
                 target_key="label", instruction=ct.instruction, output_type="multiple_choice", choices_key="choices",
                 metrics=("acc",), description=f"generated classification ({', '.join(ct.classes)}), ranked by loglikelihood")

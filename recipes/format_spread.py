@@ -1,32 +1,44 @@
 """FormatSpread (Sclar et al., ICLR 2024): how much does accuracy move with the prompt's format?
 
 ``run(config)`` samples (or reloads) a set of plausible formats for a classification task, then
-either evaluates every format on every example (``mode="exhaustive"``) or spends a budget of E
-evaluations with a Thompson-sampling (or UCB) bandit to find the best and worst formats. It writes
-a run folder: ``config.json``, ``formats.json`` (reusable across models), ``results.json``,
-``samples.jsonl`` and ``accuracy_histogram.png``.
+either evaluates every format on every example (``mode="exhaustive"``, one backend batch) or spends
+a budget of E evaluations with a Thompson-sampling (or UCB) bandit to find the best and worst
+formats. Every evaluation goes through ``llmgen.format_eval`` (the same requests, scoring and
+results schema as ``llmgen eval --formats``). It writes a run folder: ``config.json``,
+``formats_<task>.json`` (reusable across models), ``results.json`` and ``samples.jsonl`` as ``llmgen eval``
+writes them (plus ``format_spread``), ``format_samples.jsonl`` and ``accuracy_histogram.png``.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmgen.classification_tasks import ClassificationTask, Example, load_classification_task, task_summary
+from llmgen.classification_tasks import (
+    DEMO_POOL,
+    ClassificationTask,
+    Example,
+    demo_pool_split,
+    load_classification_task,
+    task_summary,
+)
 from llmgen.errors import LlmgenError
-from llmgen.evals.format_spread import (
-    atomic_perturbations,
-    bandit_spread,
-    check_budget,
-    exact_prefix_matching,
-    exhaustive_spread,
-    probability_ranking,
+from llmgen.evals.format_spread import check_budget, exact_prefix_matching
+from llmgen.format_eval import (
+    FormatEvaluator,
+    Request,
+    Scorer,
+    format_results,
+    search,
+    spread_entry,
+    write_format_run,
 )
 from llmgen.formats import Format, load_formats, sample_formats, save_formats
-from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.io import atomic_write_json
 
 MODES = ("thompson", "ucb", "exhaustive")
 METRICS = ("probability_ranking", "exact_prefix_matching")
@@ -40,12 +52,12 @@ class FormatSpreadConfig:
     num_formats: int = 10  # formats in the set, the original included
     shots: int = 1
     limit: int | None = 100  # evaluation examples per format (None: all that remain after the demos)
-    num_generated: int = 300  # examples generated for a built-in task
+    num_generated: int = 210  # examples generated for a built-in task (as many as `llmgen eval --tasks <name>`)
     mode: str = "thompson"
     budget: int = 400  # E: evaluations the bandit may spend (the original's full run is not counted)
     batch: int = 20  # B: examples per arm pull
     metric: str = "probability_ranking"
-    normalize: bool = False  # length-normalise probability ranking (the reference does not)
+    normalize: bool = False  # rank by logprob per answer character (acc_norm); the reference sums (acc)
     chat: bool = False
     max_new_tokens: int = 10
     demos_from: str = "instances"  # "instances" (the paper) or "task" (e.g. SNI Positive Examples)
@@ -53,46 +65,6 @@ class FormatSpreadConfig:
     seed: int = 0
     dtype: str = "float32"
     output_dir: str = "runs/format_spread"
-
-
-class FormatEvaluator:
-    """Scores examples under a format through a backend, batching each call; keeps the records."""
-
-    def __init__(self, backend, task: ClassificationTask, formats: list[Format], demos: list[Example],
-                 examples: list[Example], metric: str = "probability_ranking", chat: bool = False,
-                 normalize: bool = False, max_new_tokens: int = 10) -> None:
-        self.backend, self.task, self.formats = backend, task, formats
-        self.demos, self.examples = demos, examples
-        self.metric, self.chat, self.normalize, self.max_new_tokens = metric, chat, normalize, max_new_tokens
-        self.records: list[dict] = []
-
-    def prompt(self, arm: int, example: Example) -> str:
-        text = self.task.prompt(self.formats[arm], self.demos, example)
-        return self.backend.format_prompt(text, chat=self.chat)
-
-    def __call__(self, arm: int, start: int, stop: int) -> list[bool]:
-        from llmgen.backends import SamplingConfig
-
-        fmt, exs = self.formats[arm], self.examples[start:stop]
-        prompts = [self.prompt(arm, ex) for ex in exs]
-        golds = [self.task.gold(ex, fmt) for ex in exs]
-        if self.metric == "probability_ranking":
-            answers = self.task.answers(fmt)
-            res = self.backend.loglikelihood([(p, a) for p in prompts for a in answers])
-            preds = []
-            for k in range(len(prompts)):
-                row = res[k * len(answers):(k + 1) * len(answers)]
-                best = probability_ranking([r.logprob for r in row], [r.num_tokens for r in row], self.normalize)
-                preds.append(answers[best])
-            correct = [p == g for p, g in zip(preds, golds, strict=True)]
-        else:
-            outs = self.backend.generate(prompts, SamplingConfig(temperature=0.0, max_tokens=self.max_new_tokens))
-            preds = [o[0].text for o in outs]
-            correct = [exact_prefix_matching(p, g) for p, g in zip(preds, golds, strict=True)]
-        for i, (p, pred, g, c) in enumerate(zip(prompts, preds, golds, correct, strict=True)):
-            self.records.append({"format": arm, "example": start + i, "prompt": p, "prediction": pred,
-                                 "gold": g, "correct": c})
-        return correct
 
 
 def _check(config: FormatSpreadConfig) -> None:
@@ -104,26 +76,26 @@ def _check(config: FormatSpreadConfig) -> None:
         raise LlmgenError(f"demos_from must be 'instances' or 'task', got {config.demos_from!r}")
     if config.num_formats < 2:
         raise LlmgenError(f"num_formats must be >= 2 (the original and at least one other), got {config.num_formats}")
-    if config.shots < 0:
-        raise LlmgenError(f"shots must be >= 0, got {config.shots}")
+    if not 0 <= config.shots <= DEMO_POOL:
+        raise LlmgenError(f"shots must be in [0, {DEMO_POOL}], got {config.shots}")
     if config.limit is not None and config.limit < 1:
         raise LlmgenError(f"limit must be >= 1, got {config.limit}")
 
 
 def split_examples(task: ClassificationTask, shots: int, limit: int | None, seed: int,
                    demos_from: str = "instances") -> tuple[list[Example], list[Example]]:
-    """Shuffle with the seed; the first ``shots`` are demonstrations, the next ``limit`` are evaluated."""
-    examples = list(task.examples)
-    random.Random(seed).shuffle(examples)
+    """The first ``shots`` demonstrations of the pool (or of the task's own), and ``limit`` evaluated examples."""
     if demos_from == "task":
         if len(task.demonstrations) < shots:
             raise LlmgenError(f"task {task.name!r} has {len(task.demonstrations)} demonstrations, {shots} shots asked")
-        demos = task.demonstrations[:shots]
-    else:
-        if len(examples) < shots + 1:
-            raise LlmgenError(f"task {task.name!r} has {len(examples)} examples: fewer than shots + 1 = {shots + 1}")
-        demos, examples = examples[:shots], examples[shots:]
-    return demos, examples[:limit] if limit else examples
+        examples = list(task.examples)
+        random.Random(seed).shuffle(examples)
+        return task.demonstrations[:shots], examples[:limit] if limit else examples
+    if len(task.examples) < DEMO_POOL + 1:
+        raise LlmgenError(f"task {task.name!r} has {len(task.examples)} examples: fewer than the demonstration "
+                          f"pool + 1 = {DEMO_POOL + 1}")
+    pool, examples = demo_pool_split(task.examples, seed)
+    return pool[:shots], examples[:limit] if limit else examples
 
 
 def prepare_formats(config: FormatSpreadConfig, task: ClassificationTask) -> list[Format]:
@@ -135,9 +107,22 @@ def prepare_formats(config: FormatSpreadConfig, task: ClassificationTask) -> lis
     for i, fmt in enumerate(formats):  # every format must render the task (e.g. enough option numbers)
         try:
             task.prompt(fmt, [], task.examples[0])
+            task.answers(fmt)
         except LlmgenError as e:
             raise LlmgenError(f"format {i} cannot render task {task.name!r}: {e}") from None
     return formats
+
+
+def task_requests(task: ClassificationTask, formats: list[Format], demos: list[Example], examples: list[Example],
+                  metric: str):
+    """``request(arm, i)``: example i in format ``arm``, ranked over the answers or generated."""
+
+    def request(arm: int, i: int) -> Request:
+        fmt, ex = formats[arm], examples[i]
+        answers = tuple(task.answers(fmt)) if metric == "probability_ranking" else None
+        return Request(arm, i, task.prompt(fmt, demos, ex), task.gold(ex, fmt), answers)
+
+    return request
 
 
 def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
@@ -151,67 +136,41 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
     if config.mode != "exhaustive":
         check_budget(config.budget, config.batch, len(examples), len(formats))
 
+    from llmgen.backends import SamplingConfig
+    from llmgen.cache import RequestCache
+
+    t0 = time.time()
     own = backend is None
     if own:
         from llmgen.backends import get_backend
 
         backend = get_backend(config.backend, config.model, dtype=config.dtype)
     try:
-        evaluator = FormatEvaluator(backend, task, formats, demos, examples, config.metric, config.chat,
-                                    config.normalize, config.max_new_tokens)
-        evaluator.prompt(0, examples[0])  # e.g. a chat template the model lacks: fail before writing
-        out = Path(config.output_dir)
-        atomic_write_json(out / "config.json", asdict(config))
-        save_formats(out / "formats.json", formats, task.layout, config.seed)
+        scorer = Scorer(backend, RequestCache(None), task.name, chat=config.chat, normalize=config.normalize,
+                        sampling=SamplingConfig(temperature=0.0, max_tokens=config.max_new_tokens),
+                        is_correct=lambda text, r: exact_prefix_matching(text, r.gold),
+                        sample_metrics=lambda correct: {"exact_prefix_match": float(correct[0])})
+        evaluator = FormatEvaluator(task_requests(task, formats, demos, examples, config.metric), scorer)
+        if config.chat:  # e.g. a chat template the model lacks: fail before writing
+            backend.format_prompt("check", chat=True)
+        out_dir = Path(config.output_dir)
+        atomic_write_json(out_dir / "config.json", asdict(config))
         if config.formats_file and not Path(config.formats_file).is_file():
             save_formats(config.formats_file, formats, task.layout, config.seed)
-        results = _search(config, evaluator, len(formats), len(examples))
-        results.update(backend=backend.describe())
-        for key in ("best", "worst"):
-            arm = results[key]["index"]
-            results[key].update(template=formats[arm].template(task.layout), format=formats[arm].to_dict(),
-                                example_prompt=evaluator.prompt(arm, examples[0]))
+        budget = None if config.mode == "exhaustive" else config.budget
+        info = search(evaluator, len(formats), len(examples), budget, config.batch, config.seed,
+                      rule="ucb" if config.mode == "ucb" else "thompson")
+        entry = spread_entry(evaluator, info, formats, task.layout, len(examples))
     finally:
         if own:
             backend.close()
-
-    results.update(task=task_summary(task), num_eval_examples=len(examples), shots=config.shots,
-                   metric=config.metric, mode=config.mode)
-    accs = [f["accuracy"] if f["evaluated"] else float("nan") for f in results["formats"]]
-    pert = atomic_perturbations(formats, accs, task.layout.relevant_attributes())
-    results["perturbations"], results["perturbation_pairs"] = pert["by_attribute"], pert["pairs"]
-    results["perturbations_basis"] = ("full evaluations" if config.mode == "exhaustive"
-                                      else "partial accuracies of the formats the bandit evaluated")
-    atomic_write_jsonl(out / "samples.jsonl", evaluator.records)
-    _plot(out / "accuracy_histogram.png", results, task.name)
-    atomic_write_json(out / "results.json", results)
-    return results
-
-
-def _search(config: FormatSpreadConfig, evaluator: FormatEvaluator, n_formats: int, n_examples: int) -> dict:
-    if config.mode == "exhaustive":
-        outcomes = [evaluator(arm, 0, n_examples) for arm in range(n_formats)]
-        ex = exhaustive_spread(outcomes)
-        succ, cnt, best, worst = [sum(o) for o in outcomes], [n_examples] * n_formats, ex["best"], ex["worst"]
-        spent = total = n_formats * n_examples
-    else:
-        res = bandit_spread(evaluator, n_formats, n_examples, config.budget, config.batch, config.seed,
-                            original=0, rule=config.mode)
-        succ, cnt, best, worst = res.successes, res.counts, res.best, res.worst
-        spent, total = res.budget_spent, res.total_evaluations
-    formats = [{"index": i, "template": evaluator.formats[i].template(evaluator.task.layout),
-                "correct": succ[i], "evaluated": cnt[i], "accuracy": succ[i] / cnt[i] if cnt[i] else None}
-               for i in range(n_formats)]
-    return {
-        "formats": formats,
-        "original": {"index": 0, "accuracy": succ[0] / cnt[0]},
-        "best": {"index": best, "accuracy": succ[best] / cnt[best]},
-        "worst": {"index": worst, "accuracy": succ[worst] / cnt[worst]},
-        "spread": succ[best] / cnt[best] - succ[worst] / cnt[worst],
-        "budget_spent": spent,
-        "evaluations": total,
-        "exhaustive_evaluations": n_formats * n_examples,
-    }
+    entry.update(task=task_summary(task), shots=config.shots, metric=config.metric)
+    out, original_rows, all_rows = format_results(
+        {**asdict(config)}, config.model, backend, config.seed, {task.name: entry}, {task.name: evaluator},
+        {task.name: dict(task_summary(task))}, t0)
+    write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, task.layout)}, config.seed)
+    _plot(out_dir / "accuracy_histogram.png", entry, task.name)
+    return out
 
 
 def _plot(path: Path, results: dict, task_name: str) -> None:
@@ -220,10 +179,10 @@ def _plot(path: Path, results: dict, task_name: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    accs = [100 * f["accuracy"] for f in results["formats"] if f["accuracy"] is not None]
+    accs = [100 * f["pulls"]["correct"] / f["pulls"]["examples"] for f in results["formats"] if f["pulls"]["examples"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(accs, bins=min(30, max(5, int(math.sqrt(len(accs))) * 2)), color="#4477aa")
-    ax.axvline(100 * results["original"]["accuracy"], color="#cc6677", linestyle="--", label="original format")
+    ax.axvline(100 * results["extremes"]["original"]["accuracy"], color="#cc6677", linestyle="--", label="original format")
     ax.set_xlabel("accuracy (%)" + ("" if results["mode"] == "exhaustive" else ", partial for bandit arms"))
     ax.set_ylabel("formats")
     ax.set_title(f"{task_name}: spread {100 * results['spread']:.1f} points over {len(accs)} formats")

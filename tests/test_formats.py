@@ -17,24 +17,26 @@ from llmgen.classification_tasks import (
 )
 from llmgen.errors import LlmgenError
 from llmgen.formats import (
+    NUMBERINGS,
+    Enumeration,
     Field,
     Format,
+    Group,
     Header,
     Layout,
-    Options,
     build_prompt,
-    differing_attributes,
     implausibility,
     is_plausible,
     load_formats,
     number,
+    parse_input,
     sample_formats,
     save_formats,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sni_task_sentiment.json"
 TWO = Layout((Field("First number", "first"), Field("Second number", "second")), "Larger")
-MC = Layout((Field("Sentence", "s"), Header("Options"), Options("opts", "Option")), "Answer")
+MC = Layout((Field("Sentence", "s"), Group("block", (Header("Options"), Enumeration("opts", "Option")))), "Answer")
 ONE = Layout((Field("Review", "review"),), "Sentiment")
 
 
@@ -44,6 +46,7 @@ def test_original_format_renders_plain_fields():
     assert Format.original().render(TWO, {"first": "3", "second": "5"}) == "First number: 3\nSecond number: 5\nLarger: "
     assert Format().render(TWO, {"first": "3", "second": "5"}, "second") == (
         "First number: 3\nSecond number: 5\nLarger: second")
+    assert Format().render(TWO, {"first": "3", "second": "5"}, output=False) == "First number: 3\nSecond number: 5"
 
 
 def test_separator_space_and_casing_are_shared_by_all_fields():
@@ -54,25 +57,34 @@ def test_separator_space_and_casing_are_shared_by_all_fields():
     assert fmt.render(ONE, {"review": "Fine."}) == "review::: Fine.; \nsentiment::: "
 
 
-def test_enumeration_renders_descriptor_number_wrapper_and_separator():
-    fmt = Format(separator=": ", space="\n", casing="title", option_space="\n", option_separator=" ",
-                 wrapper="[x]", numbering="i")
+def test_enumeration_has_its_own_separator_spacing_wrapper_and_numbering():
+    """As the reference's NewEnumerationPromptFormat: descriptor + option separator + wrapped number
+    + the enumeration's own separator + text, items joined by the item spacing; the group holding
+    the header and the enumeration has its own spacing."""
+    fmt = Format({"block.space": " ", "opts.separator": "", "opts.item_space": "\n", "opts.option_separator": "\t",
+                  "opts.wrapper": "[x]", "opts.numbering": "i"}, casing="title")
     text = fmt.render(MC, {"s": "Hi", "opts": ["food", "sports", "travel"]})
-    assert text == "Sentence: Hi\nOptions: \nOption [i]: food\nOption [ii]: sports\nOption [iii]: travel\nAnswer: "
-    fmt = Format(separator=" ", space=" ", casing="upper", option_space=" , ", option_separator="",
-                 wrapper="x )", numbering="1")
-    assert fmt.render(MC, {"s": "Hi", "opts": ["a", "b"]}, "2") == "SENTENCE Hi OPTIONS  OPTION1 ) a , OPTION2 ) b ANSWER 2"
-    no_desc = Layout((Field("Q", "q"), Options("opts")), "A")
-    assert Format(wrapper="<x>", numbering="a").render(no_desc, {"q": "?", "opts": ["x", "y"]}) == "Q: ?\n<a>: x <b>: y\nA: "
+    assert text == "Sentence: Hi\nOptions:  Option\t[i]food\nOption\t[ii]sports\nOption\t[iii]travel\nAnswer: "
+    fmt = Format({"block.space": "\n", "opts.separator": " - ", "opts.item_space": " , ", "opts.option_separator": "",
+                  "opts.wrapper": "x )", "opts.numbering": "Ⅰ"}, separator=" ", space=" ", casing="upper")
+    assert fmt.render(MC, {"s": "Hi", "opts": ["a", "b"]}, "Ⅱ") == (
+        "SENTENCE Hi OPTIONS \nOPTIONⅠ ) - a , OPTIONⅡ ) - b ANSWER Ⅱ")
+    shared = Layout((Enumeration("e", "Fact", own_separator=False, own_casing=True),), "A")
+    fmt = Format({"e.casing": "lower", "e.wrapper": "x", "e.option_separator": ""}, separator=" :: ", casing="upper")
+    assert fmt.render(shared, {"e": ["x", "y"]}) == "fact1 :: x fact2 :: y\nA :: "
+    fixed_numbers = Layout((Enumeration("s", "Sentence", numbers=(0, 2)),), "A")
+    assert Format({"s.wrapper": "x"}).render(fixed_numbers, {"s": ["p", "q"]}, output=False) == "Sentence 1: p Sentence 3: q"
 
 
 def test_numberings_and_their_limits():
-    assert [number(n, 3) for n in ("1", "A", "a", "I", "i")] == ["4", "D", "d", "IV", "iv"]
-    assert number("i", 8) == "ix"
+    assert [number(n, 3) for n in NUMBERINGS] == ["4", "D", "d", "Ⅳ", "iv", "IV"]  # Ⅳ is U+2163
+    assert number("i", 8) == "ix" and number("Ⅰ", 11) == "Ⅻ"
+    with pytest.raises(LlmgenError, match="cannot label option 13"):
+        number("Ⅰ", 12)  # the reference's Unicode numerals stop at twelve
     with pytest.raises(LlmgenError, match="cannot label option 16"):
         number("I", 15)
     with pytest.raises(LlmgenError, match="cannot label option 16"):
-        Format(numbering="i").render(MC, {"s": "x", "opts": [str(k) for k in range(16)]})
+        Format({"opts.numbering": "i"}).render(MC, {"s": "x", "opts": [str(k) for k in range(16)]})
 
 
 def test_render_errors_name_the_problem():
@@ -82,8 +94,25 @@ def test_render_errors_name_the_problem():
         Format().render(MC, {"s": "x", "opts": "not a list"})
     with pytest.raises(LlmgenError, match="unknown casing"):
         Format(casing="shouty")
-    with pytest.raises(LlmgenError, match="at most one Options"):
-        Layout((Options("a"), Options("b")))
+    with pytest.raises(LlmgenError, match="unknown format attribute 'colour'"):
+        Format({"colour": "red"})
+    with pytest.raises(LlmgenError, match="must be unique"):
+        Layout((Enumeration("a"), Group("a", (Field("x", "x"),))))
+
+
+def test_instruction_names_options_as_the_format_numbers_them():
+    layout = Layout((Enumeration("enum1", "", sizes=(2,)),), "Answer")
+    text = "Answer '{enum1_1}' or '{enum1_2}'; keep {other_1} and {braces}."
+    assert Format({"enum1.numbering": "a"}).instruction(text, layout) == "Answer 'a' or 'b'; keep {other_1} and {braces}."
+    assert build_prompt(Format({"enum1.numbering": "I"}), layout, text, [], {"enum1": ["x", "y"]}).startswith(
+        "Answer 'I' or 'II'")
+
+
+def test_raw_text_parses_back_into_fields_and_enumerations():
+    layout = Layout((Field("Title", "t"), Enumeration("s", "Sentence", sizes=(3, 2, 1))), "Answer")
+    fmt = Format({"s.wrapper": "x", "s.item_space": " "}, space=" ")
+    assert parse_input("Title: A: B Sentence 1: c. Sentence 2: d.", layout, fmt) == {"t": "A: B", "s": ["c.", "d."]}
+    assert parse_input("Title: x", layout, fmt) is None
 
 
 # --- plausibility -----------------------------------------------------------------------------------
@@ -93,14 +122,32 @@ def test_render_errors_name_the_problem():
     (Format(separator=""), ONE, False),  # "Review<text>"
     (Format(separator="\n\t", space="\n"), ONE, True),  # descriptor on its own line, fields on lines
     (Format(separator="\n\t", space=" || "), ONE, False),  # one line of fields, descriptors split off
-    (Format(separator="\n ", space="\n", option_space=" "), MC, False),  # newline inside one-line options
-    (Format(separator="\n ", space="\n", option_space=" \n"), MC, True),
+    (Format({"opts.separator": "\n "}), MC, False),  # newline inside one-line options
+    (Format({"opts.separator": "\n ", "opts.item_space": " \n"}), MC, True),
+    (Format({"opts.separator": ""}), MC, True),  # an enumeration's own separator may be empty
+    (Format({"block.space": " ", "opts.separator": "\n", "opts.item_space": "\n"}), MC, False),  # block on one line
+    (Format({"block.space": ""}), MC, True),  # "Options: (1) ..." : empty spacing after a header
     (Format(space=""), ONE, False),  # "Review: textSentiment: "
     (Format(separator=": ", space=""), Layout((Header("Say something"),), "Answer"), True),  # after a header
 ])
 def test_plausibility_rules(fmt, layout, ok):
     assert is_plausible(fmt, layout) is ok
     assert (implausibility(fmt, layout) is None) is ok
+
+
+def test_whitespace_only_groups_reject_printing_spacings():
+    layout = Layout((Group("g", (Header("Options"), Enumeration("e")), whitespace_only=True),), "A")
+    assert is_plausible(Format({"g.space": " \n"}), layout)
+    assert not is_plausible(Format({"g.space": ", "}), layout)
+    assert not is_plausible(Format({"g.space": ""}), layout)  # "".isspace() is False, as in the reference
+
+
+def test_relevant_attributes_follow_what_each_element_controls():
+    assert ONE.relevant_attributes() == ("separator", "space", "casing")
+    assert MC.relevant_attributes() == ("separator", "space", "casing", "block.space", "opts.item_space",
+                                        "opts.wrapper", "opts.numbering", "opts.separator", "opts.option_separator")
+    bare = Layout((Enumeration("e", "", own_separator=False),), "A", fixed=("casing",))
+    assert bare.relevant_attributes() == ("separator", "space", "e.item_space", "e.wrapper", "e.numbering")
 
 
 # --- sampling and dedup ----------------------------------------------------------------------------
@@ -144,12 +191,6 @@ def test_formats_round_trip_through_json(tmp_path):
         load_formats(tmp_path / "bad.json")
 
 
-def test_differing_attributes_ignore_inert_choices():
-    a = Format()
-    assert differing_attributes(a, Format(wrapper="[x]"), ONE) == []  # no enumeration: wrapper is inert
-    assert differing_attributes(a, Format(wrapper="[x]", casing="upper"), MC) == ["casing", "wrapper"]
-
-
 # --- tasks and prompts -----------------------------------------------------------------------------
 
 def test_prompt_is_instruction_demos_and_open_query():
@@ -165,13 +206,14 @@ def test_prompt_is_instruction_demos_and_open_query():
 def test_option_labels_are_remapped_per_format():
     task = load_classification_task("topic", n=20, seed=0)
     ex = task.examples[0]
-    assert task.answers(Format(numbering="A")) == ["A", "B", "C", "D"]
-    assert task.answers(Format(numbering="i")) == ["i", "ii", "iii", "iv"]
-    assert task.gold(ex, Format(numbering="1")) == str(ex.label + 1)
-    demo_text = task.prompt(Format(numbering="I", wrapper="x."), [ex], task.examples[1]).split("\n\n")[1]
+    assert task.answers(task.original_format) == ["A", "B", "C", "D"]
+    assert task.answers(Format({"options.numbering": "i"})) == ["i", "ii", "iii", "iv"]
+    assert task.gold(ex, Format({"options.numbering": "1"})) == str(ex.label + 1)
+    fmt = task.original_format.replace({"options.numbering": "I", "options.wrapper": "x."})
+    demo_text = task.prompt(fmt, [ex], task.examples[1]).split("\n\n")[1]
     assert demo_text.endswith("Answer: " + ["I", "II", "III", "IV"][ex.label])
     opts = ex.values["options"]
-    assert f"\nI.: {opts[0]} II.: {opts[1]} III.: {opts[2]} IV.: {opts[3]}\n" in demo_text
+    assert f"\nOptions: I. {opts[0]} II. {opts[1]} III. {opts[2]} IV. {opts[3]}\n" in demo_text
 
 
 def test_builtin_tasks_are_deterministic_and_balanced():
@@ -218,7 +260,8 @@ def test_jsonl_loader_with_fields_and_options(tmp_path):
     task = load_jsonl_task(path)
     assert task.instruction == "Answer." and task.num_options == 3
     assert [e.label for e in task.examples] == [1, 2, 1, 2]
-    assert task.prompt(Format(), [], task.examples[0]) == "Answer.\n\nQuestion: q0\nOptions: \n(A): yes (B): no (C): maybe\nAnswer: "
+    assert task.prompt(task.original_format, [], task.examples[0]) == (
+        "Answer.\n\nQuestion: q0\nOptions: (A) yes (B) no (C) maybe\nAnswer: ")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"input": "x", "options": ["a"], "output": "b"}) + "\n")
     with pytest.raises(LlmgenError, match="not one of the options"):
@@ -230,3 +273,80 @@ def test_task_validation():
         ClassificationTask("t", "", ONE, [Example({"review": "x"}, "a")], ("a",))
     with pytest.raises(LlmgenError, match="is not a class"):
         ClassificationTask("t", "", ONE, [Example({"review": "x"}, "c")], ("a", "b"))
+
+
+# --- Super-NaturalInstructions: the reference's per-task structures on real task files -------------
+
+SNI_DIR = Path(__file__).parent / "fixtures" / "sni"
+# The 53 tasks of the paper's runs (msclar/formatspread run_evals.sh, command variations 1-16).
+RUN_EVALS_TASKS = """050 065 069 070 114 133 155 158 161 162 163 190 213 214 220 279 280 286 296 297 316 317 319 320
+322 323 325 326 327 328 335 337 385 580 607 608 609 904 905 1186 1283 1284 1297 1347 1387 1419 1420 1421 1423
+1502 1612 1678 1724""".split()
+
+
+def test_structures_cover_the_53_tasks_of_the_paper_runs():
+    from llmgen.classification_tasks import SNI_STRUCTURES
+
+    assert len(RUN_EVALS_TASKS) == 53 and set(SNI_STRUCTURES) == set(RUN_EVALS_TASKS)
+
+
+@pytest.mark.parametrize("path", sorted(SNI_DIR.glob("*.json")), ids=lambda p: p.stem.split("_")[0])
+def test_original_format_renders_each_real_instance_exactly(path):
+    """Every instance of the real file parses into the task's fields and enumerations, and the
+    original format renders it back to the very text of the file; answers map onto the items."""
+    task = load_sni_task(path)
+    raw = json.loads(path.read_text())["Instances"]
+    # task1678's last instance lists its options as a Python list: not the task's format, dropped
+    # (the reference skips inputs its regex cannot read, too)
+    kept = [r for r in raw if "Options: ['" not in r["input"]]
+    assert task.skipped == len(raw) - len(kept) == (1 if path.name.startswith("task1678_") else 0)
+    for ex, row in zip(task.examples, kept, strict=True):
+        assert task.original_format.render(task.layout, ex.values, output=False) == row["input"]
+        assert task.gold(ex, task.original_format) == row["output"][0]
+    other = sample_formats(task.layout, 5, seed=1, original=task.original_format)
+    assert len({f.render(task.layout, task.examples[0].values) for f in other}) == len(other) > 1
+
+
+def test_real_instances_split_into_the_reference_fields():
+    """Hand-read from the files: field texts, enumeration items, option labels."""
+    mathqa = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
+    ex = mathqa.examples[2]
+    assert ex.values == {"problem": "15 % of 75 is the same as vx % of 450 . find x .",
+                         "enum1": ["1", "2.5", "3", "4", "5"]} and ex.label == 1
+    story = load_sni_task(SNI_DIR / "task065_timetravel_consistent_sentence_classification.json")
+    assert story.examples[3].values["sentences"] == [
+        "Tom got invited to a formal party.", "Tom went to a suit store ", " He found himself a very nice suit",
+        " He drove too the party "]
+    assert story.answers(story.original_format) == ["Option 1", "Option 2"] and story.examples[3].label == 1
+    cloze = load_sni_task(SNI_DIR / "task296_storycloze_correct_end_classification.json")
+    assert [len(e.values["sentences"]) for e in cloze.examples] == [4, 4, 4, 4]  # variable length, read as 4
+    qasc = load_sni_task(SNI_DIR / "task1297_qasc_question_answering.json")
+    assert len(qasc.examples[0].values["facts"]) == 2 and len(qasc.examples[0].values["enum1"]) == 8
+    assert qasc.examples[0].values["question"] == "hand-knit booties help prevent the transfer of heat from what?"
+    roc = load_sni_task(SNI_DIR / "task213_rocstories_correct_ending_classification.json")
+    assert roc.examples[0].values["title"] == "Out of Time." and len(roc.examples[0].values["enum0"]) == 4
+    stereo = load_sni_task(SNI_DIR / "task319_stereoset_classification_profession.json")
+    assert stereo.examples[0].values == {"target": "guitarist",
+                                         "sentences": "The guitarist just walked out on stage. He had long hair and tight pants on."}
+
+
+def test_a_perturbed_format_renumbers_options_answers_and_instruction():
+    task = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
+    fmt = task.original_format.replace({"enum1.numbering": "Ⅰ", "enum1.wrapper": "[x]", "enum1_block.space": "\n",
+                                        "enum1.item_space": "\n"})
+    assert task.answers(fmt) == ["Ⅰ", "Ⅱ", "Ⅲ", "Ⅳ", "Ⅴ"] and task.gold(task.examples[2], fmt) == "Ⅱ"
+    text = task.prompt(fmt, [], task.examples[2])
+    assert text.startswith("In this task, you need to answer the given multiple-choice question on the gain. Gain is "
+                           "the value by which to multiply the input. Classify your answers into 'Ⅰ', 'Ⅱ', 'Ⅲ', 'Ⅳ', and 'Ⅴ'.")
+    assert text.endswith("Problem: 15 % of 75 is the same as vx % of 450 . find x . \nOptions: \n[Ⅰ] 1\n[Ⅱ] 2.5\n[Ⅲ] 3\n"
+                         "[Ⅳ] 4\n[Ⅴ] 5 \nAnswer: ")
+
+
+def test_every_structure_samples_plausible_distinct_formats():
+    from llmgen.classification_tasks import SNI_STRUCTURES
+
+    for number_, s in SNI_STRUCTURES.items():
+        formats = sample_formats(s.layout, 12, seed=0, original=s.original)
+        assert len(formats) == 12, number_
+        assert len({f.template(s.layout) for f in formats}) == 12, number_
+        assert all(is_plausible(f, s.layout) for f in formats[1:]), number_
