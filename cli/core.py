@@ -97,6 +97,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"wrote {output_dir}/results.json")
             return
         out = run_eval(config)
+        from llmgen.sharding import rank
+
+        if rank() != 0:  # under torchrun every rank holds the results; one prints them
+            return
         print_results(out)
         if output_dir:
             typer.echo(f"wrote {output_dir}/results.json")

@@ -50,7 +50,7 @@ class Scripted(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._send(200, {"data": [{"id": "scripted"}]})
+        self._send(200, {"data": [{"id": "scripted", "max_model_len": 64}]})
 
     def do_POST(self) -> None:
         srv = self.server
@@ -116,6 +116,7 @@ def test_requests_spread_over_urls_and_fail_over_a_dead_one(scripted, tiny_model
     (a, sa), (b, sb) = scripted(), scripted()
     backend = get_backend("openai", tiny_model_dir, base_url=f"{a},{b}", concurrency=4)
     res = backend.loglikelihood_tokens([([72], [105, 33])] * 10)
+    assert backend.max_length == 64  # the max_model_len the server lists
     assert len(sa.bodies) == 5 and len(sb.bodies) == 5
     assert all(body["echo"] and body["logprobs"] == 1 and body["prompt"] == ECHO_TOKENS for body in sa.bodies)
     # echoed logprobs at positions 1 and 2 are -0.5 and -1.0; the alternative (-0.75) beats -1.0

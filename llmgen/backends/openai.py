@@ -31,7 +31,7 @@ from itertools import count
 from threading import Lock
 from typing import Any
 
-from llmgen.backends.base import Backend, Completion, LoglikelihoodResult, SamplingConfig
+from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult
 from llmgen.errors import LlmgenError
 
 log = logging.getLogger("llmgen")
@@ -132,13 +132,13 @@ def _token_id(token: str) -> int:
     return int(token.split(":", 1)[1])
 
 
-def completion_from_choice(choice: dict[str, Any]) -> Completion:
+def completion_from_choice(choice: dict[str, Any], truncated: bool = False) -> Completion:
     """One ``/completions`` choice (with ``logprobs``) → a ``Completion`` like the other backends return."""
     lp = choice.get("logprobs") or {}
     ids = [_token_id(t) for t in lp.get("tokens") or []]
     lps = [float("nan") if x is None else float(x) for x in lp.get("token_logprobs") or []]
     finish = "stop" if choice.get("finish_reason") == "stop" else "length"
-    return Completion(text=choice["text"], token_ids=ids, logprobs=lps, finish_reason=finish)
+    return Completion(text=choice["text"], token_ids=ids, logprobs=lps, finish_reason=finish, truncated=truncated)
 
 
 def score_from_echo(choice: dict[str, Any], ctx_len: int, cont: Sequence[int]) -> LoglikelihoodResult:
@@ -171,10 +171,12 @@ class OpenAIBackend(Backend):
     def __init__(self, model: str, base_url: str | Sequence[str] | None = None, adapter: str | None = None,
                  dtype: str = "float32", served_model: str | None = None, api_key: str | None = None,
                  concurrency: int = 8, max_retries: int = 6, backoff: float = 0.5,
-                 timeout: float = 600.0) -> None:
+                 timeout: float = 600.0, max_length: int | None = None, batch_size: int = 256) -> None:
         """``model`` names the weights (for the tokenizer and the cache key); ``served_model`` is the
         name the servers know it by (default: the first id ``/v1/models`` lists). ``adapter`` is the
-        served name of a LoRA adapter (vLLM ``--lora-modules name=path``), used instead of the model."""
+        served name of a LoRA adapter (vLLM ``--lora-modules name=path``), used instead of the model.
+        ``max_length`` defaults to the ``max_model_len`` the server lists; ``batch_size`` is how many
+        requests one call gets from the request cache (committed after each call)."""
         from llmgen.models import load_tokenizer
 
         urls = parse_base_urls(base_url)
@@ -185,14 +187,19 @@ class OpenAIBackend(Backend):
         self.pool = ServerPool(urls, api_key=api_key, max_retries=max_retries, backoff=backoff, timeout=timeout)
         self.concurrency = concurrency
         self._tok = load_tokenizer(self.model_path)
-        self.served_model = adapter or served_model or self._first_model_id()
-        self.fingerprint = f"{self.fingerprint}@{self.served_model}"
-
-    def _first_model_id(self) -> str:
+        self.batch_size = batch_size
         listed = self.pool.request("/models").get("data") or []
         if not listed:
             raise LlmgenError(f"server {self.pool.urls[0]} lists no models")
-        return listed[0]["id"]
+        self.served_model = adapter or served_model or listed[0]["id"]
+        entry = next((m for m in listed if m.get("id") == self.served_model), listed[0])
+        self._max_length = max_length or entry.get("max_model_len") or self._tok.model_max_length
+        self.fingerprint = f"{self.fingerprint}@{self.served_model}"
+
+    @property
+    def max_length(self) -> int:
+        """The server's context length (``max_model_len`` in ``/v1/models``), unless given."""
+        return int(self._max_length)
 
     @property
     def tokenizer(self):
@@ -210,22 +217,23 @@ class OpenAIBackend(Backend):
         choices = self.pool.request("/completions", body).get("choices") or []
         return sorted(choices, key=lambda c: c.get("index", 0))
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
-        params = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                  "max_tokens": sampling.max_tokens, "logprobs": 0, "skip_special_tokens": True}
-        if sampling.stop:
-            params["stop"] = list(sampling.stop)
-        if sampling.seed is not None:
-            params["seed"] = sampling.seed
-        encoded = [self._tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    def _generate_tokens(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """One ``/completions`` call per request; the server seeds sample ``j`` with ``seed + j`` (vLLM's rule)."""
 
-        def one(ids: list[int]) -> list[Completion]:
-            choices = self._complete(ids, **params)
-            if len(choices) != sampling.n:
-                raise LlmgenError(f"server returned {len(choices)} completions, asked for {sampling.n}")
-            return [completion_from_choice(c) for c in choices]
+        def one(req: GenerationRequest) -> list[Completion]:
+            s = req.sampling
+            params: dict[str, Any] = {"n": s.n, "temperature": s.temperature, "top_p": s.top_p,
+                                      "max_tokens": s.max_tokens, "logprobs": 0, "skip_special_tokens": True}
+            if s.stop:
+                params["stop"] = list(s.stop)
+            if req.seeds:
+                params["seed"] = req.seeds[0]
+            choices = self._complete(list(req.token_ids), **params)
+            if len(choices) != s.n:
+                raise LlmgenError(f"server returned {len(choices)} completions, asked for {s.n}")
+            return [completion_from_choice(c, req.truncated) for c in choices]
 
-        return self._map(one, encoded)
+        return self._map(one, list(requests))
 
     def loglikelihood_tokens(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[LoglikelihoodResult]:
         def one(req: tuple[list[int], list[int]]) -> LoglikelihoodResult:
