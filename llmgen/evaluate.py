@@ -144,7 +144,8 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
             for k in ks:
                 metrics[f"pass@{k}"] = pass_at_k(len(correct), sum(correct), k)
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
-                         "responses": [c["text"] for c in comps], "correct": correct, "metrics": metrics})
+                         "responses": [c["text"] for c in comps], "correct": correct, "metrics": metrics,
+                         "truncated": any(c["truncated"] for c in comps)})
     else:
         pairs, spans = [], []
         for doc, prompt in zip(task.docs, prompts, strict=True):
@@ -161,7 +162,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
             if gold not in choices:
                 raise LlmgenError(f"task {task.name!r}: example {i} target {gold!r} is not among its choices")
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": gold, "responses": [choices[pred]],
-                         "choice_logprobs": lps,
+                         "choice_logprobs": lps, "truncated": any(scores[s + j]["truncated"] for j in range(n)),
                          "metrics": {"acc": float(choices[pred] == gold), "acc_norm": float(choices[pred_norm] == gold)}})
             advance(1)
     names = sorted({m for r in rows for m in r["metrics"]}, key=lambda m: (m.startswith("pass@"), len(m), m))
