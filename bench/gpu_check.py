@@ -277,11 +277,11 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s (default: by GPU name)")
     a = p.parse_args()
     if not (Path(a.model) / "config.json").is_file():
-        sys.exit(f"error: --model {a.model} is not a model folder (no config.json)")
+        p.exit(2, f"error: --model {a.model} is not a model folder (no config.json)\n")
     parts = [x for x in a.parts.split(",") if x]
     known = {"generate", "loglikelihood", "train_embedded", "train_1b"}
     if set(parts) - known:
-        sys.exit(f"error: unknown --parts {sorted(set(parts) - known)} (known: {sorted(known)})")
+        p.exit(2, f"error: unknown --parts {sorted(set(parts) - known)} (known: {sorted(known)})\n")
 
     import torch
 
