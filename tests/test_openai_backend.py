@@ -138,10 +138,21 @@ def test_bad_base_urls_fail_before_any_request(tiny_model_dir):
             get_backend("openai", tiny_model_dir, base_url=bad)
 
 
-def test_cli_base_url_needs_the_openai_backend(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "llmgen.cli.main", "eval", "--base-url", "http://x:1"],
+def test_cli_base_url(tmp_path, scripted, tiny_model_dir):
+    """`llmgen eval --backend openai --base-url A,B` reaches both servers; --base-url alone is refused."""
+    (a, sa), (b, sb) = scripted(), scripted()
+    run = subprocess.run([sys.executable, "-m", "llmgen.cli.main", "eval", "--backend", "openai", "--base-url",
+                          f"{a},{b}", "--model", tiny_model_dir, "--tasks", "sentiment", "--limit", "3",
+                          "--no-cache", "--output-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["backend"]["backend"] == "openai" and res["backend"]["base_urls"] == [a, b]
+    assert res["backend"]["served_model"] == "scripted" and len(sa.bodies) + len(sb.bodies) == res["cache"]["misses"]
+    assert len(sa.bodies) > 0 and len(sb.bodies) > 0
+    bad = subprocess.run([sys.executable, "-m", "llmgen.cli.main", "eval", "--base-url", "http://x:1"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1] == "error: --base-url needs --backend openai"
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: --base-url needs --backend openai"
 
 
 # --- a real `vllm serve` ------------------------------------------------------------------------
