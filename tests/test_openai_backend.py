@@ -136,6 +136,13 @@ def test_bad_base_urls_fail_before_any_request(tiny_model_dir):
     for bad, message in [(None, "needs --base-url"), ("a:1", "must start with http"), (" , ", "is empty")]:
         with pytest.raises(LlmgenError, match=message):
             get_backend("openai", tiny_model_dir, base_url=bad)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    t = time.time()
+    with pytest.raises(LlmgenError, match=r"/models failed after 3 attempts"):  # not the full 7-attempt schedule
+        get_backend("openai", tiny_model_dir, base_url=dead, backoff=0.1)
+    assert time.time() - t < 10
 
 
 def test_cli_base_url(tmp_path, scripted, tiny_model_dir):

@@ -90,12 +90,13 @@ class ServerPool:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def request(self, path: str, body: dict[str, Any] | None = None, max_retries: int | None = None) -> dict[str, Any]:
         """POST ``body`` (GET when None) to ``<url><path>`` on the next server; retried on transient failures."""
+        retries = self.max_retries if max_retries is None else max_retries
         with self._lock:
             first = next(self._next)
         last_error = ""
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(retries + 1):
             url = self.urls[(first + attempt) % len(self.urls)]
             data = None if body is None else json.dumps(body).encode()
             req = urllib.request.Request(url + path, data=data, headers=self._headers(),
@@ -114,15 +115,15 @@ class ServerPool:
                 last_error, retry_after = f"{e.code} {detail}", e.headers.get("Retry-After")
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 last_error = str(getattr(e, "reason", e))
-            if attempt == self.max_retries:
+            if attempt == retries:
                 break
             with self._lock:
                 self.retries += 1
             delay = backoff_delay(attempt, self.backoff, self.backoff_cap, retry_after)
             log.warning("openai backend: %s%s failed (%s); retry %d/%d in %.1fs", url, path, last_error,
-                        attempt + 1, self.max_retries, delay)
+                        attempt + 1, retries, delay)
             self.sleep(delay)
-        raise LlmgenError(f"{path} failed after {self.max_retries + 1} attempts on {', '.join(self.urls)}: {last_error}")
+        raise LlmgenError(f"{path} failed after {retries + 1} attempts on {', '.join(self.urls)}: {last_error}")
 
 
 def _token_id(token: str) -> int:
@@ -188,7 +189,8 @@ class OpenAIBackend(Backend):
         self.concurrency = concurrency
         self._tok = load_tokenizer(self.model_path)
         self.batch_size = batch_size
-        listed = self.pool.request("/models").get("data") or []
+        # a wrong URL should fail in seconds, not after the full retry schedule
+        listed = self.pool.request("/models", max_retries=min(2, max_retries)).get("data") or []
         if not listed:
             raise LlmgenError(f"server {self.pool.urls[0]} lists no models")
         self.served_model = adapter or served_model or listed[0]["id"]
