@@ -149,8 +149,8 @@ def test_loglikelihood_rolling_matches_direct_forward_passes(tiny_model_dir):
     r = full.loglikelihood_rolling([text])[0]
     assert (r.num_tokens, r.num_words, r.num_bytes) == (34, 2, 34)
     assert r.logprob == pytest.approx(_direct_window_logprob(full.model, [tok.bos_token_id] + ids[:-1], ids), abs=1e-3)
-    # a context of 11 tokens gives lm-eval's windows of 10 predicted tokens (the gold above)
-    short = get_backend("hf", tiny_model_dir, max_length=11)
+    # a 12-token context (11 scored tokens per window) gives lm-eval's windows of 10 predictions
+    short = get_backend("hf", tiny_model_dir, max_length=12)
     expected = 0.0
     for a, b in LM_EVAL_GOLD:
         a = [tok.bos_token_id if t == -100 else ids[t] for t in a]
@@ -191,7 +191,7 @@ def _check_left_truncation(backend, caplog) -> list[int]:
     assert not tail.truncated and tail.token_ids == out[0][0].token_ids
     ll = backend.loglikelihood([(LONG, "xyz"), ("ab", "xyz")])
     assert ll[0].truncated and not ll[1].truncated
-    assert ll[0].logprob == pytest.approx(backend.loglikelihood([(LONG[-61:], "xyz")])[0].logprob, abs=1e-4)
+    assert ll[0].logprob == pytest.approx(backend.loglikelihood([(LONG[-60:], "xyz")])[0].logprob, abs=1e-4)
     with pytest.raises(LlmgenError, match="does not fit"):
         backend.loglikelihood([("a", LONG)])
     with pytest.raises(LlmgenError, match="leaves no room"):

@@ -237,6 +237,15 @@ class Backend(ABC):
     def max_length(self) -> int:
         """The most tokens (prompt + generated) one sequence may hold."""
 
+    @property
+    def max_scored_length(self) -> int:
+        """The most tokens (context + continuation) one scored sequence may hold: ``max_length - 1``.
+
+        vLLM scores a sequence as a prompt that must leave room for one generated token; HF keeps
+        the same limit so that both backends truncate, window and score the same tokens.
+        """
+        return self.max_length - 1
+
     # --- generation -----------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig | Sequence[SamplingConfig]
                  ) -> list[list[Completion]]:
@@ -279,21 +288,21 @@ class Backend(ABC):
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LoglikelihoodResult]:
         """Per (context, continuation) pair, the summed logprob of the continuation.
 
-        A pair longer than ``max_length`` keeps the end of its context (lm-eval's left-truncation);
-        the result says ``truncated``.
+        A pair longer than ``max_scored_length`` keeps the end of its context (lm-eval's
+        left-truncation); the result says ``truncated``.
         """
         pairs = [encode_pair(self.tokenizer, c, x) for c, x in requests]
         kept, flags = [], []
         for ctx, cont in pairs:
-            room = self.max_length - len(cont)
+            room = self.max_scored_length - len(cont)
             if room < 1:
                 raise LlmgenError(f"a continuation of {len(cont)} tokens does not fit this model's "
-                                  f"{self.max_length}-token context; score it with loglikelihood_rolling")
+                                  f"{self.max_scored_length}-token scoring context; score it with loglikelihood_rolling")
             flags.append(len(ctx) > room)
             kept.append((ctx[-room:], cont))
         if any(flags):
-            log.warning("%d of %d scored pairs are longer than the %d-token context; kept the end of their context",
-                        sum(flags), len(pairs), self.max_length)
+            log.warning("%d of %d scored pairs are longer than the %d-token scoring context; kept the end of "
+                        "their context", sum(flags), len(pairs), self.max_scored_length)
         results = self.loglikelihood_tokens(kept)
         for r, t in zip(results, flags, strict=True):
             r.truncated = t
@@ -307,7 +316,7 @@ class Backend(ABC):
         """Per text, the summed logprob of all its tokens, scored in windows of the model's context.
 
         Windows are lm-eval's (``get_rolling_token_windows`` + ``make_disjoint_window``, one token of
-        context), sized so that context + continuation fit ``max_length``: every token is scored
+        context), sized so that context + continuation fit ``max_scored_length``: every token is scored
         once, conditioned on as many preceding tokens as fit. Word and byte counts are lm-eval's
         (``re.split(r"\\s+")`` and UTF-8 bytes), for word and byte perplexity.
         """
@@ -318,7 +327,7 @@ class Backend(ABC):
             ids = tok(text, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise LlmgenError(f"text {i} is empty: nothing to score")
-            for w in rolling_windows(ids, prefix, self.max_length - 1):
+            for w in rolling_windows(ids, prefix, self.max_scored_length - 1):
                 windows.append(w)
                 owner.append(i)
         scores = self.loglikelihood_tokens(windows)
