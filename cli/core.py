@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         model: Annotated[str, typer.Option(help="'default', a local folder, a .gguf file or a hub id")] = "default",
         model_args: Annotated[str | None, typer.Option(help="backend args: key=value,... or JSON (dtype, adapter, ...)")] = None,
-        backend: Annotated[str, typer.Option(help="hf or vllm")] = "hf",
+        backend: Annotated[str, typer.Option(help="hf, vllm or openai (a server: needs --base-url)")] = "hf",
+        base_url: Annotated[str | None, typer.Option(help="openai backend: server URL(s), comma-separated")] = None,
         tasks: Annotated[str, typer.Option(help="comma-separated task names or task files (.yaml/.jsonl)")] = "arithmetic",
         limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of each task")] = None,
         batch_size: Annotated[int, typer.Option(help="prompts per forward pass (hf backend)")] = 16,
@@ -112,6 +113,10 @@ def register(app: typer.Typer) -> None:
                             output_dir=run_dir, log_samples=log_samples, cache=None if no_cache else "auto")
         if backend == "hf":
             config.model_args.setdefault("batch_size", batch_size)
+        if base_url is not None:
+            if backend != "openai":
+                raise LlmgenError("--base-url needs --backend openai")
+            config.model_args["base_url"] = base_url
         if formats is not None:
             from llmgen.format_eval import run_format_eval
 
@@ -119,6 +124,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"wrote {run_dir}/results.json", err=True)
             return
         out = run_eval(config)
+        from llmgen.sharding import rank
+
+        if rank() != 0:  # under torchrun every rank holds the results; one prints them
+            return
         print_results(out)
         typer.echo(f"wrote {run_dir}/results.json", err=True)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmgen import sharding
 from llmgen.backends import Backend, SamplingConfig, get_backend
 from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
@@ -249,12 +250,14 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     tasks = validate(config)
     t0 = time.time()
     own_backend = backend is None
+    sharding.start(config.backend)  # under torchrun/accelerate: join the ranks before the model loads
     if backend is None:
         # --batch-size sets HF's forward batch; vLLM schedules on its own and keeps its default
         extra = {"batch_size": config.batch_size} if config.backend == "hf" else {}
         backend = get_backend(config.backend, config.model, **{**extra, **config.model_args})
     t_load = time.time() - t0
     cache = open_cache(config)
+    backend, cache = sharding.shard(backend, cache)  # each rank scores a slice; every rank gets all results
     results: dict[str, dict[str, Any]] = {}
     all_rows: list[dict] = []
     timings = {"load_s": round(t_load, 2)}
@@ -273,6 +276,7 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
                     m: uncertainty(rows, m, config.seed) for m in agg if all(m in r["metrics"] for r in rows)}
                 timings[f"{task.name}_s"] = round(time.time() - t1, 2)
                 all_rows += rows
+        described = backend.describe()  # before close(): describe() reads the loaded model
     finally:
         cache_stats = {"hits": cache.hits, "misses": cache.misses, "path": str(cache.path) if cache.path else None}
         cache.close()
@@ -280,13 +284,13 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
             backend.close()
     timings["total_s"] = round(time.time() - t0, 2)
     out = {
-        "config": asdict(config), "model": config.model, "backend": backend.describe(), "versions": versions(),
+        "config": asdict(config), "model": config.model, "backend": described, "versions": versions(),
         "seed": config.seed, "timings": timings, "cache": cache_stats,
         "results": {t: {m: v for m, v in r.items() if m != "_uncertainty"} for t, r in results.items()},
         "uncertainty": {t: r["_uncertainty"] for t, r in results.items()},
         "n_samples": {t.name: len(t.docs) for t in tasks}, "tasks": {t.name: t.describe() for t in tasks},
     }
-    if config.output_dir:
+    if config.output_dir and sharding.rank() == 0:  # rank 0 alone writes
         run = Path(config.output_dir)
         atomic_write_json(run / "config.json", asdict(config))
         if config.log_samples:

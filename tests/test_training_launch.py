@@ -168,3 +168,38 @@ def test_two_process_unlearning_writes_one_run_folder(tmp_path, tiny_model_dir):
     assert (out / "curve.png").is_file() and (out / "samples.jsonl").is_file()
     assert run.stdout.count("wrote ") == 1  # only rank 0 reports
     assert not list(out.glob(".*.tmp"))
+
+
+def test_fsdp_two_cpu_processes(tmp_path, tiny_model_dir, train_jsonl):
+    """`accelerate launch` with configs/accelerate/fsdp_cpu.yaml: 2 gloo ranks train with FSDP2 (sharded
+    checkpoint format), reach the losses of the same run under DDP, and final/ is a loadable full model."""
+    accelerate = shutil.which("accelerate", path=str(Path(PY).parent)) or shutil.which("accelerate")
+    torchrun = shutil.which("torchrun", path=str(Path(PY).parent)) or shutil.which("torchrun")
+    if accelerate is None or torchrun is None or not torch.distributed.is_gloo_available():
+        pytest.skip("accelerate/torchrun or gloo not available")
+    args = ["-m", "llmgen.cli.main", "train", "--model", tiny_model_dir, "--data", train_jsonl, "--max-steps", "6",
+            "--batch-size", "2", "--lr", "3e-3", "--save-every", "3", "--no-progress"]
+    port = str(29900 + os.getpid() % 90)
+    launches = {
+        "fsdp": [accelerate, "launch", "--config_file", str(REPO / "configs/accelerate/fsdp_cpu.yaml"),
+                 "--main_process_port", port],
+        "ddp": [torchrun, "--nproc_per_node", "2", "--master_port", str(int(port) + 1)],
+    }
+    losses, final = {}, {}
+    for name, launch in launches.items():
+        out = tmp_path / name
+        run = subprocess.run([*launch, *args, "--output-dir", str(out)], capture_output=True, text=True, env=_env(),
+                             timeout=400, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        res = json.loads((out / "results.json").read_text())
+        assert res["num_processes"] == 2 and res["steps"] == 6 and min(res["tokens_per_rank"]) > 0
+        losses[name] = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+        final[name] = out / "final"
+        ckpt = {p.name for p in (out / "checkpoints" / "step-3").iterdir()}
+        assert ("pytorch_model_fsdp.bin" in ckpt) == (name == "fsdp"), ckpt  # FSDP saved through FSDP's path
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-4) and losses["fsdp"][-1] < losses["fsdp"][0]
+    from llmgen.models import load_model
+
+    (fsdp_model, _), (ddp_model, _) = load_model(str(final["fsdp"])), load_model(str(final["ddp"]))
+    for (name, a), (_, b) in zip(fsdp_model.state_dict().items(), ddp_model.state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), name

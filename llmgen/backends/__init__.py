@@ -1,4 +1,5 @@
-"""Backends: ``hf`` (transformers forward passes) and ``vllm`` (the vLLM engine, CPU or GPU)."""
+"""Backends: ``hf`` (transformers forward passes), ``vllm`` (the vLLM engine, CPU or GPU) and
+``openai`` (OpenAI-compatible servers such as ``vllm serve``, over HTTP)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from llmgen.backends.base import (
 )
 from llmgen.errors import LlmgenError
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "openai")
 
 
 def get_backend(name: str, model: str, **kwargs) -> Backend:
@@ -25,6 +26,10 @@ def get_backend(name: str, model: str, **kwargs) -> Backend:
         from llmgen.backends.vllm_engine import VLLMBackend
 
         return VLLMBackend(model, **kwargs)
+    if name == "openai":
+        from llmgen.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model, **kwargs)
     raise LlmgenError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
 
 

@@ -87,8 +87,30 @@ def _accelerator(config: TrainConfig):
     GradientState._reset_state()
     trackers = _trackers(config.report_to)
     mp = "no" if config.mixed_precision == "fp32" else config.mixed_precision
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=config.grad_accum,
-                       log_with=trackers or None, project_dir=config.output_dir, cpu=_cpu_only(config))
+    accelerator = Accelerator(mixed_precision=mp, gradient_accumulation_steps=config.grad_accum,
+                              log_with=trackers or None, project_dir=config.output_dir, cpu=_cpu_only(config))
+    _fsdp_on_cpu(accelerator)
+    return accelerator
+
+
+def _fsdp_on_cpu(accelerator) -> None:
+    """FSDP asked for (``accelerate launch`` with an FSDP config) on a multi-process CPU group.
+
+    accelerate switches to FSDP only for GPU-like device types and would silently train plain DDP on
+    CPU; torch's ``fully_shard`` runs on CPU over gloo, so hand accelerate the plugin it skipped.
+    """
+    import os
+
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    on_cpu_group = accelerator.num_processes > 1 and accelerator.device.type == "cpu"
+    if (on_cpu_group and getattr(accelerator.state, "fsdp_plugin", None) is None
+            and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"):
+        from accelerate.state import PartialState
+
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        # both shared states: AcceleratorState copies the type from PartialState when re-created
+        accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
 
 
 def _cpu_only(config: TrainConfig) -> bool:
