@@ -6,7 +6,9 @@ at most one engine per model and shuts it down at the end.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 
 import pytest
 
@@ -50,3 +52,39 @@ def vllm_default(default_model_dir):
     backend = get_backend("vllm", default_model_dir)
     yield backend
     backend.close()
+
+
+# ------------------------------------------------------------------ the `vllm` marker, applied in one place
+# Fixtures that start a vLLM engine; a test that uses one (directly, through another fixture, or by
+# name in a parametrization resolved with request.getfixturevalue) starts an engine.
+ENGINE_FIXTURES = frozenset({"vllm_default"})
+# A test or fixture that starts vLLM itself: get_backend("vllm", ...), backend="vllm", "--backend", "vllm".
+_STARTS_VLLM = re.compile(r"""get_backend\(\s*["']vllm["']|backend\s*=\s*["']vllm["']|["']--backend["']\s*,\s*["']vllm["']""")
+
+
+def _source(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def starts_engine(item: pytest.Item) -> bool:
+    """True when running ``item`` starts a vLLM engine (so ``-m "not vllm"`` must drop it)."""
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        names |= {v for v in callspec.params.values() if isinstance(v, str)}
+    if names & ENGINE_FIXTURES:
+        return True
+    if _STARTS_VLLM.search(_source(getattr(item, "function", None))):
+        return True
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(_STARTS_VLLM.search(_source(d.func)) for name in names for d in defs.get(name, ()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop)."""
+    for item in items:
+        if item.get_closest_marker("vllm") is None and starts_engine(item):
+            item.add_marker(pytest.mark.vllm)
