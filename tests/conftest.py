@@ -60,7 +60,7 @@ def vllm_default(default_model_dir):
 # embedded instruct model. Both are evaluated by ``run_eval`` / ``run_format_eval`` themselves, so
 # ``compare`` and ``report`` are tested on exactly the files the runner writes.
 RUN_LIMIT = 12  # examples per task: enough for a significant paired difference, a few seconds per run
-RUN_FORMATS = 4
+RUN_FORMATS = 3  # format 1 of this seed is the one where the ranking of the two models reverses
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spa
 
 @pytest.fixture(scope="session")
 def eval_runs(tmp_path_factory, tiny_hf, hf_default, tiny_model_dir, default_model_dir) -> dict:
-    """Run folders, by name: ``{tiny,default}_formats`` (sentiment, ``--formats 4``, exhaustive) and
+    """Run folders, by name: ``{tiny,default}_formats`` (sentiment, ``--formats 3``, exhaustive) and
     ``{tiny,default}_sampled`` (a capitals JSONL task, 4 samples at temperature 1: fractional exact match, pass@k)."""
     from llmgen.evaluate import EvalConfig, run_eval
     from llmgen.format_eval import run_format_eval

@@ -143,7 +143,7 @@ def test_ranking_flips_hand_values():
 
 
 def test_compare_across_formats(eval_runs):
-    """Issue 14 item 6 on two real ``--formats 4`` runs: per-format paired difference, significance, flips."""
+    """Issue 14 item 6 on two real ``--formats`` runs: per-format paired difference, significance, flips."""
     a, b = eval_runs["tiny_formats"], eval_runs["default_formats"]
     across = compare_formats([a, b], n_resamples=4000, seed=0)
     metric = first_metric(a)
@@ -202,7 +202,7 @@ def test_compare_cli(eval_runs, tmp_path, capsys):
     main(["compare", str(a), str(b), "--resamples", "500", "--json", str(out)])
     text = capsys.readouterr().out
     assert first_metric(a) in text and "McNemar" in text and "gained doc" in text
-    assert "across 4 prompt formats" in text and "ranking flips in" in text
+    assert f"across {RUN_FORMATS} prompt formats" in text and "ranking flips in" in text
     saved = json.loads(out.read_text())
     assert saved["task"] == "sentiment" and saved["across_formats"]["formats"] == RUN_FORMATS
     # two plain runs: no across-formats part
