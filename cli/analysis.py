@@ -24,11 +24,16 @@ def compare(
     show_flips: int = typer.Option(10, "--show-flips", help="Flipped examples to print per pair (0: none)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the comparison to this JSON file."),
 ) -> None:
-    """Compare runs of one task on the same examples: paired bootstrap, McNemar, flipped examples."""
+    """Compare runs of one task on the same examples: paired bootstrap, McNemar, flipped examples.
+
+    Two ``--formats`` runs of the same task and formats are also compared format by format: the
+    paired difference with its interval per format, in how many formats each run is significantly
+    better, and in how many format pairs the ranking of the two runs flips.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    from llmgen.analysis import compare_runs
+    from llmgen.analysis import compare_formats, compare_runs, has_formats
     from llmgen.errors import LlmgenError
     from llmgen.io import atomic_write_json, check_output_file
 
@@ -40,6 +45,10 @@ def compare(
         check_output_file(json_out)
     cmp = compare_runs(list(runs), task=task, metrics=metric or None, seed=seed, n_resamples=resamples,
                        confidence=confidence)
+    across = None  # two --formats runs: also a paired test per format (checked before anything is printed)
+    if len(runs) == 2 and all(has_formats(r, cmp.task) for r in runs):
+        across = compare_formats(list(runs), task=cmp.task, metric=(metric or [None])[0], seed=seed,
+                                 n_resamples=resamples, confidence=confidence)
     console = Console()
     level = f"{confidence:.0%}"
     table = Table(title=f"{cmp.task}: {cmp.n_examples} shared examples (mean [{level} CI])")
@@ -77,9 +86,32 @@ def compare(
                     console.print(f"  {label} doc {doc_id}: target={str(row.get('target', ''))[:60]!r} "
                                   f"{t.baseline}={str(base_resp)[:60]!r} {t.other}={str(resp)[:60]!r}",
                                   markup=False, highlight=False)
+    if across is not None:
+        print_format_comparison(console, across, level)
     if json_out is not None:
-        atomic_write_json(json_out, cmp.as_dict())
+        atomic_write_json(json_out, {**cmp.as_dict(), "across_formats": across.as_dict() if across else None})
         console.print(f"wrote {json_out}")
+
+
+def print_format_comparison(console, across, level: str) -> None:
+    """Per format: the paired difference and its interval; then how often the ranking holds or flips."""
+    from rich.table import Table
+
+    d = across.as_dict()
+    table = Table(title=f"{across.metric} across {d['formats']} prompt formats: {across.other} - {across.baseline}")
+    for col in ("format", "diff", f"{level} CI", "p (bootstrap)", "p (McNemar)", "significant"):
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for t in across.tests:
+        b, mc = t.bootstrap, t.mcnemar
+        label = f"{t.format_id}{' (original)' if t.original else ''}: {t.format!r}"
+        table.add_row(label, f"{b.diff:+.4g}", f"[{b.ci_low:+.4g}, {b.ci_high:+.4g}]", f"{b.p_value:.3g}",
+                      f"{mc.p_value:.3g}" if mc else "-",
+                      {1: f"{across.other} better", -1: f"{across.baseline} better", 0: "-"}[t.significant])
+    console.print(table)
+    console.print(f"{across.other} significantly better in {d['other_significantly_better']} of {d['formats']} formats, "
+                  f"{across.baseline} in {d['baseline_significantly_better']}; ahead: {across.other} "
+                  f"{d['other_ahead']}, {across.baseline} {d['baseline_ahead']}, tied {d['tied']}; "
+                  f"ranking flips in {d['ranking_flips']} of {d['format_pairs']} format pairs", markup=False)
 
 
 def report(

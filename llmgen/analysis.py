@@ -48,10 +48,7 @@ class Run:
         return list(res) if isinstance(res, dict) else []
 
     def samples_path(self, task: str) -> Path | None:
-        """``samples_<task>.jsonl`` if present, else the run's ``samples.jsonl`` (rows tagged by ``task``)."""
-        candidate = self.path / f"samples_{task}.jsonl"
-        if candidate.is_file():
-            return candidate
+        """The run's ``samples.jsonl`` (one file for every task, rows tagged by ``task``), if written."""
         plain = self.path / "samples.jsonl"
         return plain if plain.is_file() else None
 
@@ -61,11 +58,7 @@ class Run:
             path = self.samples_path(task)
             if path is None:
                 raise LlmgenError(f"run {self.path} has no per-example samples (samples.jsonl) for task {task!r}")
-            rows = read_jsonl(path, required=["doc_id", "metrics"])
-            if any("task" in r for r in rows):
-                rows = [r for r in rows if r.get("task") == task]
-            elif len(self.tasks) > 1 and path.name == "samples.jsonl":
-                raise LlmgenError(f"{path}: rows carry no 'task' field, so the tasks of this run cannot be told apart")
+            rows = [r for r in read_jsonl(path, required=["task", "doc_id", "metrics"]) if r["task"] == task]
             if not rows:
                 raise LlmgenError(f"{path}: no rows for task {task!r}")
             self._samples[task] = rows
@@ -232,3 +225,147 @@ def compare_runs(paths: list[str | Path], task: str | None = None, metrics: list
             tests.append(PairedTest(m, base, r.name, boot, mcnemar(b, a) if binary else None, gained, lost))
     rows = {r.name: {row["doc_id"]: row for row in r.samples(task)} for r in runs}
     return Comparison(task, [r.name for r in runs], chosen, len(doc_ids), summaries, tests, rows)
+
+
+# ------------------------------------------------------------------ comparisons across prompt formats
+@dataclass
+class FormatTest:
+    """One prompt format: the paired difference ``other - baseline`` on the shared examples."""
+
+    format_id: int
+    format: str
+    original: bool
+    bootstrap: PairedBootstrapResult
+    mcnemar: McNemarResult | None
+
+    @property
+    def significant(self) -> int:
+        """+1 if the other run is significantly ahead (interval above 0), -1 if behind, 0 otherwise."""
+        if self.bootstrap.ci_low > 0:
+            return 1
+        if self.bootstrap.ci_high < 0:
+            return -1
+        return 0
+
+
+@dataclass
+class FormatComparison:
+    """``llmgen compare`` on two ``--formats`` runs: one paired test per format, and the ranking across them.
+
+    FormatSpread's point (Sclar et al. 2024) is that the ranking of two models can reverse with the
+    prompt format; ``flips`` counts the format pairs in which the two models are ordered oppositely.
+    """
+
+    task: str
+    metric: str
+    baseline: str
+    other: str
+    n_examples: int
+    tests: list[FormatTest]
+
+    @property
+    def signs(self) -> list[int]:
+        """Per format: +1 if the other run scores higher, -1 if lower, 0 if tied."""
+        return [(t.bootstrap.diff > 0) - (t.bootstrap.diff < 0) for t in self.tests]
+
+    @property
+    def flips(self) -> int:
+        return ranking_flips(self.signs)
+
+    def as_dict(self) -> dict[str, Any]:
+        k = len(self.tests)
+        return {"task": self.task, "metric": self.metric, "baseline": self.baseline, "other": self.other,
+                "n_examples": self.n_examples, "formats": k,
+                "other_significantly_better": sum(t.significant == 1 for t in self.tests),
+                "baseline_significantly_better": sum(t.significant == -1 for t in self.tests),
+                "other_ahead": self.signs.count(1), "baseline_ahead": self.signs.count(-1), "tied": self.signs.count(0),
+                "ranking_flips": self.flips, "format_pairs": k * (k - 1) // 2,
+                "per_format": [{"format_id": t.format_id, "format": t.format, "original": t.original,
+                                "bootstrap": t.bootstrap.as_dict(), "significant": t.significant,
+                                "mcnemar": t.mcnemar.as_dict() if t.mcnemar else None} for t in self.tests]}
+
+
+def ranking_flips(signs: list[int]) -> int:
+    """Format pairs in which the two models are ordered oppositely (one +1, the other -1; ties never flip)."""
+    return signs.count(1) * signs.count(-1)
+
+
+def _format_entry(run: Run, task: str) -> dict[str, Any] | None:
+    fs = run.results.get("format_spread")
+    entry = fs.get(task) if isinstance(fs, dict) else None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("formats"), list) else None
+
+
+def _format_rows(run: Run, task: str) -> dict[int, dict[int, dict]]:
+    """``format_id -> doc_id -> row`` from the run's ``format_samples.jsonl`` (rows of ``task`` only)."""
+    path = run.path / "format_samples.jsonl"
+    if not path.is_file():
+        raise LlmgenError(f"run {run.name} has no format_samples.jsonl: rerun it with --formats and --log-samples")
+    out: dict[int, dict[int, dict]] = {}
+    for row in read_jsonl(path, required=["format_id", "doc_id", "metrics"]):
+        if row.get("task", task) == task:
+            out.setdefault(int(row["format_id"]), {})[row["doc_id"]] = row
+    return out
+
+
+def has_formats(path: str | Path, task: str) -> bool:
+    """True when the run folder is a ``--formats`` run of ``task``."""
+    return _format_entry(load_run(path), task) is not None
+
+
+def compare_formats(paths: list[str | Path], task: str | None = None, metric: str | None = None, seed: int = 0,
+                    n_resamples: int = 10_000, confidence: float = 0.95) -> FormatComparison:
+    """Two ``--formats`` runs of the same task and formats: a paired test per format (second run - first).
+
+    Only formats fully evaluated in both runs count (the bandit evaluates some on part of the
+    examples). The runs must have the same formats (same templates, in the same order) and, per
+    format, the same examples with the same targets.
+    """
+    if len(paths) != 2:
+        raise LlmgenError(f"a comparison across formats needs exactly two runs, got {len(paths)}")
+    runs = [load_run(p) for p in paths]
+    if runs[0].path.resolve() == runs[1].path.resolve():
+        raise LlmgenError("compare got the same run folder twice")
+    _unique_names(runs)
+    task = common_task(runs, task)
+    entries = [_format_entry(r, task) for r in runs]
+    for r, e in zip(runs, entries, strict=True):
+        if e is None:
+            raise LlmgenError(f"run {r.name} is not a --formats run of task {task!r} (no format_spread in results.json)")
+    templates = [[f.get("format") for f in e["formats"]] for e in entries]
+    if templates[0] != templates[1]:
+        raise LlmgenError(f"runs not comparable across formats: {runs[0].name} and {runs[1].name} evaluated different "
+                          f"formats of task {task!r} (rerun with the same --formats and --seed)")
+    rows = [_format_rows(r, task) for r in runs]
+    evaluated = [{f["format_id"] for f in e["formats"] if f.get("evaluated", True)} for e in entries]
+    shared = [f for f in entries[0]["formats"]
+              if all(f["format_id"] in ev for ev in evaluated) and all(f["format_id"] in rs for rs in rows)]
+    if not shared:
+        raise LlmgenError(f"no format of task {task!r} was fully evaluated in both runs")
+    known = [m for m in runs[0].results["results"][task] if m in runs[1].results["results"][task]]
+    if metric is None and known:
+        metric = known[0]
+    if metric not in known:
+        raise LlmgenError(f"metric {metric!r} not in both runs' results for task {task!r}; "
+                          f"shared metrics: {', '.join(known) or 'none'}")
+    tests: list[FormatTest] = []
+    n_examples = 0
+    for f in shared:
+        fid = f["format_id"]
+        a_rows, b_rows = rows[0][fid], rows[1][fid]
+        if set(a_rows) != set(b_rows):
+            raise LlmgenError(f"runs not comparable: format {fid} of task {task!r} has different example sets")
+        doc_ids = sorted(a_rows)
+        for d in doc_ids:
+            if a_rows[d].get("target") != b_rows[d].get("target"):
+                raise LlmgenError(f"runs not comparable: example {d} of task {task!r} has a different target")
+        a = per_example(list(a_rows.values()), metric)
+        b = per_example(list(b_rows.values()), metric)
+        if len(a) != len(doc_ids) or len(b) != len(doc_ids):
+            raise LlmgenError(f"metric {metric!r} has no numeric score for every example of format {fid}")
+        xa, xb = [a[d] for d in doc_ids], [b[d] for d in doc_ids]
+        boot = paired_bootstrap(xb, xa, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        mc = mcnemar(xb, xa) if is_binary(xa) and is_binary(xb) else None
+        tests.append(FormatTest(fid, str(f.get("format", "")), bool(f.get("original")), boot, mc))
+        n_examples = len(doc_ids)
+    return FormatComparison(task, metric, runs[0].name, runs[1].name, n_examples, tests)

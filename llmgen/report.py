@@ -3,8 +3,8 @@
 The file must open from an e-mail attachment or a CI artefact store, so it has no server, no CDN
 and no network: CSS and JS are inline and every PNG is a base64 data URI. It renders *any* run
 folder generically (``results.json`` + every ``*.jsonl`` + every ``*.png``) and adds dedicated views
-where the format is known: the ``llmgen eval`` metric table with intervals (computed from the
-per-example samples when ``results.json`` has none) and format-spread distributions.
+where the format is known: the metric table with intervals and the format-spread distributions of
+the one results schema that ``llmgen eval`` (``--formats`` included) and the recipes' evaluations write.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 from llmgen.analysis import Run, load_run
 from llmgen.errors import LlmgenError
-from llmgen.evals.stats import summarize
 from llmgen.io import atomic_write_text, read_jsonl
 
 MAX_CELL_CHARS = 4000  # a sample cell longer than this is cut (the full text stays in the run folder)
@@ -65,26 +64,10 @@ def _metric_table_data(results: dict) -> dict[str, dict[str, Any]] | None:
     return None
 
 
-def _uncertainty(run: Run, task: str, metric: str, value: Any) -> tuple[dict | None, str]:
-    """Stderr/CI for one metric: from ``results.json`` if it has them, else bootstrapped from samples."""
-    unc = run.results.get("uncertainty", {}).get(task, {}).get(metric)
-    if isinstance(unc, dict):
-        return unc, "results.json"
-    if isinstance(value, dict) and "stderr" in value:
-        return value, "results.json"
-    task_res = run.results["results"][task]
-    if f"{metric}_stderr" in task_res:
-        return {"stderr": task_res[f"{metric}_stderr"], "ci_low": task_res.get(f"{metric}_ci_low"),
-                "ci_high": task_res.get(f"{metric}_ci_high")}, "results.json"
-    try:
-        rows = run.samples(task)
-    except LlmgenError:
-        return None, ""
-    vals = [r["metrics"][metric] for r in rows
-            if isinstance(r.get("metrics"), dict) and isinstance(r["metrics"].get(metric), int | float)]
-    if not vals:
-        return None, ""
-    return summarize(vals, seed=int(run.results.get("seed") or 0)), "bootstrapped from samples"
+def _uncertainty(run: Run, task: str, metric: str) -> dict | None:
+    """Stderr/CI of one metric, from the ``uncertainty`` block the runner writes next to ``results``."""
+    unc = (run.results.get("uncertainty") or {}).get(task, {}).get(metric)
+    return unc if isinstance(unc, dict) else None
 
 
 def _metrics_section(run: Run) -> str:
@@ -94,17 +77,14 @@ def _metrics_section(run: Run) -> str:
     rows = []
     for task, metrics in data.items():
         for metric, value in metrics.items():
-            if metric.endswith(("_stderr", "_ci_low", "_ci_high")):
-                continue
-            unc, source = _uncertainty(run, task, metric, value)
-            shown = value.get("value", value.get("mean")) if isinstance(value, dict) else value
+            unc = _uncertainty(run, task, metric)
+            n = run.results.get("n_samples", {}).get(task, "")
             if unc:
-                rows.append([task, metric, shown, unc.get("stderr"),
-                             f"[{_fmt(unc.get('ci_low'))}, {_fmt(unc.get('ci_high'))}]",
-                             unc.get("n", run.results.get("n_samples", {}).get(task, "")), source])
+                rows.append([task, metric, value, unc.get("stderr"),
+                             f"[{_fmt(unc.get('ci_low'))}, {_fmt(unc.get('ci_high'))}]", unc.get("n", n)])
             else:
-                rows.append([task, metric, shown, "", "", run.results.get("n_samples", {}).get(task, ""), ""])
-    headers = ["task", "metric", "value", "stderr", "95% CI", "n", "interval source"]
+                rows.append([task, metric, value, "", "", n])
+    headers = ["task", "metric", "value", "stderr", "95% CI", "n"]
     return "<h3>Metrics</h3>" + _table(headers, rows, "metrics")
 
 
@@ -113,8 +93,6 @@ def _other_values_section(run: Run) -> str:
     skip = {"config", "format_spread"}
     if _metric_table_data(run.results) is not None:
         skip |= {"results", "uncertainty"}
-    if _format_spread_data(run) and "format_spread" not in run.results:
-        skip.add("formats")  # the FormatSpread recipe's per-format list, shown in the spread view
     leaves = [(k, v) for k, v in _flatten({k: v for k, v in run.results.items() if k not in skip})]
     if not leaves:
         return ""
@@ -123,25 +101,10 @@ def _other_values_section(run: Run) -> str:
 
 # ---------------------------------------------------------------- format spread
 def _format_spread_data(run: Run) -> dict[str, dict]:
-    """Per-format results as ``{task: {"formats": [{"format_id", "original", "format", "metrics"}], ...}}``.
-
-    Two producers are known: ``llmgen eval --formats`` (``results["format_spread"]``, already in this
-    shape) and the FormatSpread recipe (``results["formats"]`` with ``index/template/accuracy``).
-    """
+    """Per-format results as the runner writes them for ``--formats`` (and the FormatSpread recipe):
+    ``results["format_spread"] = {task: {"formats": [{"format_id", "original", "format", "metrics"}], ...}}``."""
     fs = run.results.get("format_spread")
-    if isinstance(fs, dict):
-        return fs
-    fmts = run.results.get("formats")
-    if not (isinstance(fmts, list) and fmts and all(isinstance(f, dict) and "accuracy" in f for f in fmts)):
-        return {}
-    task = run.results.get("task")
-    name = task.get("name", "task") if isinstance(task, dict) else str(task or "task")
-    orig = (run.results.get("original") or {}).get("index", 0)
-    rows = [{"format_id": f.get("index", i), "original": f.get("index", i) == orig, "format": f.get("template", ""),
-             "metrics": {"accuracy": f["accuracy"]} if isinstance(f["accuracy"], int | float) else {},
-             **({"pulls": {"correct": f["correct"], "examples": f["evaluated"]}} if "evaluated" in f else {})}
-            for i, f in enumerate(fmts)]
-    return {name: {"formats": rows, "mode": run.results.get("mode", "")}}
+    return fs if isinstance(fs, dict) else {}
 
 
 def _strip_svg(values: list[float], original: float | None, width: int = 560) -> str:
@@ -280,16 +243,14 @@ def _overview(runs: list[Run]) -> str:
     keys: list[tuple[str, str]] = []
     for r in runs:
         data = _metric_table_data(r.results) or {}
-        keys += [(t, m) for t, ms in data.items() for m in ms if (t, m) not in keys
-                 and not m.endswith(("_stderr", "_ci_low", "_ci_high"))]
+        keys += [(t, m) for t, ms in data.items() for m in ms if (t, m) not in keys]
     if len(runs) < 2 or not keys:
         return ""
     rows = []
     for t, m in keys:
         cells = []
         for r in runs:
-            v = (_metric_table_data(r.results) or {}).get(t, {}).get(m, "")
-            cells.append(v.get("value", v.get("mean")) if isinstance(v, dict) else v)
+            cells.append((_metric_table_data(r.results) or {}).get(t, {}).get(m, ""))
         rows.append([t, m, *cells])
     return "<h2>Overview</h2>" + _table(["task", "metric", *[r.name for r in runs]], rows, "metrics")
 

@@ -6,7 +6,9 @@ at most one engine per model and shuts it down at the end.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 
 import pytest
 
@@ -50,3 +52,116 @@ def vllm_default(default_model_dir):
     backend = get_backend("vllm", default_model_dir)
     yield backend
     backend.close()
+
+
+
+# ------------------------------------------------------------------ run folders written by the real runner
+# Two models that disagree: the random tiny model (it answers "positive" to every review) and the
+# embedded instruct model. Both are evaluated by ``run_eval`` / ``run_format_eval`` themselves, so
+# ``compare`` and ``report`` are tested on exactly the files the runner writes.
+RUN_LIMIT = 12  # examples per task: enough for a significant paired difference, a few seconds per run
+RUN_FORMATS = 3  # format 1 of this seed is the one where the ranking of the two models reverses
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tiny_model_dir):
+    from llmgen.backends import get_backend
+
+    backend = get_backend("hf", tiny_model_dir)
+    yield backend
+    backend.close()
+
+
+# Short prompts with a one-token answer, for sampled runs (4 samples at temperature 1 give
+# fractional per-example scores) that cost almost nothing even on the instruct model.
+CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+            ("Japan", "Tokyo"), ("Egypt", "Cairo")]
+
+
+@pytest.fixture(scope="session")
+def eval_runs(tmp_path_factory, tiny_hf, hf_default, tiny_model_dir, default_model_dir) -> dict:
+    """Run folders, by name: ``{tiny,default}_formats`` (sentiment, ``--formats 3``, exhaustive) and
+    ``{tiny,default}_sampled`` (a capitals JSONL task, 4 samples at temperature 1: fractional exact match, pass@k)."""
+    from llmgen.evaluate import EvalConfig, run_eval
+    from llmgen.format_eval import run_format_eval
+    from llmgen.io import atomic_write_jsonl
+
+    root = tmp_path_factory.mktemp("runs")
+    capitals = root / "capitals.jsonl"
+    atomic_write_jsonl(capitals, [{"prompt": f"The capital of {c} is", "target": t} for c, t in CAPITALS])
+    runs = {}
+    for name, model, backend in (("tiny", tiny_model_dir, tiny_hf), ("default", default_model_dir, hf_default)):
+        cfg = EvalConfig(model=model, tasks=["sentiment"], limit=RUN_LIMIT, cache=None,
+                         output_dir=str(root / f"{name}_formats"))
+        run_format_eval(cfg, RUN_FORMATS, backend=backend, show_progress=False)
+        cfg = EvalConfig(model=model, tasks=[str(capitals)], num_samples=4, temperature=1.0, max_tokens=1, seed=1,
+                         cache=None, output_dir=str(root / f"{name}_sampled"))
+        run_eval(cfg, backend=backend, show_progress=False)
+        runs[f"{name}_formats"], runs[f"{name}_sampled"] = root / f"{name}_formats", root / f"{name}_sampled"
+    return runs
+
+
+@pytest.fixture(scope="session")
+def recipe_runs(tmp_path_factory, tiny_model_dir) -> dict:
+    """Run folders written by two recipes on the tiny model, by name: ``passn`` (CE and DCO, one epoch)
+    and ``unlearn`` (NPO, two steps, on the synthetic TOFU set). The FormatSpread recipe writes the
+    ``--formats`` schema of ``eval_runs``."""
+    import torch
+
+    from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig
+    from llmgen.recipes.confidence_limiting import run as run_passn
+    from llmgen.recipes.npo_unlearning import UnlearnConfig, make_retain_logs
+    from llmgen.recipes.npo_unlearning import run as run_unlearn
+    from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+
+    root = tmp_path_factory.mktemp("recipes")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads per process oversubscribe a shared 2-core box
+    try:
+        run_passn(ConfidenceLimitingConfig(model=tiny_model_dir, output_dir=str(root / "passn"), n_train=16, n_test=3,
+                                           epochs=1, samples=2, batch_size=16, lr=1e-3, max_new_tokens=2, dco_n=4,
+                                           progress=False))
+        tofu = write_synthetic_tofu(root / "tofu", SyntheticTofuConfig(n_authors=3, retain_eval_size=3))
+        logs = make_retain_logs(tiny_model_dir, str(tofu), "forget10", str(root / "retain_logs.json"), eval_limit=3)
+        run_unlearn(UnlearnConfig(model=tiny_model_dir, data=str(tofu), forget_split="forget10", methods=["npo"],
+                                  retain_logs=logs, steps=2, eval_every=2, eval_limit=3, lr=1e-3, batch_size=4,
+                                  max_new_tokens=4, lora_r=4, output_dir=str(root / "unlearn")))
+    finally:
+        torch.set_num_threads(threads)
+    return {name: root / name for name in ("passn", "unlearn")}
+
+
+# ------------------------------------------------------------------ the `vllm` marker, applied in one place
+# Fixtures that start a vLLM engine; a test that uses one (directly, through another fixture, or by
+# name in a parametrization resolved with request.getfixturevalue) starts an engine.
+ENGINE_FIXTURES = frozenset({"vllm_default"})
+# A test or fixture that starts vLLM itself: get_backend("vllm", ...), backend="vllm", "--backend", "vllm".
+_STARTS_VLLM = re.compile(r"""get_backend\(\s*["']vllm["']|backend\s*=\s*["']vllm["']|["']--backend["']\s*,\s*["']vllm["']""")
+
+
+def _source(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def starts_engine(item: pytest.Item) -> bool:
+    """True when running ``item`` starts a vLLM engine (so ``-m "not vllm"`` must drop it)."""
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        names |= {v for v in callspec.params.values() if isinstance(v, str)}
+    if names & ENGINE_FIXTURES:
+        return True
+    if _STARTS_VLLM.search(_source(getattr(item, "function", None))):
+        return True
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(_STARTS_VLLM.search(_source(d.func)) for name in names for d in defs.get(name, ()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop)."""
+    for item in items:
+        if item.get_closest_marker("vllm") is None and starts_engine(item):
+            item.add_marker(pytest.mark.vllm)

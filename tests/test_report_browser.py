@@ -10,7 +10,6 @@ with a deliberate error proves the detection works. The screenshot is kept under
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -26,14 +25,6 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
-
-
-def _builders():
-    """The run-folder builders of test_analysis.py (loaded by path: independent of pytest's import mode)."""
-    spec = importlib.util.spec_from_file_location("_analysis_runs", Path(__file__).with_name("test_analysis.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -60,28 +51,25 @@ def _console_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-def test_report_renders_in_headless_chromium(chromium, tmp_path):
-    b = _builders()
-    runs = tmp_path / "runs"
-    base = b.make_eval_run(runs, "base", 0.4, 1, fmt_errors=[0.2, 0.5, 0.05, 0.3, 0.25, 0.1])
-    better = b.make_eval_run(runs, "better", 0.1, 2)
-    recipe = b.make_recipe_run(runs)
-    spread = b.make_formatspread_recipe_run(runs)
-    report = write_report([base, better, recipe, spread], tmp_path / "report.html")
+def test_report_renders_in_headless_chromium(chromium, eval_runs, recipe_runs, tmp_path):
+    """The report on run folders written by the real runner and recipes (session fixtures in conftest.py)."""
+    paths = [eval_runs["default_formats"], eval_runs["default_sampled"], recipe_runs["passn"], recipe_runs["unlearn"]]
+    report = write_report(paths, tmp_path / "report.html")
     url = report.as_uri()
+    n_png = sum(1 for run in paths for _ in run.rglob("*.png"))
 
     # JS ran without errors; every table and image is in the DOM and every image decoded
-    done = _run(chromium, tmp_path / "profile", "--dump-dom", url + "#q=p3")
+    done = _run(chromium, tmp_path / "profile", "--dump-dom", url + "#q=Paris")
     assert done.returncode == 0, done.stderr[-2000:]
     status = _status(done.stdout)
     assert status["ready"] == "1"
     assert status["js-errors"] == "0"
-    assert int(status["images"]) == 5 and status["broken-images"] == "0"
+    assert n_png >= 3 and int(status["images"]) == n_png and status["broken-images"] == "0"
     assert int(status["tables"]) >= 8
     assert _console_errors(done.stderr) == []
-    # the #q= filter was applied by the inline JS: one of the recipe's five sample rows matches
-    assert "1 of 5 rows" in done.stdout
-    assert "0 of 60 rows" in done.stdout
+    # the #q= filter was applied by the inline JS: one capitals row mentions Paris, no sentiment row does
+    assert "1 of 6 rows" in done.stdout
+    assert "0 of 12 rows" in done.stdout
 
     # negative control: a page with a script error is caught by both signals
     broken = tmp_path / "broken.html"
