@@ -168,6 +168,10 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     """
     if task.evaluator is not None:
         return task.evaluator(backend, task, config)
+    if task.output_type == "lmeval":
+        from llmgen.lmeval import evaluate_lmeval_task
+
+        return evaluate_lmeval_task(backend, task, config, cache)
     prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
     bar = progress.add_task(task.name, total=len(task.docs)) if progress is not None else None
 

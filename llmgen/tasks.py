@@ -33,7 +33,8 @@ from llmgen.registry import Registry
 # A renderer turns (fields, output descriptor, output text) into the text of one example.
 Renderer = Callable[[Sequence[tuple[str, str]], str, str], str]
 
-OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling")
+# "lmeval": an lm-eval task run by lm-eval's own evaluator (llmgen.lmeval); its documents are placeholders
+OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "lmeval")
 
 
 def default_renderer(fields: Sequence[tuple[str, str]], output_descriptor: str, output: str) -> str:
@@ -299,7 +300,7 @@ class Task:
                     known = [n for n, x in METRICS.items() if x.output_type == self.output_type]
                     raise LlmgenError(f"task {self.name!r}: unknown metric {m!r} for {self.output_type} (known: {', '.join(known)})")
         needed = [k for _, k in self.input_fields] if self.template is None else _doc_fields(self.template)
-        if self.output_type == "loglikelihood_rolling":
+        if self.output_type in ("loglikelihood_rolling", "lmeval"):
             needed = []
         needed = needed + [self.target_key] + ([self.choices_key] if self.choices_key else [])
         for i, doc in enumerate(self.docs):
@@ -597,6 +598,10 @@ def get_task(name: str) -> Task:
         return task_from_yaml(name)
     if name.endswith(".jsonl"):
         return task_from_jsonl(name)
+    from llmgen.lmeval import PREFIX, load_lmeval_task
+
+    if name.startswith(PREFIX):
+        return load_lmeval_task(name)
     _load_plugin_tasks()
     if name not in TASKS and name in catalogue():
         return task_from_yaml(catalogue()[name])
