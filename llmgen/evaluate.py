@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from llmgen.backends import Backend, SamplingConfig, get_backend
-from llmgen.cache import RequestCache, request_key
+from llmgen.backends.cached import CachedBackend
+from llmgen.cache import RequestCache
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
@@ -94,46 +95,26 @@ def open_cache(config: EvalConfig) -> RequestCache:
     return RequestCache(cache_dir() / "requests.sqlite" if config.cache == "auto" else config.cache)
 
 
-def _through_cache(keys: list[str], requests: Sequence, compute: Callable[[list], list], cache: RequestCache,
-                   chunk: int, on_chunk: Callable[[int], None] | None) -> list:
-    """Answer ``requests`` from the cache, computing the missing ones in chunks committed one by one."""
-    found = cache.get_many(keys)
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    if on_chunk:
-        on_chunk(len(keys) - len(todo))
-    for start in range(0, len(todo), chunk):
-        idx = todo[start : start + chunk]
-        new = dict(zip((keys[i] for i in idx), compute([requests[i] for i in idx]), strict=True))
-        cache.put_many(new)
-        found.update(new)
-        if on_chunk:
-            on_chunk(len(idx))
-    return [found[k] for k in keys]
-
-
 def cached_generate(backend: Backend, prompts: Sequence[str], sampling: SamplingConfig, cache: RequestCache,
-                    chunk: int = 64, on_chunk: Callable[[int], None] | None = None) -> list[list[dict]]:
-    """Generate through the cache: only prompts not in it are sent to the backend, in chunks."""
-    keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="generate", prompt=p,
-                        sampling=sampling.to_dict()) for p in prompts]
+                    chunk: int | None = None, on_chunk: Callable[[int], None] | None = None) -> list[list[dict]]:
+    """Generate through the cache (``CachedBackend``); per prompt, its completions as dicts.
 
-    def compute(batch: list[str]) -> list[list[dict]]:
-        return [[{"text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
-                  "logprob": float(sum(c.logprobs))} for c in comps] for comps in backend.generate(batch, sampling)]
+    ``chunk`` caps the requests per backend call; the backend's batch size caps it too, so the
+    cache commits (and ``on_chunk`` moves) at least once per batch.
+    """
+    size = min(chunk, backend.batch_size) if chunk else None
+    outs = CachedBackend(backend, cache, batch_size=size).generate(prompts, sampling, on_batch=on_chunk)
+    return [[{"text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids),
+              "logprob": float(sum(c.logprobs)), "truncated": c.truncated} for c in comps] for comps in outs]
 
-    return _through_cache(keys, prompts, compute, cache, chunk, on_chunk)
 
-
-def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cache: RequestCache, chunk: int = 128,
-                         on_chunk: Callable[[int], None] | None = None) -> list[dict]:
-    """Score (context, continuation) pairs through the cache."""
-    keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="loglikelihood", pair=list(p)) for p in pairs]
-
-    def compute(batch: list[tuple[str, str]]) -> list[dict]:
-        return [{"logprob": r.logprob, "num_tokens": r.num_tokens, "is_greedy": r.is_greedy}
-                for r in backend.loglikelihood(batch)]
-
-    return _through_cache(keys, pairs, compute, cache, chunk, on_chunk)
+def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cache: RequestCache,
+                         chunk: int | None = None, on_chunk: Callable[[int], None] | None = None) -> list[dict]:
+    """Score (context, continuation) pairs through the cache (``CachedBackend``)."""
+    size = min(chunk, backend.batch_size) if chunk else None
+    res = CachedBackend(backend, cache, batch_size=size).loglikelihood(pairs, on_batch=on_chunk)
+    return [{"logprob": r.logprob, "num_tokens": r.num_tokens, "is_greedy": r.is_greedy, "truncated": r.truncated}
+            for r in res]
 
 
 def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: EvalConfig,
@@ -250,7 +231,9 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     t0 = time.time()
     own_backend = backend is None
     if backend is None:
-        backend = get_backend(config.backend, config.model, **config.model_args)
+        # --batch-size sets HF's forward batch; vLLM schedules on its own and keeps its default
+        extra = {"batch_size": config.batch_size} if config.backend == "hf" else {}
+        backend = get_backend(config.backend, config.model, **{**extra, **config.model_args})
     t_load = time.time() - t0
     cache = open_cache(config)
     results: dict[str, dict[str, Any]] = {}

@@ -58,29 +58,19 @@ class InterruptingBackend(HFBackend):
 
 
 def test_resume_after_interrupt(tmp_path, hf_default):
-    """A killed run leaves no results, keeps its finished chunks; the rerun computes only the rest."""
+    """A killed run leaves no results, keeps its finished batches; the rerun computes only the rest."""
     cache = str(tmp_path / "cache.sqlite")
-    cfg = EvalConfig(model=hf_default.model_path, tasks=["arithmetic"], limit=10, batch_size=1,
+    cfg = EvalConfig(model=hf_default.model_path, tasks=["arithmetic"], limit=10, batch_size=4,
                      output_dir=str(tmp_path / "run"), cache=cache, num_samples=2, temperature=0.7)
-    first = InterruptingBackend(hf_default, calls_before_interrupt=1)  # chunk size is 64 -> lower it
-    import llmgen.evaluate as ev
-
-    orig = ev.cached_generate
-
-    def small_chunks(*a, **k):
-        k["chunk"] = 4
-        return orig(*a, **k)
-
-    ev.cached_generate = small_chunks
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_eval(cfg, backend=first, show_progress=False)
-        assert not (tmp_path / "run" / "results.json").exists()
-        assert len(first.generated_prompts) == 4
-        second = InterruptingBackend(hf_default, calls_before_interrupt=100)
-        out = run_eval(cfg, backend=second, show_progress=False)
-    finally:
-        ev.cached_generate = orig
+    first = InterruptingBackend(hf_default, calls_before_interrupt=1)
+    first.batch_size = 4  # the cache commits once per backend batch
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(cfg, backend=first, show_progress=False)
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert len(first.generated_prompts) == 4
+    second = InterruptingBackend(hf_default, calls_before_interrupt=100)
+    second.batch_size = 4
+    out = run_eval(cfg, backend=second, show_progress=False)
     assert out["cache"]["hits"] == 4 and out["cache"]["misses"] == 6
     assert len(second.generated_prompts) == 6
     assert not set(second.generated_prompts) & set(first.generated_prompts), "no prompt is recomputed"

@@ -1,9 +1,15 @@
-"""The transformers backend: batched ``generate`` and batched forward passes for scoring.
+"""The transformers backend: a decode loop of its own and batched forward passes for scoring.
 
-Prompts are sorted by length and left-padded so each batch wastes little padding and every
-sequence's last real token sits at the same position, which is what ``generate`` expects.
-Logprobs are the raw model logprobs (``output_logits``), not the temperature-warped ones, to match
-what vLLM reports.
+Generation does not use ``model.generate``: each sequence (each sample of each request) draws its
+tokens from its own ``torch.Generator`` seeded from (seed, prompt), so a completion is the same
+whatever batch it shares, and the loop computes only what is asked for: the logprob of the chosen
+token (one ``logsumexp`` per row, no full-vocabulary ``log_softmax`` kept per step), stop strings
+checked on the last few decoded tokens, finished rows dropped from the batch and its KV cache.
+Logprobs are the raw model logprobs, not the temperature-warped ones, to match what vLLM reports.
+
+Scoring left-pads the (context + continuation minus its last token) inputs so every continuation
+ends at the last position, and projects only the last ``max continuation`` positions to the
+vocabulary (``logits_to_keep``): the prompt part never pays for a full-vocabulary softmax.
 """
 
 from __future__ import annotations
@@ -12,16 +18,37 @@ from collections.abc import Sequence
 
 import torch
 
-from llmgen.backends.base import Backend, Completion, LoglikelihoodResult, SamplingConfig, truncate_at_stop
+from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult, truncate_at_stop
 from llmgen.models import load_model
+
+_DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither the config nor the tokenizer says
+
+
+def content_fingerprint(model) -> str:
+    """A hash of an in-memory model's weights (names, shapes, dtypes and bytes), for cache keys.
+
+    Two processes holding the same weights get the same key; any changed weight gives another.
+    sha256 over 135M fp32 parameters takes about a second, once per backend.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return "mem-" + h.hexdigest()[:16]
 
 
 class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", device: str | None = None,
-                 batch_size: int = 16, model_obj=None, tokenizer_obj=None) -> None:
-        """``model_obj``/``tokenizer_obj`` let a recipe score a model it holds in memory."""
+                 batch_size: int = 16, model_obj=None, tokenizer_obj=None, max_length: int | None = None) -> None:
+        """``model_obj``/``tokenizer_obj`` let a recipe score a model it holds in memory.
+
+        ``max_length`` overrides the context length read from the model config (e.g. to match a
+        vLLM engine started with a smaller ``max_model_len``).
+        """
         if model_obj is None:
             super().__init__(model, adapter, dtype)
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -29,55 +56,142 @@ class HFBackend(Backend):
         else:
             self.model_name = self.model_path = model
             self.adapter, self.dtype = adapter, dtype
-            self.fingerprint = f"in-memory-{id(model_obj)}"
             self.model, self._tok = model_obj, tokenizer_obj
+            self.fingerprint = content_fingerprint(model_obj)
             self.device = next(model_obj.parameters()).device
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
+        self._max_length = max_length
 
     @property
     def tokenizer(self):
         return self._tok
 
+    @property
+    def max_length(self) -> int:
+        """The context length, looked up as lm-eval does: model config, then tokenizer, then 2048."""
+        if self._max_length:
+            return self._max_length
+        cfg = self.model.config
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+            if getattr(cfg, attr, None):
+                return int(getattr(cfg, attr))
+        tok_max = getattr(self._tok, "model_max_length", None)
+        if tok_max and tok_max < 1e9:
+            return int(tok_max)
+        return _DEFAULT_MAX_LENGTH
+
     # --- generation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
-        tok = self._tok
-        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        results: list[list[Completion] | None] = [None] * len(prompts)
-        eos_ids = self._eos_ids()
+    def _generate_tokens(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].token_ids))
+        results: list[list[Completion] | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = [encoded[i] for i in idx]
-            width = max(len(b) for b in batch)
-            input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                attention[row, width - len(ids):] = 1
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed + start)
-            kwargs = dict(max_new_tokens=sampling.max_tokens, num_return_sequences=sampling.n,
-                          return_dict_in_generate=True, output_logits=True, pad_token_id=tok.pad_token_id,
-                          eos_token_id=eos_ids)
-            if sampling.greedy:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            else:
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-            if sampling.stop:
-                kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
-            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs)
-            new = out.sequences[:, width:].cpu()
-            logps = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu()  # [B*n, T, V]
-            for row, i in enumerate(idx):
-                comps = []
-                for j in range(sampling.n):
-                    r = row * sampling.n + j
-                    comps.append(self._completion(new[r], logps[r], sampling, eos_ids))
-                results[i] = comps
+            rows = [(i, j) for i in idx for j in range(requests[i].sampling.n)]
+            comps = self._decode([requests[i] for i, _ in rows], [j for _, j in rows])
+            for i in idx:
+                results[i] = []
+            for (i, _), c in zip(rows, comps, strict=True):
+                results[i].append(c)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
+
+    def _decode(self, reqs: list[GenerationRequest], sample: list[int]) -> list[Completion]:
+        """One batch of sequences decoded together; row ``r`` is sample ``sample[r]`` of ``reqs[r]``."""
+        tok, dev = self._tok, self.device
+        n = len(reqs)
+        width = max(len(r.token_ids) for r in reqs)
+        input_ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        for row, r in enumerate(reqs):
+            input_ids[row, width - len(r.token_ids):] = torch.tensor(r.token_ids)
+            attention[row, width - len(r.token_ids):] = 1
+        gens = []
+        for r, j in zip(reqs, sample, strict=True):
+            g = None
+            if not r.sampling.greedy and r.seeds is not None:
+                g = torch.Generator().manual_seed(r.seeds[j])
+            gens.append(g)
+        temps = torch.tensor([r.sampling.temperature for r in reqs], dtype=torch.float32, device=dev)
+        top_ps = torch.tensor([r.sampling.top_p for r in reqs], dtype=torch.float32, device=dev)
+        eos = torch.tensor(self._eos_ids(), device=dev)
+        stop_window = [max((len(s) for s in r.sampling.stop), default=0) + 2 for r in reqs]
+
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        attention = attention.to(dev)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids.to(dev), attention_mask=attention, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        last_pos = positions[:, -1]
+        active = list(range(n))  # original row of each batch row
+        ids: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        finish = ["length"] * n
+        step = 0
+        while active:
+            rows = torch.tensor(active, device=dev)
+            chosen = self._choose(logits, temps[rows], top_ps[rows], [gens[r] for r in active])
+            chosen_lp = (logits.gather(1, chosen[:, None])[:, 0] - logits.logsumexp(-1)).tolist()
+            is_eos = torch.isin(chosen, eos).tolist()
+            chosen_l = chosen.tolist()
+            step += 1
+            keep = []
+            for b, r in enumerate(active):
+                ids[r].append(chosen_l[b])
+                lps[r].append(chosen_lp[b])
+                stop = reqs[r].sampling.stop
+                if is_eos[b]:
+                    finish[r] = "stop"
+                elif stop and truncate_at_stop(tok.decode(ids[r][-stop_window[r]:]), stop)[1]:
+                    finish[r] = "stop"
+                elif step < reqs[r].sampling.max_tokens:
+                    keep.append(b)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                sel = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(sel)
+                attention, last_pos, chosen = attention[sel], last_pos[sel], chosen[sel]
+                active = [active[b] for b in keep]
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(input_ids=chosen[:, None], attention_mask=attention, position_ids=last_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :].float()
+        comps = []
+        for r, req in enumerate(reqs):
+            text_ids = ids[r][:-1] if ids[r] and ids[r][-1] in eos.tolist() else ids[r]
+            text, _ = truncate_at_stop(tok.decode(text_ids, skip_special_tokens=True), req.sampling.stop)
+            comps.append(Completion(text=text, token_ids=ids[r], logprobs=lps[r], finish_reason=finish[r],
+                                    truncated=req.truncated))
+        return comps
+
+    @staticmethod
+    def _choose(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, gens: list) -> torch.Tensor:
+        """Next token per row: argmax where temperature is 0, else a draw from the row's generator.
+
+        A draw is the exponential race vLLM's sampler uses: ``argmax(logits / T - log(E))`` with
+        ``E ~ Exp(1)`` per vocabulary entry, from the row's own generator, over the top-p nucleus.
+        Unlike inverse-CDF sampling, the winner does not move when the logits change by rounding
+        noise (another batch shape), so a seeded sample is the same in any batch.
+        """
+        chosen = logits.argmax(-1)
+        sampled = (temps > 0).nonzero()[:, 0]
+        if len(sampled) == 0:
+            return chosen
+        scaled = logits[sampled] / temps[sampled, None]
+        if bool((top_ps[sampled] < 1).any()):
+            probs, order = torch.softmax(scaled, dim=-1).sort(dim=-1, descending=True)
+            outside = (probs.cumsum(-1) - probs) >= top_ps[sampled, None]
+            scaled = scaled.masked_fill(outside.scatter(1, order, outside), float("-inf"))
+        vocab = scaled.shape[1]
+        noise = torch.stack([torch.empty(vocab).exponential_(generator=gens[b]) for b in sampled.tolist()])
+        chosen[sampled] = (scaled - noise.to(scaled.device).log()).argmax(-1)
+        return chosen
 
     def _eos_ids(self) -> list[int]:
         ids = {self._tok.eos_token_id}
@@ -88,46 +202,33 @@ class HFBackend(Backend):
             ids.update(gen_eos)
         return sorted(i for i in ids if i is not None)
 
-    def _completion(self, tokens: torch.Tensor, logps: torch.Tensor, sampling: SamplingConfig, eos_ids) -> Completion:
-        ids: list[int] = []
-        lps: list[float] = []
-        finish = "length"
-        for t, token in enumerate(tokens.tolist()):
-            ids.append(token)
-            lps.append(float(logps[t, token]))
-            if token in eos_ids:
-                finish = "stop"
-                break
-        text_ids = ids[:-1] if finish == "stop" else ids
-        text = self._tok.decode(text_ids, skip_special_tokens=True)
-        text, hit = truncate_at_stop(text, sampling.stop)
-        if hit:
-            finish = "stop"
-        return Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=finish)
-
     # --- scoring --------------------------------------------------------------------------------
     @torch.no_grad()
     def loglikelihood_tokens(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[LoglikelihoodResult]:
-        seqs = [list(c) + list(x) for c, x in requests]
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        results: list[LoglikelihoodResult | None] = [None] * len(seqs)
+        inputs = [(list(c) + list(x))[:-1] for c, x in requests]
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        results: list[LoglikelihoodResult | None] = [None] * len(inputs)
         pad = self._tok.pad_token_id
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            width = max(len(seqs[i]) for i in idx)
+            width = max(len(inputs[i]) for i in idx)
+            keep = max(len(requests[i][1]) for i in idx)
             input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
             attention = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
-                input_ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                attention[row, : len(seqs[i])] = 1
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
+                input_ids[row, width - len(inputs[i]):] = torch.tensor(inputs[i])
+                attention[row, width - len(inputs[i]):] = 1
+            attention = attention.to(self.device)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention, position_ids=positions,
+                                logits_to_keep=keep).logits[:, -keep:]
             logps = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(idx):
-                ctx, cont = requests[i]
-                pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
+                cont = requests[i][1]
+                at = logps[row, keep - len(cont):]
                 target = torch.tensor(cont)
-                token_lps = logps[row, pos, target]
-                greedy = bool((logps[row, pos].argmax(-1) == target).all())
+                token_lps = at[torch.arange(len(cont)), target]
+                greedy = bool((at.argmax(-1) == target).all())
                 results[i] = LoglikelihoodResult(float(token_lps.sum()), len(cont), greedy, token_lps.tolist())
         return results  # type: ignore[return-value]
 

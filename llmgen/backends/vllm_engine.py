@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmgen.backends.base import Backend, Completion, LoglikelihoodResult, SamplingConfig
+from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult
 from llmgen.errors import LlmgenError
 
 _ENGINES: dict[tuple, Any] = {}
@@ -75,9 +75,14 @@ class VLLMBackend(Backend):
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", seed: int = 0,
                  tensor_parallel_size: int = 1, max_model_len: int | None = 2048,
-                 gpu_memory_utilization: float = 0.85, **engine_kwargs: Any) -> None:
-        """``engine_kwargs`` go to ``vllm.LLM`` as they are (e.g. ``data_parallel_size``, ``enforce_eager``)."""
+                 gpu_memory_utilization: float = 0.85, batch_size: int = 256, **engine_kwargs: Any) -> None:
+        """``engine_kwargs`` go to ``vllm.LLM`` as they are (e.g. ``data_parallel_size``, ``enforce_eager``).
+
+        ``batch_size`` is how many requests one engine call gets from the request cache (which
+        commits after each call); 256 is vLLM's default ``max_num_seqs``, one full scheduler.
+        """
         super().__init__(model, adapter, dtype)
+        self.batch_size = batch_size
         settings = dict(model=self.model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
                         max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                         enable_prefix_caching=False, enable_lora=adapter is not None,
@@ -93,24 +98,33 @@ class VLLMBackend(Backend):
     def tokenizer(self):
         return self.llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[Completion]]:
+    @property
+    def max_length(self) -> int:
+        """The engine's ``max_model_len`` (from ``max_model_len=`` or, if None, the model config)."""
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _generate_tokens(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """One engine call with one ``SamplingParams`` per request, each with its own seed.
+
+        vLLM seeds the children of an ``n > 1`` request with ``seed + j``, the rule
+        ``Backend.prepare_generation`` uses for every backend.
+        """
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None, seed=sampling.seed, logprobs=0,
-        )
-        tok = self.tokenizer
-        inputs = [{"prompt_token_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+        params = [SamplingParams(n=r.sampling.n, temperature=r.sampling.temperature, top_p=r.sampling.top_p,
+                                 max_tokens=r.sampling.max_tokens, stop=list(r.sampling.stop) or None,
+                                 seed=r.seeds[0] if r.seeds else None, logprobs=0) for r in requests]
+        inputs = [{"prompt_token_ids": list(r.token_ids)} for r in requests]
         outs = self.llm.generate(inputs, params, lora_request=self._lora, use_tqdm=False)
         results = []
-        for out in outs:
+        for req, out in zip(requests, outs, strict=True):
             comps = []
             for c in out.outputs:
                 lps = [float(d[t].logprob) if d and t in d else float("nan")
                        for t, d in zip(c.token_ids, c.logprobs or [None] * len(c.token_ids), strict=False)]
                 comps.append(Completion(text=c.text, token_ids=list(c.token_ids), logprobs=lps,
-                                        finish_reason="stop" if c.finish_reason == "stop" else "length"))
+                                        finish_reason="stop" if c.finish_reason == "stop" else "length",
+                                        truncated=req.truncated))
             results.append(comps)
         return results
 

@@ -1,0 +1,104 @@
+"""A request cache around any backend: same interface, answers looked up before they are computed.
+
+A key hashes everything a result depends on: the model's fingerprint (content hash for in-memory
+models), the adapter, the backend, the dtype, the context length (it decides truncation), the
+request kind, the request itself (the rendered prompt text, the pair, or the text) and, for
+generation, every sampling setting including the seed. Requests not in the cache go to the backend
+in batches of ``backend.batch_size``; each batch is committed before the next starts, so a killed
+run loses at most one batch, and ``on_batch`` (a progress callback) moves once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from llmgen.backends.base import (
+    Backend,
+    Completion,
+    LoglikelihoodResult,
+    Prompt,
+    RollingResult,
+    SamplingConfig,
+    per_request,
+    render_prompt,
+)
+from llmgen.cache import RequestCache, request_key
+
+KEY_VERSION = 2  # bump when a backend's results for the same key change (2: per-request seeds)
+
+Progress = Callable[[int], None] | None
+
+
+class CachedBackend:
+    """``generate`` / ``loglikelihood`` / ``loglikelihood_rolling`` of ``backend``, through ``cache``.
+
+    Other attributes (``tokenizer``, ``max_length``, ``describe()``, ...) are the backend's.
+    ``batch_size`` (default: the backend's) sets how many missing requests go to it per call.
+    """
+
+    def __init__(self, backend: Backend, cache: RequestCache, batch_size: int | None = None) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.batch_size = batch_size or backend.batch_size
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def key(self, kind: str, **request: Any) -> str:
+        """The cache key of one request of ``kind``."""
+        b = self.backend
+        return request_key(v=KEY_VERSION, fp=b.fingerprint, adapter=b.adapter, backend=b.name, dtype=str(b.dtype),
+                           max_length=b.max_length, kind=kind, **request)
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig | Sequence[SamplingConfig],
+                 on_batch: Progress = None) -> list[list[Completion]]:
+        settings = per_request(sampling, len(prompts))
+        texts = [render_prompt(self.backend.tokenizer, p) for p in prompts]
+        keys = [self.key("generate", prompt=t, sampling=s.to_dict()) for t, s in zip(texts, settings, strict=True)]
+
+        def compute(idx: list[int]) -> list[list[dict]]:
+            outs = self.backend.generate([texts[i] for i in idx], [settings[i] for i in idx])
+            return [[c.to_dict() for c in comps] for comps in outs]
+
+        return [[Completion(**c) for c in comps] for comps in self._through(keys, compute, on_batch)]
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]], on_batch: Progress = None) -> list[LoglikelihoodResult]:
+        keys = [self.key("loglikelihood", pair=list(p)) for p in pairs]
+
+        def compute(idx: list[int]) -> list[dict]:
+            return [asdict(r) for r in self.backend.loglikelihood([pairs[i] for i in idx])]
+
+        return [LoglikelihoodResult(**r) for r in self._through(keys, compute, on_batch)]
+
+    def loglikelihood_rolling(self, texts: Sequence[str], on_batch: Progress = None) -> list[RollingResult]:
+        keys = [self.key("loglikelihood_rolling", text=t) for t in texts]
+
+        def compute(idx: list[int]) -> list[dict]:
+            return [asdict(r) for r in self.backend.loglikelihood_rolling([texts[i] for i in idx])]
+
+        return [RollingResult(**r) for r in self._through(keys, compute, on_batch)]
+
+    def _through(self, keys: list[str], compute: Callable[[list[int]], list], on_batch: Progress) -> list:
+        """Values of ``keys``: cached ones looked up, missing ones computed and committed batch by batch.
+
+        Repeated keys (the same request twice) are computed once.
+        """
+        found = self.cache.get_many(list(dict.fromkeys(keys)))
+        todo: list[int] = []
+        seen = set(found)
+        for i, k in enumerate(keys):
+            if k not in seen:
+                todo.append(i)
+                seen.add(k)
+        if on_batch:
+            on_batch(len(keys) - len(todo))
+        for start in range(0, len(todo), self.batch_size):
+            idx = todo[start : start + self.batch_size]
+            new = dict(zip((keys[i] for i in idx), compute(idx), strict=True))
+            self.cache.put_many(new)
+            found.update(new)
+            if on_batch:
+                on_batch(len(idx))
+        return [found[k] for k in keys]
