@@ -32,6 +32,23 @@ def parse_model_args(text: str | None) -> dict:
     return out
 
 
+def set_task_sources(include_path: str | None, data_dir: str | None) -> None:
+    """``--include-path`` / ``--data-dir`` → the environment variables task loading reads (so that
+    validation, every rank and every later process see the same sources)."""
+    import os
+
+    from llmgen.hf_data import DATA_DIR_ENV
+    from llmgen.lmeval import INCLUDE_ENV
+
+    for value, var, what in ((include_path, INCLUDE_ENV, "--include-path"), (data_dir, DATA_DIR_ENV, "--data-dir")):
+        if value is None:
+            continue
+        for p in value.split(os.pathsep):
+            if not os.path.isdir(p):
+                raise LlmgenError(f"{what} {p!r} is not a folder")
+        os.environ[var] = os.pathsep.join(os.path.abspath(p) for p in value.split(os.pathsep))
+
+
 def print_results(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -69,9 +86,13 @@ def register(app: typer.Typer) -> None:
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the request cache")] = False,
         formats: Annotated[int | None, typer.Option("--formats", help="evaluate in K plausible prompt formats")] = None,
         format_budget: Annotated[int | None, typer.Option("--format-budget", help="bandit evaluation budget E for --formats")] = None,
+        include_path: Annotated[str | None, typer.Option("--include-path", help="folder(s) of your own lm-eval task YAMLs for lmeval:NAME tasks (os.pathsep-separated)")] = None,
+        data_dir: Annotated[str | None, typer.Option("--data-dir", help="folder of local copies of hub datasets (<dir>/<hub id>/...) for catalogue and YAML tasks")] = None,
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
         from llmgen.evaluate import EvalConfig, run_eval
+
+        set_task_sources(include_path, data_dir)
 
         try:
             ks = [int(x) for x in k.split(",")] if k else None
@@ -97,19 +118,38 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"wrote {output_dir}/results.json")
 
     @app.command("tasks")
-    def tasks_cmd() -> None:
-        """List built-in and registered tasks with their metrics."""
+    def tasks_cmd(
+        name_filter: Annotated[str | None, typer.Option("--filter", help="only tasks whose name contains this text")] = None,
+        include_path: Annotated[str | None, typer.Option("--include-path", help="folder(s) of your own lm-eval task YAMLs")] = None,
+    ) -> None:
+        """List tasks: built-in, the datasets catalogue, and lm-eval's (when the lmeval extra is installed)."""
         from rich.console import Console
         from rich.table import Table
 
-        from llmgen.tasks import get_task, list_tasks
+        from llmgen.lmeval import available, list_lmeval_tasks
+        from llmgen.tasks import catalogue, get_task, list_tasks
 
+        set_task_sources(include_path, None)
+        match = (lambda n: name_filter.lower() in n.lower()) if name_filter else (lambda n: True)
         table = Table(title="llmgen tasks")
-        for col in ("task", "type", "metrics", "examples", "description"):
-            table.add_column(col)
-        for name in list_tasks():
+        for col in ("task", "source", "type", "metrics", "description"):
+            table.add_column(col, no_wrap=col == "task", overflow="fold")
+        for name in filter(match, list_tasks()):
             t = get_task(name)
-            table.add_row(name, t.output_type, ", ".join(t.metrics), str(len(t.docs)), t.description)
+            table.add_row(name, "built-in", t.output_type, ", ".join(t.metrics), t.description)
+        for name, (_, spec) in catalogue().items():
+            if match(name):
+                ds = spec.get("dataset", {})
+                hub = ds.get("path", "") + (f" ({ds['name']})" if ds.get("name") else "") if isinstance(ds, dict) else str(ds)
+                table.add_row(name, f"catalogue: {hub}", spec.get("output_type", "generate"),
+                              ", ".join(spec.get("metrics") or [spec.get("metric", "")]).strip(", "), spec.get("description", ""))
+        if available() and name_filter:
+            for name in list_lmeval_tasks(name_filter):
+                table.add_row(name, "lm-eval", "", "", "")
+        elif available():
+            table.caption = f"and {len(list_lmeval_tasks())} lm-eval tasks (lmeval:NAME): list them with --filter TEXT"
+        else:
+            table.caption = "lm-eval tasks: pip install 'llmgen[lmeval]'"
         Console().print(table)
 
     @app.command("models")

@@ -21,7 +21,7 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.models import cache_dir
-from llmgen.tasks import Renderer, Scored, Task, count_bytes, count_words, get_task
+from llmgen.tasks import Renderer, Scored, Task, get_task
 
 
 @dataclass
@@ -119,25 +119,10 @@ def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cac
 
 def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: EvalConfig,
                 renderer: Renderer | None = None) -> str:
-    """The text sent to the model for one document: plain, or through the model's chat template."""
+    """The text sent to the model for one document: plain, or chat messages through the chat template."""
     if not config.apply_chat_template or task.output_type == "loglikelihood_rolling":
         return task.build_prompt(doc, renderer, config.num_fewshot, doc_id)
-    messages = task.build_messages(doc, renderer, config.num_fewshot, doc_id)
-    if getattr(backend.tokenizer, "chat_template", None) is None:
-        raise LlmgenError("this model's tokenizer has no chat template; drop --apply-chat-template")
-    return backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def _rolling(backend: Backend, texts: Sequence[str], cache: RequestCache) -> list[float]:
-    """Summed loglikelihood of each whole text (windowed by the backend), through the cache."""
-    if not hasattr(backend, "loglikelihood_rolling"):
-        raise LlmgenError(f"backend {backend.name!r} cannot score loglikelihood_rolling tasks")
-    keys = [request_key(fp=backend.fingerprint, backend=backend.name, kind="loglikelihood_rolling", text=t) for t in texts]
-
-    def compute(batch: list[str]) -> list[float]:
-        return [float(r.logprob) for r in backend.loglikelihood_rolling(batch)]
-
-    return _through_cache(keys, texts, compute, cache, 64, None)
+    return backend.format_prompt(task.build_messages(doc, renderer, config.num_fewshot, doc_id), chat=True)
 
 
 def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
@@ -191,13 +176,12 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
                          "metrics": metrics})
             advance(1)
     else:
-        lls = _rolling(backend, prompts, cache)
-        for i, (text, ll) in enumerate(zip(prompts, lls, strict=True)):
-            for m, v in task.score(task.docs[i], Scored(loglikelihood=ll, text=text)).items():
+        scored_texts = CachedBackend(backend, cache).loglikelihood_rolling(prompts, on_batch=advance)
+        for i, (text, r) in enumerate(zip(prompts, scored_texts, strict=True)):
+            for m, v in task.score(task.docs[i], Scored(loglikelihood=r.logprob, num_words=r.num_words, num_bytes=r.num_bytes)).items():
                 values.setdefault(m, []).append(v)
-            rows.append({"task": task.name, "doc_id": i, "prompt": text, "loglikelihood": ll,
-                         "words": count_words(text), "bytes": count_bytes(text), "metrics": {}})
-            advance(1)
+            rows.append({"task": task.name, "doc_id": i, "prompt": text, "loglikelihood": r.logprob,
+                         "tokens": r.num_tokens, "words": r.num_words, "bytes": r.num_bytes, "metrics": {}})
     for r in rows:
         for m, v in r["metrics"].items():
             values.setdefault(m, []).append(v)

@@ -19,12 +19,13 @@ from typing import Any
 
 from llmgen.errors import LlmgenError
 
+DATA_DIR_ENV = "LLMGEN_DATA_DIR"
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
 
 def data_dir() -> Path | None:
     """The folder holding local copies of hub datasets (``--data-dir`` sets ``$LLMGEN_DATA_DIR``)."""
-    d = os.environ.get("LLMGEN_DATA_DIR")
+    d = os.environ.get(DATA_DIR_ENV)
     return Path(d) if d else None
 
 
@@ -86,20 +87,38 @@ def load_local(path: Path, split: str = "train") -> list[dict[str, Any]]:
     return load_files([path])
 
 
+def _data_files(folder: Path, prefix: str = "") -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.glob(f"{prefix}*") if f.is_file() and f.suffix.lower() in FILE_BUILDERS)
+
+
 def _local_copy(root: Path, name: str | None, split: str) -> list[dict[str, Any]] | None:
-    """Rows of ``split`` from a local copy of a hub dataset repository, or None if none is there."""
+    """Rows of ``split`` from a local copy of a hub dataset repository, or None if none is there.
+
+    The hub's own file conventions: ``[<config>/]<split>*.<ext>`` (also under ``data/``), a file per
+    config named ``<config>.<ext>`` (TOFU), or files with no split in their names, which are "train".
+    """
     if not root.is_dir():
         return None
     if _is_saved_dataset(root):
         return load_local(root, split)
     if name and _is_saved_dataset(root / name):
         return load_local(root / name, split)
-    for folder in ([root / name] if name else []) + [root, root / "data"]:
-        files = sorted(f for f in folder.glob(f"{split}*") if f.suffix.lower() in FILE_BUILDERS) if folder.is_dir() else []
+    folders = ([root / name, root / "data" / name] if name else []) + [root, root / "data"]
+    for folder in folders:
+        files = _data_files(folder, split)
         if files:
             return load_files(files)
+    if name and _data_files(root, f"{name}."):
+        return load_files(_data_files(root, f"{name}."))
+    if split == "train":
+        for folder in folders[:1] if name else [root / "data", root]:
+            files = [f for f in _data_files(folder) if not f.name.startswith(("test", "validation", "dev"))]
+            if files:
+                return load_files(files)
     raise LlmgenError(f"local copy {root} has no {split!r} split for config {name!r} "
-                      f"(expected {split}*.parquet/.jsonl/... or a save_to_disk folder)")
+                      f"(expected {split}*.parquet/.jsonl/..., {name}.json, or a save_to_disk folder)")
 
 
 def load_hub(path: str, name: str | None = None, split: str = "test", revision: str | None = None) -> list[dict[str, Any]]:

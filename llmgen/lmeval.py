@@ -116,19 +116,20 @@ def load_lmeval_task(name: str) -> Task:
 def _lm_class():
     """``LlmgenLM``, defined on first use so that importing llmgen never needs lm-eval."""
     from lm_eval.api.model import TemplateLM
-    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, resolve_max_length
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
     from llmgen.backends import SamplingConfig
-    from llmgen.cache import request_key
-    from llmgen.evaluate import _through_cache, cached_generate
+    from llmgen.backends.base import prefix_token_id
+    from llmgen.backends.cached import CachedBackend
 
     class LlmgenLM(TemplateLM):
         """An lm-eval model whose requests are answered by an llmgen backend through the request cache."""
 
-        def __init__(self, backend: Backend, cache: RequestCache, seed: int = 0, chunk: int = 64) -> None:
+        def __init__(self, backend: Backend, cache: RequestCache, seed: int = 0, chunk: int | None = None) -> None:
             super().__init__()
-            self.backend, self.cache, self.seed, self.chunk = backend, cache, seed, chunk
+            self.backend, self.seed = backend, seed
+            self.cached = CachedBackend(backend, cache, batch_size=min(chunk, backend.batch_size) if chunk else None)
             self.tokenizer = backend.tokenizer
 
         @property
@@ -137,17 +138,11 @@ def _lm_class():
 
         @property
         def prefix_token_id(self) -> int:
-            bos = self.tokenizer.bos_token_id
-            return bos if bos is not None else self.tokenizer.eos_token_id
+            return prefix_token_id(self.tokenizer)
 
         @property
         def max_length(self) -> int:
-            known = getattr(self.backend, "max_length", None)
-            if isinstance(known, int) and known > 0:
-                return known
-            from transformers import AutoConfig
-
-            return resolve_max_length(AutoConfig.from_pretrained(self.backend.model_path), self.tokenizer)
+            return self.backend.max_length
 
         @property
         def tokenizer_name(self) -> str:
@@ -175,18 +170,19 @@ def _lm_class():
             for _, ctx, cont in requests:
                 whole = (list(ctx) + list(cont))[-n:]
                 pairs.append((whole[: len(whole) - len(cont)], list(cont)))
-            fp, name = self.backend.fingerprint, self.backend.name
-            keys = [request_key(fp=fp, backend=name, kind="loglikelihood_tokens", ctx=c, cont=x) for c, x in pairs]
+            keys = [self.cached.key("loglikelihood_tokens", ctx=c, cont=x) for c, x in pairs]
 
-            def compute(batch: list) -> list[list]:
-                return [[r.logprob, r.is_greedy] for r in self.backend.loglikelihood_tokens(batch)]
+            def compute(idx: list[int]) -> list[list]:
+                return [[r.logprob, r.is_greedy] for r in self.backend.loglikelihood_tokens([pairs[i] for i in idx])]
 
-            out = _through_cache(keys, pairs, compute, self.cache, 4 * self.chunk, None)
+            out = self.cached._through(keys, compute, None)
             for (args, _, _), (lp, greedy) in zip(requests, out, strict=True):
-                self.cache_hook.add_partial("loglikelihood", args, (lp, greedy))
+                if args is not None:
+                    self.cache_hook.add_partial("loglikelihood", args, (lp, greedy))
             return [(float(lp), bool(greedy)) for lp, greedy in out]
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+            # lm-eval's own windows (HFLM: max_seq_len = max_length, one token of context)
             windows, counts = [], []
             for (text,) in (r.args for r in requests):
                 w = [make_disjoint_window(x) for x in get_rolling_token_windows(
@@ -203,35 +199,24 @@ def _lm_class():
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
             eos = self.tokenizer.decode(self.eot_token_id, skip_special_tokens=False)
-            groups: dict[str, list[int]] = {}
-            settings: dict[str, SamplingConfig] = {}
-            contexts: list[str] = []
-            for i, (context, gen_kwargs) in enumerate(r.args for r in requests):
-                kwargs = normalize_gen_kwargs(dict(gen_kwargs), 256)
+            contexts, settings = [], []
+            for context, gen_kwargs in (r.args for r in requests):
+                kwargs = normalize_gen_kwargs(dict(gen_kwargs), 256)  # HFLM's max_gen_toks default
                 until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-                sampling = SamplingConfig(n=1, temperature=float(kwargs.get("temperature", 0.0) or 0.0),
-                                          top_p=float(kwargs.get("top_p", 1.0) or 1.0),
-                                          max_tokens=int(kwargs["max_gen_toks"]), stop=tuple(until), seed=self.seed)
-                # HFLM left-truncates the context to max_length - max_gen_toks tokens
-                ids = self.tok_encode(context)
-                keep = self.max_length - sampling.max_tokens
-                contexts.append(self.tokenizer.decode(ids[-keep:]) if len(ids) > keep else context)
-                key = repr(sampling.to_dict())
-                settings[key] = sampling
-                groups.setdefault(key, []).append(i)
-            out: list[str] = [""] * len(requests)
-            for key, idx in groups.items():
-                comps = cached_generate(self.backend, [contexts[i] for i in idx], settings[key], self.cache,
-                                        chunk=self.chunk)
-                for i, c in zip(idx, comps, strict=True):
-                    out[i] = c[0]["text"]
-                    self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
+                settings.append(SamplingConfig(n=1, temperature=float(kwargs.get("temperature") or 0.0),
+                                               top_p=float(kwargs.get("top_p") or 1.0),
+                                               max_tokens=int(kwargs["max_gen_toks"]), stop=tuple(until), seed=self.seed))
+                contexts.append(context)
+            # the backend left-truncates a context to max_length - max_gen_toks tokens, as HFLM does
+            out = [comps[0].text for comps in self.cached.generate(contexts, settings)]
+            for r, text in zip(requests, out, strict=True):
+                self.cache_hook.add_partial("generate_until", r.args, text)
             return out
 
     return LlmgenLM
 
 
-def make_lm(backend: Backend, cache: RequestCache, seed: int = 0, chunk: int = 64):
+def make_lm(backend: Backend, cache: RequestCache, seed: int = 0, chunk: int | None = None):
     """An ``lm_eval.api.model.LM`` over an llmgen backend (for lm-eval's ``simple_evaluate``)."""
     _require()
     return _lm_class()(backend, cache, seed=seed, chunk=chunk)

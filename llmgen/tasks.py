@@ -175,7 +175,8 @@ class Scored:
     choices: list[str] = field(default_factory=list)
     gold_index: int = -1
     loglikelihood: float = 0.0
-    text: str = ""
+    num_words: int = 0  # word and byte counts of a rolling text (the backend's RollingResult, lm-eval's rules)
+    num_bytes: int = 0
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -184,15 +185,6 @@ def _mean(values: Sequence[float]) -> float:
 
 def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
-
-
-def count_words(text: str) -> int:
-    """Words as lm-eval counts them for word perplexity: ``len(re.split(r"\\s+", text))``."""
-    return len(re.split(r"\s+", text))
-
-
-def count_bytes(text: str) -> int:
-    return len(text.encode("utf-8"))
 
 
 def weighted_perplexity(items: Sequence[tuple[float, int]]) -> float:
@@ -229,12 +221,12 @@ METRICS.register("pass@k", Metric("generate", lambda s: None))  # expanded to pa
 METRICS.register("acc", Metric("multiple_choice", _choice_acc(lambda c: 1.0)))
 # lm-eval 0.4.13: acc_norm divides by the choice's length in characters, acc_bytes in UTF-8 bytes
 METRICS.register("acc_norm", Metric("multiple_choice", _choice_acc(lambda c: float(len(c)))))
-METRICS.register("acc_bytes", Metric("multiple_choice", _choice_acc(lambda c: float(count_bytes(c)))))
-METRICS.register("word_perplexity", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, count_words(s.text)),
+METRICS.register("acc_bytes", Metric("multiple_choice", _choice_acc(lambda c: float(len(c.encode("utf-8"))))))
+METRICS.register("word_perplexity", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, s.num_words),
                                            weighted_perplexity))
-METRICS.register("byte_perplexity", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, count_bytes(s.text)),
+METRICS.register("byte_perplexity", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, s.num_bytes),
                                            weighted_perplexity))
-METRICS.register("bits_per_byte", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, count_bytes(s.text)),
+METRICS.register("bits_per_byte", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, s.num_bytes),
                                          bits_per_byte))
 
 DEFAULT_METRICS = {"generate": ("exact_match",), "multiple_choice": ("acc", "acc_norm"),
@@ -587,9 +579,29 @@ def task_from_yaml(path: str | Path) -> Task:
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
 
 
-def catalogue() -> dict[str, Path]:
-    """The papers' datasets as task YAMLs shipped with llmgen: task name → file."""
-    return {p.stem: p for p in sorted(CATALOGUE_DIR.glob("*.yaml"))}
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def catalogue() -> dict[str, tuple[Path, dict]]:
+    """The papers' datasets as task YAMLs shipped with llmgen: task name → (file, spec).
+
+    A catalogue file may list ``variants`` (e.g. one per hub config): each is the file's spec with
+    the variant's keys merged in, named ``<name>_<variant>``.
+    """
+    out: dict[str, tuple[Path, dict]] = {}
+    for path in sorted(CATALOGUE_DIR.glob("*.yaml")):
+        spec = read_yaml(path)
+        variants = spec.pop("variants", None)
+        name = spec.get("name", path.stem)
+        if not variants:
+            out[name] = (path, spec)
+        for suffix, over in (variants or {}).items():
+            out[f"{name}_{suffix}"] = (path, _merge({**spec, "name": f"{name}_{suffix}"}, over))
+    return out
 
 
 def get_task(name: str) -> Task:
@@ -603,10 +615,12 @@ def get_task(name: str) -> Task:
     if name.startswith(PREFIX):
         return load_lmeval_task(name)
     _load_plugin_tasks()
-    if name not in TASKS and name in catalogue():
-        return task_from_yaml(catalogue()[name])
     if name not in TASKS:
-        known = ", ".join(sorted(set(TASKS) | set(catalogue())))
+        entries = catalogue()
+        if name in entries:
+            path, spec = entries[name]
+            return task_from_spec(spec, path)
+        known = ", ".join(sorted(set(TASKS) | set(entries)))
         raise LlmgenError(f"unknown task {name!r} (known: {known})")
     return TASKS.get(name)()
 
