@@ -80,19 +80,9 @@ def list_lmeval_tasks(pattern: str | None = None) -> list[str]:
     return [PREFIX + n for n in names if pattern is None or pattern.lower() in n.lower()]
 
 
-def _leaf_tasks(task_dict: dict) -> list:
-    """The ConfigurableTask objects of a (possibly nested, for groups) lm-eval task dict."""
-    out = []
-    for v in task_dict.values():
-        out += _leaf_tasks(v) if isinstance(v, dict) else [v]
-    return out
-
-
 def load_lmeval_task(name: str) -> Task:
     """An llmgen Task standing for an lm-eval task or group; the definition is loaded (and its data
     read) here, so an unknown name or a broken YAML fails before any model loads."""
-    from lm_eval.tasks import get_task_dict
-
     from llmgen.tasks import Task
 
     lm_name = name[len(PREFIX):]
@@ -102,7 +92,7 @@ def load_lmeval_task(name: str) -> Task:
         raise LlmgenError(f"unknown lm-eval task {lm_name!r}" + (f" (close: {', '.join(close)})" if close else
                           " (see `llmgen tasks --filter NAME`; your own YAMLs need --include-path)"))
     try:
-        leaves = _leaf_tasks(get_task_dict([lm_name], tm))
+        leaves = list(tm.load([lm_name])["tasks"].values())
         docs = [{"task": t.config.task, "doc_id": i} for t in leaves for i in range(len(t.eval_docs))]
     except LlmgenError:
         raise
