@@ -158,7 +158,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
                 metrics[f"pass@{k}"] = pass_at_k(len(scored.correct), sum(scored.correct), k)
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
                          "gold": scored.gold, "responses": scored.responses, "filtered": scored.predictions,
-                         "correct": scored.correct, "metrics": metrics})
+                         "correct": scored.correct, "metrics": metrics, "truncated": any(c["truncated"] for c in comps)})
     elif task.output_type == "multiple_choice":
         pairs, spans = [], []
         for doc, prompt in zip(task.docs, prompts, strict=True):
@@ -173,7 +173,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
             metrics = task.score(doc, Scored(choice_logprobs=lps, choices=choices, gold_index=gold))
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": choices[gold],
                          "responses": [choices[max(range(n), key=lps.__getitem__)]], "choice_logprobs": lps,
-                         "metrics": metrics})
+                         "truncated": any(scores[s + j]["truncated"] for j in range(n)), "metrics": metrics})
             advance(1)
     else:
         scored_texts = CachedBackend(backend, cache).loglikelihood_rolling(prompts, on_batch=advance)

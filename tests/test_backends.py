@@ -107,3 +107,141 @@ def test_vllm_seeded_sampling_on_a_large_batch(vllm_default):
     prompts = [task.build_prompt(d) for d in task.docs[:24]]
     outs = vllm_default.generate(prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=6, seed=1))
     assert len(outs) == 24 and all(len(o) == 4 for o in outs)
+
+
+# --- rolling loglikelihood ------------------------------------------------------------------------
+# lm-eval's tests/test_utils.py::test_get_rolling_token_windows_v1 (max_seq_len 10, context_len 1)
+LM_EVAL_GOLD = [
+    ([-100, 0, 1, 2, 3, 4, 5, 6, 7, 8], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    ([9, 10, 11, 12, 13, 14, 15, 16, 17, 18], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]),
+    ([19, 20, 21, 22, 23, 24, 25, 26, 27, 28], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29]),
+    ([23, 24, 25, 26, 27, 28, 29, 30, 31, 32], [30, 31, 32, 33]),
+]
+
+
+def test_rolling_windows_are_lm_evals_disjoint_windows():
+    from llmgen.backends.base import rolling_windows
+
+    # make_disjoint_window: drop from the input the tokens that are predicted
+    disjoint = [(a[: len(a) - (len(b) - 1)], b) for a, b in LM_EVAL_GOLD]
+    assert rolling_windows(list(range(34)), -100, 10) == disjoint
+    assert rolling_windows([5, 6], -1, 10) == [([-1], [5, 6])]
+    assert rolling_windows([], -1, 10) == []
+
+
+def _direct_window_logprob(model, window_input: list[int], targets: list[int]) -> float:
+    """lm-eval's scoring of a rolling window: the last len(targets) logits of the input predict them."""
+    import torch
+
+    with torch.no_grad():
+        logps = model(torch.tensor([window_input])).logits[0].float().log_softmax(-1)
+    return float(sum(logps[len(window_input) - len(targets) + k, t] for k, t in enumerate(targets)))
+
+
+def test_loglikelihood_rolling_matches_direct_forward_passes(tiny_model_dir):
+    from llmgen.backends import get_backend
+
+    text = "abcdefghijklmnopqrstuvwxyz 0123456"  # 34 byte tokens, two words
+    full = get_backend("hf", tiny_model_dir)
+    tok = full.tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 34
+    r = full.loglikelihood_rolling([text])[0]
+    assert (r.num_tokens, r.num_words, r.num_bytes) == (34, 2, 34)
+    assert r.logprob == pytest.approx(_direct_window_logprob(full.model, [tok.bos_token_id] + ids[:-1], ids), abs=1e-3)
+    # a context of 11 tokens gives lm-eval's windows of 10 predicted tokens (the gold above)
+    short = get_backend("hf", tiny_model_dir, max_length=11)
+    expected = 0.0
+    for a, b in LM_EVAL_GOLD:
+        a = [tok.bos_token_id if t == -100 else ids[t] for t in a]
+        expected += _direct_window_logprob(full.model, a, [ids[t] for t in b])
+    rs = short.loglikelihood_rolling([text])[0]
+    assert rs.num_tokens == 34
+    assert rs.logprob == pytest.approx(expected, abs=1e-3)
+    assert rs.logprob != pytest.approx(r.logprob, abs=1e-2)
+
+
+# --- prompts longer than the context ---------------------------------------------------------------
+LONG = "".join(chr(97 + i % 26) for i in range(100))  # 100 byte tokens on the tiny model
+
+
+@pytest.fixture(scope="module")
+def short_context_dir(tmp_path_factory):
+    """The tiny model with a 64-token context."""
+    from llmgen.models import TinyConfig, tiny_model
+
+    path = tmp_path_factory.mktemp("short_context")
+    tiny_model(seed=0, config=TinyConfig(max_position_embeddings=64), save_to=path)
+    return str(path)
+
+
+def _check_left_truncation(backend, caplog) -> list[int]:
+    """Both backends: keep the last max_length - max_tokens prompt tokens, say so once, flag the result."""
+    import logging
+
+    sampling = SamplingConfig(max_tokens=8)
+    assert backend.max_length == 64
+    with caplog.at_level(logging.WARNING, logger="llmgen"):
+        out = backend.generate([LONG, "short"], sampling)
+    assert [r.message for r in caplog.records].count(
+        "1 of 2 prompts are longer than the 64-token context minus max_tokens; "
+        "kept their last tokens (truncated=true in the samples)") == 1
+    assert out[0][0].truncated and not out[1][0].truncated
+    tail = backend.generate([LONG[-56:]], sampling)[0][0]
+    assert not tail.truncated and tail.token_ids == out[0][0].token_ids
+    ll = backend.loglikelihood([(LONG, "xyz"), ("ab", "xyz")])
+    assert ll[0].truncated and not ll[1].truncated
+    assert ll[0].logprob == pytest.approx(backend.loglikelihood([(LONG[-61:], "xyz")])[0].logprob, abs=1e-4)
+    with pytest.raises(LlmgenError, match="does not fit"):
+        backend.loglikelihood([("a", LONG)])
+    with pytest.raises(LlmgenError, match="leaves no room"):
+        backend.generate(["a"], SamplingConfig(max_tokens=64))
+    return out[0][0].token_ids
+
+
+def test_hf_left_truncates_long_prompts(short_context_dir, caplog):
+    from llmgen.backends import get_backend
+
+    _check_left_truncation(get_backend("hf", short_context_dir), caplog)
+
+
+@pytest.mark.vllm
+def test_vllm_left_truncates_long_prompts_like_hf(short_context_dir, caplog):
+    from llmgen.backends import get_backend
+
+    hf_ids = get_backend("hf", short_context_dir).generate([LONG], SamplingConfig(max_tokens=8))[0][0].token_ids
+    vl = get_backend("vllm", short_context_dir, max_model_len=None)
+    try:
+        assert _check_left_truncation(vl, caplog) == hf_ids
+    finally:
+        vl.close()
+
+
+def test_truncated_flag_reaches_samples_jsonl(tmp_path):
+    import json
+
+    from llmgen.evaluate import EvalConfig, run_eval
+    from llmgen.models import TinyConfig, tiny_model
+
+    tiny_model(seed=0, config=TinyConfig(max_position_embeddings=128), save_to=tmp_path / "m")
+    rows = {}
+    for shots in (0, 3):
+        cfg = EvalConfig(model=str(tmp_path / "m"), tasks=["arithmetic"], limit=2, max_tokens=8, num_fewshot=shots,
+                         cache=None, output_dir=str(tmp_path / f"run{shots}"))
+        run_eval(cfg, show_progress=False)
+        rows[shots] = [json.loads(x) for x in (tmp_path / f"run{shots}" / "samples.jsonl").read_text().splitlines()]
+    assert all(len(r["prompt"]) <= 120 and r["truncated"] is False for r in rows[0])
+    assert all(len(r["prompt"]) > 120 and r["truncated"] is True for r in rows[3])
+
+
+def test_hf_shared_inputs_score_like_single_requests(tiny_model_dir):
+    """Choices differing only in their last token share a forward pass; scores equal one-by-one ones."""
+    from llmgen.backends import get_backend
+
+    backend = get_backend("hf", tiny_model_dir, batch_size=2)
+    pairs = [("abc", "d"), ("abc", "e"), ("hello", "xy"), ("hello", "xz"), ("q", "rst"), ("abc", "de")]
+    together = backend.loglikelihood(pairs)
+    for pair, r in zip(pairs, together, strict=True):
+        alone = backend.loglikelihood([pair])[0]
+        assert r.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-5)
+        assert r.is_greedy == alone.is_greedy

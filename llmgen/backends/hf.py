@@ -9,7 +9,8 @@ Logprobs are the raw model logprobs, not the temperature-warped ones, to match w
 
 Scoring left-pads the (context + continuation minus its last token) inputs so every continuation
 ends at the last position, and projects only the last ``max continuation`` positions to the
-vocabulary (``logits_to_keep``): the prompt part never pays for a full-vocabulary softmax.
+vocabulary (``logits_to_keep``): the prompt part never pays for a full-vocabulary softmax. Pairs
+with the same input (choices differing only in their last token) share one forward pass.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class HFBackend(Backend):
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
-        self._max_length = max_length
+        self._max_length = max_length or self._context_length()
 
     @property
     def tokenizer(self):
@@ -70,9 +71,10 @@ class HFBackend(Backend):
 
     @property
     def max_length(self) -> int:
+        return self._max_length
+
+    def _context_length(self) -> int:
         """The context length, looked up as lm-eval does: model config, then tokenizer, then 2048."""
-        if self._max_length:
-            return self._max_length
         cfg = self.model.config
         for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
             if getattr(cfg, attr, None):
@@ -205,31 +207,37 @@ class HFBackend(Backend):
     # --- scoring --------------------------------------------------------------------------------
     @torch.no_grad()
     def loglikelihood_tokens(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[LoglikelihoodResult]:
-        inputs = [(list(c) + list(x))[:-1] for c, x in requests]
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        """Score pairs; requests whose model input is the same (choices that differ only in their last
+        token, e.g. one-token answers to one question) share one forward pass."""
+        inputs = [tuple((list(c) + list(x))[:-1]) for c, x in requests]
+        users: dict[tuple[int, ...], list[int]] = {}
+        for i, inp in enumerate(inputs):
+            users.setdefault(inp, []).append(i)
+        unique = sorted(users, key=lambda inp: -len(inp))
         results: list[LoglikelihoodResult | None] = [None] * len(inputs)
         pad = self._tok.pad_token_id
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(inputs[i]) for i in idx)
-            keep = max(len(requests[i][1]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, width - len(inputs[i]):] = torch.tensor(inputs[i])
-                attention[row, width - len(inputs[i]):] = 1
+        for start in range(0, len(unique), self.batch_size):
+            batch = unique[start : start + self.batch_size]
+            width = max(len(inp) for inp in batch)
+            keep = max(len(requests[i][1]) for inp in batch for i in users[inp])
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, inp in enumerate(batch):
+                input_ids[row, width - len(inp):] = torch.tensor(inp)
+                attention[row, width - len(inp):] = 1
             attention = attention.to(self.device)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention, position_ids=positions,
                                 logits_to_keep=keep).logits[:, -keep:]
             logps = logits.float().log_softmax(-1).cpu()
-            for row, i in enumerate(idx):
-                cont = requests[i][1]
-                at = logps[row, keep - len(cont):]
-                target = torch.tensor(cont)
-                token_lps = at[torch.arange(len(cont)), target]
-                greedy = bool((at.argmax(-1) == target).all())
-                results[i] = LoglikelihoodResult(float(token_lps.sum()), len(cont), greedy, token_lps.tolist())
+            for row, inp in enumerate(batch):
+                for i in users[inp]:
+                    cont = requests[i][1]
+                    at = logps[row, keep - len(cont):]
+                    target = torch.tensor(cont)
+                    token_lps = at[torch.arange(len(cont)), target]
+                    greedy = bool((at.argmax(-1) == target).all())
+                    results[i] = LoglikelihoodResult(float(token_lps.sum()), len(cont), greedy, token_lps.tolist())
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
