@@ -193,3 +193,15 @@ def test_hub_loader_prefers_local_copy(tmp_path, monkeypatch):
     _hub_copies(tmp_path)
     monkeypatch.setenv("LLMGEN_DATA_DIR", str(tmp_path))
     assert load_hub("openai/gsm8k", "main", "train") == GSM8K_TRAIN * 3
+
+
+def test_tasks_command_filter(capsys, monkeypatch):
+    """`llmgen tasks --filter TEXT`: matching built-in and catalogue tasks (names never cut), nothing else."""
+    from llmgen.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    main(["tasks", "--filter", "math"])
+    out = capsys.readouterr().out
+    for name in ("math500", "hendrycks_math_intermediate_algebra", "math_generated_d2"):
+        assert name in out
+    assert "arithmetic" not in out and "gsm8k" not in out and "tofu_qa" not in out
