@@ -343,12 +343,12 @@ class Task:
         return self.num_fewshot if num_fewshot is None else num_fewshot
 
     def build_prompt(self, doc: dict, renderer: Renderer | None = None, num_fewshot: int | None = None,
-                     doc_id: int = 0) -> str:
+                     doc_id: int = 0, with_system: bool = True) -> str:
         """System prompt, instruction, demonstrations in the same format, then the test input."""
         if self.output_type == "loglikelihood_rolling":
             return str(doc[self.target_key])
         demos = self.demonstrations(doc, self._num_fewshot(num_fewshot), doc_id)
-        parts = [p for p in (self.system_prompt, self.instruction) if p]
+        parts = [p for p in (self.system_prompt if with_system else "", self.instruction) if p]
         parts += [self.render_example(d, True, renderer) for d in demos]
         parts.append(self.render_example(doc, False, renderer))
         return "\n\n".join(parts)
@@ -359,10 +359,7 @@ class Task:
         whole prompt or (``fewshot_as_multiturn``) one user/assistant pair per demonstration."""
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         if not self.fewshot_as_multiturn:
-            prompt = self.build_prompt(doc, renderer, num_fewshot, doc_id)
-            if self.system_prompt:
-                prompt = prompt[len(self.system_prompt) + 2:]
-            return system + [{"role": "user", "content": prompt}]
+            return system + [{"role": "user", "content": self.build_prompt(doc, renderer, num_fewshot, doc_id, False)}]
         turns: list[dict[str, str]] = []
         for d in self.demonstrations(doc, self._num_fewshot(num_fewshot), doc_id):
             turns += [{"role": "user", "content": self.render_example(d, False, renderer)},
