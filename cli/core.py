@@ -32,6 +32,23 @@ def parse_model_args(text: str | None) -> dict:
     return out
 
 
+def set_task_sources(include_path: str | None, data_dir: str | None) -> None:
+    """``--include-path`` / ``--data-dir`` → the environment variables task loading reads (so that
+    validation, every rank and every later process see the same sources)."""
+    import os
+
+    from llmgen.hf_data import DATA_DIR_ENV
+    from llmgen.lmeval import INCLUDE_ENV
+
+    for value, var, what in ((include_path, INCLUDE_ENV, "--include-path"), (data_dir, DATA_DIR_ENV, "--data-dir")):
+        if value is None:
+            continue
+        for p in value.split(os.pathsep):
+            if not os.path.isdir(p):
+                raise LlmgenError(f"{what} {p!r} is not a folder")
+        os.environ[var] = os.pathsep.join(os.path.abspath(p) for p in value.split(os.pathsep))
+
+
 def print_results(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -92,10 +109,14 @@ def register(app: typer.Typer) -> None:
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the request cache")] = False,
         formats: Annotated[int | None, typer.Option("--formats", help="evaluate in K plausible prompt formats")] = None,
         format_budget: Annotated[int | None, typer.Option("--format-budget", help="bandit evaluation budget E for --formats")] = None,
+        include_path: Annotated[str | None, typer.Option("--include-path", help="folder(s) of your own lm-eval task YAMLs for lmeval:NAME tasks (os.pathsep-separated)")] = None,
+        data_dir: Annotated[str | None, typer.Option("--data-dir", help="folder of local copies of hub datasets (<dir>/<hub id>/...) for catalogue and YAML tasks")] = None,
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
         from llmgen.evaluate import EvalConfig, run_eval
         from llmgen.io import check_output_dir
+
+        set_task_sources(include_path, data_dir)
 
         try:
             ks = [int(x) for x in k.split(",")] if k else None
@@ -132,15 +153,38 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {run_dir}/results.json", err=True)
 
     @app.command("tasks")
-    def tasks_cmd() -> None:
-        """List built-in and registered tasks with their metrics."""
-        from llmgen.tasks import get_task, list_tasks
+    def tasks_cmd(
+        name_filter: Annotated[str | None, typer.Option("--filter", help="only tasks whose name contains this text")] = None,
+        include_path: Annotated[str | None, typer.Option("--include-path", help="folder(s) of your own lm-eval task YAMLs")] = None,
+    ) -> None:
+        """List tasks: built-in, the datasets catalogue, and lm-eval's (when the lmeval extra is installed).
 
-        rows = [("task", "type", "examples", "metrics", "description")]
-        for name in list_tasks():
+        A plain aligned table: names are never cut at the terminal's width (they are what users copy)."""
+        from llmgen.lmeval import available, list_lmeval_tasks
+        from llmgen.tasks import catalogue, get_task, list_tasks
+
+        set_task_sources(include_path, None)
+        match = (lambda n: name_filter.lower() in n.lower()) if name_filter else (lambda n: True)
+        rows = [("task", "source", "type", "metrics", "description")]
+        for name in filter(match, list_tasks()):
             t = get_task(name)
-            rows.append((name, t.output_type, str(len(t.docs)), ", ".join(t.metrics), t.description))
+            rows.append((name, "built-in", t.output_type, ", ".join(t.metrics), t.description))
+        for name, (_, spec) in catalogue().items():
+            if match(name):
+                ds = spec.get("dataset", {})
+                hub = ds.get("path", "") + (f" ({ds['name']})" if ds.get("name") else "") if isinstance(ds, dict) else str(ds)
+                rows.append((name, f"catalogue: {hub}", spec.get("output_type", "generate"),
+                             ", ".join(spec.get("metrics") or [spec.get("metric", "")]).strip(", "), spec.get("description", "")))
+        caption = ""
+        if available() and name_filter:
+            rows += [(name, "lm-eval", "", "", "") for name in list_lmeval_tasks(name_filter)]
+        elif available():
+            caption = f"and {len(list_lmeval_tasks())} lm-eval tasks (lmeval:NAME): list them with --filter TEXT"
+        else:
+            caption = "lm-eval tasks: pip install 'llmgen[lmeval]'"
         typer.echo(plain_table(rows))
+        if caption:
+            typer.echo(caption)
 
     @app.command("models")
     def models_cmd() -> None:

@@ -22,7 +22,7 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.models import cache_dir
-from llmgen.tasks import Renderer, Task, get_task
+from llmgen.tasks import Renderer, Scored, Task, get_task
 
 
 @dataclass
@@ -174,13 +174,28 @@ def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cac
             for r in res]
 
 
+def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: EvalConfig,
+                renderer: Renderer | None = None) -> str:
+    """The text sent to the model for one document: plain, or chat messages through the chat template."""
+    if not config.apply_chat_template or task.output_type == "loglikelihood_rolling":
+        return task.build_prompt(doc, renderer, config.num_fewshot, doc_id)
+    return backend.format_prompt(task.build_messages(doc, renderer, config.num_fewshot, doc_id), chat=True)
+
+
 def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
                   renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
-    """Score one task; returns (aggregate metrics, per-example rows)."""
+    """Score one task; returns (aggregate metrics, per-example rows).
+
+    Requests go through the request cache; per-document values come from ``task.score`` and the
+    corpus values from ``task.aggregate`` (means, or perplexity ratios for rolling tasks).
+    """
     if task.evaluator is not None:
         return task.evaluator(backend, task, config)
-    prompts = [backend.format_prompt(task.build_prompt(d, renderer, config.num_fewshot), config.apply_chat_template)
-               for d in task.docs]
+    if task.output_type == "lmeval":
+        from llmgen.lmeval import evaluate_lmeval_task
+
+        return evaluate_lmeval_task(backend, task, config, cache)
+    prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
     bar = progress.add_task(task.name, total=len(task.docs)) if progress is not None else None
 
     def advance(n: int) -> None:
@@ -188,41 +203,47 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
             progress.advance(bar, n)
 
     rows: list[dict] = []
+    values: dict[str, list] = {}
     if task.output_type == "generate":
         sampling = sampling_for(task, config)
         outs = cached_generate(backend, prompts, sampling, cache, chunk=max(64, config.batch_size * 4), on_chunk=advance)
         ks = ks_for(config) if "pass@k" in task.metrics else []
         for i, (doc, prompt, comps) in enumerate(zip(task.docs, prompts, outs, strict=True)):
-            correct = [task.is_correct(c["text"], doc) for c in comps]
-            metrics: dict[str, float] = {}
-            if "exact_match" in task.metrics or "contains" in task.metrics:
-                metrics["exact_match" if "exact_match" in task.metrics else "contains"] = sum(correct) / len(correct)
+            scored = task.score_generation(doc, [c["text"] for c in comps])
+            metrics = task.score(doc, scored)
             for k in ks:
-                metrics[f"pass@{k}"] = pass_at_k(len(correct), sum(correct), k)
+                metrics[f"pass@{k}"] = pass_at_k(len(scored.correct), sum(scored.correct), k)
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
-                         "responses": [c["text"] for c in comps], "correct": correct, "metrics": metrics,
-                         "truncated": any(c["truncated"] for c in comps)})
-    else:
+                         "gold": scored.gold, "responses": scored.responses, "filtered": scored.predictions,
+                         "correct": scored.correct, "metrics": metrics, "truncated": any(c["truncated"] for c in comps)})
+    elif task.output_type == "multiple_choice":
         pairs, spans = [], []
         for doc, prompt in zip(task.docs, prompts, strict=True):
             choices = task.choices_of(doc)
             spans.append((len(pairs), len(choices)))
-            pairs += [(prompt, " " + c) for c in choices]
+            pairs += [(prompt, task.choice_prefix + c) for c in choices]
         scores = cached_loglikelihood(backend, pairs, cache, on_chunk=None)
         for i, (doc, prompt, (s, n)) in enumerate(zip(task.docs, prompts, spans, strict=True)):
             choices = task.choices_of(doc)
             lps = [scores[s + j]["logprob"] for j in range(n)]
-            norm = [lp / max(1, len(c)) for lp, c in zip(lps, choices, strict=True)]
-            pred, pred_norm = max(range(n), key=lps.__getitem__), max(range(n), key=norm.__getitem__)
-            gold = task.target_of(doc)
-            if gold not in choices:
-                raise LlmgenError(f"task {task.name!r}: example {i} target {gold!r} is not among its choices")
-            rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": gold, "responses": [choices[pred]],
-                         "choice_logprobs": lps, "truncated": any(scores[s + j]["truncated"] for j in range(n)),
-                         "metrics": {"acc": float(choices[pred] == gold), "acc_norm": float(choices[pred_norm] == gold)}})
+            gold = task.gold_index(doc, i)
+            metrics = task.score(doc, Scored(choice_logprobs=lps, choices=choices, gold_index=gold))
+            rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": choices[gold],
+                         "responses": [choices[max(range(n), key=lps.__getitem__)]], "choice_logprobs": lps,
+                         "truncated": any(scores[s + j]["truncated"] for j in range(n)), "metrics": metrics})
             advance(1)
-    names = sorted({m for r in rows for m in r["metrics"]}, key=lambda m: (m.startswith("pass@"), len(m), m))
-    agg = {m: sum(r["metrics"][m] for r in rows) / len(rows) for m in names}
+    else:
+        scored_texts = CachedBackend(backend, cache).loglikelihood_rolling(prompts, on_batch=advance)
+        for i, (text, r) in enumerate(zip(prompts, scored_texts, strict=True)):
+            for m, v in task.score(task.docs[i], Scored(loglikelihood=r.logprob, num_words=r.num_words, num_bytes=r.num_bytes)).items():
+                values.setdefault(m, []).append(v)
+            rows.append({"task": task.name, "doc_id": i, "prompt": text, "loglikelihood": r.logprob,
+                         "tokens": r.num_tokens, "words": r.num_words, "bytes": r.num_bytes, "metrics": {}})
+    for r in rows:
+        for m, v in r["metrics"].items():
+            values.setdefault(m, []).append(v)
+    names = sorted(values, key=lambda m: (m.startswith("pass@"), len(m), m))
+    agg = task.aggregate({m: values[m] for m in names})
     return agg, rows
 
 

@@ -35,7 +35,7 @@ def test_eval_formats_exhaustive_and_with_a_budget(tiny_model_dir, tmp_path, cap
     rows = _samples(tmp_path / "k3", "format_samples.jsonl")
     assert sorted({r["format_id"] for r in rows}) == [0, 1, 2] and len(rows) == 3 * 4
     assert (tmp_path / "k3" / "formats_arithmetic.json").is_file()
-    assert "k3/results.json" in capsys.readouterr().out
+    assert "k3/results.json" in capsys.readouterr().err
 
     res = _eval(tiny_model_dir, tmp_path / "bandit", "--formats", "3", "--format-budget", "8")
     entry = res["format_spread"]["arithmetic"]

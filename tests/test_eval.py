@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,28 @@ def test_yaml_and_jsonl_tasks(tmp_path, hf_default):
     assert 0 <= out["results"]["capitals_gen"]["contains"] <= 1
     prompts = [r["prompt"] for r in out["samples"] if r["task"] == "capitals_gen"]
     assert prompts[0] == "Country: France\nCapital:"
+
+    # the shipped examples: integer gold labels, a last-number regex filter, a system prompt + seeded 2-shot
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples" / "tasks"
+    (tmp_path / "first.yaml").write_text(  # the same task scored by the first number of the response
+        f"name: arith_first_number\ndata: {examples / 'lmeval' / 'data' / 'arith.jsonl'}\n"
+        "template: \"Question: {question}\\nAnswer:\"\ntarget: answer\nextract: first_number\n"
+        "stop: [\"\\n\", \"Question:\"]\nmax_tokens: 16\n")
+    names = [str(examples / f) for f in ("capitals_mc.yaml", "arith_last_number.yaml", "my_task.yaml")]
+    out = run_eval(EvalConfig(model=hf_default.model_path, tasks=names + [str(tmp_path / "first.yaml")], cache=None),
+                   backend=hf_default, show_progress=False)
+    assert out["results"]["capitals_mc"]["acc"] >= 5 / 6
+    last = {r["doc_id"]: r for r in out["samples"] if r["task"] == "arith_last_number"}
+    first = {r["doc_id"]: r for r in out["samples"] if r["task"] == "arith_first_number"}
+    assert [r["responses"] for r in last.values()] == [r["responses"] for r in first.values()]  # same greedy text
+    for i, r in last.items():  # each row: its filtered answer is the last / first number of the same text
+        numbers = re.findall(r"-?[0-9]+", r["responses"][0])
+        assert r["filtered"] == [numbers[-1] if numbers else "[invalid]"]
+        assert first[i]["filtered"] == [numbers[0] if numbers else ""]
+    # "a + b = c" answers: the last number is right where the first is not
+    assert out["results"]["arith_last_number"]["exact_match"] > out["results"]["arith_first_number"]["exact_match"]
+    gen = next(r for r in out["samples"] if r["task"] == "capitals_gen")
+    assert gen["prompt"].startswith("Answer with the name of a city.\n\nCountry: ") and gen["prompt"].count("Capital:") == 3
 
 
 def run_cli(*args, env_extra=None):
