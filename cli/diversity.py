@@ -42,7 +42,7 @@ def sweep(
     from rich.console import Console
 
     from llmgen.errors import LlmgenError
-    from llmgen.io import read_json
+    from llmgen.io import check_output_dir, read_json
     from llmgen.recipes.instruction_diversity import SweepConfig, run_sweep
 
     if sum((config is not None, paper, paper_semantic)) > 1:
@@ -53,6 +53,8 @@ def sweep(
         cfg = SweepConfig.paper() if paper else SweepConfig.paper_semantic() if paper_semantic else SweepConfig()
     if output_dir is not None:
         cfg.output_dir = str(output_dir)
+    # the sweep resumes finished cells inside its folder: only a file in the way is an error
+    check_output_dir(cfg.output_dir, overwrite=True)
     if num_instructions:
         cfg.num_instructions = _ints(num_instructions, "--num-instructions")
     if seeds:
@@ -92,6 +94,7 @@ def dataset(
     from rich.table import Table
 
     from llmgen.errors import LlmgenError
+    from llmgen.io import check_output_dir
     from llmgen.recipes.instruction_diversity import DatasetDiversityConfig, run_dataset_diversity
 
     weights = {}
@@ -106,6 +109,7 @@ def dataset(
                                  select_output=str(select_output) if select_output else None,
                                  domain_weights=weights or None, embedding_model=embedding_model, seed=seed,
                                  output_dir=str(output_dir))
+    check_output_dir(output_dir, overwrite=True)  # a file in the way fails before the embedding model loads
     res = run_dataset_diversity(cfg)
     table = Table(title=f"instruction diversity ({res['rows']} rows, threshold {threshold})")
     for col in ("set", "n", "clusters", "mean cos dist", "Vendi"):

@@ -30,8 +30,10 @@ def formatspread(
     """Measure how much accuracy moves across prompt formats (Sclar et al., ICLR 2024)."""
     from rich.console import Console
 
+    from llmgen.io import check_output_dir
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
+    check_output_dir(output_dir, overwrite=True)  # a file in the way fails now, not after scoring
     cfg = FormatSpreadConfig(model=model, backend=backend, task=task, num_formats=num_formats, shots=shots,
                              limit=limit, num_generated=num_generated, mode=mode, budget=budget, batch=batch,
                              metric=metric, normalize=normalize, chat=chat, formats_file=formats_file, seed=seed,

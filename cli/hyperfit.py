@@ -41,7 +41,10 @@ def hyperfit(
     from rich.console import Console
     from rich.table import Table
 
+    from llmgen.io import check_output_dir
     from llmgen.recipes.hyperfitting import HyperfittingConfig, run
+
+    check_output_dir(output, overwrite=True)  # a file in the way fails now, not after training
 
     config = HyperfittingConfig(
         model=model, text_source=text, text_field=text_field, split=split, pool_tokens=pool_tokens or None, num_sequences=sequences, seq_len=seq_len,

@@ -38,10 +38,12 @@ def passn(
 ) -> None:
     """Limit confidence for better pass@N (Chen et al. 2025): CE vs DCO(N) fine-tuning."""
     from llmgen.errors import LlmgenError
+    from llmgen.io import check_output_dir
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, run
 
     if (train_data is None) != (test_data is None):
         raise LlmgenError("give both --train-data and --test-data, or neither (generated task)")
+    check_output_dir(output_dir, overwrite=True)  # a file in the way fails now, not after training
     config = ConfidenceLimitingConfig(
         model=model, output_dir=str(output_dir), task="generated" if train_data is None else "math",
         train_data=train_data, test_data=test_data, n_train=n_train, n_test=n_test, difficulty=difficulty,

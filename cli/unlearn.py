@@ -87,6 +87,9 @@ def unlearn(
         max_new_tokens=max_new_tokens, dtype=dtype, seed=seed, synthetic_seed=seed,
         synthetic_answer_style=synthetic_answers, prompt_template=prompt_template, output_dir=str(output), **schedule)
     config.validate()
+    from llmgen.io import check_output_dir
+
+    check_output_dir(output, overwrite=True)  # stages share the folder; a file in the way fails now
     ft_kw = dict(steps=steps, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, dtype=dtype,
                  prompt_template=prompt_template, warmup_epochs=warmup_epochs, weight_decay=weight_decay, **schedule)
     if stage == "finetune":

@@ -118,8 +118,10 @@ def test_output_dir_that_cannot_be_a_folder(where, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me\n")
     out = blocker if where == "is_file" else blocker / "run"
-    for cmd in (["eval", "--tasks", "arithmetic"], ["train", "--model", "default", "--data", "x.jsonl"]):
-        r = llmgen(*cmd, "--output-dir", str(out))
+    for cmd in (["eval", "--tasks", "arithmetic"], ["train", "--model", "default", "--data", "x.jsonl"],
+                ["passn"], ["hyperfit"], ["unlearn"], ["formatspread"], ["diversity", "sweep"]):
+        flag = "--output" if cmd == ["hyperfit"] else "--output-dir"
+        r = llmgen(*cmd, flag, str(out))
         assert_one_error(r, "is a file")
         assert blocker.read_text() == "keep me\n"
 
