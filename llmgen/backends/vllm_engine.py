@@ -45,6 +45,10 @@ def _engine(settings: dict[str, Any]):
             _ENGINES[key] = LLM(**kwargs)
         except TypeError as e:
             raise LlmgenError(f"bad vLLM engine argument: {e}") from None
+        except ValueError as e:  # pydantic's ValidationError: a setting the model or machine cannot take
+            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip() and not ln.strip().startswith("For further")),
+                          str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise LlmgenError(f"vLLM refused the engine settings: {detail}") from None
     return key, _ENGINES[key]
 
 
@@ -70,11 +74,32 @@ def _lora_rank(adapter: str) -> int:
     return int(json.loads(cfg.read_text()).get("r", 16))
 
 
+DEFAULT_MAX_MODEL_LEN = 2048  # keeps the CPU KV cache small; a model with a shorter context gets its own
+
+
+def default_max_model_len(model_path: str) -> int:
+    """``DEFAULT_MAX_MODEL_LEN``, or the model's own context length where that is shorter.
+
+    vLLM refuses a ``max_model_len`` above the model's ``max_position_embeddings``; a fixed 2048
+    made every model with a 1024-token context fail at engine start.
+    """
+    import json
+
+    cfg = Path(model_path) / "config.json"
+    try:
+        conf = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return DEFAULT_MAX_MODEL_LEN
+    own = next((conf[k] for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+                if isinstance(conf.get(k), int)), None)
+    return min(DEFAULT_MAX_MODEL_LEN, own) if own else DEFAULT_MAX_MODEL_LEN
+
+
 class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", seed: int = 0,
-                 tensor_parallel_size: int = 1, max_model_len: int | None = 2048,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.85, batch_size: int = 256, **engine_kwargs: Any) -> None:
         """``engine_kwargs`` go to ``vllm.LLM`` as they are (e.g. ``data_parallel_size``, ``enforce_eager``).
 
@@ -83,6 +108,8 @@ class VLLMBackend(Backend):
         """
         super().__init__(model, adapter, dtype)
         self.batch_size = batch_size
+        if max_model_len is None:
+            max_model_len = default_max_model_len(self.model_path)
         settings = dict(model=self.model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
                         max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                         enable_prefix_caching=False, enable_lora=adapter is not None,
