@@ -302,7 +302,7 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
 
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
-        text = task.build_prompt(doc, renderers[arm], config.num_fewshot)
+        text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
         return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)) if ranked else None)
 
     ks = ks_for(config) if "pass@k" in task.metrics else []

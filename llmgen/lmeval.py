@@ -19,16 +19,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
 from llmgen.formats import Field, Format, Layout
+from llmgen.tasks import Task
 
 if TYPE_CHECKING:
     from llmgen.backends import Backend
     from llmgen.cache import RequestCache
     from llmgen.evaluate import EvalConfig
-    from llmgen.tasks import Task
 
 PREFIX = "lmeval:"
 INCLUDE_ENV = "LLMGEN_LMEVAL_INCLUDE_PATH"
@@ -337,22 +339,46 @@ def template_layout(text: str) -> tuple[Layout, Format]:
     return Layout(fields=tuple(fields), output=out["desc"]), Format(separator=sep, space=space)
 
 
-def _task_values(doc: dict, keys: Sequence[str]) -> dict[str, str]:
-    """The text of each ``{{key}}`` for one document, rendered by lm-eval's own Jinja environment."""
+def _fields_doc(leaf: Any, doc: dict, keys: Sequence[str]) -> dict[str, Any]:
+    """One lm-eval document as llmgen fields: each ``{{key}}`` rendered by lm-eval's own Jinja
+    environment, its choices (``doc_to_choice``) and its gold (``doc_to_target``: index or text)."""
     from lm_eval.utils import apply_template
 
-    return {k: apply_template("{{" + k + "}}", doc) for k in keys}
+    return {**{k: apply_template("{{" + k + "}}", doc) for k in keys},
+            "choices": [str(x) for x in leaf.doc_to_choice(doc)], "label": leaf.doc_to_target(doc)}
+
+
+def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[list[dict]]:
+    """The k demonstrations lm-eval's seeded sampler gives each document, drawn in lm-eval's order
+    (documents in turn, from ``set_fewshot_seed(seed)``, as ``simple_evaluate`` seeds it)."""
+    if not k:
+        return [[] for _ in docs]
+    if not hasattr(leaf, "sampler"):
+        raise LlmgenError(f"--formats cannot vary lm-eval task {leaf.config.task!r}: it has no few-shot split")
+    leaf.set_fewshot_seed(seed)
+    same = leaf.fewshot_cfg.split == leaf.config.test_split
+    return [list(leaf.sampler.sample(n=k, eval_doc=doc if same else None)) for doc in docs]
+
+
+@dataclass
+class LmevalFieldsTask(Task):
+    """An lm-eval task as fields, whose demonstrations are fixed per document (lm-eval's sampler drew them)."""
+
+    demos: list[list[dict]] = dc_field(default_factory=list)
+
+    def demonstrations(self, doc: dict, k: int, doc_id: int = 0) -> list[dict]:
+        return self.demos[doc_id][:k] if k else []
 
 
 def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     """The ``lmeval:NAME`` task as an llmgen Task declared as fields (for ``--formats``), with its original format.
 
-    Only a single ``multiple_choice`` task, zero-shot, without a chat template, is converted; its
-    format 0 is checked here, document by document, to give exactly lm-eval's (context, continuation)
-    pairs, so a template this cannot reproduce is refused in one line before any model loads.
+    Only a single ``multiple_choice`` task without a chat template is converted; few-shot
+    demonstrations are the ones lm-eval's seeded sampler draws for each document. Format 0 is checked
+    here, document by document, to give exactly lm-eval's (context, continuation) pairs, so a template
+    this cannot reproduce is refused in one line before any model loads.
     """
     from llmgen.format_eval import choice_pairs, format_renderer
-    from llmgen.tasks import Task
 
     lm_name = task.name[len(PREFIX):]
     why = f"--formats cannot vary lm-eval task {lm_name!r}: "
@@ -367,8 +393,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
         raise LlmgenError(why + f"it is {leaf.OUTPUT_TYPE} (only multiple_choice lm-eval tasks are converted)")
     if config.apply_chat_template:
         raise LlmgenError(why + "--apply-chat-template is not supported for lm-eval tasks with --formats")
-    if (config.num_fewshot if config.num_fewshot is not None else c.num_fewshot or 0) > 0:
-        raise LlmgenError(why + "few-shot is not supported (lm-eval samples its own demonstrations); use --num-fewshot 0")
+    k = config.num_fewshot if config.num_fewshot is not None else c.num_fewshot or 0
     if c.gen_prefix or getattr(leaf, "multiple_input", False):
         raise LlmgenError(why + "it has a gen_prefix or multiple inputs")
     description = c.description or ""
@@ -380,20 +405,20 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
         raise LlmgenError(why + str(e)) from None
     keys = [f.key for f in layout.fields]
     lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
-    docs = []
-    for doc in lm_docs:
-        choices = [str(x) for x in leaf.doc_to_choice(doc)]
-        gold = leaf.doc_to_target(doc)
-        docs.append({**_task_values(doc, keys), "choices": choices, "label": gold})
-    native = Task(name=task.name, docs=docs, input_fields=[(f.descriptor, f.key) for f in layout.fields],
+    docs = [_fields_doc(leaf, doc, keys) for doc in lm_docs]
+    demos = [[_fields_doc(leaf, d, keys) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
+    native = LmevalFieldsTask(name=task.name, docs=docs, demos=demos, num_fewshot=k,
+                  fewshot_docs=[d for ds in demos for d in ds], input_fields=[(f.descriptor, f.key) for f in layout.fields],
                   output_descriptor=layout.output, target_key="label", instruction=description.removesuffix("\n\n"),
                   output_type="multiple_choice", choices_key="choices", choice_prefix=c.target_delimiter,
                   metrics=("acc", "acc_norm"), description=f"lm-eval task {lm_name} as fields")
     render = format_renderer(original, native)
+    if k:
+        leaf.set_fewshot_seed(config.seed)  # the same draws again, now as lm-eval's own contexts
     for i, (doc, ours) in enumerate(zip(lm_docs, docs, strict=True)):
-        context = leaf.fewshot_context(doc, 0)
+        context = leaf.fewshot_context(doc, k)
         expected = [(context, f"{c.target_delimiter}{x}") for x in ours["choices"]]
-        if choice_pairs(native.build_prompt(ours, render, 0), ours["choices"]) != expected:
+        if choice_pairs(native.build_prompt(ours, render, k, i), ours["choices"]) != expected:
             raise LlmgenError(why + f"its original format does not reproduce lm-eval's prompt of document {i}: "
                               f"{expected[0][0][-60:]!r} + {expected[0][1]!r}")
     return native, original

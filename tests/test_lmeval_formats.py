@@ -77,10 +77,27 @@ def test_unvariable_tasks_refused_in_one_line_before_loading(lmeval_env, task, w
     assert msg.startswith(f"--formats cannot vary lm-eval task {task!r}: ") and why in msg and "\n" not in msg
 
 
-def test_fewshot_refused(lmeval_env):
-    cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:llmgen_capitals_fields"], num_fewshot=2, cache=None)
-    with pytest.raises(LlmgenError, match="few-shot is not supported"):
+def test_chat_template_refused(lmeval_env):
+    cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:llmgen_capitals_fields"], apply_chat_template=True,
+                     cache=None)
+    with pytest.raises(LlmgenError, match="--apply-chat-template is not supported"):
         run_format_eval(cfg, num_formats=3)
+
+
+@pytest.mark.parametrize("shots,seed", [(2, 3)])
+def test_format_zero_fewshot_is_lm_evals_sampled_context(lmeval_env, tiny_hf, tiny_model_dir, shots, seed):
+    # lm-eval's seeded sampler draws each document's demonstrations; format 0 must hold the same ones
+    ref = run_lmeval(make_lm(tiny_hf, open_cache(EvalConfig(model=tiny_model_dir, tasks=[], cache=None))),
+                     ["llmgen_capitals_fields"], num_fewshot=shots, seed=seed)
+    lm_pairs = {s["doc_id"]: [tuple(a) for a in s["arguments"]] for s in ref["samples"]["llmgen_capitals_fields"]}
+    assert lm_pairs[0][0][0].count("\nCapital: ") == shots
+    cfg = EvalConfig(model=tiny_model_dir, tasks=["lmeval:llmgen_capitals_fields"], num_fewshot=shots, seed=seed,
+                     cache=None)
+    out = run_format_eval(cfg, num_formats=2, backend=tiny_hf, show_progress=False)
+    ours = {r["doc_id"]: [(r["prompt"], c) for c in r["continuations"]] for r in out["samples"]}
+    assert ours == lm_pairs
+    assert out["results"]["lmeval:llmgen_capitals_fields"]["acc"] == pytest.approx(
+        ref["results"]["llmgen_capitals_fields"]["acc,none"])
 
 
 def test_format_zero_scores_lm_evals_requests(lmeval_env, tiny_hf, tiny_model_dir, tmp_path):
