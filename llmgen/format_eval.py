@@ -302,7 +302,7 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
 
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
-        text = task.build_prompt(doc, renderers[arm], config.num_fewshot)
+        text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
         return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)) if ranked else None)
 
     ks = ks_for(config) if "pass@k" in task.metrics else []
@@ -329,8 +329,16 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
     if budget is not None and budget < 1:
         raise LlmgenError(f"--format-budget must be >= 1, got {budget}")
     tasks = validate(config)
+    originals: dict[str, Format] = {}  # an lm-eval task's own spelling of its fields is its format 0
+    if any(t.output_type == "lmeval" for t in tasks):
+        from llmgen.lmeval import format_task
+
+        converted = {t.name: format_task(t, config) for t in tasks if t.output_type == "lmeval"}
+        originals = {name: fmt for name, (_, fmt) in converted.items()}
+        tasks = [converted[t.name][0] if t.name in converted else t for t in tasks]
     layouts = {t.name: task_layout(t) for t in tasks}
-    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed) for t in tasks}
+    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed, original=originals.get(t.name))
+            for t in tasks}
     if budget is not None:
         from llmgen.evals.format_spread import check_budget
 

@@ -17,16 +17,20 @@ the same model and dtype give the same numbers as ``lm_eval --model hf``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
+from llmgen.formats import Field, Format, Layout
+from llmgen.tasks import Task
 
 if TYPE_CHECKING:
     from llmgen.backends import Backend
     from llmgen.cache import RequestCache
     from llmgen.evaluate import EvalConfig
-    from llmgen.tasks import Task
 
 PREFIX = "lmeval:"
 INCLUDE_ENV = "LLMGEN_LMEVAL_INCLUDE_PATH"
@@ -290,3 +294,131 @@ def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache
     for sub, samples in sorted(res.get("samples", {}).items()):
         rows += convert_samples(task.name if sub == lm_name else f"{task.name}.{sub}", samples)
     return convert_results(lm_name, res), rows
+
+
+# --- format spread on lm-eval tasks (``llmgen eval --tasks lmeval:NAME --formats K``) -----------------
+
+_FIELD = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+_DESCRIBED = re.compile(r"(?P<space>\s*)(?P<desc>[^\s{}:][^{}\n:]*?)(?P<sep>[ \t]*:[ \t]*)")
+
+
+def template_layout(text: str) -> tuple[Layout, Format]:
+    """The field layout and original format of a ``doc_to_text`` made of ``Descriptor: {{field}}`` parts
+    joined by one whitespace run and ending at the open output field (``...\\nAnswer:``).
+
+    Every field must use the same separator and the same spacing, since a Format has one of each; the
+    output field's separator is the fields' without its trailing whitespace (that whitespace is what
+    the continuation starts with). Raises ``LlmgenError`` saying why a template cannot be varied.
+    """
+    if "{%" in text or "{#" in text:
+        raise LlmgenError("its doc_to_text uses Jinja control flow ({% ... %})")
+    parts = _FIELD.split(text)
+    segments, keys = parts[0::2], parts[1::2]
+    if any("{{" in s or "}}" in s for s in segments):
+        raise LlmgenError("its doc_to_text has Jinja expressions other than {{field}}")
+    if not keys:
+        raise LlmgenError("its doc_to_text has no 'Descriptor: {{field}}' line")
+    fields, seps, spaces = [], set(), set()
+    for i, (segment, key) in enumerate(zip(segments, keys, strict=False)):
+        m = _DESCRIBED.fullmatch(segment)
+        if m is None or (i > 0 and not m["space"]) or (i == 0 and m["space"]):
+            raise LlmgenError(f"its doc_to_text part {segment + '{{' + key + '}}'!r} is not 'Descriptor: {{{{field}}}}'")
+        fields.append(Field(m["desc"], key))
+        seps.add(m["sep"])
+        if i:
+            spaces.add(m["space"])
+    out = _DESCRIBED.fullmatch(segments[-1])
+    if out is None or not out["space"]:
+        raise LlmgenError(f"its doc_to_text does not end at an output field ('\\nAnswer:'), it ends {segments[-1]!r}")
+    spaces.add(out["space"])
+    if len(seps) > 1 or len(spaces) > 1:
+        raise LlmgenError("its fields mix separators or spacings (a format has one of each)")
+    sep, space = seps.pop(), spaces.pop()
+    if out["sep"] != sep.rstrip():
+        raise LlmgenError(f"its output field {out['desc'] + out['sep']!r} does not use the fields' separator {sep!r}")
+    return Layout(fields=tuple(fields), output=out["desc"]), Format(separator=sep, space=space)
+
+
+def _fields_doc(leaf: Any, doc: dict, keys: Sequence[str]) -> dict[str, Any]:
+    """One lm-eval document as llmgen fields: each ``{{key}}`` rendered by lm-eval's own Jinja
+    environment, its choices (``doc_to_choice``) and its gold (``doc_to_target``: index or text)."""
+    from lm_eval.utils import apply_template
+
+    return {**{k: apply_template("{{" + k + "}}", doc) for k in keys},
+            "choices": [str(x) for x in leaf.doc_to_choice(doc)], "label": leaf.doc_to_target(doc)}
+
+
+def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[list[dict]]:
+    """The k demonstrations lm-eval's seeded sampler gives each document, drawn in lm-eval's order
+    (documents in turn, from ``set_fewshot_seed(seed)``, as ``simple_evaluate`` seeds it)."""
+    if not k:
+        return [[] for _ in docs]
+    if not hasattr(leaf, "sampler"):
+        raise LlmgenError(f"--formats cannot vary lm-eval task {leaf.config.task!r}: it has no few-shot split")
+    leaf.set_fewshot_seed(seed)
+    same = leaf.fewshot_cfg.split == leaf.config.test_split
+    return [list(leaf.sampler.sample(n=k, eval_doc=doc if same else None)) for doc in docs]
+
+
+@dataclass
+class LmevalFieldsTask(Task):
+    """An lm-eval task as fields, whose demonstrations are fixed per document (lm-eval's sampler drew them)."""
+
+    demos: list[list[dict]] = dc_field(default_factory=list)
+
+    def demonstrations(self, doc: dict, k: int, doc_id: int = 0) -> list[dict]:
+        return self.demos[doc_id][:k] if k else []
+
+
+def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
+    """The ``lmeval:NAME`` task as an llmgen Task declared as fields (for ``--formats``), with its original format.
+
+    Only a single ``multiple_choice`` task without a chat template is converted; few-shot
+    demonstrations are the ones lm-eval's seeded sampler draws for each document. Format 0 is checked
+    here, document by document, to give exactly lm-eval's (context, continuation) pairs, so a template
+    this cannot reproduce is refused in one line before any model loads.
+    """
+    from llmgen.format_eval import choice_pairs, format_renderer
+
+    lm_name = task.name[len(PREFIX):]
+    why = f"--formats cannot vary lm-eval task {lm_name!r}: "
+    leaves = list(task_manager().load([lm_name])["tasks"].values())
+    if len(leaves) != 1:
+        raise LlmgenError(why + "it is a group (give its tasks one by one)")
+    leaf = leaves[0]
+    c = leaf.config
+    if not isinstance(c.doc_to_text, str):
+        raise LlmgenError(why + "its doc_to_text is a Python function")
+    if leaf.OUTPUT_TYPE != "multiple_choice":
+        raise LlmgenError(why + f"it is {leaf.OUTPUT_TYPE} (only multiple_choice lm-eval tasks are converted)")
+    if config.apply_chat_template:
+        raise LlmgenError(why + "--apply-chat-template is not supported for lm-eval tasks with --formats")
+    k = config.num_fewshot if config.num_fewshot is not None else c.num_fewshot or 0
+    if c.gen_prefix or getattr(leaf, "multiple_input", False):
+        raise LlmgenError(why + "it has a gen_prefix or multiple inputs")
+    description = c.description or ""
+    if "{{" in description or "{%" in description:
+        raise LlmgenError(why + "its description is a per-document template")
+    try:
+        layout, original = template_layout(c.doc_to_text)
+    except LlmgenError as e:
+        raise LlmgenError(why + str(e)) from None
+    keys = [f.key for f in layout.fields]
+    lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
+    docs = [_fields_doc(leaf, doc, keys) for doc in lm_docs]
+    demos = [[_fields_doc(leaf, d, keys) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
+    native = LmevalFieldsTask(name=task.name, docs=docs, demos=demos, num_fewshot=k,
+                  fewshot_docs=[d for ds in demos for d in ds], input_fields=[(f.descriptor, f.key) for f in layout.fields],
+                  output_descriptor=layout.output, target_key="label", instruction=description.removesuffix("\n\n"),
+                  output_type="multiple_choice", choices_key="choices", choice_prefix=c.target_delimiter,
+                  metrics=("acc", "acc_norm"), description=f"lm-eval task {lm_name} as fields")
+    render = format_renderer(original, native)
+    if k:
+        leaf.set_fewshot_seed(config.seed)  # the same draws again, now as lm-eval's own contexts
+    for i, (doc, ours) in enumerate(zip(lm_docs, docs, strict=True)):
+        context = leaf.fewshot_context(doc, k)
+        expected = [(context, f"{c.target_delimiter}{x}") for x in ours["choices"]]
+        if choice_pairs(native.build_prompt(ours, render, k, i), ours["choices"]) != expected:
+            raise LlmgenError(why + f"its original format does not reproduce lm-eval's prompt of document {i}: "
+                              f"{expected[0][0][-60:]!r} + {expected[0][1]!r}")
+    return native, original

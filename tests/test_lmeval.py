@@ -45,10 +45,11 @@ def test_lmeval_task_loading_errors(lmeval_env):
         get_task("lmeval:llmgen_nope")
     task = get_task("lmeval:llmgen_demo")  # a group: its documents are its tasks' documents
     assert len(task.docs) == 12 + 8 + 4 and "group" in task.description
-    # lm-eval renders its own prompts: --formats refuses in one line, before any model loads
+    # a template that is not `Descriptor: {{field}}` lines: --formats refuses in one line, before any
+    # model loads (tests/test_lmeval_formats.py covers the tasks it can vary)
     from llmgen.format_eval import run_format_eval
 
-    with pytest.raises(LlmgenError, match="'lmeval:llmgen_capitals_mc' is a plain template"):
+    with pytest.raises(LlmgenError, match="--formats cannot vary lm-eval task 'llmgen_capitals_mc'"):
         run_format_eval(EvalConfig(model="default", tasks=["lmeval:llmgen_capitals_mc"], cache=None), num_formats=3)
 
 
