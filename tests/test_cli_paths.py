@@ -103,8 +103,7 @@ def test_eval_backend_vllm_matches_hf(tiny_model_dir, tmp_path):
     assert vl["results"] == hf["results"]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="VLLMBackend defaults max_model_len=2048, which vLLM refuses for a model "
-                   "with max_position_embeddings=1024 (the tiny model); drop this mark when the default follows the model")
 def test_eval_backend_vllm_default_context_fits_the_model(tiny_model_dir, tmp_path):
+    """The backend's default max_model_len (2048) is capped at the tiny model's own 1024."""
     res = _eval(tiny_model_dir, tmp_path / "vllm", "--backend", "vllm")
     assert res["backend"]["backend"] == "vllm"

@@ -70,6 +70,17 @@ def _lora_rank(adapter: str) -> int:
     return int(json.loads(cfg.read_text()).get("r", 16))
 
 
+def _model_context(model_path: str) -> int | None:
+    """The model's own context length from its config (None when the config names none)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if getattr(cfg, attr, None):
+            return int(getattr(cfg, attr))
+    return None
+
+
 class VLLMBackend(Backend):
     name = "vllm"
 
@@ -83,6 +94,8 @@ class VLLMBackend(Backend):
         """
         super().__init__(model, adapter, dtype)
         self.batch_size = batch_size
+        if max_model_len is not None:  # the default 2048 caps long contexts; vLLM refuses one past the model's own
+            max_model_len = min(max_model_len, _model_context(self.model_path) or max_model_len)
         settings = dict(model=self.model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
                         max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                         enable_prefix_caching=False, enable_lora=adapter is not None,
