@@ -83,9 +83,9 @@ def math_answer(text: str) -> str:
 
 def math_normalize(text: str) -> str:
     """A reference answer normalised like ``math_answer``'s output (equal strings = equal answers)."""
-    from llmgen.math_answers import normalize_answer
+    from llmgen.math_answers import canonical_math_answer
 
-    return normalize_answer(text)
+    return canonical_math_answer(text)
 
 
 def regex_extract(pattern: str, group_select: int = 0, fallback: str = "[invalid]") -> Callable[[str], str]:

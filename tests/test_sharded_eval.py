@@ -24,14 +24,14 @@ def _env(cache: Path) -> dict:
     return env
 
 
-def _eval(prefix: list[str], model: str, out: Path, cache: Path, *extra: str) -> tuple[dict, list[dict], str]:
+def _eval(prefix: list[str], model: str, out: Path, cache: Path, *extra: str) -> tuple[dict, list[dict], subprocess.CompletedProcess]:
     # 7 examples: an odd count, so the two ranks get unequal slices
     cmd = [*prefix, "-m", "llmgen.cli.main", "eval", "--model", model, "--tasks", TASKS, "--limit", "7",
            "--max-tokens", "6", "--batch-size", "3", "--output-dir", str(out), *extra]
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env(cache), timeout=600, cwd=out.parent)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
-    return json.loads((out / "results.json").read_text()), rows, run.stdout
+    return json.loads((out / "results.json").read_text()), rows, run
 
 
 def test_two_rank_eval_equals_one_process_and_resumes(tmp_path, tiny_model_dir):
@@ -44,7 +44,7 @@ def test_two_rank_eval_equals_one_process_and_resumes(tmp_path, tiny_model_dir):
     assert n_requests > 7
 
     cache = tmp_path / "shared-cache"
-    sharded, rows, stdout = _eval(launch, tiny_model_dir, tmp_path / "sharded", cache)
+    sharded, rows, proc = _eval(launch, tiny_model_dir, tmp_path / "sharded", cache)
     assert sharded["backend"]["data_parallel_ranks"] == 2
     assert sharded["results"] == single["results"]
     assert len(rows) == len(single_rows) == 14
@@ -55,7 +55,7 @@ def test_two_rank_eval_equals_one_process_and_resumes(tmp_path, tiny_model_dir):
             assert a["choice_logprobs"] == pytest.approx(b["choice_logprobs"], abs=1e-5)
     # each request computed once, by one rank, and committed to the shared cache
     assert sharded["cache"] == {"hits": 0, "misses": n_requests, "path": str(cache / "requests.sqlite")}
-    assert stdout.count("wrote ") == 1  # rank 0 alone writes and prints
+    assert proc.stderr.count("wrote ") == 1  # rank 0 alone writes and says so (on stderr)
     assert not list((tmp_path / "sharded").glob(".*.tmp"))
 
     again, again_rows, _ = _eval(launch, tiny_model_dir, tmp_path / "again", cache)
