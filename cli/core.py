@@ -132,8 +132,6 @@ def register(app: typer.Typer) -> None:
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                             seed=seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                             output_dir=run_dir, log_samples=log_samples, cache=None if no_cache else "auto")
-        if backend == "hf":
-            config.model_args.setdefault("batch_size", batch_size)
         if base_url is not None:
             if backend != "openai":
                 raise LlmgenError("--base-url needs --backend openai")

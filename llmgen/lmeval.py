@@ -168,12 +168,7 @@ def _lm_class():
             for _, ctx, cont in requests:
                 whole = (list(ctx) + list(cont))[-n:]
                 pairs.append((whole[: len(whole) - len(cont)], list(cont)))
-            keys = [self.cached.key("loglikelihood_tokens", ctx=c, cont=x) for c, x in pairs]
-
-            def compute(idx: list[int]) -> list[list]:
-                return [[r.logprob, r.is_greedy] for r in self.backend.loglikelihood_tokens([pairs[i] for i in idx])]
-
-            out = self.cached._through(keys, compute, None)
+            out = [(r.logprob, r.is_greedy) for r in self.cached.loglikelihood_tokens(pairs)]
             for (args, _, _), (lp, greedy) in zip(requests, out, strict=True):
                 if args is not None:
                     self.cache_hook.add_partial("loglikelihood", args, (lp, greedy))

@@ -72,6 +72,17 @@ class CachedBackend:
 
         return [LoglikelihoodResult(**r) for r in self._through(keys, compute, on_batch)]
 
+    def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]],
+                             on_batch: Progress = None) -> list[LoglikelihoodResult]:
+        """Already tokenised (context ids, continuation ids) pairs, for callers that tokenise themselves (lm-eval)."""
+        pairs = [(list(c), list(x)) for c, x in pairs]
+        keys = [self.key("loglikelihood_tokens", ctx=c, cont=x) for c, x in pairs]
+
+        def compute(idx: list[int]) -> list[dict]:
+            return [asdict(r) for r in self.backend.loglikelihood_tokens([pairs[i] for i in idx])]
+
+        return [LoglikelihoodResult(**r) for r in self._through(keys, compute, on_batch)]
+
     def loglikelihood_rolling(self, texts: Sequence[str], on_batch: Progress = None) -> list[RollingResult]:
         keys = [self.key("loglikelihood_rolling", text=t) for t in texts]
 
