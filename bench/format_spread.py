@@ -1,120 +1,49 @@
-"""Benchmark: does the budgeted bandit recover the exhaustive format-accuracy interval?
+"""Reproduction driver (not a test): FormatSpread's exhaustive spread, and does the bandit recover it?
 
-Every format is scored on every evaluation example once (probability ranking, SmolLM2-135M-Instruct,
-a shipped task); the outcome matrix is cached. The bandit is then simulated many times on those
-cached per-example outcomes (each run with its own seed and example order), which is exactly what
-it would have seen live, so the comparison with exhaustive search is fair and cheap.
+Runs the committed config (``recipes/format_spread/configs/cpu.yaml``: embedded SmolLM2-135M,
+``sentiment``, 1-shot, 30 examples, 50 formats, every format on every example) through the CLI,
+``llmgen format-spread --config ...``, reads the per-format, per-example outcomes from the run folder
+(``format_samples.jsonl``, the schema every ``--formats`` run writes), and simulates the budgeted
+bandit many times on them (each run with its own seed and example order: exactly what it would
+have seen live, so the comparison with exhaustive search is fair and cheap). Writes
+``docs/benchmarks/format_spread.md``, keeping its hand-written sections from ``KEEP_FROM`` on.
 
-Scoring all formats through ``backend.loglikelihood`` would cost about (formats × examples ×
-classes) full forward passes, too slow on a shared 2-core CPU. The formats share each prompt's
-instruction and demonstrations, so this script runs that common prefix once per format and only
-the rest of each prompt with the cached keys/values, on the very token ids ``encode_pair`` gives;
-a random subset is re-scored through the backend interface to check the two agree.
-
-    .venv/bin/python bench/format_spread.py               # writes docs/benchmarks/format_spread.md
+    .venv/bin/python bench/format_spread.py [--reuse]
+    .venv/bin/python bench/format_spread.py --batching --model runs/tiny_model --formats 10 --examples 20
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
+from seeds import ROOT, llmgen_command, run_logged
+
+CONFIG = ROOT / "recipes" / "format_spread" / "configs" / "cpu.yaml"
+DOC = ROOT / "docs" / "benchmarks" / "format_spread.md"
+KEEP_FROM = "## One `llmgen formatspread` run"
+# The exhaustive figure this page showed before the fidelity changes (same task, shots, examples, formats).
+PREVIOUS = {"spread": 0.60, "min": 0.40, "max": 1.00, "original": 1.00}
 
 
-def prefix_cached_outcomes(backend, task, fmt, demos, examples, batch_size: int = 32) -> tuple[list[bool], list]:
-    """Correct/incorrect per example under ``fmt`` by summed-logprob ranking; also the scores."""
-    import torch
+def outcome_matrix(run: Path) -> np.ndarray:
+    """``[format, example]`` 0/1 correctness from a run folder's ``format_samples.jsonl``."""
+    from llmgen.io import read_jsonl
 
-    from llmgen.backends.base import encode_pair
-    from llmgen.format_eval import choice_pairs
-
-    tok, model = backend.tokenizer, backend.model
-    answers = task.answers(fmt)
-    prompts = [task.prompt(fmt, demos, ex) for ex in examples]
-    pairs = [[encode_pair(tok, c, a) for c, a in choice_pairs(p, answers)] for p in prompts]
-    # When every answer is one token after the same context, one pass per example scores them all.
-    single = all(len(cont) == 1 and ctx == row[0][0] for row in pairs for ctx, cont in row)
-    seqs = [row[0][0] for row in pairs] if single else [ctx + cont for row in pairs for ctx, cont in row]
-    lcp = min(len(s) for s in seqs)
-    for s in seqs[1:]:
-        lcp = next((i for i in range(lcp) if s[i] != seqs[0][i]), lcp)
-    lcp = min(lcp, min(len(ctx) for row in pairs for ctx, _ in row) - 1)
-    with torch.no_grad():
-        prefix = model(input_ids=torch.tensor([seqs[0][:lcp]]), use_cache=True).past_key_values
-        scores = []
-        for start in range(0, len(seqs), batch_size):
-            chunk = seqs[start:start + batch_size]
-            width = max(len(s) for s in chunk) - lcp
-            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), lcp + width), dtype=torch.long)
-            mask[:, :lcp] = 1
-            for r, s in enumerate(chunk):
-                ids[r, : len(s) - lcp] = torch.tensor(s[lcp:])
-                mask[r, lcp: len(s)] = 1
-            cache = copy.deepcopy(prefix)
-            cache.batch_repeat_interleave(len(chunk))
-            hidden = model.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)[0]
-            for r in range(len(chunk)):
-                k = start + r
-                if single:
-                    logps = model.lm_head(hidden[r, len(chunk[r]) - 1 - lcp]).float().log_softmax(-1)
-                    scores += [float(logps[cont[0]]) for _, cont in pairs[k]]
-                    continue
-                ctx, cont = pairs[k // len(answers)][k % len(answers)]
-                pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1) - lcp
-                logps = model.lm_head(hidden[r, pos]).float().log_softmax(-1)
-                scores.append(float(logps[torch.arange(len(cont)), torch.tensor(cont)].sum()))
-    correct, per_example = [], []
-    for i, ex in enumerate(examples):
-        row = scores[i * len(answers):(i + 1) * len(answers)]
-        correct.append(answers[int(np.argmax(row))] == task.gold(ex, fmt))
-        per_example.append(row)
-    return correct, per_example
-
-
-def outcome_matrix(args, backend, task, formats, demos, examples) -> np.ndarray:
-    """Per format, per example correctness; cached per format in a JSON file (resumable)."""
-    path = Path(args.cache)
-    key = {"task": args.task, "formats": args.formats, "examples": args.examples, "shots": args.shots,
-           "seed": args.seed, "model": backend.fingerprint}
-    cached = json.loads(path.read_text()) if path.is_file() else {}
-    # The sampled set of a smaller --formats is a prefix of a larger one, so cached rows carry over.
-    same = {k: v for k, v in cached.get("key", {}).items() if k != "formats"} == {
-        k: v for k, v in key.items() if k != "formats"}
-    rows = cached.get("rows", [])[: len(formats)] if same else []
-    seconds = cached.get("seconds", 0.0) if same else 0.0
-    start = time.time()
-    for i in range(len(rows), len(formats)):
-        correct, _ = prefix_cached_outcomes(backend, task, formats[i], demos, examples)
-        rows.append([int(c) for c in correct])
-        from llmgen.io import atomic_write_json
-
-        atomic_write_json(path, {"key": key, "rows": rows, "seconds": seconds + time.time() - start})
-        print(f"format {i + 1}/{len(formats)}: accuracy {np.mean(correct):.3f}  "
-              f"({time.time() - start:.0f}s)", flush=True)
-    args.scoring_seconds = seconds + time.time() - start
-    return np.array(rows, dtype=bool)
-
-
-def verify(backend, task, formats, demos, examples, n: int, seed: int) -> dict:
-    """Re-score ``n`` random (format, example) pairs through ``backend.loglikelihood``."""
-    rng = random.Random(seed)
-    picks = [(rng.randrange(len(formats)), rng.randrange(len(examples))) for _ in range(n)]
-    agree, max_diff = 0, 0.0
-    for f, e in picks:
-        fmt, ex = formats[f], examples[e]
-        _, fast = prefix_cached_outcomes(backend, task, fmt, demos, [ex])
-        from llmgen.format_eval import choice_pairs
-
-        slow = [r.logprob for r in backend.loglikelihood(choice_pairs(task.prompt(fmt, demos, ex), task.answers(fmt)))]
-        agree += int(np.argmax(fast[0]) == np.argmax(slow))
-        max_diff = max(max_diff, float(np.max(np.abs(np.array(fast[0]) - np.array(slow)))))
-    return {"pairs": n, "same_prediction": agree, "max_abs_logprob_diff": max_diff}
+    rows = read_jsonl(run / "format_samples.jsonl", required=["format_id", "doc_id", "metrics"])
+    formats = sorted({r["format_id"] for r in rows})
+    docs = sorted({r["doc_id"] for r in rows}, key=str)
+    col = {d: j for j, d in enumerate(docs)}
+    out = np.full((len(formats), len(docs)), -1, dtype=int)
+    metric = next(iter(rows[0]["metrics"]))
+    for r in rows:
+        out[r["format_id"], col[r["doc_id"]]] = int(bool(r["metrics"][metric]))
+    if (out < 0).any():
+        raise SystemExit(f"error: {run} is not an exhaustive run (some format/example pairs were not evaluated)")
+    return out.astype(bool)
 
 
 def simulate(outcomes: np.ndarray, rule: str, budget: int, batch: int, runs: int) -> dict:
@@ -151,58 +80,6 @@ def budgets(n_formats: int, n: int) -> list[tuple[int, int]]:
             if budget >= 2 * batch:
                 out.append((budget, batch))
     return out
-
-
-def report(args, task, formats, outcomes, check, sims, elapsed) -> str:
-    from llmgen.evals.format_spread import atomic_perturbations, exhaustive_spread
-
-    ex = exhaustive_spread(outcomes)
-    acc = outcomes.mean(axis=1)
-    pert = atomic_perturbations([f.settings(task.layout) for f in formats], list(acc),
-                                task.layout.relevant_attributes())["by_attribute"]
-    lines = [
-        "# FormatSpread benchmark: bandit vs exhaustive search",
-        "",
-        f"Model: embedded SmolLM2-135M-Instruct (HF backend, float32, CPU). Task: `{args.task}` "
-        f"({args.shots}-shot, {outcomes.shape[1]} evaluation examples), {len(formats)} plausible formats "
-        f"(seed {args.seed}; the original first), probability ranking (summed logprob, no length normalisation). "
-        f"Exhaustive scoring: {outcomes.size} evaluations in {elapsed / 60:.1f} min (wall, shared 2-core CPU). "
-        "Scoring runs each format's shared prefix (instruction + demonstrations) once and the rest of every "
-        "prompt on the cached keys/values, on the token ids of `encode_pair`; the vLLM backend was not used "
-        "because its prompt logprobs bypass prefix caching, so it would recompute every prompt in full.",
-        "",
-        "## Exhaustive (every format on every example)",
-        "",
-        f"- original format accuracy: {100 * acc[0]:.1f}%",
-        f"- interval: [{100 * ex['min']:.1f}%, {100 * ex['max']:.1f}%], spread **{100 * ex['spread']:.1f} points**",
-        f"- median {100 * np.median(acc):.1f}%, formats below 60%: {int((acc < 0.6).sum())}, "
-        f"within 2 points of the best: {int((acc >= ex['max'] - 0.02).sum())}, "
-        f"within 2 points of the worst: {int((acc <= ex['min'] + 0.02).sum())}",
-        f"- best format: `{formats[ex['best']].template(task.layout)!r}`",
-        f"- worst format: `{formats[ex['worst']].template(task.layout)!r}`",
-        f"- fast scorer check: {check['same_prediction']}/{check['pairs']} random (format, example) pairs give "
-        f"the same prediction through `backend.loglikelihood` (max |logprob diff| {check['max_abs_logprob_diff']:.1e})",
-        "",
-        "## Bandit, simulated on the cached outcomes",
-        "",
-        f"{args.runs} runs per row, each with its own seed and example order. Error = |bandit − exhaustive| "
-        "for the interval's ends, in accuracy points; cost = all evaluations (the original's full run, the "
-        "budget, and the final full evaluations of the best and worst) over the exhaustive count.",
-        "",
-        "| rule | budget E | batch B | mean err max | mean err min | p95 worst end | both ends ≤ 2 pts | cost |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in sims:
-        lines.append(f"| {s['rule']} | {s['budget']} | {s['batch']} | {s['mean_err_max']:.2f} | {s['mean_err_min']:.2f} "
-                     f"| {s['p95_err']:.1f} | {100 * s['within_2_points']:.0f}% | {100 * s['evaluations_fraction']:.1f}% "
-                     f"(max {100 * s['max_fraction']:.1f}%) |")
-    lines += ["", "## Atomic perturbations (pairs of formats differing in one choice)", "",
-              "| attribute | pairs | mean abs change | max abs change |", "|---|---|---|---|"]
-    for k, v in pert.items():
-        lines.append(f"| {k} | {v['pairs']} | {100 * v['mean_abs_delta']:.1f} pts | {100 * v['max_abs_delta']:.1f} pts |")
-    lines += ["", "Reproduce: `.venv/bin/python bench/format_spread.py` (outcomes cached in "
-              f"`{args.cache}`).", ""]
-    return "\n".join(lines)
 
 
 def batching(args) -> dict:
@@ -253,47 +130,110 @@ def batching(args) -> dict:
     return out
 
 
+def report(config: str, run: Path, entry: dict, outcomes: np.ndarray, sims: list[dict], runs: int,
+           seconds: float) -> tuple[str, str]:
+    """The generated part of the page and the one-line summary for docs/benchmarks.md."""
+    from llmgen.evals.format_spread import exhaustive_spread
+
+    ex = exhaustive_spread(outcomes)
+    acc = outcomes.mean(axis=1)
+    n_formats, n = outcomes.shape
+    # 95% percentile-bootstrap interval of the spread over examples (same examples resampled for all formats).
+    rng = np.random.default_rng(0)
+    boot = [np.ptp(outcomes[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(2000)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    cfg_rel = Path(config).relative_to(ROOT) if Path(config).is_absolute() else config
+    lines = [
+        "# FormatSpread benchmark: exhaustive spread, and bandit vs exhaustive search",
+        "",
+        f"Model: embedded SmolLM2-135M-Instruct (HF backend, float32, CPU). Config `{cfg_rel}`, run through "
+        f"`llmgen format-spread --config {cfg_rel}` (`bench/format_spread.py`). Task `sentiment`, "
+        f"{entry['task'].get('shots', 1) if isinstance(entry.get('task'), dict) else 1}-shot, {n} evaluation examples, "
+        f"{n_formats} plausible formats (seed 0; the original first), probability ranking (summed logprob of "
+        f"each answer, no length normalisation). Exhaustive: {outcomes.size} evaluations in {seconds / 60:.1f} min "
+        "wall (one torch thread, 2-core machine shared with other jobs).",
+        "",
+        "## Exhaustive (every format on every example)",
+        "",
+        f"- original format accuracy: {100 * acc[0]:.1f}%",
+        f"- interval: [{100 * ex['min']:.1f}%, {100 * ex['max']:.1f}%], spread **{100 * ex['spread']:.1f} points** "
+        f"(95% bootstrap over the {n} examples: [{100 * lo:.1f}, {100 * hi:.1f}] points)",
+        f"- median {100 * np.median(acc):.1f}%, formats below 60%: {int((acc < 0.6).sum())}, "
+        f"within 2 points of the best: {int((acc >= ex['max'] - 0.02).sum())}, "
+        f"within 2 points of the worst: {int((acc <= ex['min'] + 0.02).sum())}",
+        f"- best format: `{entry['formats'][ex['best']]['format']!r}`",
+        f"- worst format: `{entry['formats'][ex['worst']]['format']!r}`",
+        f"- the earlier figure on this page (before the fidelity changes: scored pairs `(\"...Sentiment: \", "
+        f"\"negative\")`, demonstrations from the first examples): spread {100 * PREVIOUS['spread']:.0f} points "
+        f"[{100 * PREVIOUS['min']:.0f}%, {100 * PREVIOUS['max']:.0f}%], original {100 * PREVIOUS['original']:.0f}%; "
+        f"now {100 * ex['spread']:.1f} points: "
+        + ("within the bootstrap interval." if lo <= PREVIOUS["spread"] <= hi else "**outside** the bootstrap interval."),
+        "",
+        "## Bandit, simulated on the exhaustive outcomes",
+        "",
+        f"{runs} runs per row, each with its own seed and example order. Error = |bandit − exhaustive| "
+        "for the interval's ends, in accuracy points; cost = all evaluations (the original's full run, the "
+        "budget, and the final full evaluations of the best and worst) over the exhaustive count.",
+        "",
+        "| rule | budget E | batch B | mean err max | mean err min | p95 worst end | both ends ≤ 2 pts | cost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sims:
+        lines.append(f"| {s['rule']} | {s['budget']} | {s['batch']} | {s['mean_err_max']:.2f} | {s['mean_err_min']:.2f} "
+                     f"| {s['p95_err']:.1f} | {100 * s['within_2_points']:.0f}% | {100 * s['evaluations_fraction']:.1f}% "
+                     f"(max {100 * s['max_fraction']:.1f}%) |")
+    lines += ["", "## Atomic perturbations (pairs of formats differing in one choice)", "",
+              "| attribute | pairs | mean abs change | max abs change |", "|---|---|---|---|"]
+    for k, v in entry["perturbations"].items():
+        lines.append(f"| {k} | {v['pairs']} | {100 * v['mean_abs_delta']:.1f} pts | {100 * v['max_abs_delta']:.1f} pts |")
+    lines += ["", f"Reproduce: `.venv/bin/python bench/format_spread.py` (run folder `{run}`).", ""]
+    summary = (f"exhaustive spread {100 * ex['spread']:.1f} points [{100 * ex['min']:.1f}%, {100 * ex['max']:.1f}%] "
+               f"(95% bootstrap over examples [{100 * lo:.1f}, {100 * hi:.1f}]); earlier doc 60 points")
+    return "\n".join(lines), summary
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(CONFIG))
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides")
+    p.add_argument("--run", default=str(ROOT / "runs" / "repro" / "format_spread" / "seed0"))
+    p.add_argument("--reuse", action="store_true", help="keep the run folder if it holds results.json")
+    p.add_argument("--runs", type=int, default=200, help="bandit simulations per setting")
+    p.add_argument("--out", default=str(DOC))
     p.add_argument("--batching", action="store_true", help="time --formats K as one batch vs K separate calls")
     p.add_argument("--model", default="default", help="model for --batching")
-    p.add_argument("--task", default="sentiment")
-    p.add_argument("--formats", type=int, default=50)
-    p.add_argument("--examples", type=int, default=30)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", type=int, default=200, help="bandit simulations per setting")
-    p.add_argument("--verify", type=int, default=12, help="pairs re-scored through backend.loglikelihood")
-    p.add_argument("--cache", default="runs/bench_format_spread/outcomes.json")
-    p.add_argument("--out", default="docs/benchmarks/format_spread.md")
+    p.add_argument("--task", default="sentiment", help="task for --batching")
+    p.add_argument("--formats", type=int, default=10, help="formats for --batching")
+    p.add_argument("--examples", type=int, default=20, help="examples for --batching")
+    p.add_argument("--shots", type=int, default=1, help="shots for --batching")
+    p.add_argument("--seed", type=int, default=0, help="seed for --batching")
     args = p.parse_args()
     if args.batching:
         batching(args)
         return
 
-    import torch
-
-    from llmgen.backends import get_backend
-    from llmgen.classification_tasks import load_classification_task
-    from llmgen.formats import sample_formats
-    from llmgen.recipes.format_spread import split_examples
-
-    torch.set_num_threads(2)
-    task = load_classification_task(args.task, args.examples + args.shots + 50, args.seed)
-    demos, examples = split_examples(task, args.shots, args.examples, args.seed)
-    formats = sample_formats(task.layout, args.formats, seed=args.seed)
-    backend = get_backend("hf", "default")
-    outcomes = outcome_matrix(args, backend, task, formats, demos, examples)
-    elapsed = args.scoring_seconds
-    check = verify(backend, task, formats, demos, examples, args.verify, args.seed)
-    print("check:", check, flush=True)
-    sims = [simulate(outcomes, rule, b, bs, args.runs) for b, bs in budgets(*outcomes.shape)
-            for rule in ("thompson", "ucb")]
-    text = report(args, task, formats, outcomes, check, sims, elapsed)
     from llmgen.io import atomic_write_text
 
-    atomic_write_text(args.out, text)
-    print(text)
+    run = Path(args.run)
+    seconds = 0.0
+    if not (args.reuse and (run / "results.json").is_file()):
+        argv = llmgen_command("format-spread", args.config, [f"output_dir={run}", *args.override])
+        print(" ".join(argv), flush=True)
+        seconds = run_logged(argv, run.with_suffix(".log"))
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    seconds = seconds or results["timings"]["total_s"]
+    entry = next(iter(results["format_spread"].values()))
+    outcomes = outcome_matrix(run)
+    start = time.time()
+    sims = [simulate(outcomes, rule, b, bs, args.runs) for b, bs in budgets(*outcomes.shape)
+            for rule in ("thompson", "ucb")]
+    print(f"simulated {len(sims)} settings in {time.time() - start:.0f}s", flush=True)
+    text, summary = report(args.config, run, entry, outcomes, sims, args.runs, seconds)
+    doc = Path(args.out)
+    old = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    kept = old[old.index(KEEP_FROM):] if KEEP_FROM in old else ""
+    atomic_write_text(doc, text + ("\n" + kept if kept else ""))
+    print(summary)
 
 
 if __name__ == "__main__":

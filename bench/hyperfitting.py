@@ -1,108 +1,176 @@
-"""Benchmark (not a test): does hyperfitting SmolLM2-135M on CPU show the paper's direction?
+"""Reproduction driver (not a test): hyperfitting's effect over epochs, 3 seeds, 95% intervals.
 
-Carlsson et al. (ICLR 2025) report that after training to near-zero loss on a few sequences, greedy
-continuations have a higher type-token ratio, repeat less, and the model's predictive entropy
-collapses. The paper's scale (2000 x 256 tokens, 20 epochs at lr 1e-6) takes GPU hours; this
-script scales it down to a few CPU-minutes: 8 sequences of 128 tokens (the paper reports the
-effect with as few as 8), batch 4, 20 epochs, and lr 1e-4 instead of 1e-6 so that the loss
-still gets near zero within 40 steps.
+Carlsson et al. (ICLR 2025): training a pretrained LM to near-zero loss on a few sequences makes
+its teacher-forced predictive entropy on held-out text collapse and its greedy continuations stop
+looping (higher type-token ratio), while held-out perplexity gets worse. This driver runs the
+committed CPU config (``recipes/hyperfitting/configs/cpu.yaml``: SmolLM2-135M, 8 x 128-token
+``stdlib`` sequences, 20 epochs at lr 1e-4, measured every 2 epochs) once per seed through the CLI,
+then writes ``docs/benchmarks/hyperfitting.md`` and the plot from the run folders' ``results.json``.
 
-    .venv/bin/python bench/hyperfitting.py [--sequences 8 --seq-len 128 --epochs 20 --lr 1e-4]
+    .venv/bin/python bench/hyperfitting.py [--seeds 0 1 2] [--reuse]
 
-Writes the run folder (``runs/bench-hyperfitting`` by default) and prints a Markdown summary,
-also saved as ``summary.md`` there.
+``--reuse`` keeps seed folders that already hold a ``results.json`` (resume after an interruption).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import time
+import json
 from pathlib import Path
 
+from seeds import ROOT, SEEDS, band_plot, direction, fmt, llmgen_command, run_logged, verdict
 
-def summarize(results: dict, args: argparse.Namespace, wall: float) -> str:
-    """A Markdown table of every generator's metrics and the per-epoch curve, plus the verdict."""
-    gens = results["generators"]
-    metrics = list(next(iter(gens.values())))
-    lines = [f"Setup: model `{args.model}`, text `{args.text}` (split {args.split}), {args.sequences} x {args.seq_len}-token "
-             f"training sequences, {args.epochs} epochs, Adam lr {args.lr:g} (constant, no weight decay), "
-             f"batch {args.batch_size}; {args.prompts} held-out prompts of 32 tokens, {args.gen_len} generated "
-             f"tokens; top-p {args.top_p}; wall time {wall / 60:.1f} min.", "",
-             "| metric | " + " | ".join(gens) + " |", "|---" * (len(gens) + 1) + "|"]
-    for m in metrics:
-        lines.append(f"| {m} | " + " | ".join(f"{gens[g][m]:.4g}" for g in gens) + " |")
-    lines += ["", "Per evaluation (greedy, first prompts, hyperfitted model so far):", "",
-              "| epoch | train loss | TTR | repetition | entropy, own text (nats) | entropy, held-out text (nats) "
-              "| held-out ppl |", "|---|---|---|---|---|---|---|"]
-    for e in results["epochs"]:
-        loss = "-" if e["train_loss"] is None else f"{e['train_loss']:.4f}"
-        lines.append(f"| {e['epoch']} | {loss} | {e['ttr']:.3f} | {e['repetition_rate']:.3f} | "
-                     f"{e['entropy']:.3f} | {e['heldout_entropy']:.3f} | {e['heldout_perplexity']:.2f} |")
-    base, hyper = gens["base_greedy"], gens["hyperfitted_greedy"]
-    checks = {
-        "greedy TTR higher": hyper["ttr"] > base["ttr"],
-        "repetition lower": hyper["repetition_rate"] < base["repetition_rate"],
-        "entropy much lower (< half)": hyper["entropy"] < 0.5 * base["entropy"],
-        "held-out (teacher-forced) entropy lower, the paper's measure": hyper["heldout_entropy"] < base["heldout_entropy"],
-        "final training loss near zero (< 0.1)": results["train"]["final_loss"] < 0.1,
-    }
-    lines += ["", "Paper's direction:", ""] + [f"- {k}: {'yes' if v else 'NO'}" for k, v in checks.items()]
-    return "\n".join(lines) + "\n"
+CONFIG = ROOT / "recipes" / "hyperfitting" / "configs" / "cpu.yaml"
+DOC = ROOT / "docs" / "benchmarks" / "hyperfitting.md"
+PLOT = ROOT / "docs" / "benchmarks" / "hyperfitting" / "seeds_vs_epoch.png"
+# The single-seed figure this doc showed before (base greedy -> hyperfitted greedy, epoch 0 -> 20).
+PREVIOUS = {"ttr": (0.289, 0.520), "repetition_rate": (0.449, 0.127), "entropy": (1.827, 0.621),
+            "heldout_perplexity": (25.7, 153.6)}
+EPOCH_COLUMNS = (("train_loss", "train loss", 4), ("ttr", "greedy TTR", 3), ("repetition_rate", "repetition", 3),
+                 ("entropy", "entropy, own greedy text", 3), ("heldout_entropy", "entropy, held-out (teacher forced)", 3),
+                 ("heldout_perplexity", "held-out ppl", 1))
+
+
+def run_seeds(args) -> list[dict]:
+    """``results.json`` of every seed, running the CLI for those not done yet."""
+    out = []
+    for seed in args.seeds:
+        folder = Path(args.runs) / f"seed{seed}"
+        results = folder / "results.json"
+        if not (args.reuse and results.is_file()):
+            overrides = [f"{key}={seed}" for key in args.seed_keys] + [f"output_dir={folder}", *args.override]
+            argv = llmgen_command("hyperfitting", args.config, overrides)
+            print(" ".join(argv), flush=True)
+            run_logged(argv, Path(args.runs) / f"seed{seed}.log")
+        out.append({"seed": seed, **json.loads(results.read_text(encoding="utf-8"))})
+    return out
+
+
+def epoch_matrix(runs: list[dict], key: str) -> tuple[list[int], list[list[float]]]:
+    """Epochs measured in every run and, per run, ``key`` at those epochs."""
+    epochs = sorted(set.intersection(*({e["epoch"] for e in r["epochs"] if e.get(key) is not None} for r in runs)))
+    return epochs, [[next(e[key] for e in r["epochs"] if e["epoch"] == ep) for ep in epochs] for r in runs]
+
+
+def report(runs: list[dict], config: str) -> tuple[str, str]:
+    """The Markdown page and the one-line verdict for docs/benchmarks.md."""
+    n = len(runs)
+    base = {k: [r["generators"]["base_greedy"][k] for r in runs] for k in PREVIOUS | {"heldout_entropy": 0}}
+    final = {k: [r["generators"]["hyperfitted_greedy"][k] for r in runs] for k in base}
+    change = {k: [f - b for f, b in zip(final[k], base[k], strict=True)] for k in base}
+    checks = {"held-out entropy falls": direction(change["heldout_entropy"], -1),
+              "greedy TTR rises": direction(change["ttr"], +1),
+              "held-out perplexity rises": direction(change["heldout_perplexity"], +1)}
+    word = verdict(list(checks.values()))
+    minutes = [r["seconds"] / 60 for r in runs]
+    lines = [
+        "# Hyperfitting on CPU (SmolLM2-135M-Instruct), 3 seeds",
+        "",
+        "Paper: Carlsson et al., \"The Hyperfitting Phenomenon\" (ICLR 2025). Claim: fine-tuning a pretrained LM to",
+        "near-zero training loss on a few sequences collapses its predictive entropy and makes long greedy",
+        "continuations stop looping (higher type-token ratio), although held-out perplexity gets worse.",
+        "",
+        f"**Result: {word}** ({n} seeds; intervals are 95% Student-t intervals of the mean across seeds, "
+        "`llmgen.evals.stats.t_interval`, multiplier 4.30 at n = 3).",
+        "",
+        "| claim (base -> hyperfitted, per-seed change) | change, mean [95% CI] | in the paper's direction |",
+        "|---|---|---|",
+        f"| teacher-forced held-out entropy falls (nats) | {fmt(change['heldout_entropy'])} | "
+        f"{'yes' if checks['held-out entropy falls'] else 'no'} |",
+        f"| greedy TTR rises | {fmt(change['ttr'])} | {'yes' if checks['greedy TTR rises'] else 'no'} |",
+        f"| held-out perplexity rises | {fmt(change['heldout_perplexity'], 1)} | "
+        f"{'yes' if checks['held-out perplexity rises'] else 'no'} |",
+        "",
+        "## Setup (scaled down from the paper; the method is not)",
+        "",
+        "| | paper | this run |",
+        "|---|---|---|",
+        "| model | TinyLlama 1.1B … Llama 3.1 70B | SmolLM2-135M-Instruct (the embedded default), fp32, CPU |",
+        "| data | 2000 random × 256-token sequences (fiction, WikiText, news) | 8 × 128-token chunks of the offline "
+        "`stdlib` source (split `stream`: the first 20 chunks, split at random by the seed into 8 training "
+        "and 12 held-out) |",
+        "| training | 20 epochs, Adam lr 1e-6, no weight decay, batch 8 | 20 epochs, Adam lr **1e-4** (constant), "
+        "no weight decay, batch **4** (40 steps), grad-clip 1.0 |",
+        "| evaluation | 32-token prompts, greedy 256 tokens, TTR over the last 96 | 12 held-out 32-token prompts, "
+        "96 greedy tokens (TTR over all of them), every 2 epochs; top-p 0.9 baseline |",
+        "",
+        "lr 1e-4 because 1e-6 does not reach near-zero loss in 40 steps. The seed sets the train/held-out split,",
+        "the training order and the top-p sampling, so the three seeds train on different sequences.",
+        "",
+        f"Config: `{Path(config).relative_to(ROOT) if Path(config).is_absolute() else config}`. Command:",
+        "",
+        "    .venv/bin/python bench/hyperfitting.py            # = llmgen hyperfitting --config <cpu.yaml> seed=S, S = 0, 1, 2",
+        "",
+        f"Wall time per seed (the recipe's own timing, one torch thread, 2-core machine shared with other jobs): "
+        f"{', '.join(f'{m:.1f}' for m in minutes)} min; {sum(minutes):.1f} min in all.",
+        "",
+        "## Over epochs (greedy, the 12 held-out prompts; mean [95% CI] across seeds)",
+        "",
+        "| epoch | " + " | ".join(c[1] for c in EPOCH_COLUMNS) + " |",
+        "|---" * (len(EPOCH_COLUMNS) + 1) + "|",
+    ]
+    cols = {key: dict(zip(*_by_epoch(runs, key), strict=True)) for key, _, _ in EPOCH_COLUMNS}
+    for ep in sorted(set().union(*(c.keys() for c in cols.values()))):
+        cells = [fmt(cols[k][ep], d) if ep in cols[k] else "–" for k, _, d in EPOCH_COLUMNS]
+        lines.append(f"| {ep} | " + " | ".join(cells) + " |")
+    lines += ["", f"![greedy TTR, held-out entropy and perplexity vs epoch, mean and 95% band over {n} seeds]"
+              f"(hyperfitting/{PLOT.name})", "",
+              "## Generators after training (mean [95% CI] across seeds)", "",
+              "| metric | base greedy | base top-p (0.9) | hyperfitted greedy |", "|---|---|---|---|"]
+    gens = ("base_greedy", "base_top_p", "hyperfitted_greedy")
+    for key in runs[0]["generators"]["base_greedy"]:
+        lines.append(f"| {key} | " + " | ".join(fmt([r["generators"][g][key] for r in runs]) for g in gens) + " |")
+    seed0 = next((r for r in runs if r["seed"] == 0), None)
+    if seed0 is not None:
+        lines += ["", "## Seed 0 against the earlier single-seed figure (issue 13: rerun from the committed config)", "",
+                  "| metric | earlier doc: base → hyperfitted | seed 0 now: base → hyperfitted | 3 seeds: hyperfitted |",
+                  "|---|---|---|---|"]
+        for key, (b, h) in PREVIOUS.items():
+            now = (seed0["generators"]["base_greedy"][key], seed0["generators"]["hyperfitted_greedy"][key])
+            lines.append(f"| {key} | {b:g} → {h:g} | {now[0]:.4g} → {now[1]:.4g} | {fmt(final[key])} |")
+    lines += ["", "## Caveats", "",
+              "- Scale: 8 training sequences, 12 prompts, 96 tokens against the paper's 2000 × 256 and 256-token",
+              "  continuations; lr 1e-4 instead of 1e-6; a 135M instruct model. Read direction, not magnitude.",
+              "- The prompts come from the same few `stdlib` pages as the training chunks (split `stream`), so",
+              "  copying of training 5-grams (`train_overlap`) is higher than the paper reports.",
+              "- Top-p sampling from the base model is still more diverse than hyperfitted greedy on TTR and",
+              "  repetition; the paper's case rests on human judgements, which this benchmark does not make.",
+              ""]
+    summary = (f"{word}: held-out entropy {fmt(base['heldout_entropy'], 2)} → {fmt(final['heldout_entropy'], 2)} nats, "
+               f"greedy TTR {fmt(base['ttr'], 2)} → {fmt(final['ttr'], 2)}, held-out ppl "
+               f"{fmt(base['heldout_perplexity'], 1)} → {fmt(final['heldout_perplexity'], 1)} ({n} seeds, 95% t)")
+    return "\n".join(lines), summary
+
+
+def _by_epoch(runs: list[dict], key: str) -> tuple[list[int], list[list[float]]]:
+    epochs, matrix = epoch_matrix(runs, key)
+    return epochs, [list(col) for col in zip(*matrix, strict=True)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="default")
-    p.add_argument("--text", default="stdlib")
-    p.add_argument("--split", default="stream", choices=("document", "stream"),
-                   help="document: the paper's (first tokens of each document); stream: chunks of one token "
-                        "stream, as docs/benchmarks/hyperfitting.md was measured.")
-    p.add_argument("--pool-tokens", type=int, default=0, help="Draw sequences at random from this many tokens.")
-    p.add_argument("--sequences", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--prompts", type=int, default=12)
-    p.add_argument("--gen-len", type=int, default=96)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 on a crowded CPU.")
-    p.add_argument("--no-blocker", action="store_true", help="Skip the citation-blocker generation.")
-    p.add_argument("--output", default="runs/bench-hyperfitting")
-    p.add_argument("--copy-plots-to", default=None, help="Also copy the PNGs into this folder (e.g. docs/benchmarks/hyperfitting).")
+    p.add_argument("--config", default=str(CONFIG))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--seed-keys", nargs="+", default=["seed"], help="config keys the seed is written to")
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every seed")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "hyperfitting"))
+    p.add_argument("--reuse", action="store_true", help="keep seeds whose results.json exists")
+    p.add_argument("--doc", default=str(DOC))
     args = p.parse_args()
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
+    from llmgen.io import atomic_write_text
 
-    from llmgen.recipes.hyperfitting import HyperfittingConfig, run
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    config = HyperfittingConfig(
-        model=args.model, text_source=args.text, split=args.split, pool_tokens=args.pool_tokens or None, num_sequences=args.sequences, seq_len=args.seq_len,
-        num_prompts=args.prompts, gen_len=args.gen_len, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, top_p=args.top_p, citation_blocker=not args.no_blocker, eval_every=args.eval_every,
-        epoch_eval_prompts=args.prompts, epoch_eval_len=None, gen_batch_size=16, seed=args.seed,
-        output_dir=args.output,
-    )
-    start = time.time()
-    results = run(config)
-    text = summarize(results, args, time.time() - start)
-    Path(args.output, "summary.md").write_text(text, encoding="utf-8")
-    print(text)
-    print("plots:", ", ".join(results["plots"].values()))
-    if args.copy_plots_to:
-        dest = Path(args.copy_plots_to)
-        dest.mkdir(parents=True, exist_ok=True)
-        for path in results["plots"].values():
-            shutil.copy(path, dest / Path(path).name)
-        print(f"copied plots to {dest}")
+    runs = run_seeds(args)
+    text, summary = report(runs, args.config)
+    epochs, ttr = epoch_matrix(runs, "ttr")
+    panels = [("greedy TTR", {"TTR": ttr}),
+              ("entropy (nats)", {"held-out, teacher forced": epoch_matrix(runs, "heldout_entropy")[1],
+                                  "own greedy text": epoch_matrix(runs, "entropy")[1]}),
+              ("held-out perplexity", {"ppl": epoch_matrix(runs, "heldout_perplexity")[1]})]
+    band_plot(PLOT, epochs, panels, "epoch", f"Hyperfitting, SmolLM2-135M, {len(runs)} seeds (mean, 95% t band)")
+    atomic_write_text(args.doc, text)
+    print(summary)
+    print(f"wrote {args.doc} and {PLOT}")
 
 
 if __name__ == "__main__":
