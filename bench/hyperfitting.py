@@ -4,7 +4,7 @@ Carlsson et al. (ICLR 2025): training a pretrained LM to near-zero loss on a few
 its teacher-forced predictive entropy on held-out text collapse and its greedy continuations stop
 looping (higher type-token ratio), while held-out perplexity gets worse. This driver runs the
 committed CPU config (``recipes/hyperfitting/configs/cpu.yaml``: SmolLM2-135M, 8 x 128-token
-``stdlib`` sequences, 20 epochs at lr 1e-4, measured every 2 epochs) once per seed through the CLI,
+``stdlib`` sequences, 20 epochs at lr 1e-4, measured every 4 epochs) once per seed through the CLI,
 then writes ``docs/benchmarks/hyperfitting.md`` and the plot from the run folders' ``results.json``.
 
     .venv/bin/python bench/hyperfitting.py [--seeds 0 1 2] [--reuse]
@@ -92,7 +92,7 @@ def report(runs: list[dict], config: str) -> tuple[str, str]:
         "| training | 20 epochs, Adam lr 1e-6, no weight decay, batch 8 | 20 epochs, Adam lr **1e-4** (constant), "
         "no weight decay, batch **4** (40 steps), grad-clip 1.0 |",
         "| evaluation | 32-token prompts, greedy 256 tokens, TTR over the last 96 | 12 held-out 32-token prompts, "
-        "96 greedy tokens (TTR over all of them), every 2 epochs; top-p 0.9 baseline |",
+        "96 greedy tokens (TTR over all of them), every 4 epochs; top-p 0.9 baseline |",
         "",
         "lr 1e-4 because 1e-6 does not reach near-zero loss in 40 steps. The seed sets the train/held-out split,",
         "the training order and the top-p sampling, so the three seeds train on different sequences.",
