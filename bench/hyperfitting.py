@@ -64,13 +64,13 @@ def report(runs: list[dict], config: str) -> tuple[str, str]:
     word = verdict(list(checks.values()))
     minutes = [r["seconds"] / 60 for r in runs]
     lines = [
-        "# Hyperfitting on CPU (SmolLM2-135M-Instruct), 3 seeds",
+        f"# Hyperfitting on CPU (SmolLM2-135M-Instruct), {n} seed{'s' * (n > 1)}",
         "",
         "Paper: Carlsson et al., \"The Hyperfitting Phenomenon\" (ICLR 2025). Claim: fine-tuning a pretrained LM to",
         "near-zero training loss on a few sequences collapses its predictive entropy and makes long greedy",
         "continuations stop looping (higher type-token ratio), although held-out perplexity gets worse.",
         "",
-        f"**Result: {word}** ({n} seeds; intervals are 95% Student-t intervals of the mean across seeds, "
+        f"**Result: {word}** ({n} seed{'s' * (n > 1)}; intervals are 95% Student-t intervals of the mean across seeds, "
         "`llmgen.evals.stats.t_interval`, multiplier 4.30 at n = 3).",
         "",
         "| claim (base -> hyperfitted, per-seed change) | change, mean [95% CI] | in the paper's direction |",
@@ -123,7 +123,7 @@ def report(runs: list[dict], config: str) -> tuple[str, str]:
     seed0 = next((r for r in runs if r["seed"] == 0), None)
     if seed0 is not None:
         lines += ["", "## Seed 0 against the earlier single-seed figure (issue 13: rerun from the committed config)", "",
-                  "| metric | earlier doc: base → hyperfitted | seed 0 now: base → hyperfitted | 3 seeds: hyperfitted |",
+                  f"| metric | earlier doc: base → hyperfitted | seed 0 now: base → hyperfitted | {n} seeds: hyperfitted |",
                   "|---|---|---|---|"]
         for key, (b, h) in PREVIOUS.items():
             now = (seed0["generators"]["base_greedy"][key], seed0["generators"]["hyperfitted_greedy"][key])

@@ -109,6 +109,7 @@ def report(cfg: dict, cells: list[dict], config: str, demo: dict | None) -> tupl
     checks = [bool(rises) and direction(rises, +1), jump >= 0.3]
     word = verdict(checks)
     t, minutes = cfg["task"], sum(c["seconds"] for c in cells) / 60
+    tr = cfg.get("train", cfg)  # training settings: nested under `train` once recipes nest TrainConfig
     lines = [
         "# Only-IF at CPU scale: instruction diversity vs generalisation, 3 seeds",
         "",
@@ -139,9 +140,9 @@ def report(cfg: dict, cells: list[dict], config: str, demo: dict | None) -> tupl
         f"| budget | 10^6 examples | {t['budget']} examples |",
         f"| model | GPT-2 shape, 6 layers, width 256, 4 heads | Llama shape, {cfg['num_layers']} layers, width "
         f"{cfg['hidden_size']}, {cfg['num_heads']} heads, random init, byte tokenizer |",
-        f"| training | AdamW lr 1e-3, linear, 50 epochs | AdamW lr {cfg['lr']:g}, linear, warm-up "
-        f"{cfg['warmup_ratio']:g}, {cfg['max_steps'] or cfg['epochs']} {'steps' if cfg['max_steps'] else 'epochs'} "
-        f"of batch {cfg['batch_size']} |",
+        f"| training | AdamW lr 1e-3, linear, 50 epochs | AdamW lr {tr['lr']:g}, linear, warm-up "
+        f"{tr['warmup_ratio']:g}, {tr['max_steps'] or tr['epochs']} {'steps' if tr['max_steps'] else 'epochs'} "
+        f"of batch {tr['batch_size']} |",
         f"| test | unseen rules | {t['test_instructions']} unseen rules × {t['test_examples_per_instruction']} inputs, "
         "greedy, exact match |",
         "",
