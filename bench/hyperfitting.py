@@ -99,7 +99,7 @@ def report(runs: list[dict], config: str) -> tuple[str, str]:
         "",
         f"Config: `{Path(config).relative_to(ROOT) if Path(config).is_absolute() else config}`. Command:",
         "",
-        "    .venv/bin/python bench/hyperfitting.py            # = llmgen hyperfitting --config <cpu.yaml> seed=S, S = 0, 1, 2",
+        "    .venv/bin/python bench/hyperfitting.py            # = llmgen hyperfitting --config <cpu.yaml> train.seed=S, S = 0, 1, 2",
         "",
         f"Wall time per seed (the recipe's own timing, one torch thread, 2-core machine shared with other jobs): "
         f"{', '.join(f'{m:.1f}' for m in minutes)} min; {sum(minutes):.1f} min in all.",
@@ -151,7 +151,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(CONFIG))
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    p.add_argument("--seed-keys", nargs="+", default=["seed"], help="config keys the seed is written to")
+    p.add_argument("--seed-keys", nargs="+", default=["train.seed"], help="config keys the seed is written to")
     p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every seed")
     p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "hyperfitting"))
     p.add_argument("--reuse", action="store_true", help="keep seeds whose results.json exists")
