@@ -143,12 +143,13 @@ def report(config: str, run: Path, entry: dict, outcomes: np.ndarray, sims: list
     boot = [np.ptp(outcomes[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(2000)]
     lo, hi = np.percentile(boot, [2.5, 97.5])
     cfg_rel = Path(config).relative_to(ROOT) if Path(config).is_absolute() else config
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     lines = [
         "# FormatSpread benchmark: exhaustive spread, and bandit vs exhaustive search",
         "",
         f"Model: embedded SmolLM2-135M-Instruct (HF backend, float32, CPU). Config `{cfg_rel}`, run through "
-        f"`llmgen format-spread --config {cfg_rel}` (`bench/format_spread.py`). Task `sentiment`, "
-        f"{entry['task'].get('shots', 1) if isinstance(entry.get('task'), dict) else 1}-shot, {n} evaluation examples, "
+        f"`llmgen format-spread --config {cfg_rel}` (`bench/format_spread.py`). Task `{cfg.get('task')}`, "
+        f"{cfg.get('shots')}-shot, {n} evaluation examples, "
         f"{n_formats} plausible formats (seed 0; the original first), probability ranking (summed logprob of "
         f"each answer, no length normalisation). Exhaustive: {outcomes.size} evaluations in {seconds / 60:.1f} min "
         "wall (one torch thread, 2-core machine shared with other jobs).",
