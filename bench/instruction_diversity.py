@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--config", default=str(CONFIG))
     p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides")
     p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "instruction_diversity"))
-    p.add_argument("--no-run", action="store_true", help="only rebuild the page from the sweep folder")
+    p.add_argument("--no-run", action="store_true", help="only rebuild the page from the sweep folder's finished cells")
     p.add_argument("--no-demo", action="store_true", help="skip the real-data diversity demonstration")
     args = p.parse_args()
 
@@ -171,9 +171,11 @@ def main() -> None:
         argv = llmgen_command("instruction-diversity sweep", args.config, [f"output_dir={args.runs}", *args.override])
         print(" ".join(argv), flush=True)
         run_logged(argv, Path(args.runs).with_suffix(".log"))
-    result = json.loads(Path(args.runs, "results.json").read_text(encoding="utf-8"))
+    # Every finished cell writes cells/<key>.json, so a sweep cut short still gives its finished columns.
+    cells = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(args.runs, "cells").glob("*.json"))]
     cfg = json.loads(Path(args.runs, "config.json").read_text(encoding="utf-8"))
-    cells = result["cells"]
+    complete = {n for n, g in by_instructions(cells).items() if len(g) == len(cfg["seeds"])}
+    cells = [c for c in cells if c["num_instructions"] in complete]
     groups = by_instructions(cells)
     ns = list(groups)
     series = {label: [[next(c[key] for c in groups[n] if c["seed"] == s) for n in ns]
