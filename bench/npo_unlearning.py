@@ -8,10 +8,10 @@ Not a test. Stages (each cached in the output folder, so a rerun skips what is d
    model's "retain logs";
 3. unlearn the forget split with GA, NPO and NPO+RT for the same steps (15 epochs of the forget
    set at batch 4), evaluating every 15 steps;
-4. write ``docs/benchmarks/unlearning.md`` with the table, the claims checked with numbers, the
+4. write ``docs/benchmarks/npo_unlearning.md`` with the table, the claims checked with numbers, the
    training-log trajectories and the plot path.
 
-Run: ``.venv/bin/python bench/unlearning.py [--out runs/bench_unlearning] [--threads 2]`` (about
+Run: ``.venv/bin/python bench/npo_unlearning.py [--out runs/bench_unlearning] [--threads 2]`` (about
 30 minutes on 2 idle cores).
 """
 
@@ -48,7 +48,7 @@ def main() -> None:
                     help="prompt template: 'chat' (the model's chat format) or a template with {question}")
     ap.add_argument("--run-name", default="unlearn")
     ap.add_argument("--report-only", action="store_true", help="only rewrite --doc from the run's results.json")
-    ap.add_argument("--doc", default="docs/benchmarks/unlearning.md")
+    ap.add_argument("--doc", default="docs/benchmarks/npo_unlearning.md")
     args = ap.parse_args()
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -59,7 +59,7 @@ def main() -> None:
     from llmgen.io import atomic_write_text
     from llmgen.models import default_model_path
     from llmgen.recipes.npo_unlearning import UnlearnConfig, finetune, make_retain_logs, run
-    from llmgen.tofu import SyntheticTofuConfig, synthetic_source
+    from llmgen.tasks.tofu import SyntheticTofuConfig, synthetic_source
 
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -120,7 +120,7 @@ def _cli_args(args) -> list[str]:
             skip = True
         elif a != "--report-only" and not a.startswith("--doc="):
             kept.append(a)
-    return ["bench/unlearning.py", *kept]
+    return ["bench/npo_unlearning.py", *kept]
 
 
 def _log_windows(path: Path, every: int) -> str:
@@ -159,7 +159,7 @@ def report(results: dict, cfg, ft_kw: dict, timings: dict, out: Path, args) -> s
     mu0, fq0 = start["model_utility"], start["forget_quality"]
     lines = [
         "# Unlearning benchmark: GA vs NPO vs NPO+RT (synthetic TOFU, SmolLM2-135M, CPU)", "",
-        f"Produced by `bench/unlearning.py` (`{' '.join(_cli_args(args))}`). Synthetic TOFU set: {args.authors} "
+        f"Produced by `bench/npo_unlearning.py` (`{' '.join(_cli_args(args))}`). Synthetic TOFU set: {args.authors} "
         f"fictitious authors x 8 facts with `{args.answer_style}` answers, forget split `{cfg.forget_split}` (the "
         f"last {args.forget_percent}% of authors); each evaluation set (forget, retain, real authors, world facts) "
         f"cut to {args.eval_limit} rows; 5 perturbed answers per forget/retain question, 3 for the utility sets. "

@@ -1,4 +1,4 @@
-"""``llmgen passn``: fine-tune with cross-entropy and with DCO(N) and compare pass@k curves.
+"""``llmgen confidence-limiting``: fine-tune with cross-entropy and with DCO(N) and compare pass@k curves.
 
 The logic lives in ``llmgen.recipes.confidence_limiting``; this module only parses options.
 """
@@ -62,4 +62,4 @@ def passn(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("passn")(passn)
+    app.command("confidence-limiting")(passn)

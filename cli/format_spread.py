@@ -1,4 +1,4 @@
-"""``llmgen formatspread``: accuracy spread of a model across plausible prompt formats.
+"""``llmgen format-spread``: accuracy spread of a model across plausible prompt formats.
 
 Logic lives in ``llmgen.recipes.format_spread``; this module only parses options and prints.
 """
@@ -52,4 +52,4 @@ def formatspread(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("formatspread")(formatspread)
+    app.command("format-spread")(formatspread)

@@ -1,4 +1,4 @@
-"""``llmgen hyperfit``: the hyperfitting recipe (Carlsson et al., ICLR 2025) from the command line.
+"""``llmgen hyperfitting``: the hyperfitting recipe (Carlsson et al., ICLR 2025) from the command line.
 
 Defaults are the paper's (2000 x 256-token sequences, 20 epochs, lr 1e-6, batch 8); on a CPU scale
 down with ``--sequences``, ``--seq-len``, ``--epochs`` and a larger ``--lr``.
@@ -68,4 +68,4 @@ def hyperfit(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("hyperfit")(hyperfit)
+    app.command("hyperfitting")(hyperfit)

@@ -1,4 +1,4 @@
-"""``llmgen diversity``: Only-IF experiments (``sweep``) and instruction-dataset diversity (``dataset``).
+"""``llmgen instruction-diversity``: Only-IF experiments (``sweep``) and instruction-dataset diversity (``dataset``).
 
 Logic lives in ``llmgen.recipes.instruction_diversity``; this module parses options and prints.
 """
@@ -136,4 +136,4 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, help="Only-IF: instruction diversity experiments and dataset diversity.")
     group.command("sweep")(sweep)
     group.command("dataset")(dataset)
-    app.add_typer(group, name="diversity")
+    app.add_typer(group, name="instruction-diversity")

@@ -1,4 +1,4 @@
-"""``llmgen unlearn``: NPO-style unlearning evaluated with TOFU (Zhang et al. 2024; Maini et al. 2024).
+"""``llmgen npo-unlearning``: NPO-style unlearning evaluated with TOFU (Zhang et al. 2024; Maini et al. 2024).
 
 The TOFU pipeline has three model-producing stages, picked with ``--stage``:
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import typer
 
 from llmgen.errors import LlmgenError
-from llmgen.tofu import QA_PROMPT_TEMPLATE
+from llmgen.tasks.tofu import QA_PROMPT_TEMPLATE
 
 STAGES = ("unlearn", "finetune", "retain-logs")
 
@@ -73,7 +73,7 @@ def unlearn(
     from rich.console import Console
 
     from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source, finetune, make_retain_logs, run
-    from llmgen.tofu import retain_config
+    from llmgen.tasks.tofu import retain_config
 
     console = Console()
     schedule = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum", grad_accum))
@@ -124,4 +124,4 @@ def unlearn(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("unlearn")(unlearn)
+    app.command("npo-unlearning")(unlearn)

@@ -43,8 +43,8 @@ from llmgen.evaluate import (
     validate,
     versions,
 )
-from llmgen.formats import Field, Format, Layout, sample_formats, save_formats
 from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.prompts.formats import Field, Format, Layout, sample_formats, save_formats
 from llmgen.tasks import Renderer, Task
 
 BANDIT_BATCH = 20  # B: examples per arm pull (the paper's default)
@@ -331,7 +331,7 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
     tasks = validate(config)
     originals: dict[str, Format] = {}  # an lm-eval task's own spelling of its fields is its format 0
     if any(t.output_type == "lmeval" for t in tasks):
-        from llmgen.lmeval import format_task
+        from llmgen.tasks.lmeval import format_task
 
         converted = {t.name: format_task(t, config) for t in tasks if t.output_type == "lmeval"}
         originals = {name: fmt for name, (_, fmt) in converted.items()}

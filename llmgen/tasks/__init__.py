@@ -17,7 +17,7 @@ Three output types, as in lm-eval: ``generate`` (responses → answer filters �
 
 from __future__ import annotations
 
-import math
+import math as pymath  # not "math": the llmgen.tasks.math submodule takes that name in this package
 import random
 import re
 from collections import Counter
@@ -33,7 +33,7 @@ from llmgen.registry import Registry
 # A renderer turns (fields, output descriptor, output text) into the text of one example.
 Renderer = Callable[[Sequence[tuple[str, str]], str, str], str]
 
-# "lmeval": an lm-eval task run by lm-eval's own evaluator (llmgen.lmeval); its documents are placeholders
+# "lmeval": an lm-eval task run by lm-eval's own evaluator (llmgen.tasks.lmeval); its documents are placeholders
 OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "lmeval")
 
 
@@ -76,14 +76,14 @@ def strip_answer(text: str) -> str:
 
 def math_answer(text: str) -> str:
     """A math answer (``\\boxed{}``, "final answer", last number), normalised (see math_answers)."""
-    from llmgen.math_answers import canonical_math_answer, extract_answer
+    from llmgen.tasks.math_answers import canonical_math_answer, extract_answer
 
     return canonical_math_answer(extract_answer(text))
 
 
 def math_normalize(text: str) -> str:
     """A reference answer normalised like ``math_answer``'s output (equal strings = equal answers)."""
-    from llmgen.math_answers import canonical_math_answer
+    from llmgen.tasks.math_answers import canonical_math_answer
 
     return canonical_math_answer(text)
 
@@ -189,12 +189,12 @@ def _argmax(values: Sequence[float]) -> int:
 
 def weighted_perplexity(items: Sequence[tuple[float, int]]) -> float:
     """exp(-Σ loglikelihood / Σ count) (lm-eval's weighted_perplexity)."""
-    return math.exp(-sum(a for a, _ in items) / sum(b for _, b in items))
+    return pymath.exp(-sum(a for a, _ in items) / sum(b for _, b in items))
 
 
 def bits_per_byte(items: Sequence[tuple[float, int]]) -> float:
     """-Σ loglikelihood / Σ bytes / ln 2 (lm-eval's bits_per_byte)."""
-    return -sum(a for a, _ in items) / sum(b for _, b in items) / math.log(2)
+    return -sum(a for a, _ in items) / sum(b for _, b in items) / pymath.log(2)
 
 
 @dataclass(frozen=True)
@@ -433,7 +433,7 @@ TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 def make_arithmetic(n: int = 200, steps: int = 1, seed: int = 1234, num_fewshot: int = 3) -> Task:
     """The ``arithmetic`` eval tasks: ``n`` distinct problems of the one arithmetic generator."""
-    from llmgen.math_tasks import arithmetic_problem
+    from llmgen.tasks.math import arithmetic_problem
 
     rng = random.Random(seed)
     docs, seen = [], set()
@@ -491,7 +491,7 @@ def read_yaml(path: Path) -> Any:
 
 def _yaml_docs(spec: dict, path: Path) -> tuple[list[dict], list[dict]]:
     """Test documents and few-shot documents of a YAML task (local files or a hub dataset)."""
-    from llmgen.hf_data import load_split
+    from llmgen.tasks.hub import load_split
 
     if ("data" in spec) == ("dataset" in spec):
         raise LlmgenError(f"task file {path}: give exactly one of 'data' (local file) or 'dataset' (hub or local dataset)")
@@ -583,7 +583,7 @@ def get_task(name: str) -> Task:
         return task_from_yaml(name)
     if name.endswith(".jsonl"):
         return task_from_jsonl(name)
-    from llmgen.lmeval import PREFIX, load_lmeval_task
+    from llmgen.tasks.lmeval import PREFIX, load_lmeval_task
 
     if name.startswith(PREFIX):
         return load_lmeval_task(name)
@@ -600,12 +600,12 @@ def get_task(name: str) -> Task:
 
 def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
     """A FormatSpread classification task as an eval task: rank the classes by loglikelihood."""
-    from llmgen.classification_tasks import DEMO_POOL, demo_pool_split, load_classification_task
-    from llmgen.formats import Field
+    from llmgen.prompts.formats import Field
+    from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classification_task
 
     ct = load_classification_task(name, n=n + DEMO_POOL, seed=0)
     if not all(isinstance(f, Field) for f in ct.layout.fields):
-        raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen formatspread`")
+        raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen format-spread`")
     pool, examples = demo_pool_split(ct.examples, seed=0)  # the FormatSpread recipe's split
     to_doc = lambda ex: {**ex.values, "label": str(ex.label), "choices": list(ct.classes)}  # noqa: E731
     return Task(name=name, docs=[to_doc(e) for e in examples], fewshot_docs=[to_doc(e) for e in pool],
@@ -619,8 +619,8 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
     """The pass@N recipe's generated math problems (direct answers), graded by math equivalence.
 
     The documents are the test side of the one generated split (``math_tasks.generate_task``), the
-    few-shot examples its train side; ``llmgen passn`` trains on the train side only."""
-    from llmgen.math_tasks import generate_task
+    few-shot examples its train side; ``llmgen confidence-limiting`` trains on the train side only."""
+    from llmgen.tasks.math import generate_task
 
     train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)
     to_doc = lambda p: {"problem": p.problem, "answer": p.answer}  # noqa: E731
@@ -632,10 +632,10 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
 
 def tofu_data_source() -> str:
     """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set, the
-    same folder ``llmgen unlearn --data synthetic`` reads (``llmgen.tofu.synthetic_source``)."""
+    same folder ``llmgen npo-unlearning --data synthetic`` reads (``llmgen.tasks.tofu.synthetic_source``)."""
     import os
 
-    from llmgen.tofu import synthetic_source
+    from llmgen.tasks.tofu import synthetic_source
 
     return os.environ.get("LLMGEN_TOFU_DATA") or synthetic_source()
 
@@ -647,7 +647,7 @@ def tofu_eval_task(forget_split: str) -> Task:
     and ``--limit`` cuts further."""
     import os
 
-    from llmgen.tofu import load_eval_sets
+    from llmgen.tasks.tofu import load_eval_sets
 
     source = tofu_data_source()
     ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
@@ -681,17 +681,20 @@ _PLUGINS_LOADED = False
 
 
 def _load_plugin_tasks() -> None:
-    """Register the recipes' tasks (imports are cheap: no torch at module level)."""
+    """Register the task families' tasks: every module of this package that defines
+    ``register_tasks(registry)`` is imported and called (imports are cheap: no torch at module
+    level), so a new family module needs no list here."""
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
-    for name in ("sentiment", "parity", "comparison"):
-        TASKS.register(name, lambda name=name: classification_eval_task(name))
-    for d in (1, 2, 3):
-        TASKS.register(f"math_generated_d{d}", lambda d=d: math_eval_task(d))
-    for split in ("forget01", "forget05", "forget10"):
-        TASKS.register(f"tofu_{split}", lambda split=split: tofu_eval_task(split))
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        register = getattr(importlib.import_module(f"{__name__}.{info.name}"), "register_tasks", None)
+        if register is not None:
+            register(TASKS)
 
 
 def list_tasks() -> list[str]:

@@ -24,8 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgen.errors import LlmgenError
-from llmgen.formats import Enumeration, Field, Format, Group, Header, Layout, build_prompt, parse_input
 from llmgen.io import read_json, read_jsonl
+from llmgen.prompts.formats import (
+    Enumeration,
+    Field,
+    Format,
+    Group,
+    Header,
+    Layout,
+    build_prompt,
+    parse_input,
+)
 from llmgen.registry import Registry
 
 MAX_CLASSES = 50
@@ -471,3 +480,11 @@ def load_classification_task(name: str, n: int = 200, seed: int = 0) -> Classifi
 def task_summary(task: ClassificationTask) -> Mapping[str, object]:
     return {"name": task.name, "instruction": task.instruction, "layout": task.layout.to_dict(),
             "classes": list(task.classes), "num_options": task.num_options, "num_examples": len(task.examples)}
+
+
+def register_tasks(registry) -> None:
+    """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
+    from llmgen.tasks import classification_eval_task
+
+    for name in ("sentiment", "parity", "comparison"):
+        registry.register(name, lambda name=name: classification_eval_task(name))

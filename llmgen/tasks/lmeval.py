@@ -24,7 +24,7 @@ from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
-from llmgen.formats import Field, Format, Layout
+from llmgen.prompts.formats import Field, Format, Layout
 from llmgen.tasks import Task
 
 if TYPE_CHECKING:
@@ -373,7 +373,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     here, document by document, to give exactly lm-eval's (context, continuation) pairs, so a template
     this cannot reproduce is refused in one line before any model loads.
     """
-    from llmgen.format_eval import choice_pairs, format_renderer
+    from llmgen.prompts.format_eval import choice_pairs, format_renderer
 
     lm_name = task.name[len(PREFIX):]
     why = f"--formats cannot vary lm-eval task {lm_name!r}: "

@@ -18,7 +18,7 @@ from typing import Any
 
 from llmgen.errors import LlmgenError
 from llmgen.io import read_json, read_jsonl
-from llmgen.math_answers import extract_boxed
+from llmgen.tasks.math_answers import extract_boxed
 
 
 @dataclass
@@ -188,7 +188,7 @@ TEST_SHARE = 5  # one problem text in five belongs to the test side of the gener
 def is_test_problem(text: str) -> bool:
     """The generated split: a problem's side (test or train) is a function of its text alone.
 
-    ``llmgen eval --tasks math_generated_d*`` and ``llmgen passn`` both draw through
+    ``llmgen eval --tasks math_generated_d*`` and ``llmgen confidence-limiting`` both draw through
     :func:`generate_task`, so whatever sizes or seeds they ask for, no problem the recipe trains on
     is ever an evaluation problem."""
     return hashlib.sha256(text.encode("utf-8")).digest()[0] % TEST_SHARE == 0
@@ -229,3 +229,11 @@ def generate_task(n_train: int, n_test: int, difficulty: int = 2, seed: int = 0,
         p.id = f"gen-d{difficulty}-s{seed}-{'test' if side else 'train'}{len(sides[side])}"
         sides[side].append(p)
     return sides[False], sides[True]
+
+
+def register_tasks(registry) -> None:
+    """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
+    from llmgen.tasks import math_eval_task
+
+    for d in (1, 2, 3):
+        registry.register(f"math_generated_d{d}", lambda d=d: math_eval_task(d))

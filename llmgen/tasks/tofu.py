@@ -289,7 +289,7 @@ class SyntheticTofuConfig:
     retain_eval_size: int = 40
     answer_style: str = "long"
     """``long``: TOFU-length answers (see ``_LONG_FACTS``; the default, read by both ``llmgen eval
-    --tasks tofu_*`` and ``llmgen unlearn``); ``short``: one clause (fast tests)."""
+    --tasks tofu_*`` and ``llmgen npo-unlearning``); ``short``: one clause (fast tests)."""
 
 
 def check_answer_style(style: str, name: str = "answer_style") -> None:
@@ -402,7 +402,7 @@ SYNTHETIC = "synthetic"
 def synthetic_source(cfg: SyntheticTofuConfig | None = None) -> str:
     """The one folder holding the synthetic set for ``cfg``: ``<llmgen cache>/tofu-synthetic/<key>``,
     written once (deterministically) and then only read. ``llmgen eval --tasks tofu_*`` and
-    ``llmgen unlearn --data synthetic`` both come here, so with the same settings they score and
+    ``llmgen npo-unlearning --data synthetic`` both come here, so with the same settings they score and
     train on the same rows (and retain logs made by one serve the other)."""
     import hashlib
     import json
@@ -444,3 +444,11 @@ def load_eval_sets(source: str | os.PathLike, forget: str, limit: int | None = N
     if limit is not None and limit < 1:
         raise LlmgenError(f"evaluation subset size must be >= 1, got {limit}")
     return {role: load_tofu(source, cfg)[:limit] for role, cfg in eval_configs(forget).items()}
+
+
+def register_tasks(registry) -> None:
+    """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
+    from llmgen.tasks import tofu_eval_task
+
+    for split in ("forget01", "forget05", "forget10"):
+        registry.register(f"tofu_{split}", lambda split=split: tofu_eval_task(split))

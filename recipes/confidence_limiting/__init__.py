@@ -7,7 +7,7 @@ F <= 0.1, as the reference does. Every ``eval_every`` epochs' worth of steps dra
 per test problem at T = 1 and record the pass@k curve (unbiased estimator and the paper's block
 estimate with its standard error over dataset-level replicates), plus the model's confidence in
 its greedy answer. The generated task's training problems are never ``math_generated_d*`` eval
-problems (``llmgen.math_tasks.is_test_problem``).
+problems (``llmgen.tasks.math.is_test_problem``).
 The paper's finding: CE keeps raising pass@1 while pass@N at large N stalls or falls, because the
 model grows confident in wrong answers; DCO limits confidence on examples it already solves and
 keeps pass@N higher.
@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmgen.dco import check_normalization
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
-from llmgen.math_answers import extract_answer, grade
-from llmgen.math_tasks import MathProblem, direct_prompt, direct_target, generate_task, load_math
+from llmgen.tasks.math import MathProblem, direct_prompt, direct_target, generate_task, load_math
+from llmgen.tasks.math_answers import extract_answer, grade
+from llmgen.training.losses.dco import check_normalization
 
 METHODS = ("ce", "dco")
 
@@ -182,9 +182,9 @@ def train_method(model, tokenizer, features: list[dict], method: str, config: Co
     the end: ``(trained model, the loop's metric rows)``.
 
     DCO with ``refill`` scores every candidate batch with the current weights, drops examples
-    with F <= ``dco_threshold`` and refills the batch (``llmgen.dco.refill_keep``), as the
+    with F <= ``dco_threshold`` and refills the batch (``llmgen.recipes.confidence_limiting.refill.refill_keep``), as the
     reference does for each global batch; ``epochs`` then counts passes over the candidates."""
-    from llmgen.dco import refill_keep
+    from llmgen.recipes.confidence_limiting.refill import refill_keep
     from llmgen.training import TrainConfig, train
     from llmgen.training.data import batches_per_epoch
 

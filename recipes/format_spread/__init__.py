@@ -3,7 +3,7 @@
 ``run(config)`` samples (or reloads) a set of plausible formats for a classification task, then
 either evaluates every format on every example (``mode="exhaustive"``, one backend batch) or spends
 a budget of E evaluations with a Thompson-sampling (or UCB) bandit to find the best and worst
-formats. Every evaluation goes through ``llmgen.format_eval`` (the same requests, scoring and
+formats. Every evaluation goes through ``llmgen.prompts.format_eval`` (the same requests, scoring and
 results schema as ``llmgen eval --formats``). It writes a run folder: ``config.json``,
 ``formats_<task>.json`` (reusable across models), ``results.json`` and ``samples.jsonl`` as ``llmgen eval``
 writes them (plus ``format_spread``), ``format_samples.jsonl`` and ``accuracy_histogram.png``.
@@ -18,17 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmgen.classification_tasks import (
-    DEMO_POOL,
-    ClassificationTask,
-    Example,
-    demo_pool_split,
-    load_classification_task,
-    task_summary,
-)
 from llmgen.errors import LlmgenError
 from llmgen.evals.format_spread import check_budget, exact_prefix_matching
-from llmgen.format_eval import (
+from llmgen.io import atomic_write_json
+from llmgen.prompts.format_eval import (
     FormatEvaluator,
     Request,
     Scorer,
@@ -37,8 +30,15 @@ from llmgen.format_eval import (
     spread_entry,
     write_format_run,
 )
-from llmgen.formats import Format, load_formats, sample_formats, save_formats
-from llmgen.io import atomic_write_json
+from llmgen.prompts.formats import Format, load_formats, sample_formats, save_formats
+from llmgen.tasks.classification import (
+    DEMO_POOL,
+    ClassificationTask,
+    Example,
+    demo_pool_split,
+    load_classification_task,
+    task_summary,
+)
 
 MODES = ("thompson", "ucb", "exhaustive")
 METRICS = ("probability_ranking", "exact_prefix_matching")

@@ -307,7 +307,7 @@ def run(config: HyperfittingConfig) -> dict:
 
     from llmgen.io import atomic_write_json, atomic_write_jsonl
     from llmgen.models import load_model
-    from llmgen.text_sources import chunk_documents, document_sequences, iter_documents
+    from llmgen.recipes.hyperfitting.text_sources import chunk_documents, document_sequences, iter_documents
 
     config.validate()
     torch.manual_seed(config.seed)

@@ -3,7 +3,7 @@
 Two experiments:
 
 - ``SweepConfig`` -> :func:`run_sweep`: train small models from scratch on Markov string rewriting
-  (``llmgen.markov``) over a grid of *number of distinct instructions* (and optionally domain
+  (``llmgen.recipes.instruction_diversity.markov``) over a grid of *number of distinct instructions* (and optionally domain
   mixtures and seeds) at a fixed example budget, and measure exact-match accuracy on *unseen*
   instructions, split into no-op and rewrite examples. Each finished cell is saved atomically
   under ``cells/`` and never rerun, so an interrupted sweep resumes where it stopped; a cell's
@@ -32,7 +32,7 @@ from typing import Any
 
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json
-from llmgen.markov import MarkovConfig, generate, make_example
+from llmgen.recipes.instruction_diversity.markov import MarkovConfig, generate, make_example
 
 # --- sweep configuration -------------------------------------------------------------------------
 
@@ -414,8 +414,8 @@ def run_dataset_diversity(config: DatasetDiversityConfig) -> dict:
     """Embed, measure (overall and per domain), plot, and optionally select a diverse subset."""
     import numpy as np
 
-    from llmgen.embeddings import get_embedder
     from llmgen.evals.instruction_diversity import diversity_report, domain_quotas, pca_2d, select_diverse
+    from llmgen.recipes.instruction_diversity.embeddings import get_embedder
 
     config.validate()
     rows, texts, domains = load_instructions(config)

@@ -5,7 +5,7 @@ the retain split only and save its forget-set truth ratios (:func:`make_retain_l
 and reused) → unlearn the forget split with one or more methods from the same start model
 (:func:`run`), evaluating forget quality and model utility at the start, every ``eval_every``
 steps and at the end. Every method trains through the shared loop (``llmgen.training``) with a
-loss from :mod:`llmgen.unlearning`; LoRA (``lora_r > 0``, reference = adapters disabled) or full
+loss from :mod:`llmgen.training.losses.unlearning`; LoRA (``lora_r > 0``, reference = adapters disabled) or full
 fine-tuning (reference = frozen copy).
 
 Outputs under ``output_dir``: ``config.json``, ``results.json`` (all metrics per eval point and
@@ -35,7 +35,7 @@ from llmgen.evals.tofu import (
     summary,
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from llmgen.tofu import (
+from llmgen.tasks.tofu import (
     SYNTHETIC,
     SyntheticTofuConfig,
     check_answer_style,
@@ -47,7 +47,7 @@ from llmgen.tofu import (
     retain_config,
     synthetic_source,
 )
-from llmgen.unlearning import METHODS, check_beta, check_method
+from llmgen.training.losses.unlearning import METHODS, check_beta, check_method
 
 # "I don't know"-style answers for IdkDPO (TOFU ships 100 such lines; a handful suffices here).
 IDK_ANSWERS = ["I don't know.", "I'm not sure about that.", "I have no information on that.",
@@ -62,13 +62,13 @@ class UnlearnConfig:
     """One unlearning experiment: several methods from the same start model, same data and steps.
 
     ``data`` is ``"synthetic"`` (the generated set in llmgen's cache, the same one ``llmgen eval
-    --tasks tofu_*`` reads; see ``llmgen.tofu.synthetic_source``), a folder of TOFU-format files,
+    --tasks tofu_*`` reads; see ``llmgen.tasks.tofu.synthetic_source``), a folder of TOFU-format files,
     or a hub id (``locuslab/TOFU``). The schedule defaults are open-unlearning's trainer configs:
     lr 1e-5, effective batch 32 (``batch_size`` 8 × ``grad_accum`` 4), ``warmup_epochs`` 1 of
     linear warm-up then linear decay, weight decay 0.01, 10 epochs. ``steps`` (optimizer steps)
     overrides ``epochs``. ``max_grad_norm`` clips the gradient norm (None: no clipping; HF's
     Trainer clips at 1.0). ``beta``/``alpha``/``gamma``/``delta``/``ga_reduction``/``kl_reduction``
-    left as None take each method's default (``llmgen.unlearning.DEFAULT_ARGS``).
+    left as None take each method's default (``llmgen.training.losses.unlearning.DEFAULT_ARGS``).
     ``synthetic_answer_style`` ``long`` gives TOFU-length answers. ``ds_size`` keeps the first N
     rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
     ``eval_limit`` cuts further (quick runs); ``eval_every = 0`` evaluates at the start and the

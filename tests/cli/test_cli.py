@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LLMGEN = [sys.executable, "-m", "llmgen.cli.main"]
 
 
@@ -119,8 +119,9 @@ def test_output_dir_that_cannot_be_a_folder(where, tmp_path):
     blocker.write_text("keep me\n")
     out = blocker if where == "is_file" else blocker / "run"
     for cmd in (["eval", "--tasks", "arithmetic"], ["train", "--model", "default", "--data", "x.jsonl"],
-                ["passn"], ["hyperfit"], ["unlearn"], ["formatspread"], ["diversity", "sweep"]):
-        flag = "--output" if cmd == ["hyperfit"] else "--output-dir"
+                ["confidence-limiting"], ["hyperfitting"], ["npo-unlearning"], ["format-spread"],
+                ["instruction-diversity", "sweep"]):
+        flag = "--output" if cmd == ["hyperfitting"] else "--output-dir"
         r = llmgen(*cmd, flag, str(out))
         assert_one_error(r, "is a file")
         assert blocker.read_text() == "keep me\n"

@@ -26,7 +26,7 @@ from llmgen.evals.tofu import (
     truth_ratios,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tofu"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "tofu"
 
 
 def test_probabilities_by_hand():
@@ -136,7 +136,7 @@ def test_evaluate_tofu_on_a_tiny_model_with_real_rows(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmgen.backends import get_backend
-    from llmgen.tofu import load_eval_sets
+    from llmgen.tasks.tofu import load_eval_sets
 
     backend = _Recording(get_backend("hf", tiny_model_dir))
     sets = load_eval_sets(FIXTURE, "forget10", 3)  # the real TOFU rows

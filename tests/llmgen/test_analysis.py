@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAPITALS, RUN_FORMATS, RUN_LIMIT
 from scipy import stats as sps
 
 from llmgen.analysis import compare_formats, compare_runs, load_run, ranking_flips
@@ -25,6 +24,7 @@ from llmgen.cli.main import main
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_jsonl
 from llmgen.report import build_report, write_report
+from tests.conftest import CAPITALS, RUN_FORMATS, RUN_LIMIT
 
 
 def rows_of(path: Path, name: str = "samples.jsonl") -> list[dict]:
@@ -183,7 +183,7 @@ def test_compare_across_formats(eval_runs):
 
 def test_compare_across_formats_refuses_other_formats(eval_runs, tiny_hf, tiny_model_dir, tmp_path):
     from llmgen.evaluate import EvalConfig
-    from llmgen.format_eval import run_format_eval
+    from llmgen.prompts.format_eval import run_format_eval
 
     cfg = EvalConfig(model=tiny_model_dir, tasks=["sentiment"], limit=RUN_LIMIT, cache=None, seed=5,
                      output_dir=str(tmp_path / "seed5"))
@@ -298,7 +298,7 @@ def _config(model: str, out: Path | None, **kw):
 
 def test_formats_k_distinct_prompts_and_original_equals_plain_eval(tiny_hf, tiny_model_dir, tmp_path):
     from llmgen.evaluate import run_eval
-    from llmgen.format_eval import run_format_eval
+    from llmgen.prompts.format_eval import run_format_eval
 
     plain = run_eval(_config(tiny_model_dir, tmp_path / "plain"), backend=tiny_hf, show_progress=False)
     out = run_format_eval(_config(tiny_model_dir, tmp_path / "fmt"), 4, backend=tiny_hf, show_progress=False)
@@ -324,7 +324,7 @@ def test_formats_k_distinct_prompts_and_original_equals_plain_eval(tiny_hf, tiny
 
 
 def test_format_budget_runs_the_bandit(tiny_hf, tiny_model_dir, tmp_path):
-    from llmgen.format_eval import run_format_eval
+    from llmgen.prompts.format_eval import run_format_eval
 
     cfg = _config(tiny_model_dir, tmp_path / "bandit")
     cfg.limit = 4
@@ -337,7 +337,7 @@ def test_format_budget_runs_the_bandit(tiny_hf, tiny_model_dir, tmp_path):
 
 
 def test_formats_refuse_template_tasks(tmp_path, tiny_model_dir):
-    from llmgen.format_eval import run_format_eval
+    from llmgen.prompts.format_eval import run_format_eval
 
     data = tmp_path / "plain.jsonl"
     atomic_write_jsonl(data, [{"prompt": "2+2=", "target": "4"}])

@@ -104,7 +104,7 @@ def test_yaml_and_jsonl_tasks(tmp_path, hf_default):
     assert prompts[0] == "Country: France\nCapital:"
 
     # the shipped examples: integer gold labels, a last-number regex filter, a system prompt + seeded 2-shot
-    examples = Path(__file__).resolve().parents[1] / "docs" / "examples" / "tasks"
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tasks"
     (tmp_path / "first.yaml").write_text(  # the same task scored by the first number of the response
         f"name: arith_first_number\ndata: {examples / 'lmeval' / 'data' / 'arith.jsonl'}\n"
         "template: \"Question: {question}\\nAnswer:\"\ntarget: answer\nextract: first_number\n"
@@ -204,13 +204,13 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     import math
 
     from scipy.stats import hmean
-    from test_tofu_metrics import _reference_logprob
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmgen.evals.tofu import PromptFormat
-    from llmgen.tofu import load_eval_sets
+    from llmgen.tasks.tofu import load_eval_sets
+    from tests.evals.test_tofu_metrics import _reference_logprob
 
-    fixture = Path(__file__).parent / "fixtures" / "tofu"
+    fixture = Path(__file__).parents[1] / "fixtures" / "tofu"
     monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path))
     monkeypatch.setenv("LLMGEN_TOFU_DATA", str(fixture))
     monkeypatch.setenv("LLMGEN_TOFU_DS_SIZE", "300")
@@ -237,7 +237,7 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     lp, n = _reference_logprob(model, tok, PromptFormat().prompt(row["question"]), row["answer"])
     assert by_split["forget"][0]["metrics"]["prob"] == pytest.approx(math.exp(lp / n), rel=1e-4)
 
-    # offline: the synthetic set in the cache, the same folder `llmgen unlearn --data synthetic` reads
+    # offline: the synthetic set in the cache, the same folder `llmgen npo-unlearning --data synthetic` reads
     monkeypatch.delenv("LLMGEN_TOFU_DATA")
     monkeypatch.delenv("LLMGEN_TOFU_DS_SIZE")
     from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source

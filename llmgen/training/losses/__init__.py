@@ -55,16 +55,20 @@ def register_loss(name: str, needs_reference: bool = False, streams: tuple[str, 
     return add
 
 
-#: Modules whose import registers further losses (the unlearning and DCO families).
-LOSS_MODULES = ("llmgen.unlearning", "llmgen.dco")
+def loss_modules() -> list[str]:
+    """The modules of this package (``unlearning``, ``dco``, ...): importing one registers its losses.
+    Found by walking the package, so a new loss module needs no list here."""
+    import pkgutil
+
+    return [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)]
 
 
 def get_loss(name: str) -> LossFn:
-    """The loss registered as ``name``; the recipe loss modules are imported on first need, so
-    ``TrainConfig(loss="npo")`` works without importing them first."""
+    """The loss registered as ``name``; the loss modules of this package are imported on first
+    need, so ``TrainConfig(loss="npo")`` works without importing them first."""
     import importlib
 
-    for mod in LOSS_MODULES:
+    for mod in loss_modules():
         if name in LOSSES:
             break
         importlib.import_module(mod)

@@ -11,7 +11,7 @@ differentiates through the unstable log, and N = 1 gives F = 1, i.e. plain cross
 towards 0 once p̂ is large: examples the model already gets right often enough stop pushing its
 confidence further, which is how DCO keeps pass@N at large N from collapsing. Examples whose F
 is at or below a threshold (default 0.1) are dropped from the batch, as in the reference code,
-and :func:`refill_keep` lets the training loop refill each batch from the following examples.
+and ``llmgen.recipes.confidence_limiting.refill.refill_keep`` lets the training loop refill each batch from the following examples.
 
 The loss is, as in the reference (allanraventos/refine ``NCO.custom_loss_function1``), the mean
 over examples of F·NLL/|y| (``normalization="example_mean"``); ``"token_mean"`` (F-weighted NLL
@@ -25,7 +25,7 @@ the same weight with p estimated as the fraction of k sampled solutions that rea
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -179,40 +179,3 @@ def success_rate_weight(rate: torch.Tensor | Sequence[float], n: float) -> torch
     if torch.any((rate < 0) | (rate > 1)):
         raise LlmgenError("success rates must be in [0, 1]")
     return dco_weight(torch.log(rate), n)
-
-
-def estimate_success_rates(backend, prompts: Sequence[str], answers: Sequence[str], k: int,
-                           temperature: float = 1.0, max_tokens: int = 256, stop: Sequence[str] = (),
-                           seed: int | None = 0,
-                           grader: Callable[[str, str], bool] | None = None) -> list[float]:
-    """Per problem, the fraction of ``k`` sampled solutions whose final answer is correct (DCO_a's p)."""
-    from llmgen.backends.base import SamplingConfig
-    from llmgen.math_answers import grade
-
-    if k < 1:
-        raise LlmgenError(f"need k >= 1 samples to estimate a success rate, got {k}")
-    if len(prompts) != len(answers):
-        raise LlmgenError(f"{len(prompts)} prompts but {len(answers)} answers")
-    grader = grader or grade
-    outs = backend.generate(list(prompts), SamplingConfig(n=k, temperature=temperature,
-                                                          max_tokens=max_tokens, stop=tuple(stop), seed=seed))
-    return [sum(grader(c.text, a) for c in comps) / len(comps) for comps, a in zip(outs, answers, strict=True)]
-
-
-@torch.no_grad()
-def sequence_weights(model, batch: dict, n: float) -> torch.Tensor:
-    """F(N, p̂) for each sequence of a batch under the current model (no gradient), for filtering."""
-    lp, _ = token_logprobs(model, *model_inputs(batch))
-    return dco_weight(lp.sum(-1), n)
-
-
-def refill_keep(n: float, threshold: float = 0.1) -> Callable[[Any, dict], torch.Tensor]:
-    """``keep_fn`` for ``llmgen.training.train``: keep examples whose F(N, p̂) under the current
-    weights is above ``threshold``; the loop drops the others and refills the batch (reference:
-    ``filter_samples.filter_fn_NCO``, run on every global batch)."""
-    check_n(n)
-
-    def keep(model, batch: dict) -> torch.Tensor:
-        return sequence_weights(model, batch, n) > threshold
-
-    return keep

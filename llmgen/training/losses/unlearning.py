@@ -229,7 +229,7 @@ def _register() -> None:
             return loss, logs
 
         loss_fn.__name__ = f"{method}_loss"
-        loss_fn.__doc__ = f"Unlearning loss {method!r} (see llmgen.unlearning)."
+        loss_fn.__doc__ = f"Unlearning loss {method!r} (see llmgen.training.losses.unlearning)."
         if method not in LOSSES:
             register_loss(method, needs_reference=spec["reference"], streams=spec["streams"],
                           aligned=spec.get("aligned", ()))(loss_fn)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 TOL = 1e-3
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -82,7 +82,7 @@ def assert_rows_agree(hf_rows: list[dict], vl_rows: list[dict]) -> set[str]:
 def test_format_eval_vllm_matches_hf(tiny_hf, vllm_tiny, tiny_model_dir, tmp_path):
     """``llmgen eval --formats`` (``run_format_eval``) on a ranked and a generated task, both backends."""
     from llmgen.evaluate import EvalConfig
-    from llmgen.format_eval import run_format_eval
+    from llmgen.prompts.format_eval import run_format_eval
 
     runs = {}
     for name, backend in (("hf", tiny_hf), ("vllm", vllm_tiny)):
@@ -122,7 +122,7 @@ def test_unlearning_evaluator_vllm_merges_lora_and_matches_hf(tiny_peft, tmp_pat
     the same TOFU metrics as HF on the in-memory peft model, and the peft model is left as it was."""
     from llmgen.evals.tofu import PromptFormat, summary
     from llmgen.recipes.npo_unlearning import Evaluator, UnlearnConfig
-    from llmgen.tofu import SyntheticTofuConfig, load_eval_sets, write_synthetic_tofu
+    from llmgen.tasks.tofu import SyntheticTofuConfig, load_eval_sets, write_synthetic_tofu
     from llmgen.training.modeling import is_peft
 
     model, tok = tiny_peft
@@ -171,7 +171,7 @@ def test_make_retain_logs_vllm_matches_hf(vllm_tiny, tiny_model_dir, tmp_path):
     """Retain logs written through vLLM hold the same forget truth ratios as through HF. Uses (and
     then shuts down) ``vllm_tiny``'s engine: keep it the last test of this module that needs it."""
     from llmgen.recipes.npo_unlearning import make_retain_logs
-    from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+    from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
 
     tofu = write_synthetic_tofu(tmp_path / "tofu", SyntheticTofuConfig(n_authors=3, retain_eval_size=3))
     logs = {name: json.loads(Path(make_retain_logs(tiny_model_dir, str(tofu), "forget10", str(tmp_path / f"{name}.json"),

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmgen.classification_tasks import (
-    TASKS,
-    ClassificationTask,
-    Example,
-    load_classification_task,
-    load_jsonl_task,
-    load_sni_task,
-)
 from llmgen.errors import LlmgenError
-from llmgen.formats import (
+from llmgen.prompts.formats import (
     NUMBERINGS,
     Enumeration,
     Field,
@@ -33,8 +25,16 @@ from llmgen.formats import (
     sample_formats,
     save_formats,
 )
+from llmgen.tasks.classification import (
+    TASKS,
+    ClassificationTask,
+    Example,
+    load_classification_task,
+    load_jsonl_task,
+    load_sni_task,
+)
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sni_task_sentiment.json"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
 TWO = Layout((Field("First number", "first"), Field("Second number", "second")), "Larger")
 MC = Layout((Field("Sentence", "s"), Group("block", (Header("Options"), Enumeration("opts", "Option")))), "Answer")
 ONE = Layout((Field("Review", "review"),), "Sentiment")
@@ -277,7 +277,7 @@ def test_task_validation():
 
 # --- Super-NaturalInstructions: the reference's per-task structures on real task files -------------
 
-SNI_DIR = Path(__file__).parent / "fixtures" / "sni"
+SNI_DIR = Path(__file__).parents[2] / "fixtures" / "sni"
 # The 53 tasks of the paper's runs (msclar/formatspread run_evals.sh, command variations 1-16).
 RUN_EVALS_TASKS = """050 065 069 070 114 133 155 158 161 162 163 190 213 214 220 279 280 286 296 297 316 317 319 320
 322 323 325 326 327 328 335 337 385 580 607 608 609 904 905 1186 1283 1284 1297 1347 1387 1419 1420 1421 1423
@@ -285,7 +285,7 @@ RUN_EVALS_TASKS = """050 065 069 070 114 133 155 158 161 162 163 190 213 214 220
 
 
 def test_structures_cover_the_53_tasks_of_the_paper_runs():
-    from llmgen.classification_tasks import SNI_STRUCTURES
+    from llmgen.tasks.classification import SNI_STRUCTURES
 
     assert len(RUN_EVALS_TASKS) == 53 and set(SNI_STRUCTURES) == set(RUN_EVALS_TASKS)
 
@@ -343,7 +343,7 @@ def test_a_perturbed_format_renumbers_options_answers_and_instruction():
 
 
 def test_every_structure_samples_plausible_distinct_formats():
-    from llmgen.classification_tasks import SNI_STRUCTURES
+    from llmgen.tasks.classification import SNI_STRUCTURES
 
     for number_, s in SNI_STRUCTURES.items():
         formats = sample_formats(s.layout, 12, seed=0, original=s.original)

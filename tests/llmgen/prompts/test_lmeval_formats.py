@@ -17,11 +17,11 @@ pytest.importorskip("lm_eval")
 
 from llmgen.errors import LlmgenError  # noqa: E402
 from llmgen.evaluate import EvalConfig, open_cache  # noqa: E402
-from llmgen.format_eval import run_format_eval  # noqa: E402
-from llmgen.formats import Field, Format, Layout  # noqa: E402
-from llmgen.lmeval import INCLUDE_ENV, make_lm, run_lmeval, template_layout  # noqa: E402
+from llmgen.prompts.format_eval import run_format_eval  # noqa: E402
+from llmgen.prompts.formats import Field, Format, Layout  # noqa: E402
+from llmgen.tasks.lmeval import INCLUDE_ENV, make_lm, run_lmeval, template_layout  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "docs" / "examples" / "tasks" / "lmeval"
 CAPITALS = EXAMPLES / "data" / "capitals.jsonl"
 
@@ -133,7 +133,7 @@ def test_format_zero_scores_lm_evals_requests(lmeval_env, tiny_hf, tiny_model_di
 def test_formats_use_run_evals_seeded_demonstrations():
     # a random few-shot sampler seeds per doc_id: --formats' format 0 must draw what plain eval draws
     from llmgen.evaluate import task_prompt
-    from llmgen.format_eval import task_evaluator
+    from llmgen.prompts.format_eval import task_evaluator
     from llmgen.tasks import Task
 
     docs = [{"question": f"q{i}", "target": f"a{i}"} for i in range(6)]

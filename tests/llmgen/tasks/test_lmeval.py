@@ -17,10 +17,10 @@ pytest.importorskip("lm_eval")
 
 from llmgen.errors import LlmgenError  # noqa: E402
 from llmgen.evaluate import EvalConfig, run_eval  # noqa: E402
-from llmgen.lmeval import INCLUDE_ENV, convert_results, list_lmeval_tasks, metric_name, run_lmeval  # noqa: E402
 from llmgen.tasks import get_task  # noqa: E402
+from llmgen.tasks.lmeval import INCLUDE_ENV, convert_results, list_lmeval_tasks, metric_name, run_lmeval  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "docs" / "examples" / "tasks" / "lmeval"
 TASKS = ["llmgen_arith_gen", "llmgen_capitals_mc", "llmgen_paragraphs_ppl"]
 
@@ -46,8 +46,8 @@ def test_lmeval_task_loading_errors(lmeval_env):
     task = get_task("lmeval:llmgen_demo")  # a group: its documents are its tasks' documents
     assert len(task.docs) == 12 + 8 + 4 and "group" in task.description
     # a template that is not `Descriptor: {{field}}` lines: --formats refuses in one line, before any
-    # model loads (tests/test_lmeval_formats.py covers the tasks it can vary)
-    from llmgen.format_eval import run_format_eval
+    # model loads (tests/llmgen/prompts/test_lmeval_formats.py covers the tasks it can vary)
+    from llmgen.prompts.format_eval import run_format_eval
 
     with pytest.raises(LlmgenError, match="--formats cannot vary lm-eval task 'llmgen_capitals_mc'"):
         run_format_eval(EvalConfig(model="default", tasks=["lmeval:llmgen_capitals_mc"], cache=None), num_formats=3)

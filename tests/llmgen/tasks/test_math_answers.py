@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmgen.math_answers import (
+from llmgen.tasks.math_answers import (
     canonical_math_answer,
     extract_answer,
     extract_boxed,

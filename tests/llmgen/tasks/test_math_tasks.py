@@ -9,8 +9,8 @@ import re
 import pytest
 
 from llmgen.errors import LlmgenError
-from llmgen.math_answers import extract_boxed, is_equiv
-from llmgen.math_tasks import direct_prompt, direct_target, generate_task, load_math
+from llmgen.tasks.math import direct_prompt, direct_target, generate_task, load_math
+from llmgen.tasks.math_answers import extract_boxed, is_equiv
 
 
 def test_generated_split_is_deterministic_and_disjoint():
@@ -31,7 +31,7 @@ def test_generated_split_is_deterministic_and_disjoint():
 
 
 def test_passn_training_set_never_meets_the_eval_problems():
-    """Issue 13: `llmgen passn`'s default training set and `llmgen eval --tasks math_generated_d*`."""
+    """Issue 13: `llmgen confidence-limiting`'s default training set and `llmgen eval --tasks math_generated_d*`."""
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, load_problems
     from llmgen.tasks import get_task
 
@@ -50,8 +50,8 @@ def test_passn_training_set_never_meets_the_eval_problems():
 def test_arithmetic_task_and_word_problems_share_one_generator():
     import random
 
-    from llmgen.math_tasks import arithmetic_problem
     from llmgen.tasks import make_arithmetic
+    from llmgen.tasks.math import arithmetic_problem
 
     task = make_arithmetic(n=5, steps=2, seed=7)
     rng = random.Random(7)

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from llmgen.errors import LlmgenError
-from llmgen.hf_data import load_hub, load_split
 from llmgen.tasks import catalogue, get_task, task_from_yaml
+from llmgen.tasks.hub import load_hub, load_split
 
 # openai/gsm8k (main): question, answer ending "#### N"
 GSM8K_TRAIN = [{"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmgen.errors import LlmgenError
-from llmgen.tofu import (
+from llmgen.tasks.tofu import (
     BASE_ANSWER_KEY,
     REFERENCE_DS_SIZE,
     SyntheticTofuConfig,
@@ -24,7 +24,7 @@ from llmgen.tofu import (
     write_synthetic_tofu,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tofu"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "tofu"
 """The first rows of TOFU's own files, unchanged (copied from ../shared/data/tofu; see its README)."""
 REAL_CONFIGS = {"forget10": 40, "forget10_perturbed": 40, "retain90": 200, "retain_perturbed": 40,
                 "real_authors_perturbed": 30, "world_facts_perturbed": 30}
@@ -172,7 +172,7 @@ def test_long_answers_keep_the_facts_and_the_truth_ratio_contrast():
 
 
 def test_one_synthetic_source_for_eval_and_unlearn(tmp_path, monkeypatch):
-    """`llmgen eval --tasks tofu_*` and `llmgen unlearn --data synthetic` read the same folder."""
+    """`llmgen eval --tasks tofu_*` and `llmgen npo-unlearning --data synthetic` read the same folder."""
     from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source
     from llmgen.tasks import tofu_data_source
 

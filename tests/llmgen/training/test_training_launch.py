@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PY = sys.executable
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -144,9 +144,9 @@ def test_cli_train_and_one_line_errors(tmp_path, tiny_model_dir, train_jsonl):
 
 
 def test_two_process_unlearning_writes_one_run_folder(tmp_path, tiny_model_dir):
-    """`llmgen unlearn` under torchrun: both ranks train in step, rank 0 alone writes results."""
+    """`llmgen npo-unlearning` under torchrun: both ranks train in step, rank 0 alone writes results."""
     from llmgen.recipes.npo_unlearning import make_retain_logs
-    from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+    from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
 
     torchrun = shutil.which("torchrun", path=str(Path(PY).parent)) or shutil.which("torchrun")
     if torchrun is None or not torch.distributed.is_gloo_available():
@@ -155,7 +155,7 @@ def test_two_process_unlearning_writes_one_run_folder(tmp_path, tiny_model_dir):
     logs = make_retain_logs(tiny_model_dir, str(data), "forget10", str(tmp_path / "logs.json"), eval_limit=3)
     out = tmp_path / "run"
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(29300 + os.getpid() % 300),
-           "-m", "llmgen.cli.main", "unlearn", "--model", tiny_model_dir, "--data", str(data), "--forget", "forget10",
+           "-m", "llmgen.cli.main", "npo-unlearning", "--model", tiny_model_dir, "--data", str(data), "--forget", "forget10",
            "--retain-logs", logs, "--method", "ga,npo_rt", "--steps", "2", "--eval-every", "2", "--eval-limit", "3",
            "--batch-size", "2", "--lr", "1e-3", "--max-new-tokens", "4", "--output-dir", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)

@@ -56,12 +56,12 @@ def test_cli_passn_bad_input(tmp_path, capsys):
     from llmgen.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["passn", "--n", "0", "-o", str(tmp_path / "run")])
+        main(["confidence-limiting", "--n", "0", "-o", str(tmp_path / "run")])
     assert exc.value.code == 2
     assert "N" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # checked before writing anything
     with pytest.raises(SystemExit) as exc:
-        main(["passn", "--samples", "8", "--train-data", "x.jsonl", "-o", str(tmp_path / "run")])
+        main(["confidence-limiting", "--samples", "8", "--train-data", "x.jsonl", "-o", str(tmp_path / "run")])
     assert exc.value.code == 2
 
 
@@ -70,7 +70,7 @@ def test_cli_passn_runs(tiny_model_dir, tmp_path, capsys, one_thread):
     from llmgen.cli.main import main
 
     out = tmp_path / "cli-run"
-    main(["passn", "--model", tiny_model_dir, "--n-train", "16", "--n-test", "2", "--epochs", "1", "--samples", "2",
+    main(["confidence-limiting", "--model", tiny_model_dir, "--n-train", "16", "--n-test", "2", "--epochs", "1", "--samples", "2",
           "--batch-size", "16", "--max-new-tokens", "2", "--methods", "ce", "-o", str(out)])
     assert "pass@1_by_epoch" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["ks"] == [1, 2]
@@ -78,7 +78,7 @@ def test_cli_passn_runs(tiny_model_dir, tmp_path, capsys, one_thread):
 
 @pytest.mark.slow
 def test_cli_passn_with_train_and_test_files(tiny_model_dir, tmp_path, capsys, one_thread):
-    """Issue 19: `llmgen passn --train-data/--test-data` on MATH-format files (answers in
+    """Issue 19: `llmgen confidence-limiting --train-data/--test-data` on MATH-format files (answers in
     \\boxed{} of the solution, as in MATH, or an answer field)."""
     from llmgen.cli.main import main
 
@@ -90,7 +90,7 @@ def test_cli_passn_with_train_and_test_files(tiny_model_dir, tmp_path, capsys, o
     for i in range(3):
         (test / "algebra" / f"{i}.json").write_text(json.dumps({"problem": f"Compute {i} * 3.", "answer": str(3 * i)}))
     out = tmp_path / "files-run"
-    main(["passn", "--model", tiny_model_dir, "--train-data", str(train), "--test-data", str(test), "--epochs", "1",
+    main(["confidence-limiting", "--model", tiny_model_dir, "--train-data", str(train), "--test-data", str(test), "--epochs", "1",
           "--samples", "2", "--batch-size", "6", "--max-new-tokens", "2", "--methods", "dco", "--n", "2",
           "-o", str(out)])
     assert "pass@1_by_epoch" in capsys.readouterr().out

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmgen.classification_tasks import load_classification_task
 from llmgen.errors import LlmgenError
 from llmgen.evals.format_spread import (
     atomic_perturbations,
@@ -20,9 +19,10 @@ from llmgen.evals.format_spread import (
     prefix_match,
     probability_ranking,
 )
-from llmgen.formats import Format, load_formats
+from llmgen.prompts.formats import Format, load_formats
+from llmgen.tasks.classification import load_classification_task
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sni_task_sentiment.json"
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -263,12 +263,12 @@ def test_recipe_bad_inputs_fail_before_writing(changes, match, tmp_path):
 def test_cli_runs_and_reports_errors(tiny_model_dir, tmp_path, capsys):
     from llmgen.cli.main import main
 
-    main(["formatspread", "--model", tiny_model_dir, "--task", "parity", "--num-formats", "3", "--limit", "4",
+    main(["format-spread", "--model", tiny_model_dir, "--task", "parity", "--num-formats", "3", "--limit", "4",
           "--num-generated", "16", "--mode", "exhaustive", "--output-dir", str(tmp_path / "cli")])
     printed = capsys.readouterr().out
     assert "spread:" in printed and (tmp_path / "cli" / "results.json").is_file()
     with pytest.raises(SystemExit) as exc:
-        main(["formatspread", "--model", tiny_model_dir, "--budget", "30", "--batch", "20",
+        main(["format-spread", "--model", tiny_model_dir, "--budget", "30", "--batch", "20",
               "--output-dir", str(tmp_path / "bad")])
     assert exc.value.code == 2
     assert "error: budget 30 is too small" in capsys.readouterr().err
@@ -279,7 +279,7 @@ def test_embedded_model_reads_the_original_format(hf_default):
     """Through the real backend: the easy sentiment task is solved in the plain format, so prompt
     assembly, answer sets and gold labels line up; a garbled format is scored on the same examples."""
     from llmgen.cache import RequestCache
-    from llmgen.format_eval import FormatEvaluator, Scorer
+    from llmgen.prompts.format_eval import FormatEvaluator, Scorer
     from llmgen.recipes.format_spread import split_examples, task_requests
 
     task = load_classification_task("sentiment", 40, 0)
@@ -293,11 +293,11 @@ def test_embedded_model_reads_the_original_format(hf_default):
 
 
 def test_eval_formats_and_recipe_score_the_same_strings(tiny_hf, tiny_model_dir, tmp_path):
-    """One rendering + scoring path: `llmgen eval --tasks sentiment --formats 3` and `llmgen formatspread
+    """One rendering + scoring path: `llmgen eval --tasks sentiment --formats 3` and `llmgen format-spread
     --task sentiment` send the very same (context, continuation) pairs, and the original format's pair
     is plain `llmgen eval`'s ("...Sentiment:", " negative")."""
     from llmgen.evaluate import EvalConfig, run_eval
-    from llmgen.format_eval import run_format_eval
+    from llmgen.prompts.format_eval import run_format_eval
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
     cfg = EvalConfig(model=tiny_model_dir, tasks=["sentiment"], limit=4, num_fewshot=1, cache=None,

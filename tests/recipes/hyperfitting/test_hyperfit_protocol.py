@@ -9,7 +9,12 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.generation import ngram_set, ngrams, token_entropies
 from llmgen.models import byte_tokenizer, tiny_model
 from llmgen.recipes.hyperfitting import CitationBlocker, HyperfittingConfig, generate, heldout_point
-from llmgen.text_sources import chunk_documents, document_sequences, iter_documents, stdlib_texts
+from llmgen.recipes.hyperfitting.text_sources import (
+    chunk_documents,
+    document_sequences,
+    iter_documents,
+    stdlib_texts,
+)
 
 DOCS = [f"Document number {i} says something about topic {i % 7}." for i in range(40)]
 

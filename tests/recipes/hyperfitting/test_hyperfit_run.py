@@ -97,12 +97,12 @@ def test_cli_hyperfit(tiny_model_dir, text_file, tmp_path, capsys):
     from llmgen.cli.main import main
 
     out = tmp_path / "cli"
-    main(["hyperfit", "--model", tiny_model_dir, "--text", text_file, "--sequences", "8", "--seq-len", "48",
+    main(["hyperfitting", "--model", tiny_model_dir, "--text", text_file, "--sequences", "8", "--seq-len", "48",
           "--prompts", "4", "--prompt-len", "8", "--gen-len", "24", "--epochs", "1", "--lr", "1e-3",
           "--batch-size", "4", "--output", str(out)])
     assert (out / "results.json").is_file()
     assert "hyperfitted_greedy" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
-        main(["hyperfit", "--model", tiny_model_dir, "--text", text_file, "--seq-len", "100000",
+        main(["hyperfitting", "--model", tiny_model_dir, "--text", text_file, "--seq-len", "100000",
               "--output", str(tmp_path / "bad")])
     assert exc.value.code == 2

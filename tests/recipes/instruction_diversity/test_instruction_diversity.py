@@ -106,7 +106,7 @@ def test_farthest_point_selection_picks_distinct_items_per_domain():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from llmgen.embeddings import get_embedder
+    from llmgen.recipes.instruction_diversity.embeddings import get_embedder
 
     return get_embedder()
 
@@ -127,7 +127,7 @@ def test_embedding_model_puts_paraphrases_closer_than_unrelated(embedder):
 
 
 def test_unknown_embedding_model_folder_is_a_clear_error(tmp_path):
-    from llmgen.embeddings import resolve_embedding_model
+    from llmgen.recipes.instruction_diversity.embeddings import resolve_embedding_model
 
     with pytest.raises(LlmgenError, match="embedding model not found"):
         resolve_embedding_model(str(tmp_path / "nope"))
@@ -157,7 +157,7 @@ def test_dataset_report_and_diverse_subset(tmp_path):
     res = run(DatasetDiversityConfig(data=[code, chat], select_size=4, output_dir=str(out)))
     assert res["rows"] == 10 and set(res["domains"]) == {"code", "chat"}
     # the measures of the same embeddings, computed here from the n x n cosine matrix directly
-    from llmgen.embeddings import get_embedder
+    from llmgen.recipes.instruction_diversity.embeddings import get_embedder
 
     texts = [json.loads(line)["instruction"] for f in (code, chat) for line in open(f, encoding="utf-8")]
     u = get_embedder().encode(texts).astype(np.float64)
@@ -198,7 +198,7 @@ def test_cli_dataset_command(tmp_path):
 
     data = _write(tmp_path / "d.jsonl", [{"instruction": t} for t in ("Add two numbers.", "Translate to German.",
                                                                       "Write a haiku.")])
-    main(["diversity", "dataset", data, "--output-dir", str(tmp_path / "r"), "--select", "2"])
+    main(["instruction-diversity", "dataset", data, "--output-dir", str(tmp_path / "r"), "--select", "2"])
     assert len((tmp_path / "r" / "selected.jsonl").read_text().splitlines()) == 2
 
 
@@ -206,5 +206,5 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     from llmgen.cli.main import main
 
     with pytest.raises(SystemExit) as e:
-        main(["diversity", "sweep", "--num-instructions", "10,x", "--output-dir", str(tmp_path)])
+        main(["instruction-diversity", "sweep", "--num-instructions", "10,x", "--output-dir", str(tmp_path)])
     assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err

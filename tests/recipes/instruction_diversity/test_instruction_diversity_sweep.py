@@ -7,8 +7,8 @@ import json
 import pytest
 
 from llmgen.errors import LlmgenError
-from llmgen.markov import MarkovConfig
 from llmgen.recipes.instruction_diversity import SweepConfig, exact_match_report, run, run_sweep
+from llmgen.recipes.instruction_diversity.markov import MarkovConfig
 
 
 def tiny_sweep(out, **kw) -> SweepConfig:
@@ -56,7 +56,7 @@ def test_sweep_runs_writes_table_and_resumes_without_rerunning(tmp_path, capsys)
     from llmgen.io import atomic_write_json
 
     atomic_write_json(tmp_path / "sweep.json", asdict(tiny_sweep(tmp_path)))
-    main(["diversity", "sweep", "--config", str(tmp_path / "sweep.json")])
+    main(["instruction-diversity", "sweep", "--config", str(tmp_path / "sweep.json")])
     assert {p: p.stat().st_mtime_ns for p in cells} == stamps
     assert "ran 0 cell(s), reused 2" in capsys.readouterr().out
 
@@ -108,7 +108,7 @@ def _scaled_down(task: MarkovConfig, **kw) -> MarkovConfig:
 
 
 def test_paper_presets_evaluate_on_inputs_that_contain_the_pattern():
-    from llmgen.markov import Rule, generate, parse_domain, satisfies
+    from llmgen.recipes.instruction_diversity.markov import Rule, generate, parse_domain, satisfies
 
     data = generate(_scaled_down(SweepConfig.paper().task))
     for row in data.train + data.test:  # every input contains the pattern: no no-ops

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from llmgen.errors import LlmgenError
-from llmgen.markov import (
+from llmgen.recipes.instruction_diversity.markov import (
     Domain,
     MarkovConfig,
     Rule,

@@ -8,7 +8,7 @@ import pytest
 
 from llmgen.errors import LlmgenError
 from llmgen.recipes.npo_unlearning import UnlearnConfig, finetune, make_retain_logs, run, warmup_steps
-from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_cli_reports_bad_method(tmp_path, capsys):
     from llmgen.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["unlearn", "--method", "npx", "-o", str(tmp_path / "x")])
+        main(["npo-unlearning", "--method", "npx", "-o", str(tmp_path / "x")])
     assert exc.value.code == 2
     assert "unknown unlearning method 'npx'" in capsys.readouterr().err
 
@@ -110,7 +110,7 @@ def test_cli_chat_prompt_without_a_chat_template_is_one_error_line(tiny_model_di
     from llmgen.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["unlearn", "--stage", "finetune", "--model", tiny_model_dir, "--data", tofu_dir, "--steps", "1",
+        main(["npo-unlearning", "--stage", "finetune", "--model", tiny_model_dir, "--data", tofu_dir, "--steps", "1",
               "--prompt-template", "chat", "-o", str(tmp_path / "ft")])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -123,10 +123,10 @@ def test_cli_unknown_forget_split_names_it_and_writes_nothing(tmp_path, capsys):
 
     from llmgen.cli.main import main
 
-    real = str(Path(__file__).parent / "fixtures" / "tofu")
+    real = str(Path(__file__).parents[2] / "fixtures" / "tofu")
     for extra, valid in (([], "forget01, forget05, forget10"), (["--data", real], "forget10")):
         with pytest.raises(SystemExit) as exc:
-            main(["unlearn", "--forget", "forget99", "-o", str(tmp_path / "x"), *extra])
+            main(["npo-unlearning", "--forget", "forget99", "-o", str(tmp_path / "x"), *extra])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "unknown forget split 'forget99'" in err[0] and f"(valid: {valid})" in err[0]

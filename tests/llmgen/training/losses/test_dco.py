@@ -9,16 +9,16 @@ import mpmath
 import pytest
 import torch
 
-from llmgen.dco import (
+from llmgen.errors import LlmgenError
+from llmgen.recipes.confidence_limiting.refill import refill_keep
+from llmgen.training.losses import LOSSES, LossState, ce_loss, register_loss
+from llmgen.training.losses.dco import (
     dco_loss,
     dco_objective,
     dco_weight,
     dco_weighted_loss,
-    refill_keep,
     success_rate_weight,
 )
-from llmgen.errors import LlmgenError
-from llmgen.training.losses import LOSSES, LossState, ce_loss, register_loss
 
 LOGPS = [-700.0, -40.0, -12.0, -5.0, -2.0, -0.7, -0.1, -1e-3, -1e-7]
 NS = [1, 2, 4, 16, 256, 2.5]
@@ -365,7 +365,7 @@ def test_dco_a_weights_ce_by_success_rate(tiny):
 def test_estimate_success_rates_with_hf_backend(tiny):
     from llmgen.backends.base import SamplingConfig
     from llmgen.backends.hf import HFBackend
-    from llmgen.dco import estimate_success_rates
+    from llmgen.recipes.confidence_limiting.refill import estimate_success_rates
 
     model, tok = tiny
     backend = HFBackend("tiny", model_obj=model, tokenizer_obj=tok)
@@ -384,7 +384,7 @@ def test_estimate_success_rates_with_hf_backend(tiny):
     rates = estimate_success_rates(backend, prompts, answers, k=3, max_tokens=3, seed=0, grader=starts_with_answer)
     assert rates == expected
     # the default grader (math answer equivalence) on the same samples
-    from llmgen.math_answers import grade
+    from llmgen.tasks.math_answers import grade
 
     rates = estimate_success_rates(backend, prompts, answers, k=3, max_tokens=3, seed=0)
     assert rates == [sum(grade(c.text, a) for c in o) / 3 for o, a in zip(outs, answers, strict=True)]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from llmgen.errors import LlmgenError
-from llmgen.unlearning import (
+from llmgen.training.losses.unlearning import (
     check_beta,
     check_method,
     dpo_loss,
@@ -249,7 +249,7 @@ def tofu_streams():
     from llmgen.recipes.npo_unlearning import training_streams
 
     _, tok = tiny_model(seed=0)
-    folder = Path(__file__).parent / "fixtures" / "tofu"
+    folder = Path(__file__).parents[3] / "fixtures" / "tofu"
     streams = training_streams({"forget", "retain", "idk"}, str(folder), "forget10", tok, PromptFormat(), 160)
     return {k: v[:8] for k, v in streams.items()}
 
@@ -259,7 +259,7 @@ def test_every_method_runs_a_real_training_step(method, tofu_streams, tmp_path):
     """One optimizer step of the shared loop: finite loss, parameters move."""
     from llmgen.models import tiny_model
     from llmgen.training import TrainConfig, train
-    from llmgen.unlearning import METHODS
+    from llmgen.training.losses.unlearning import METHODS
 
     model, tok = tiny_model(seed=0)
     before = [p.detach().clone() for p in model.parameters()]
@@ -286,7 +286,7 @@ def test_gradient_signs(method, tofu_streams):
     a policy moved off the reference, so the KL term has a gradient too."""
     from llmgen.models import tiny_model
     from llmgen.training import LOSSES, LossState
-    from llmgen.unlearning import METHODS
+    from llmgen.training.losses.unlearning import METHODS
 
     model, _ = tiny_model(seed=0)
     ref = copy.deepcopy(model).eval()
