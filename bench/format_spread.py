@@ -24,7 +24,7 @@ from seeds import ROOT, llmgen_command, run_logged
 
 CONFIG = ROOT / "recipes" / "format_spread" / "configs" / "cpu.yaml"
 DOC = ROOT / "docs" / "benchmarks" / "format_spread.md"
-KEEP_FROM = "## One `llmgen formatspread` run"
+KEEP_FROM = "## One `llmgen format-spread` run"
 # The exhaustive figure this page showed before the fidelity changes (same task, shots, examples, formats).
 PREVIOUS = {"spread": 0.60, "min": 0.40, "max": 1.00, "original": 1.00}
 
@@ -85,7 +85,7 @@ def budgets(n_formats: int, n: int) -> list[tuple[int, int]]:
 def batching(args) -> dict:
     """``--formats K`` as one batch against K single-format evaluations (issue 17 item 2).
 
-    Both go through ``llmgen.format_eval.FormatEvaluator`` on the same backend, requests and
+    Both go through ``llmgen.prompts.format_eval.FormatEvaluator`` on the same backend, requests and
     examples, without the request cache: "one batch" sends every format's requests in one backend
     call, as ``eval --formats`` and the recipe's exhaustive mode do; "separate" makes one call per
     format, as K separate runs would. Each mode runs twice, alternating, and reports the best wall
@@ -95,10 +95,10 @@ def batching(args) -> dict:
 
     from llmgen.backends import get_backend
     from llmgen.cache import RequestCache
-    from llmgen.classification_tasks import load_classification_task
-    from llmgen.format_eval import FormatEvaluator, Scorer
-    from llmgen.formats import sample_formats
+    from llmgen.prompts.format_eval import FormatEvaluator, Scorer
+    from llmgen.prompts.formats import sample_formats
     from llmgen.recipes.format_spread import split_examples, task_requests
+    from llmgen.tasks.classification import load_classification_task
 
     torch.set_num_threads(2)
     task = load_classification_task(args.task, 210, args.seed)

@@ -70,7 +70,7 @@ def dataset_section(res: dict) -> str:
     return f"""
 ## Real-data diversity measures (demonstration)
 
-`llmgen diversity dataset` on a small templated set (no instruction dataset is available offline):
+`llmgen instruction-diversity dataset` on a small templated set (no instruction dataset is available offline):
 a redundant code domain (6 tasks × 4 phrasings) and a general domain (12 questions), embedded with
 all-MiniLM-L6-v2 (mean pooling, L2 norm). Clusters: average linkage cut at cosine distance
 {res['overall']['cluster_threshold']}. Selection: equal per-domain quotas, greedy farthest-point.
