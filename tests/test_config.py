@@ -1,0 +1,140 @@
+"""llmgen.config: YAML/JSON configs + dotted key=value overrides, checked against the dataclass."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from llmgen.config import EvalSettings, check_unset, config_keys, dump_config, load_config
+from llmgen.errors import LlmgenError
+from llmgen.training.config import TrainConfig
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    steps: int | None = None
+    names: list[str] = field(default_factory=lambda: ["a"])
+
+
+@dataclass
+class Outer:
+    model: str = "m"
+    flag: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    train: Inner = field(default_factory=lambda: Inner(lr=0.5))
+    weights: dict[str, float] | None = None
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_a_file():
+    assert load_config(Outer) == Outer()
+
+
+def test_nested_partial_mapping_keeps_the_section_defaults(tmp_path):
+    cfg = load_config(Outer, write(tmp_path / "c.yaml", "model: x\ntrain:\n  steps: 3\n"))
+    assert cfg.model == "x" and cfg.train.steps == 3
+    assert cfg.train.lr == 0.5  # the recipe's default for its section, not Inner()'s 1e-3
+
+
+def test_overrides_dotted_keys_and_yaml_values(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  lr: 1.0e-4\n")
+    cfg = load_config(Outer, path, ["train.lr=1e-5", "flag=true", "train.names=[x, y]", "train.steps=null",
+                                    "betas=[0.8, 0.99]", "weights={a: 2}"])
+    assert cfg.train.lr == 1e-5 and isinstance(cfg.train.lr, float)  # "1e-5" is a string to PyYAML
+    assert cfg.flag is True and cfg.train.names == ["x", "y"] and cfg.train.steps is None
+    assert cfg.betas == (0.8, 0.99) and cfg.weights == {"a": 2.0}
+
+
+def test_override_wins_over_file_and_comma_list(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  names: [p]\n  steps: 2\n")
+    cfg = load_config(Outer, path, ["train.names=u,v", "train.steps=7"])
+    assert cfg.train.names == ["u", "v"] and cfg.train.steps == 7
+
+
+def test_string_fields_keep_the_raw_text():
+    cfg = load_config(Outer, None, ["model=Q: {question}"])
+    assert cfg.model == "Q: {question}"
+    assert load_config(Outer, None, ["model=123"]).model == "123"
+
+
+def test_mapping_overrides_from_python():
+    cfg = load_config(Outer, None, {"train.lr": 2, "flag": True})
+    assert cfg.train.lr == 2.0 and cfg.flag is True
+
+
+@pytest.mark.parametrize("override, message", [
+    (["train.steps=abc"], "train.steps: expected int | None, got 'abc'"),
+    (["flag=3"], "flag: expected bool, got 3"),
+    (["betas=[1, 2, 3]"], "betas: expected 2 values"),
+    (["train.names=[1]"], "train.names[0]: expected str, got 1"),
+])
+def test_bad_type_is_one_error_naming_the_key(override, message):
+    with pytest.raises(LlmgenError) as e:
+        load_config(Outer, None, override)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_key_lists_the_known_ones_and_suggests(tmp_path):
+    with pytest.raises(LlmgenError) as e:
+        load_config(Outer, None, ["train.lrr=1"])
+    assert str(e.value) == ("unknown config key 'train.lrr'; did you mean 'train.lr'? "
+                            "(known in 'train': lr, steps, names)")
+    with pytest.raises(LlmgenError) as e:  # a section's key given at the top level
+        load_config(Outer, write(tmp_path / "c.yaml", "lr: 1\n"))
+    assert "did you mean 'train.lr'?" in str(e.value) and "known: model, flag, betas, train, weights" in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(LlmgenError, match="config file not found"):
+        load_config(Outer, tmp_path / "missing.yaml")
+    with pytest.raises(LlmgenError, match="not valid YAML"):
+        load_config(Outer, write(tmp_path / "bad.yaml", "a: [1\n"))
+    with pytest.raises(LlmgenError, match="holds a mapping"):
+        load_config(Outer, write(tmp_path / "list.yaml", "- 1\n"))
+    with pytest.raises(LlmgenError, match="KEY=VALUE"):
+        load_config(Outer, None, ["model"])
+
+
+def test_dump_round_trips_through_json(tmp_path):
+    cfg = load_config(Outer, None, ["train.steps=4", "weights={b: 1.5}", "betas=[0.1, 0.2]"])
+    data = dump_config(cfg)
+    assert data["betas"] == [0.1, 0.2] and data["train"] == {"lr": 0.5, "steps": 4, "names": ["a"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert load_config(Outer, path) == cfg
+
+
+def test_config_keys_expand_sections_with_their_defaults():
+    keys = {k: (t, d) for k, t, d in config_keys(Outer)}
+    assert keys["train.lr"] == ("float", 0.5) and keys["train.steps"] == ("int | None", None)
+    assert "train" not in keys and keys["flag"] == ("bool", False)
+
+
+def test_check_unset_refuses_changed_fields():
+    check_unset(TrainConfig(lr=1.0), ["loss", "output_dir"], "train", "set by the recipe")
+    with pytest.raises(LlmgenError) as e:
+        check_unset(TrainConfig(loss="npo"), ["loss", "output_dir"], "train", "set by the recipe")
+    assert str(e.value) == "train.loss: set by the recipe; remove it from the config"
+
+
+def test_train_config_types_load():
+    cfg = load_config(TrainConfig, None, ["adam_betas=[0.9, 0.95]", "max_grad_norm=null", "lora_targets=all-linear",
+                                          "data={forget: a.jsonl, retain: b.jsonl}", "report_to=[tensorboard]"])
+    assert cfg.adam_betas == (0.9, 0.95) and cfg.max_grad_norm is None and cfg.lora_targets == "all-linear"
+    assert cfg.data == {"forget": "a.jsonl", "retain": "b.jsonl"} and cfg.report_to == ["tensorboard"]
+    assert load_config(TrainConfig, None, ["lora_targets=[q_proj, v_proj]"]).lora_targets == ["q_proj", "v_proj"]
+    assert load_config(TrainConfig, None, ["data=x.jsonl"]).data == "x.jsonl"
+
+
+def test_eval_settings_validate():
+    EvalSettings().validate()
+    with pytest.raises(LlmgenError, match="unknown eval.backend 'tpu'"):
+        load_config(EvalSettings, None, ["backend=tpu"]).validate()
