@@ -36,7 +36,7 @@ class EvalSettings:
     ``num_samples`` completions per prompt at ``temperature``/``top_p`` (greedy when temperature is
     0); ``limit`` keeps the first N evaluation examples (None: all); ``batch_size`` is the HF
     backend's batch (None: the backend's default). A recipe that fixes one of these (e.g. TOFU's
-    greedy decoding) refuses a changed value instead of ignoring it (:func:`check_unset`).
+    greedy decoding) lists them in its ``FIXED_KEYS`` and refuses a changed value (:func:`check_fixed`).
     """
 
     backend: str = "hf"
@@ -65,11 +65,12 @@ class EvalSettings:
 
 
 def load_config(cls: type[T], path: str | Path | None = None,
-                overrides: Iterable[str] | Mapping[str, Any] = ()) -> T:
+                overrides: Iterable[str] | Mapping[str, Any] = (), base: T | None = None) -> T:
     """``cls`` from the file at ``path`` (YAML or JSON; None: the defaults), then ``overrides``.
 
     ``overrides`` is a list of ``"dotted.key=value"`` strings (values parsed as YAML) or a mapping
     of dotted keys to values already typed (``{"train.lr": 1e-3}``, handy in Python callers).
+    ``base`` (e.g. a preset) replaces the class defaults as the starting point.
     """
     data = read_config_file(path) if path is not None else {}
     items = overrides.items() if isinstance(overrides, Mapping) else (split_override(o) for o in overrides)
@@ -78,7 +79,7 @@ def load_config(cls: type[T], path: str | Path | None = None,
         if isinstance(value, str) and not isinstance(overrides, Mapping):
             value = parse_value(value, hint)
         _set_dotted(data, key.split("."), value)
-    return build(cls, data)
+    return build(cls, data, base=base)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -141,6 +142,10 @@ def key_hint(cls: type, key: str) -> Any:
     hint: Any = cls
     for i, part in enumerate(parts):
         target = _dataclass_of(hint)
+        mapping = next((a for a in _union_args(hint) if _origin(a) is dict or a is dict), None)
+        if target is None and mapping is not None:  # a key inside a dict field: train.loss_args.beta=0.1
+            hint = typing.get_args(mapping)[1] if typing.get_args(mapping) else Any
+            continue
         if target is None:
             raise LlmgenError(f"config key {key!r}: {'.'.join(parts[:i])} is not a section")
         hints = typing.get_type_hints(target)
@@ -245,6 +250,19 @@ def _from_text(value: Any, typ: type, strict: bool) -> tuple[bool, Any]:
         return False, None
 
 
+def recipe_config(paper: str, name: str) -> Path:
+    """The committed config ``recipes/<paper>/configs/<name>.yaml`` (e.g. ``("hyperfitting",
+    "tiny")``), wherever the package is installed; a missing one is one error listing the others."""
+    from importlib.resources import files
+
+    folder = Path(str(files("llmgen.recipes"))) / paper / "configs"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise LlmgenError(f"no committed config {name!r} for {paper} (known: {', '.join(known) or 'none'})")
+    return path
+
+
 # --- writing and describing ----------------------------------------------------------------------
 
 
@@ -262,8 +280,8 @@ def dump_config(obj: Any) -> dict[str, Any]:
 
 
 def config_keys(obj: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
-    """Every settable key of a config (instance or class), as ``(dotted key, type, default)``,
-    nested sections expanded: the list ``--help`` shows, so no field is unreachable."""
+    """Every key of a config (instance or class), as ``(dotted key, type, default)``, nested
+    sections expanded: the list ``--help`` shows (less ``FIXED_KEYS``), so no field is unreachable."""
     cls = obj if isinstance(obj, type) else type(obj)
     inst = cls() if isinstance(obj, type) else obj
     hints = typing.get_type_hints(cls)
@@ -279,14 +297,21 @@ def config_keys(obj: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
     return out
 
 
-def check_unset(obj: Any, names: Iterable[str], section: str, why: str) -> None:
-    """Refuse a changed value in fields a recipe sets itself (or does not use), rather than
-    silently ignoring it: ``train.loss`` of an unlearning run is each method's loss."""
+def check_fixed(obj: Any) -> None:
+    """Refuse a changed value in the keys a recipe sets itself or does not use (its class's
+    ``FIXED_KEYS``, dotted), rather than silently ignoring it: ``train.loss`` of an unlearning run
+    is each method's loss. ``--help`` leaves these keys out of its list."""
     default = type(obj)()
-    changed = [n for n in names if getattr(obj, n) != getattr(default, n)]
+    changed = [k for k in getattr(type(obj), "FIXED_KEYS", ()) if _get_dotted(obj, k) != _get_dotted(default, k)]
     if changed:
-        keys = ", ".join(f"{section}.{n}" for n in changed)
-        raise LlmgenError(f"{keys}: {why}; remove {'it' if len(changed) == 1 else 'them'} from the config")
+        raise LlmgenError(f"{', '.join(changed)}: set by the {type(obj).__name__} recipe itself (or not used "
+                          f"by it); remove {'it' if len(changed) == 1 else 'them'} from the config")
+
+
+def _get_dotted(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def type_name(hint: Any) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from llmgen.config import EvalSettings, check_unset, config_keys, dump_config, load_config
+from llmgen.config import EvalSettings, check_fixed, config_keys, dump_config, load_config
 from llmgen.errors import LlmgenError
 from llmgen.training.config import TrainConfig
 
@@ -118,11 +119,17 @@ def test_config_keys_expand_sections_with_their_defaults():
     assert "train" not in keys and keys["flag"] == ("bool", False)
 
 
-def test_check_unset_refuses_changed_fields():
-    check_unset(TrainConfig(lr=1.0), ["loss", "output_dir"], "train", "set by the recipe")
+@dataclass
+class Fixed(Outer):
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = ("train.steps", "flag")
+
+
+def test_check_fixed_refuses_changed_fields():
+    check_fixed(load_config(Fixed, None, ["train.lr=2", "model=x"]))
     with pytest.raises(LlmgenError) as e:
-        check_unset(TrainConfig(loss="npo"), ["loss", "output_dir"], "train", "set by the recipe")
-    assert str(e.value) == "train.loss: set by the recipe; remove it from the config"
+        check_fixed(load_config(Fixed, None, ["train.steps=3"]))
+    assert str(e.value) == ("train.steps: set by the Fixed recipe itself (or not used by it); "
+                            "remove it from the config")
 
 
 def test_train_config_types_load():
@@ -138,3 +145,13 @@ def test_eval_settings_validate():
     EvalSettings().validate()
     with pytest.raises(LlmgenError, match="unknown eval.backend 'tpu'"):
         load_config(EvalSettings, None, ["backend=tpu"]).validate()
+
+
+def test_dotted_keys_into_dict_fields_and_a_base():
+    cfg = load_config(TrainConfig, None, ["loss_args.beta=0.1", "loss_args.retain=kl"])
+    assert cfg.loss_args == {"beta": 0.1, "retain": "kl"}
+    weights = load_config(Outer, None, ["weights.code=3"]).weights
+    assert weights == {"code": 3.0} and isinstance(weights["code"], float)
+    base = Outer(model="preset", train=Inner(lr=9.0, steps=1))
+    cfg = load_config(Outer, None, ["train.steps=2"], base=base)
+    assert (cfg.model, cfg.train.lr, cfg.train.steps) == ("preset", 9.0, 2)
