@@ -38,10 +38,13 @@ def config_options(cls: type, path: str | Path | None, args: Sequence[str], flag
     return load_config(cls, path, overrides)
 
 
-def flag_overrides(args: Sequence[str], flags: Flags) -> list[str]:
+def flag_overrides(args: Sequence[str], flags: Flags, positional: str | None = None) -> list[str]:
     """``["--lr", "1e-5", "train.epochs=2", "--normalize"]`` → ``["train.lr=1e-5", "train.epochs=2",
-    "normalize=true"]``; an unknown flag is one error naming the shortcuts."""
-    out, i = [], 0
+    "normalize=true"]``; an unknown flag is one error naming the shortcuts. Bare arguments fill
+    the list key ``positional`` when the command has one (``llmgen diversity dataset a.jsonl``)."""
+    import json
+
+    out, bare, i = [], [], 0
     while i < len(args):
         token = args[i]
         if token.startswith("-") and not _is_number(token):
@@ -67,10 +70,12 @@ def flag_overrides(args: Sequence[str], flags: Flags) -> list[str]:
                 out.append(f"{target}={inline}")
         elif "=" in token:
             out.append(token)
+        elif positional is not None:
+            bare.append(token)
         else:
             raise LlmgenError(f"unexpected argument {token!r} (overrides look like KEY=VALUE, e.g. train.lr=1e-5)")
         i += 1
-    return out
+    return out + ([f"{positional}={json.dumps(bare)}"] if bare else [])
 
 
 def flag_keys(flags: Flags) -> dict[str, str]:

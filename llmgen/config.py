@@ -175,6 +175,9 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "", base: Any = N
             kwargs[name] = build(nested, value, key + ".", current if dataclasses.is_dataclass(current) else None)
         else:
             kwargs[name] = coerce(value, hints[name], key)
+    if base is not None:
+        for name in _derived_fields(cls) - set(kwargs):
+            kwargs[name] = _field_default(flds[name])  # re-derived from the new values by __post_init__
     try:
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except TypeError as e:  # a required field missing
@@ -342,6 +345,17 @@ def _dataclass_of(hint: Any) -> type | None:
         if dataclasses.is_dataclass(arg) and isinstance(arg, type):
             return arg
     return None
+
+
+def _derived_fields(cls: type) -> set[str]:
+    """Fields whose ``__post_init__`` fills them from others (declared default None, value
+    computed: ``MarkovConfig.replacement_length`` follows ``pattern_length``). Changing a copy of
+    a default instance must recompute them, not keep the old derived value."""
+    try:
+        fresh = cls()
+    except TypeError:  # required fields: no defaults to compare
+        return set()
+    return {f.name for f in dataclasses.fields(cls) if f.init and f.default is None and getattr(fresh, f.name) is not None}
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -90,9 +90,10 @@ class UnlearnConfig:
     ``finetune`` is the fine-tuning stages' (TOFU's, :func:`finetune_train`). Both warm up for
     ``warmup_epochs`` epochs, counted as TOFU does (:func:`warmup_steps`). ``beta``/``alpha``/
     ``gamma``/``delta``/``ga_reduction``/``kl_reduction`` left as None take each method's default
-    (``llmgen.unlearning.DEFAULT_ARGS``). ``synthetic_answer_style`` ``long`` gives TOFU-length
-    answers. ``ds_size`` keeps the first N rows of each evaluation set as TOFU does (300; None:
-    all rows, recorded in results.json); ``eval.limit`` cuts further (quick runs).
+    (``llmgen.unlearning.DEFAULT_ARGS``). ``synthetic`` sizes the generated set (authors, seed,
+    forget splits, answer style: ``long`` gives TOFU-length answers). ``ds_size`` keeps the first
+    N rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
+    ``eval.limit`` cuts further (quick runs).
     """
 
     model: str = "default"
@@ -112,9 +113,7 @@ class UnlearnConfig:
     eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=MAX_NEW_TOKENS))
     ds_size: int | None = None
     prompt_template: str = PromptFormat.template
-    synthetic_authors: int = 20
-    synthetic_seed: int = 0
-    synthetic_answer_style: str = "long"
+    synthetic: SyntheticTofuConfig = field(default_factory=SyntheticTofuConfig)  # data=synthetic: its size
     output_dir: str = "runs/unlearn"
 
     # TOFU decodes greedily, one answer per question: no sampling settings, no batch size.
@@ -127,10 +126,6 @@ class UnlearnConfig:
         allowed = set(check_method(method))  # the method's own arguments
         return check_method(method, {k: v for k, v in given.items() if k in allowed})
 
-    def synthetic(self) -> SyntheticTofuConfig:
-        return SyntheticTofuConfig(n_authors=self.synthetic_authors, seed=self.synthetic_seed,
-                                   answer_style=self.synthetic_answer_style)
-
     def validate(self) -> None:
         """Every check that can fail, before anything is loaded or written."""
         if not self.methods:
@@ -139,9 +134,9 @@ class UnlearnConfig:
             check_beta(self.beta)
         for m in self.methods:
             self.method_args(m)
-        check_answer_style(self.synthetic_answer_style, "synthetic_answer_style")
+        check_answer_style(self.synthetic.answer_style, "synthetic.answer_style")
         if self.data == SYNTHETIC:
-            check_forget_split(self.forget_split, percents=self.synthetic().forget_percents)
+            check_forget_split(self.forget_split, percents=self.synthetic.forget_percents)
         else:
             check_forget_split(self.forget_split, self.data)
         check_fixed(self)
@@ -178,7 +173,7 @@ def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epoch
 def data_source(config: UnlearnConfig) -> str:
     """The TOFU folder or hub id; ``synthetic`` is the cached generated set (written once, shared
     with ``llmgen eval --tasks tofu_*``), never a copy in the run folder."""
-    return synthetic_source(config.synthetic()) if config.data == SYNTHETIC else config.data
+    return synthetic_source(config.synthetic) if config.data == SYNTHETIC else config.data
 
 
 def qa_features(rows: list[dict], tokenizer, fmt: PromptFormat, max_length: int, name: str,

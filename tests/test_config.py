@@ -155,3 +155,82 @@ def test_dotted_keys_into_dict_fields_and_a_base():
     base = Outer(model="preset", train=Inner(lr=9.0, steps=1))
     cfg = load_config(Outer, None, ["train.steps=2"], base=base)
     assert (cfg.model, cfg.train.lr, cfg.train.steps) == ("preset", 9.0, 2)
+
+
+@dataclass
+class Derived:
+    width: int = 2
+    height: int | None = None  # default: the width
+
+    def __post_init__(self) -> None:
+        self.height = self.height if self.height is not None else self.width
+
+
+@dataclass
+class HasDerived:
+    shape: Derived = field(default_factory=lambda: Derived(width=5))
+
+
+def test_changing_a_section_recomputes_its_derived_fields():
+    assert load_config(HasDerived).shape == Derived(5, 5)
+    assert load_config(HasDerived, None, ["shape.width=3"]).shape == Derived(3, 3)
+    assert load_config(HasDerived, None, ["shape.width=3", "shape.height=7"]).shape == Derived(3, 7)
+
+
+# --- the committed configs (recipes/<paper>/configs/*.yaml) ---------------------------------------
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+CONFIG_CLASSES = {
+    "npo_unlearning": "llmgen.recipes.npo_unlearning:UnlearnConfig",
+    "confidence_limiting": "llmgen.recipes.confidence_limiting:ConfidenceLimitingConfig",
+    "hyperfitting": "llmgen.recipes.hyperfitting:HyperfittingConfig",
+    "format_spread": "llmgen.recipes.format_spread:FormatSpreadConfig",
+    "instruction_diversity": "llmgen.recipes.instruction_diversity:SweepConfig",
+}
+COMMITTED = sorted(RECIPES.glob("*/configs/*.yaml"))
+
+
+def _validate(paper: str, cfg) -> None:
+    if paper == "format_spread":
+        from llmgen.recipes.format_spread import _check
+
+        _check(cfg)
+    else:
+        cfg.validate()
+
+
+def test_every_recipe_has_committed_configs():
+    papers = {p.parent.parent.name for p in COMMITTED}
+    assert papers == set(CONFIG_CLASSES)
+    assert all((RECIPES / paper / "configs" / "tiny.yaml").is_file() for paper in CONFIG_CLASSES)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_committed_config_loads_validates_and_round_trips(path, tmp_path):
+    """Every committed config: only known keys, right types, valid values (no model loads), and its
+    config.json (``dump_config``) loads back to the same config."""
+    import importlib
+
+    paper = path.parent.parent.name
+    module, _, name = CONFIG_CLASSES[paper].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    cfg = load_config(cls, path)
+    _validate(paper, cfg)
+    assert load_config(cls, path) == cfg  # a pure function of the file
+    (tmp_path / "config.json").write_text(json.dumps(dump_config(cfg)))
+    assert load_config(cls, tmp_path / "config.json") == cfg
+
+
+def test_bench_configs_carry_the_bench_settings():
+    """The figure configs hold what bench/*.py runs (spot checks of the settings each figure names)."""
+    from llmgen.config import recipe_config
+    from llmgen.recipes.hyperfitting import HyperfittingConfig
+    from llmgen.recipes.npo_unlearning import UnlearnConfig
+
+    hf = load_config(HyperfittingConfig, recipe_config("hyperfitting", "bench"))
+    assert (hf.num_sequences, hf.seq_len, hf.train.epochs, hf.train.lr, hf.train.batch_size) == (8, 128, 20, 1e-4, 4)
+    assert (hf.num_prompts, hf.eval.max_new_tokens, hf.split, hf.citation_blocker) == (12, 96, "stream", False)
+    un = load_config(UnlearnConfig, recipe_config("npo_unlearning", "bench"))
+    assert (un.train.max_steps, un.train.batch_size, un.train.lr, un.train.schedule) == (60, 4, 2e-5, "constant")
+    assert un.train.max_grad_norm is None and un.forget_split == "forget20" and un.synthetic.n_authors == 10
+    assert (un.finetune.epochs, un.finetune.lr, un.finetune.batch_size) == (3.0, 1e-4, 8)

@@ -107,8 +107,8 @@ def test_chat_prompt_template_is_the_models_own_format(default_model_dir, tiny_m
 
 
 def test_bad_synthetic_answer_style_is_a_clear_error(tmp_path):
-    with pytest.raises(LlmgenError, match="unknown synthetic_answer_style 'medium'"):
-        run(UnlearnConfig(synthetic_answer_style="medium", output_dir=str(tmp_path / "run")))
+    with pytest.raises(LlmgenError, match="unknown synthetic.answer_style 'medium'"):
+        run(load_config(UnlearnConfig, None, {"synthetic.answer_style": "medium", "output_dir": str(tmp_path / "run")}))
     assert not (tmp_path / "run").exists()
 
 
