@@ -234,3 +234,16 @@ def test_bench_configs_carry_the_bench_settings():
     assert (un.train.max_steps, un.train.batch_size, un.train.lr, un.train.schedule) == (60, 4, 2e-5, "constant")
     assert un.train.max_grad_norm is None and un.forget_split == "forget20" and un.synthetic.n_authors == 10
     assert (un.finetune.epochs, un.finetune.lr, un.finetune.batch_size) == (3.0, 1e-4, 8)
+
+
+def test_real_run_folders_config_json_loads_back(recipe_runs):
+    """The config.json two recipes wrote on the tiny model is a valid --config for them."""
+    from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig
+    from llmgen.recipes.npo_unlearning import UnlearnConfig
+
+    for name, cls in (("passn", ConfidenceLimitingConfig), ("unlearn", UnlearnConfig)):
+        path = recipe_runs[name] / "config.json"
+        cfg = load_config(cls, path)
+        cfg.validate()
+        assert dump_config(cfg) == json.loads(path.read_text())
+        assert cfg.output_dir == str(recipe_runs[name])
