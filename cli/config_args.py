@@ -29,13 +29,12 @@ CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def config_options(cls: type, path: str | Path | None, args: Sequence[str], flags: Flags,
-                   preset: Mapping[str, Any] | None = None) -> Any:
-    """The config of one command line: the file (or the defaults), the command's own ``preset``
-    values, then the shortcut flags and ``key=value`` overrides in the order given."""
+                   positional: str | None = None, base: Any = None) -> Any:
+    """The config of one command line: the file (or ``base``, a preset, or the defaults), then the
+    shortcut flags and ``key=value`` overrides in the order given."""
     from llmgen.config import load_config
 
-    overrides = [f"{k}={v}" for k, v in (preset or {}).items()] + flag_overrides(args, flags)
-    return load_config(cls, path, overrides)
+    return load_config(cls, path, flag_overrides(args, flags, positional), base=base)
 
 
 def flag_overrides(args: Sequence[str], flags: Flags, positional: str | None = None) -> list[str]:

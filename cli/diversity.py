@@ -9,8 +9,7 @@ from pathlib import Path
 
 import typer
 
-from llmgen.cli.config_args import CONFIG_OPTION, flag_overrides, register_config_command
-from llmgen.config import load_config
+from llmgen.cli.config_args import CONFIG_OPTION, config_options, register_config_command
 
 # Shortcut flag -> config key (tests/test_cli.py checks both tables against the dataclasses).
 SWEEP_FLAGS = {
@@ -49,7 +48,7 @@ def sweep(
     if sum((config is not None, paper, paper_semantic)) > 1:
         raise LlmgenError("give at most one of --config, --paper and --paper-semantic")
     base = SweepConfig.paper() if paper else SweepConfig.paper_semantic() if paper_semantic else None
-    cfg = load_config(SweepConfig, config, flag_overrides(ctx.args, SWEEP_FLAGS), base=base)
+    cfg = config_options(SweepConfig, config, ctx.args, SWEEP_FLAGS, base=base)
     # the sweep resumes finished cells inside its folder: only a file in the way is an error
     check_output_dir(cfg.output_dir, overwrite=True)
     result = run_sweep(cfg)
@@ -71,7 +70,7 @@ def dataset(ctx: typer.Context, config: Path | None = CONFIG_OPTION) -> None:
     from llmgen.io import check_output_dir
     from llmgen.recipes.instruction_diversity import DatasetDiversityConfig, run_dataset_diversity
 
-    cfg = load_config(DatasetDiversityConfig, config, flag_overrides(ctx.args, DATASET_FLAGS, positional="data"))
+    cfg = config_options(DatasetDiversityConfig, config, ctx.args, DATASET_FLAGS, positional="data")
     output_dir, threshold = cfg.output_dir, cfg.threshold
     check_output_dir(output_dir, overwrite=True)  # a file in the way fails before the embedding model loads
     res = run_dataset_diversity(cfg)
