@@ -3,7 +3,7 @@
 A recipe command declares only the options that are not config fields (``--config``, a stage, a
 preset); everything else on its command line is either ``KEY=VALUE`` (any key of the config
 dataclass, dotted for nested sections) or a shortcut flag from the command's one ``FLAGS`` table
-(flag -> config key; ``tests/test_cli.py`` checks every table against the dataclass fields). The
+(flag -> config key; ``tests/cli/test_cli.py`` checks every table against the dataclass fields). The
 ``--help`` text lists every config key with its default, generated from the dataclass, so no
 field is unreachable.
 """
@@ -40,7 +40,7 @@ def config_options(cls: type, path: str | Path | None, args: Sequence[str], flag
 def flag_overrides(args: Sequence[str], flags: Flags, positional: str | None = None) -> list[str]:
     """``["--lr", "1e-5", "train.epochs=2", "--normalize"]`` → ``["train.lr=1e-5", "train.epochs=2",
     "normalize=true"]``; an unknown flag is one error naming the shortcuts. Bare arguments fill
-    the list key ``positional`` when the command has one (``llmgen diversity dataset a.jsonl``)."""
+    the list key ``positional`` when the command has one (``llmgen instruction-diversity dataset a.jsonl``)."""
     import json
 
     out, bare, i = [], [], 0

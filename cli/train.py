@@ -3,7 +3,7 @@
 Runs unchanged under ``accelerate launch`` / ``torchrun`` (see docs/training.md). The settings are
 one ``TrainConfig``: ``--config FILE`` (YAML/JSON with its field names) plus ``key=value``
 overrides, and a ``--flag`` shortcut for every field (``FLAGS``, generated from the dataclass, so
-no field is unreachable; ``tests/test_cli.py`` checks the table).
+no field is unreachable; ``tests/cli/test_cli.py`` checks the table).
 """
 
 from __future__ import annotations
