@@ -271,6 +271,15 @@ def test_cli_runs_and_reports_errors(tiny_model_dir, tmp_path, capsys):
           "--num-generated", "16", "--mode", "exhaustive", "--output-dir", str(tmp_path / "cli")])
     printed = capsys.readouterr().out
     assert "spread:" in printed and (tmp_path / "cli" / "results.json").is_file()
+    # the same run from the committed tiny config: the same config.json, the same accuracies
+    from llmgen.config import recipe_config
+
+    main(["format-spread", "--config", str(recipe_config("format_spread", "tiny")), f"model={tiny_model_dir}",
+          f"output_dir={tmp_path / 'from_config'}"])
+    flags, config = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("cli", "from_config"))
+    assert {**flags, "output_dir": None} == {**config, "output_dir": None}
+    again = capsys.readouterr().out
+    assert again.split("→")[0] == printed.split("→")[0]  # every figure up to the run folder's path
     with pytest.raises(SystemExit) as exc:
         main(["format-spread", "--model", tiny_model_dir, "--budget", "30", "--batch", "20",
               "--output-dir", str(tmp_path / "bad")])
