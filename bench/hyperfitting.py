@@ -198,10 +198,11 @@ def main() -> None:
               ("entropy (nats)", {"held-out, teacher forced": epoch_matrix(runs, "heldout_entropy")[1],
                                   "own greedy text": epoch_matrix(runs, "entropy")[1]}),
               ("held-out perplexity", {"ppl": epoch_matrix(runs, "heldout_perplexity")[1]})]
-    band_plot(PLOT, epochs, panels, "epoch", f"Hyperfitting, SmolLM2-135M, {len(runs)} seeds (mean, 95% t band)")
+    plot = Path(args.doc).parent / PLOT.parent.name / PLOT.name  # next to the page it belongs to
+    band_plot(plot, epochs, panels, "epoch", f"Hyperfitting, SmolLM2-135M, {len(runs)} seeds (mean, 95% t band)")
     atomic_write_text(args.doc, text)
     print(summary)
-    print(f"wrote {args.doc} and {PLOT}")
+    print(f"wrote {args.doc} and {plot}")
 
 
 if __name__ == "__main__":
