@@ -144,11 +144,16 @@ def report(config: str, run: Path, entry: dict, outcomes: np.ndarray, sims: list
     lo, hi = np.percentile(boot, [2.5, 97.5])
     cfg_rel = Path(config).relative_to(ROOT) if Path(config).is_absolute() else config
     cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    # A nested config.json (eval: ...) comes from `--config`; a flat one from the flags the command had before.
+    how = (f"run through `llmgen format-spread --config {cfg_rel}` (`bench/format_spread.py`)" if "eval" in cfg else
+           "this run went through the command's flags before `--config` existed (`llmgen format-spread --mode exhaustive "
+           "--num-formats 50 --shots 1 --limit 30 --num-generated 81 --seed 0`); `dump_config` of the committed config "
+           "has the same values, and `bench/format_spread.py` now runs it with `--config`")
     lines = [
         "# FormatSpread benchmark: exhaustive spread, and bandit vs exhaustive search",
         "",
-        f"Model: embedded SmolLM2-135M-Instruct (HF backend, float32, CPU). Config `{cfg_rel}`, run through "
-        f"`llmgen format-spread --config {cfg_rel}` (`bench/format_spread.py`). Task `{cfg.get('task')}`, "
+        f"Model: embedded SmolLM2-135M-Instruct (HF backend, float32, CPU). Config `{cfg_rel}`; {how}. "
+        f"Task `{cfg.get('task')}`, "
         f"{cfg.get('shots')}-shot, {n} evaluation examples, "
         f"{n_formats} plausible formats (seed 0; the original first), probability ranking (summed logprob of "
         f"each answer, no length normalisation). Exhaustive: {outcomes.size} evaluations in {seconds / 60:.1f} min "
@@ -187,7 +192,8 @@ def report(config: str, run: Path, entry: dict, outcomes: np.ndarray, sims: list
               "| attribute | pairs | mean abs change | max abs change |", "|---|---|---|---|"]
     for k, v in entry["perturbations"].items():
         lines.append(f"| {k} | {v['pairs']} | {100 * v['mean_abs_delta']:.1f} pts | {100 * v['max_abs_delta']:.1f} pts |")
-    lines += ["", f"Reproduce: `.venv/bin/python bench/format_spread.py` (run folder `{run}`).", ""]
+    rel = run.relative_to(ROOT) if run.is_absolute() else run
+    lines += ["", f"Reproduce: `.venv/bin/python bench/format_spread.py` (run folder `{rel}`).", ""]
     summary = (f"exhaustive spread {100 * ex['spread']:.1f} points [{100 * ex['min']:.1f}%, {100 * ex['max']:.1f}%] "
                f"(95% bootstrap over examples [{100 * lo:.1f}, {100 * hi:.1f}]); earlier doc 60 points")
     return "\n".join(lines), summary
