@@ -216,6 +216,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
                          "gold": scored.gold, "responses": scored.responses, "filtered": scored.predictions,
                          "correct": scored.correct, "response_logprobs": [c["logprob"] for c in comps],
+                         "response_tokens": [c["num_tokens"] for c in comps],
                          "metrics": metrics, "truncated": any(c["truncated"] for c in comps)})
     elif task.output_type == "multiple_choice":
         pairs, spans = [], []

@@ -615,6 +615,19 @@ def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> T
                 metrics=("acc",), description=f"generated classification ({', '.join(ct.classes)}), ranked by loglikelihood")
 
 
+def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
+              max_tokens: int = 16, description: str = "") -> Task:
+    """Direct-answer math problems (``{"problem", "answer"}`` docs), graded by math equivalence.
+
+    One definition for ``llmgen eval --tasks math_generated_d*`` and the pass@N recipe's pass@k
+    evaluation: the prompt is ``Problem: ...\nAnswer:`` (``math_tasks.direct_prompt``), responses
+    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``."""
+    return Task(name=name, docs=docs, fewshot_docs=list(fewshot_docs), num_fewshot=num_fewshot,
+                input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
+                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=max_tokens,
+                description=description)
+
+
 def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
     """The pass@N recipe's generated math problems (direct answers), graded by math equivalence.
 
@@ -624,10 +637,8 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
 
     train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)
     to_doc = lambda p: {"problem": p.problem, "answer": p.answer}  # noqa: E731
-    return Task(name=f"math_generated_d{difficulty}", docs=[to_doc(p) for p in test], fewshot_docs=[to_doc(p) for p in train],
-                num_fewshot=3, input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
-                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=16,
-                description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
+    return math_task(f"math_generated_d{difficulty}", [to_doc(p) for p in test], [to_doc(p) for p in train],
+                     num_fewshot=3, description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
 
 
 def tofu_data_source() -> str:

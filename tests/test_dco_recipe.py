@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -50,6 +51,19 @@ def test_confidence_limiting_end_to_end(tiny_model_dir, tmp_path, one_thread):
     assert all(0.0 <= r["greedy_confidence"] <= 1.0 and len(r["sample_answers"]) == 4 for r in rows)
     for name in ("passk.png", "passk_epochs.png", "confidence.png", "config.json"):
         assert (out / name).stat().st_size > 0
+    # the runner's evaluations in the one schema: one per method and epoch, pass@k as the recipe's curve
+    from llmgen.results import check_results
+
+    assert set(check_results(out)["results"]) == {"ce/epoch0", "ce/epoch1", "dco/epoch0", "dco/epoch1"}
+    for method in ("ce", "dco"):
+        for h in results["methods"][method]:
+            metrics = saved["results"][f"{method}/epoch{h['epoch']}"]
+            for k in ("1", "2", "4"):
+                assert metrics[f"pass@{k}"] == pytest.approx(h["passk"][k]["unbiased"])
+    for r in rows:  # per-problem pass@2 from the runner = 1 - C(n-c, 2) / C(n, 2) on the row's correctness
+        c = sum(r["correct"])
+        assert r["metrics"]["pass@2"] == pytest.approx(1 - math.comb(4 - c, 2) / math.comb(4, 2))
+        assert r["num_correct"] == sum(r["correct"]) and r["task"] == f"{r['method']}/epoch{r['epoch']}"
 
 
 def test_cli_passn_bad_input(tmp_path, capsys):
