@@ -43,7 +43,7 @@ from llmgen.evaluate import (
     validate,
     versions,
 )
-from llmgen.formats import Field, Format, Layout, sample_formats, save_formats
+from llmgen.formats import Format, Layout, sample_formats, save_formats
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.tasks import Renderer, Task
 
@@ -277,7 +277,9 @@ def task_layout(task: Task) -> Layout:
                           "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
     if task.evaluator is not None:
         raise LlmgenError(f"task {task.name!r} brings its own evaluator; --formats needs a task scored per response")
-    return Layout(fields=tuple(Field(d, k) for d, k in task.input_fields), output=task.output_descriptor)
+    if task.answer_key is not None:
+        raise LlmgenError(f"task {task.name!r} enumerates options; run it with `llmgen formatspread`")
+    return task.prompt_layout()
 
 
 def format_renderer(fmt: Format, task: Task) -> Renderer:

@@ -267,6 +267,14 @@ class Task:
     fewshot_sampler: str = "first"  # or "random": k demonstrations drawn per document from fewshot_seed
     fewshot_seed: int = 1234
     fewshot_as_multiturn: bool = False  # with a chat template: demonstrations as user/assistant turns
+    # FormatSpread: the Layout (fields and enumerations, ``llmgen.formats``) that prompt formats render,
+    # the Format the documents are written in, and, for multiple choice over an enumeration, its key
+    # (the answers are that enumeration's item numbers, spelled per format) and how an answer spells one.
+    layout: Any = None  # None: one field per ``input_fields`` entry, then ``output_descriptor``
+    original_format: Any = None  # None: the grammar's original format
+    answer_key: str | None = None
+    answer_template: str = "{}"
+    skipped: int = 0  # raw instances that did not parse in the original format (dropped, as the reference)
     # A task whose metrics are not per-response scores (TOFU) brings its own evaluation:
     # evaluator(backend, task, config) -> (aggregate metrics, per-example rows).
     evaluator: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
@@ -368,6 +376,36 @@ class Task:
         if self.instruction:
             turns[0] = {"role": "user", "content": f"{self.instruction}\n\n{turns[0]['content']}"}
         return system + turns
+
+    # --- prompt formats (FormatSpread) ---------------------------------------------------------------
+    def prompt_layout(self):
+        """The FormatSpread layout: the task's own (enumerations included), or one field per input field."""
+        from llmgen.formats import Field, Layout
+
+        if self.layout is not None:
+            return self.layout
+        return Layout(fields=tuple(Field(d, k) for d, k in self.input_fields), output=self.output_descriptor)
+
+    def format_answers(self, fmt) -> list[str]:
+        """The answer set in ``fmt``: the choices, or the answer enumeration's item numbers as ``fmt`` spells them."""
+        if self.answer_key is None:
+            return self.choices_of(self.docs[0])
+        enum = self.prompt_layout().enumeration(self.answer_key)
+        size = len(self.docs[0][self.answer_key])
+        return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(size)]
+
+    def format_gold(self, doc: dict, fmt) -> str:
+        """The gold answer of ``doc`` in ``fmt`` (an option index becomes that format's number)."""
+        if self.answer_key is not None:
+            return self.format_answers(fmt)[int(doc[self.target_key])]
+        return self.target_of(doc)
+
+    def format_prompt(self, fmt, demos: Sequence[dict], doc: dict) -> str:
+        """Instruction, demonstrations and the query (ending at the open output field) rendered in ``fmt``."""
+        from llmgen.formats import build_prompt
+
+        return build_prompt(fmt, self.prompt_layout(), self.instruction,
+                            [(d, self.format_gold(d, fmt)) for d in demos], doc)
 
     def choices_of(self, doc: dict) -> list[str]:
         choices = self.choices_list if self.choices_list is not None else doc[self.choices_key]  # type: ignore[index]
@@ -599,20 +637,16 @@ def get_task(name: str) -> Task:
 
 
 def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
-    """A FormatSpread classification task as an eval task: rank the classes by loglikelihood."""
+    """A FormatSpread classification task for ``llmgen eval``: the recipe's own ``Task``, split as the
+    recipe splits it (the demonstration pool are the few-shot documents), ranked by loglikelihood."""
     from llmgen.classification_tasks import DEMO_POOL, demo_pool_split, load_classification_task
-    from llmgen.formats import Field
 
-    ct = load_classification_task(name, n=n + DEMO_POOL, seed=0)
-    if not all(isinstance(f, Field) for f in ct.layout.fields):
+    task = load_classification_task(name, n=n + DEMO_POOL, seed=0)
+    if task.answer_key is not None:
         raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen formatspread`")
-    pool, examples = demo_pool_split(ct.examples, seed=0)  # the FormatSpread recipe's split
-    to_doc = lambda ex: {**ex.values, "label": str(ex.label), "choices": list(ct.classes)}  # noqa: E731
-    return Task(name=name, docs=[to_doc(e) for e in examples], fewshot_docs=[to_doc(e) for e in pool],
-                num_fewshot=num_fewshot,
-                input_fields=[(f.descriptor, f.key) for f in ct.layout.fields], output_descriptor=ct.layout.output,
-                target_key="label", instruction=ct.instruction, output_type="multiple_choice", choices_key="choices",
-                metrics=("acc",), description=f"generated classification ({', '.join(ct.classes)}), ranked by loglikelihood")
+    pool, examples = demo_pool_split(task.docs, seed=0)  # the FormatSpread recipe's split
+    task.docs, task.fewshot_docs, task.num_fewshot = examples, pool, num_fewshot
+    return task
 
 
 def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
