@@ -115,3 +115,32 @@ def test_cli_passn_with_train_and_test_files(tiny_model_dir, tmp_path, capsys, o
     assert [h["epoch"] for h in hist] == [0, 1] and hist[1]["train"]["steps"] == 2  # 12 problems / batch 6
     rows = read_jsonl(out / "samples.jsonl")
     assert sorted(r["answer"] for r in rows if r["epoch"] == 1) == ["0", "3", "6"]  # the test file's answers
+
+
+def test_passn_evaluation_resumes_from_the_request_cache(tiny_model_dir, tmp_path, one_thread):
+    """pass@k goes through the runner: a second evaluation of the same in-memory weights is served by
+    the request cache (content fingerprint, not id()), with the same numbers; other weights miss."""
+    import torch
+
+    from llmgen.backends.hf import HFBackend
+    from llmgen.cache import RequestCache
+    from llmgen.models import load_model
+    from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, evaluate, load_problems
+
+    cfg = ConfidenceLimitingConfig(model=tiny_model_dir, n_train=1, n_test=3, samples=4, max_new_tokens=3,
+                                   progress=False)
+    problems = load_problems(cfg)[1]
+    model, tok = load_model(tiny_model_dir)
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    first = evaluate(HFBackend("in-memory", model_obj=model, tokenizer_obj=tok), problems, cfg, seed=1, cache=cache)
+    misses = cache.misses
+    assert misses > 0 and cache.hits == 0
+    again = evaluate(HFBackend("in-memory", model_obj=model, tokenizer_obj=tok), problems, cfg, seed=1, cache=cache)
+    assert cache.misses == misses and cache.hits > 0
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)  # (NaN block_se compares as text)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # other weights: nothing may come from the cache
+    hits = cache.hits
+    evaluate(HFBackend("in-memory", model_obj=model, tokenizer_obj=tok), problems, cfg, seed=1, cache=cache)
+    assert cache.hits == hits and cache.misses > misses
+    cache.close()
