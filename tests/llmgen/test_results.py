@@ -84,11 +84,17 @@ def _eval(tiny_model_dir: str, out: Path) -> Path:
     return out
 
 
+def _tiny(recipe: str, cls, overrides: dict):
+    """The recipe's committed tiny config (as its own tests use it) with ``overrides``."""
+    from llmgen.config import load_config, recipe_config
+
+    return load_config(cls, recipe_config(recipe, "tiny"), overrides)
+
+
 def _format_spread(tiny_model_dir: str, out: Path) -> Path:
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
-    run(FormatSpreadConfig(model=tiny_model_dir, task="comparison", num_formats=3, shots=1, limit=4,
-                           num_generated=20, mode="exhaustive", output_dir=str(out)))
+    run(_tiny("format_spread", FormatSpreadConfig, {"model": tiny_model_dir, "output_dir": str(out)}))
     return out
 
 
@@ -98,20 +104,16 @@ def _hyperfitting(tiny_model_dir: str, out: Path) -> Path:
     text = out.parent / "text.txt"
     words = "the a cat dog sat ran on under mat log tree house river".split()
     text.write_text("\n\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(30)) for i in range(20)))
-    run(HyperfittingConfig(model=tiny_model_dir, text_source=str(text), num_sequences=4, seq_len=32, num_prompts=2,
-                           prompt_len=8, gen_len=8, epochs=1, lr=3e-3, batch_size=4, epoch_eval_prompts=2,
-                           output_dir=str(out), progress=False))
+    run(_tiny("hyperfitting", HyperfittingConfig, {"model": tiny_model_dir, "text_source": str(text),
+                                                   "output_dir": str(out), "train.epochs": 1}))
     return out
 
 
 def _instruction_diversity(tiny_model_dir: str, out: Path) -> Path:
     from llmgen.recipes.instruction_diversity import SweepConfig, run_sweep
-    from llmgen.recipes.instruction_diversity.markov import MarkovConfig
 
-    run_sweep(SweepConfig(output_dir=str(out), num_instructions=[2], max_steps=1, batch_size=8, hidden_size=64,
-                          intermediate_size=128, num_layers=1, num_heads=1, seen_eval_examples=2, eval_batch_size=16,
-                          task=MarkovConfig(alphabet="abc", input_length=(5, 6), pattern_length=(1, 2), budget=16,
-                                            test_instructions=2, test_examples_per_instruction=2)), progress=False)
+    run_sweep(_tiny("instruction_diversity", SweepConfig, {"output_dir": str(out), "num_instructions": [2]}),
+              progress=False)
     return out
 
 

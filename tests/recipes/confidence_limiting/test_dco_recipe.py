@@ -23,11 +23,14 @@ def one_thread():
 
 @pytest.mark.slow
 def test_confidence_limiting_end_to_end(tiny_model_dir, tmp_path, one_thread):
+    from llmgen.config import load_config
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, run
 
     out = tmp_path / "run"
-    cfg = ConfidenceLimitingConfig(model=tiny_model_dir, output_dir=str(out), n_train=32, n_test=4, epochs=1,
-                                   samples=4, batch_size=16, lr=1e-3, max_new_tokens=3, dco_n=4, progress=False)
+    cfg = load_config(ConfidenceLimitingConfig, None, {
+        "model": tiny_model_dir, "output_dir": str(out), "n_train": 32, "n_test": 4, "train.epochs": 1,
+        "eval.num_samples": 4, "train.batch_size": 16, "train.lr": 1e-3, "eval.max_new_tokens": 3, "dco_n": 4,
+        "progress": False})
     results = run(cfg)
 
     assert results["ks"] == [1, 2, 4]
@@ -124,11 +127,12 @@ def test_passn_evaluation_resumes_from_the_request_cache(tiny_model_dir, tmp_pat
 
     from llmgen.backends.hf import HFBackend
     from llmgen.cache import RequestCache
+    from llmgen.config import load_config
     from llmgen.models import load_model
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, evaluate, load_problems
 
-    cfg = ConfidenceLimitingConfig(model=tiny_model_dir, n_train=1, n_test=3, samples=4, max_new_tokens=3,
-                                   progress=False)
+    cfg = load_config(ConfidenceLimitingConfig, None, {"model": tiny_model_dir, "n_train": 1, "n_test": 3,
+                                                       "eval.num_samples": 4, "eval.max_new_tokens": 3, "progress": False})
     problems = load_problems(cfg)[1]
     model, tok = load_model(tiny_model_dir)
     cache = RequestCache(tmp_path / "requests.sqlite")
