@@ -1,0 +1,526 @@
+"""lm-eval tasks through llmgen's backends (the ``lmeval`` extra: ``pip install 'llmgen[lmeval]'``).
+
+``llmgen eval --tasks lmeval:NAME[,...] [--include-path DIR]`` loads lm-eval's own task definitions
+(its catalogue and the user's YAMLs, with ``include``, ``!function`` and groups) and runs them with
+lm-eval's own evaluator, so prompts, filters and metric code are lm-eval's. Only the model calls
+differ: ``LlmgenLM`` answers lm-eval's requests (``generate_until`` / ``loglikelihood`` /
+``loglikelihood_rolling``) through an llmgen backend (HF or vLLM) and llmgen's request cache, so a run
+resumes, and the results come back in llmgen's schema (results.json + samples.jsonl, as ``run_eval``
+writes them), so ``compare`` and ``report`` read them.
+
+Tokenisation follows lm-eval's HF model (``HFLM``): ``tok_encode`` with the tokenizer's default special
+tokens, lm-eval's ``_encode_pair`` and empty-context handling (TemplateLM), its left truncation to
+``max_length`` and its rolling windows (``get_rolling_token_windows`` + ``make_disjoint_window``), so
+the same model and dtype give the same numbers as ``lm_eval --model hf``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import TYPE_CHECKING, Any
+
+from llmgen.errors import LlmgenError
+from llmgen.prompts.formats import Field, Format, Layout
+from llmgen.tasks import Task
+
+if TYPE_CHECKING:
+    from llmgen.backends import Backend
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import EvalConfig
+
+PREFIX = "lmeval:"
+INCLUDE_ENV = "LLMGEN_LMEVAL_INCLUDE_PATH"
+
+
+def available() -> bool:
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require() -> None:
+    if not available():
+        raise LlmgenError("lm-eval tasks need the lmeval extra: pip install 'llmgen[lmeval]' (lm-eval==0.4.13)")
+
+
+def include_path() -> list[str] | None:
+    """The user's lm-eval task folders (``--include-path``, kept in ``$LLMGEN_LMEVAL_INCLUDE_PATH``)."""
+    value = os.environ.get(INCLUDE_ENV)
+    if not value:
+        return None
+    paths = [p for p in value.split(os.pathsep) if p]
+    for p in paths:
+        if not os.path.isdir(p):
+            raise LlmgenError(f"--include-path {p!r} is not a folder")
+    return paths
+
+
+_MANAGERS: dict[tuple, Any] = {}
+
+
+def task_manager():
+    """lm-eval's TaskManager over its catalogue plus the include path (built once per process)."""
+    _require()
+    import logging
+
+    from lm_eval.tasks import TaskManager
+
+    key = tuple(include_path() or ())
+    if key not in _MANAGERS:
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+        _MANAGERS[key] = TaskManager(include_path=list(key) or None)
+    return _MANAGERS[key]
+
+
+def list_lmeval_tasks(pattern: str | None = None) -> list[str]:
+    """lm-eval task and group names (``lmeval:`` prefixed) containing ``pattern``."""
+    names = task_manager().all_tasks
+    return [PREFIX + n for n in names if pattern is None or pattern.lower() in n.lower()]
+
+
+def load_lmeval_task(name: str) -> Task:
+    """An llmgen Task standing for an lm-eval task or group; the definition is loaded (and its data
+    read) here, so an unknown name or a broken YAML fails before any model loads."""
+    from llmgen.tasks import Task
+
+    lm_name = name[len(PREFIX):]
+    tm = task_manager()
+    if lm_name not in tm.all_tasks:
+        close = [n for n in tm.all_tasks if lm_name.lower() in n.lower()][:8]
+        raise LlmgenError(f"unknown lm-eval task {lm_name!r}" + (f" (close: {', '.join(close)})" if close else
+                          " (see `llmgen tasks --filter NAME`; your own YAMLs need --include-path)"))
+    try:
+        leaves = list(tm.load([lm_name])["tasks"].values())
+        docs = [{"task": t.config.task, "doc_id": i} for t in leaves for i in range(len(t.eval_docs))]
+    except LlmgenError:
+        raise
+    except Exception as e:
+        raise LlmgenError(f"lm-eval task {lm_name!r} does not load: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    types = sorted({t.OUTPUT_TYPE for t in leaves})
+    # lm-eval renders its own prompts (Jinja doc_to_text), so --formats cannot vary them: the template
+    # marks the task as not fields-with-descriptors, which --formats refuses in one line before loading
+    text = leaves[0].config.doc_to_text if len(leaves) == 1 else None
+    template = text if isinstance(text, str) else "<lm-eval doc_to_text>"
+    return Task(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
+                description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
+
+
+def generation_settings(gen_kwargs: dict, tokenizer: Any, seed: int = 0):
+    """A task's ``generation_kwargs`` as HFLM reads them (``normalize_gen_kwargs`` with HFLM's default
+    of 256 new tokens, the EOS text added to ``until``), as one llmgen ``SamplingConfig``: the one
+    reading for ``lmeval:`` runs and ``--formats`` on them, so both send the backend the same request."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+    from llmgen.backends import SamplingConfig
+
+    eos = tokenizer.decode(tokenizer.eos_token_id, skip_special_tokens=False)
+    kwargs = normalize_gen_kwargs(dict(gen_kwargs), 256)
+    until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+    return SamplingConfig(n=1, temperature=float(kwargs.get("temperature") or 0.0), top_p=float(kwargs.get("top_p") or 1.0),
+                          max_tokens=int(kwargs["max_gen_toks"]), stop=tuple(until), seed=seed)
+
+
+def _lm_class():
+    """``LlmgenLM``, defined on first use so that importing llmgen never needs lm-eval."""
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    from llmgen.backends.base import prefix_token_id
+    from llmgen.backends.cached import CachedBackend
+
+    class LlmgenLM(TemplateLM):
+        """An lm-eval model whose requests are answered by an llmgen backend through the request cache."""
+
+        def __init__(self, backend: Backend, cache: RequestCache, seed: int = 0, chunk: int | None = None) -> None:
+            super().__init__()
+            self.backend, self.seed = backend, seed
+            self.cached = CachedBackend(backend, cache, batch_size=min(chunk, backend.batch_size) if chunk else None)
+            self.tokenizer = backend.tokenizer
+
+        @property
+        def eot_token_id(self) -> int:
+            return self.tokenizer.eos_token_id
+
+        @property
+        def prefix_token_id(self) -> int:
+            return prefix_token_id(self.tokenizer)
+
+        @property
+        def max_length(self) -> int:
+            return self.backend.max_length
+
+        @property
+        def tokenizer_name(self) -> str:
+            return str(self.backend.model_path).replace("/", "__")
+
+        def chat_template(self, chat_template: bool | str = False) -> str | None:
+            return getattr(self.tokenizer, "chat_template", None) if chat_template else None
+
+        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+            # HFLM.tok_encode with add_bos_token unset: the tokenizer's default, unless the text
+            # already starts with the prefix token
+            kw = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+            if add_special_tokens is None and string.startswith(self.tokenizer.decode(self.prefix_token_id)):
+                kw = {"add_special_tokens": False}
+            return self.tokenizer.encode(string, **kw)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+            # HFLM keeps the last max_length + 1 tokens of context + continuation
+            n = self.max_length + 1
+            pairs = []
+            for _, ctx, cont in requests:
+                whole = (list(ctx) + list(cont))[-n:]
+                pairs.append((whole[: len(whole) - len(cont)], list(cont)))
+            out = [(r.logprob, r.is_greedy) for r in self.cached.loglikelihood_tokens(pairs)]
+            for (args, _, _), (lp, greedy) in zip(requests, out, strict=True):
+                if args is not None:
+                    self.cache_hook.add_partial("loglikelihood", args, (lp, greedy))
+            return [(float(lp), bool(greedy)) for lp, greedy in out]
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+            # lm-eval's own windows (HFLM: max_seq_len = max_length, one token of context)
+            windows, counts = [], []
+            for (text,) in (r.args for r in requests):
+                w = [make_disjoint_window(x) for x in get_rolling_token_windows(
+                    token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1)]
+                windows += [(None, c, x) for c, x in w]
+                counts.append(len(w))
+            scores = self._loglikelihood_tokens(windows)
+            out, start = [], 0
+            for c in counts:
+                out.append(sum(lp for lp, _ in scores[start : start + c]))
+                start += c
+            return out
+
+        def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+            contexts, settings = [], []
+            for context, gen_kwargs in (r.args for r in requests):
+                settings.append(generation_settings(gen_kwargs, self.tokenizer, self.seed))
+                contexts.append(context)
+            # the backend left-truncates a context to max_length - max_gen_toks tokens, as HFLM does
+            out = [comps[0].text for comps in self.cached.generate(contexts, settings)]
+            for r, text in zip(requests, out, strict=True):
+                self.cache_hook.add_partial("generate_until", r.args, text)
+            return out
+
+    return LlmgenLM
+
+
+def make_lm(backend: Backend, cache: RequestCache, seed: int = 0, chunk: int | None = None):
+    """An ``lm_eval.api.model.LM`` over an llmgen backend (for lm-eval's ``simple_evaluate``)."""
+    _require()
+    return _lm_class()(backend, cache, seed=seed, chunk=chunk)
+
+
+def metric_name(key: str) -> str | None:
+    """lm-eval's ``"acc,none"`` → ``"acc"``; ``"exact_match,get-last"`` → ``"exact_match/get-last"``;
+    None for stderr entries and aliases."""
+    if "," not in key:
+        return None
+    metric, filt = key.split(",", 1)
+    if metric.endswith("_stderr"):
+        return None
+    return metric if filt == "none" else f"{metric}/{filt}"
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    return None
+
+
+def convert_samples(task: str, samples: Sequence[dict]) -> list[dict]:
+    """lm-eval's logged samples (one per document and filter) → llmgen rows (one per document)."""
+    rows: dict[int, dict] = {}
+    for s in samples:
+        filt = s.get("filter", "none")
+        row = rows.setdefault(s["doc_id"], {
+            "task": task, "doc_id": s["doc_id"], "prompt": s["arguments"][0][0] if s.get("arguments") else "",
+            "target": str(s.get("target", "")), "responses": [r for resp in s.get("resps", []) for r in resp],
+            "filtered": {}, "metrics": {}})
+        row["filtered"][filt] = s.get("filtered_resps")
+        for m in s.get("metrics", []):
+            v = _number(s.get(m))
+            if v is not None:
+                row["metrics"][m if filt == "none" else f"{m}/{filt}"] = v
+            elif isinstance(s.get(m), list | tuple):  # (loglikelihood, count) of perplexity metrics
+                row.setdefault("items", {})[m] = list(s[m])
+    return [rows[k] for k in sorted(rows)]
+
+
+def convert_results(lm_name: str, res: dict) -> dict[str, float]:
+    """lm-eval's results of a task or group → llmgen's flat ``{metric: value}`` (subtasks of a group
+    as ``subtask.metric``)."""
+    out: dict[str, float] = {}
+    for task, metrics in res["results"].items():
+        for key, v in metrics.items():
+            name, value = metric_name(key), _number(v)
+            if name is None or value is None:
+                continue
+            out[name if task == lm_name else f"{task}.{name}"] = value
+    return out
+
+
+def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit: int | None = None,
+               num_fewshot: int | None = None, apply_chat_template: bool = False, seed: int = 0) -> dict:
+    """lm-eval's ``simple_evaluate`` on ``names`` with the catalogue + include path (any LM)."""
+    from lm_eval import evaluator
+
+    if config is not None:
+        limit, num_fewshot, apply_chat_template, seed = (config.limit, config.num_fewshot,
+                                                         config.apply_chat_template, config.seed)
+    return evaluator.simple_evaluate(
+        model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
+        task_manager=task_manager(), apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=bool(apply_chat_template), random_seed=seed, numpy_random_seed=seed,
+        torch_random_seed=seed, fewshot_random_seed=seed, verbosity="WARNING")
+
+
+def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache) -> tuple[dict[str, float], list[dict]]:
+    """Run one ``lmeval:NAME`` task with lm-eval's evaluator over ``backend``; llmgen's (metrics, rows)."""
+    lm_name = task.name[len(PREFIX):]
+    res = run_lmeval(make_lm(backend, cache, seed=config.seed, chunk=max(64, config.batch_size * 4)), [lm_name], config)
+    rows = []
+    for sub, samples in sorted(res.get("samples", {}).items()):
+        rows += convert_samples(task.name if sub == lm_name else f"{task.name}.{sub}", samples)
+    return convert_results(lm_name, res), rows
+
+
+# --- format spread on lm-eval tasks (``llmgen eval --tasks lmeval:NAME --formats K``) -----------------
+
+_FIELD = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+# The spacing before a field: whitespace, or a mark of the FormatSpread grammar's spaces (' -- ',
+# ' || ', '; ', ', ', '. ', ' <sep> ') with whitespace around it. A descriptor: starts with a letter,
+# digit or '#' ('### Response'), no braces, colons or newlines, any casing. Its separator: a mark of the
+# grammar's separators (':', '::', ':::', '-', '--') and/or one newline, with spaces or tabs around
+# them ('Question: ', 'Q:: ', 'Question - ', 'Question:\n', 'Question\n'). A separator of spaces
+# alone is refused: 'The capital of {{country}} is' would read as a descriptor 'The capital of' and
+# an output field 'is'.
+_SPACE = r"\s*(?:(?:--|;|\|\||<sep>|,|\.)\s*)?"
+_DESC = r"(?:[^\W_]|#)(?:[^{}\n:]*[^\s{}:-])?"
+_DESCRIBED = re.compile(rf"(?P<space>{_SPACE})(?P<desc>{_DESC})(?P<sep>[ \t]*(?P<mark>:{{1,3}}|-{{1,2}})?[ \t]*(?:\n[ \t]*)?)")
+_OUTPUT = re.compile(rf"(?P<space>{_SPACE})(?P<desc>{_DESC})")
+_SHAPE = "'Descriptor: {{field}}' (a descriptor, a separator such as ': ', ' - ', ':: ' or a newline, the field)"
+
+
+def template_layout(text: str) -> tuple[Layout, Format]:
+    """The field layout and original format of a ``doc_to_text`` made of ``Descriptor<sep>{{field}}``
+    parts joined by one whitespace run and ending at the open output field (``...\\nAnswer:``).
+
+    Every field must use the same separator and the same spacing, since a Format has one of each; the
+    output field's separator is the fields' without its trailing whitespace (that whitespace is what
+    the continuation starts with). Descriptors keep their casing (the original format's casing is
+    ``identity``; the others recase them). Raises ``LlmgenError`` saying why a template cannot be varied.
+    """
+    if "{%" in text or "{#" in text:
+        raise LlmgenError("its doc_to_text uses Jinja control flow ({% ... %})")
+    parts = _FIELD.split(text)
+    segments, keys = parts[0::2], parts[1::2]
+    if any("{{" in s or "}}" in s for s in segments):
+        raise LlmgenError("its doc_to_text has Jinja expressions other than {{field}}")
+    if not keys:
+        raise LlmgenError("its doc_to_text has no 'Descriptor: {{field}}' line")
+    fields, seps, spaces = [], set(), set()
+    for i, (segment, key) in enumerate(zip(segments, keys, strict=False)):
+        m = _DESCRIBED.fullmatch(segment)
+        if (m is None or (i > 0 and not m["space"]) or (i == 0 and m["space"])
+                or not (m["mark"] or "\n" in m["sep"])):
+            raise LlmgenError(f"its doc_to_text part {segment + '{{' + key + '}}'!r} is not {_SHAPE}")
+        fields.append(Field(m["desc"], key))
+        seps.add(m["sep"])
+        if i:
+            spaces.add(m["space"])
+    if len(seps) > 1:
+        raise LlmgenError(f"its fields mix separators {sorted(seps)} (a format has one)")
+    sep = seps.pop()
+    out_sep, last = sep.rstrip(), segments[-1]
+    out = _OUTPUT.fullmatch(last[: len(last) - len(out_sep)]) if last.endswith(out_sep) else None
+    if out is None or not out["space"]:
+        m = _DESCRIBED.fullmatch(last)
+        if m is not None and m["space"]:
+            raise LlmgenError(f"its output field {m['desc'] + m['sep']!r} does not use the fields' separator {sep!r}")
+        raise LlmgenError(f"its doc_to_text does not end at an output field ('\\nAnswer{out_sep}'), it ends {last!r}")
+    spaces.add(out["space"])
+    if len(spaces) > 1:
+        raise LlmgenError(f"its fields mix spacings {sorted(spaces)} (a format has one)")
+    return Layout(fields=tuple(fields), output=out["desc"]), Format(separator=sep, space=spaces.pop())
+
+
+def _answer_text(leaf: Any, doc: dict, fewshot: bool) -> str:
+    """A document's answer as lm-eval writes it after a demonstration (``build_qa_turn``: the
+    ``doc_to_choice`` entry of an integer target, the first of a list of targets, else the target)."""
+    cfg = leaf.fewshot_cfg if fewshot else leaf.config
+    a = leaf.doc_to_target(doc, cfg.doc_to_target) if fewshot else leaf.doc_to_target(doc)
+    c = (leaf.doc_to_choice(doc, cfg.doc_to_choice) if fewshot else leaf.doc_to_choice(doc)) \
+        if cfg.doc_to_choice else None
+    return str(c[a] if c and isinstance(a, int) else a[0] if isinstance(a, list) else a)
+
+
+def _fields_doc(leaf: Any, doc: dict, keys: Sequence[str], fewshot: bool = False) -> dict[str, Any]:
+    """One lm-eval document as llmgen fields: each ``{{key}}`` rendered by lm-eval's own Jinja
+    environment; a multiple-choice document's choices (``doc_to_choice``) and gold (``doc_to_target``:
+    index or text); a generate_until document's answer text (what a demonstration ends with)."""
+    from lm_eval.utils import apply_template
+
+    out: dict[str, Any] = {k: apply_template("{{" + k + "}}", doc) for k in keys}
+    if leaf.OUTPUT_TYPE == "multiple_choice":
+        return {**out, "choices": [str(x) for x in leaf.doc_to_choice(doc)], "label": leaf.doc_to_target(doc)}
+    return {**out, "target": _answer_text(leaf, doc, fewshot)}
+
+
+def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[list[dict]]:
+    """The k demonstrations lm-eval's seeded sampler gives each document, drawn in lm-eval's order
+    (documents in turn, from ``set_fewshot_seed(seed)``, as ``simple_evaluate`` seeds it)."""
+    if not k:
+        return [[] for _ in docs]
+    if not hasattr(leaf, "sampler"):
+        raise LlmgenError(f"--formats cannot vary lm-eval task {leaf.config.task!r}: it has no few-shot split")
+    leaf.set_fewshot_seed(seed)
+    same = leaf.fewshot_cfg.split == leaf.config.test_split
+    return [list(leaf.sampler.sample(n=k, eval_doc=doc if same else None)) for doc in docs]
+
+
+@dataclass
+class LmevalFieldsTask(Task):
+    """An lm-eval task as fields, joined and scored as lm-eval joins and scores it.
+
+    The prompt is lm-eval's ``fewshot_context`` in each format: the description as is, each
+    demonstration (drawn per document by lm-eval's seeded sampler) followed by the task's
+    ``fewshot_delimiter``, then the document. A generate_until task's responses go through the task's
+    own filter ensembles and ``process_results`` (its metric code and options: ``ignore_case``,
+    ``regexes_to_ignore``, ...), generated with its ``generation_kwargs`` as HFLM reads them.
+    """
+
+    demos: list[list[dict]] = dc_field(default_factory=list)
+    fewshot_delimiter: str = "\n\n"
+    leaf: Any = None
+    lm_docs: list[dict] = dc_field(default_factory=list)
+    seed: int = 0
+
+    def demonstrations(self, doc: dict, k: int, doc_id: int = 0) -> list[dict]:
+        return self.demos[doc_id][:k] if k else []
+
+    def build_prompt(self, doc: dict, renderer=None, num_fewshot: int | None = None, doc_id: int = 0,
+                     with_system: bool = True) -> str:
+        demos = self.demonstrations(doc, self._num_fewshot(num_fewshot), doc_id)
+        shots = "".join(self.render_example(d, True, renderer) + self.fewshot_delimiter for d in demos)
+        return self.instruction + shots + self.render_example(doc, False, renderer)
+
+    def generation_sampling(self, backend: Backend):
+        """The task's ``generation_kwargs`` as one ``SamplingConfig`` (the same as an ``lmeval:`` run's)."""
+        return generation_settings(self.leaf.config.generation_kwargs or {}, backend.tokenizer, self.seed)
+
+    def score_responses(self, responses: list[str], doc_id: int) -> tuple[list[bool], dict[str, float]]:
+        """(correct, metrics) of one document's responses: each filter ensemble of the task, then its
+        ``process_results``, as lm-eval's evaluator runs them; metrics are named as an ``lmeval:`` run
+        names them (``exact_match/get-last``). ``correct`` (the bandit's outcome) is the first metric == 1."""
+        doc = self.lm_docs[doc_id]
+        metrics: dict[str, float] = {}
+        for ensemble in self.leaf._filters:
+            resps: list = [list(responses)]
+            for step in ensemble.filters:
+                resps = list(step().apply(resps, [doc]))
+            for m, v in self.leaf.process_results(doc, [resps[0]]).items():
+                metrics[m if ensemble.name == "none" else f"{m}/{ensemble.name}"] = float(v)
+        first = next(iter(metrics.values()))
+        return [first == 1.0] * len(responses), metrics
+
+
+def _check_convertible(leaf: Any, config: EvalConfig, k: int) -> None:
+    """Refuse (LlmgenError, one line) what a field layout cannot reproduce or score per format."""
+    c = leaf.config
+    if not isinstance(c.doc_to_text, str):
+        raise LlmgenError("its doc_to_text is a Python function")
+    if leaf.OUTPUT_TYPE not in ("multiple_choice", "generate_until"):
+        raise LlmgenError(f"it is {leaf.OUTPUT_TYPE} (multiple_choice and generate_until lm-eval tasks are converted)")
+    if config.apply_chat_template:
+        raise LlmgenError("--apply-chat-template is not supported for lm-eval tasks with --formats")
+    if c.gen_prefix or getattr(leaf, "multiple_input", False):
+        raise LlmgenError("it has a gen_prefix or multiple inputs")
+    if "{{" in (c.description or "") or "{%" in (c.description or ""):
+        raise LlmgenError("its description is a per-document template")
+    if k and leaf.fewshot_cfg.doc_to_text != c.doc_to_text:
+        raise LlmgenError("its few-shot examples have their own doc_to_text")
+    if leaf.OUTPUT_TYPE == "generate_until":
+        from lm_eval.api.metrics import mean
+
+        if (c.repeats or 1) != 1:
+            raise LlmgenError(f"it repeats each request {c.repeats} times (one response per document is scored)")
+        if callable(c.process_results):
+            raise LlmgenError("it scores with its own process_results function")
+        other = {m: getattr(f, "__name__", str(f)) for m, f in leaf.aggregation().items() if f is not mean}
+        if other:
+            raise LlmgenError(f"its metrics {other} are not per-document means")
+
+
+def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
+    """The ``lmeval:NAME`` task as an llmgen Task declared as fields (for ``--formats``), with its original format.
+
+    A single ``multiple_choice`` or ``generate_until`` task without a chat template is converted;
+    few-shot demonstrations are the ones lm-eval's seeded sampler draws for each document. Format 0 is
+    checked here, document by document, to give exactly lm-eval's own requests (a multiple-choice
+    document's (context, continuation) pairs, a generate_until document's context), so a template
+    this cannot reproduce is refused in one line before any model loads.
+    """
+    from llmgen.prompts.format_eval import choice_pairs, format_renderer, generation_prompt
+
+    lm_name = task.name[len(PREFIX):]
+    why = f"--formats cannot vary lm-eval task {lm_name!r}: "
+    leaves = list(task_manager().load([lm_name])["tasks"].values())
+    if len(leaves) != 1:
+        raise LlmgenError(why + "it is a group (give its tasks one by one)")
+    leaf = leaves[0]
+    c, fs = leaf.config, leaf.fewshot_cfg
+    k = config.num_fewshot if config.num_fewshot is not None else c.num_fewshot or 0
+    ranked = leaf.OUTPUT_TYPE == "multiple_choice"
+    try:
+        _check_convertible(leaf, config, k)
+        layout, original = template_layout(c.doc_to_text)
+    except LlmgenError as e:
+        raise LlmgenError(why + str(e)) from None
+    sep = original["separator"]
+    tail = sep[len(sep.rstrip()):]
+    for name, delim in [("target_delimiter", c.target_delimiter)] * ranked + \
+                       [("few-shot target_delimiter", fs.target_delimiter)] * bool(k):
+        if delim != tail:  # a format writes the answer after its own separator's whitespace
+            raise LlmgenError(why + f"its {name} {delim!r} is not the whitespace {tail!r} its separator {sep!r} ends with")
+    keys = [f.key for f in layout.fields]
+    lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
+    docs = [_fields_doc(leaf, doc, keys) for doc in lm_docs]
+    demos = [[_fields_doc(leaf, d, keys, fewshot=True) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
+    common = dict(name=task.name, docs=docs, demos=demos, num_fewshot=k, fewshot_docs=[d for ds in demos for d in ds],
+                  input_fields=[(f.descriptor, f.key) for f in layout.fields], output_descriptor=layout.output,
+                  instruction=c.description or "", fewshot_delimiter=fs.fewshot_delimiter, leaf=leaf, lm_docs=lm_docs,
+                  seed=config.seed, description=f"lm-eval task {lm_name} as fields")
+    if ranked:
+        native = LmevalFieldsTask(**common, target_key="label", output_type="multiple_choice", choices_key="choices",
+                                  choice_prefix=c.target_delimiter, metrics=("acc", "acc_norm"))
+    else:
+        native = LmevalFieldsTask(**common, target_key="target", output_type="generate", metrics=())
+    render = format_renderer(original, native)
+    if k:
+        leaf.set_fewshot_seed(config.seed)  # the same draws again, now as lm-eval's own contexts
+    for i, (doc, ours) in enumerate(zip(lm_docs, docs, strict=True)):
+        context = leaf.fewshot_context(doc, k)
+        text = native.build_prompt(ours, render, k, i)
+        if ranked:
+            got, expected = choice_pairs(text, ours["choices"]), [(context, f"{c.target_delimiter}{x}") for x in ours["choices"]]
+        else:
+            got, expected = generation_prompt(text), context
+        if got != expected:
+            raise LlmgenError(why + f"its original format does not reproduce lm-eval's prompt of document {i}: "
+                              f"{context[-60:]!r}")
+    return native, original
