@@ -183,10 +183,6 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=values.__getitem__)
-
-
 def weighted_perplexity(items: Sequence[tuple[float, int]]) -> float:
     """exp(-Σ loglikelihood / Σ count) (lm-eval's weighted_perplexity)."""
     return pymath.exp(-sum(a for a, _ in items) / sum(b for _, b in items))
@@ -211,15 +207,26 @@ def _exact_match(s: Scored) -> float:
     return _mean([float(bool(p) and p == s.gold) for p in s.predictions])
 
 
+def choice_prediction(logprobs: Sequence[float], lengths: Sequence[float]) -> int:
+    """The index lm-eval 0.4.13 predicts (``api/task.py`` ``process_results``, multiple_choice):
+    ``np.argmax(lls / lengths)`` in float64, first index on ties, a zero length giving numpy's
+    ±inf/nan rather than an error, so every case, empty choices included, is lm-eval's."""
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return int(np.argmax(np.asarray(logprobs, dtype=np.float64) / np.asarray(lengths, dtype=np.float64)))
+
+
 def _choice_acc(norm: Callable[[str], float]) -> Callable[[Scored], float]:
-    return lambda s: float(_argmax([lp / norm(c) for lp, c in zip(s.choice_logprobs, s.choices, strict=True)]) == s.gold_index)
+    return lambda s: float(choice_prediction(s.choice_logprobs, [norm(c) for c in s.choices]) == s.gold_index)
 
 
 METRICS.register("exact_match", Metric("generate", _exact_match))
 METRICS.register("contains", Metric("generate", lambda s: _mean([float(s.gold.lower() in r.lower()) for r in s.responses])))
 METRICS.register("pass@k", Metric("generate", lambda s: None))  # expanded to pass@1, pass@2, ... by the runner
 METRICS.register("acc", Metric("multiple_choice", _choice_acc(lambda c: 1.0)))
-# lm-eval 0.4.13: acc_norm divides by the choice's length in characters, acc_bytes in UTF-8 bytes
+# lm-eval 0.4.13 (api/task.py process_results): acc_norm divides by the choice's length in characters
+# (``len(choice)`` of the choice string, without target_delimiter), acc_bytes by its UTF-8 bytes
 METRICS.register("acc_norm", Metric("multiple_choice", _choice_acc(lambda c: float(len(c)))))
 METRICS.register("acc_bytes", Metric("multiple_choice", _choice_acc(lambda c: float(len(c.encode("utf-8"))))))
 METRICS.register("word_perplexity", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, s.num_words),
