@@ -10,7 +10,7 @@ where the answer's tokens end with the EOS token, as TOFU's labels do (``data_mo
   the answer (rouge-score, Porter stemming).
 - Truth ratio R = GM_j P̃(perturbed_j) / P̃(base) (geometric mean over perturbed answers; the base
   is the paraphrase on forget/retain and the answer itself on the utility sets, which have no
-  paraphrase: ``llmgen.tofu.BASE_ANSWER_KEY``). Forget aggregate mean(min(R,1/R))
+  paraphrase: ``llmgen.tasks.tofu.BASE_ANSWER_KEY``). Forget aggregate mean(min(R,1/R))
   (closeness to a model that never saw the data); others mean(max(0, 1 − R)) (preferring truth).
 - Forget quality: p-value of the two-sample KS test between the forget-set truth ratios of the
   evaluated model and of a model trained on the retain set only ("retain logs").
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmgen.errors import LlmgenError
-from llmgen.tofu import BASE_ANSWER_KEY, QA_PROMPT_TEMPLATE
+from llmgen.tasks.tofu import BASE_ANSWER_KEY, QA_PROMPT_TEMPLATE
 
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rougeL", "truth_ratio")
@@ -142,7 +142,7 @@ def load_retain_logs(path: str | os.PathLike | None) -> list[float]:
     """Forget-set truth ratios of the retain-only model; a clear error when missing."""
     from llmgen.io import read_json
 
-    hint = "produce them first with `llmgen unlearn --stage retain-logs --retain-logs PATH` (a model fine-tuned on the retain split only)"
+    hint = "produce them first with `llmgen npo-unlearning --stage retain-logs --retain-logs PATH` (a model fine-tuned on the retain split only)"
     if path is None:
         raise LlmgenError(f"forget quality needs retain-model logs (--retain-logs); {hint}")
     if not Path(path).is_file():

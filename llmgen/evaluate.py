@@ -192,7 +192,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     if task.evaluator is not None:
         return task.evaluator(backend, task, config)
     if task.output_type == "lmeval":
-        from llmgen.lmeval import evaluate_lmeval_task
+        from llmgen.tasks.lmeval import evaluate_lmeval_task
 
         return evaluate_lmeval_task(backend, task, config, cache)
     prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]

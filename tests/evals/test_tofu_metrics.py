@@ -1,0 +1,188 @@
+"""TOFU metrics against independent computations (hand math, scipy, rouge-score) and an
+end-to-end evaluation of a tiny model through the HF backend."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmgen.errors import LlmgenError
+from llmgen.evals.tofu import (
+    PromptFormat,
+    answer_probabilities,
+    choice_probabilities,
+    evaluate_tofu,
+    forget_quality,
+    harmonic_mean,
+    load_retain_logs,
+    model_utility,
+    rouge_l_recall,
+    save_retain_logs,
+    summary,
+    truth_ratio_score,
+    truth_ratios,
+)
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "tofu"
+
+
+def test_probabilities_by_hand():
+    # P(a|q) = e^-6 over 3 tokens → e^-2
+    assert answer_probabilities([-6.0, -1.0], [3, 1]) == pytest.approx([math.exp(-2), math.exp(-1)])
+    # true: e^-1; perturbed: e^-2 (over 2 tokens: e^-1), e^-3
+    p = choice_probabilities([-1.0], [1], [[-2.0, -3.0]], [[2, 1]])
+    assert p[0] == pytest.approx(math.exp(-1) / (math.exp(-1) + math.exp(-1) + math.exp(-3)))
+    with pytest.raises(LlmgenError, match="at least one answer token"):
+        answer_probabilities([-1.0], [0])
+
+
+def test_truth_ratio_by_hand():
+    # paraphrase: e^(-4/2) = e^-2; perturbed normalised probs e^-1 and e^-3 → geometric mean e^-2 → R = 1
+    assert truth_ratios([-4.0], [2], [[-3.0, -3.0]], [[3, 1]])[0] == pytest.approx(1.0)
+    para, pert = math.exp(-0.5), [math.exp(-2.0 / 4), math.exp(-6.0 / 2), math.exp(-1.0)]
+    r = truth_ratios([-1.0], [2], [[-2.0, -6.0, -1.0]], [[4, 2, 1]])[0]
+    assert r == pytest.approx(np.prod(pert) ** (1 / 3) / para)
+    ratios = [0.5, 2.0, 1.0, 4.0]
+    assert truth_ratio_score(ratios, forget=True) == pytest.approx((0.5 + 0.5 + 1 + 0.25) / 4)
+    assert truth_ratio_score(ratios, forget=False) == pytest.approx((0.5 + 0 + 0 + 0) / 4)
+
+
+def test_rouge_l_recall_matches_rouge_score_and_hand_lcs():
+    from rouge_score import rouge_scorer
+
+    preds = ["the cat on mat", "Jane Austen wrote it", "", "running dogs barked"]
+    refs = ["the cat sat on the mat", "Jane Austen", "Paris", "the dog runs and barks"]
+    got = rouge_l_recall(preds, refs)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    assert got == [scorer.score(r, p)["rougeL"].recall for p, r in zip(preds, refs, strict=True)]
+    assert got[0] == pytest.approx(4 / 6) and got[1] == 1.0 and got[2] == 0.0
+    assert got[3] == pytest.approx(2 / 5)  # stemming: run~runs... "dog", "bark" match after stemming
+    with pytest.raises(LlmgenError):
+        rouge_l_recall(["a"], [])
+
+
+def test_forget_quality_is_the_ks_pvalue_and_invariant_to_tofus_inverse():
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(0)
+    a, b = rng.lognormal(0, 1, 40), rng.lognormal(0.5, 1, 40)
+    assert forget_quality(a, b) == pytest.approx(ks_2samp(a, b).pvalue)
+    assert forget_quality(a, b) == pytest.approx(ks_2samp(1 / a, 1 / b).pvalue)  # TOFU feeds 1/R
+    assert forget_quality(a, a) == pytest.approx(1.0)
+    with pytest.raises(LlmgenError):
+        forget_quality([], b)
+
+
+def test_model_utility_is_the_harmonic_mean_of_nine():
+    from scipy.stats import hmean
+
+    vals = np.linspace(0.1, 0.9, 9)
+    metrics = {s: {m: vals[3 * i + j] for j, m in enumerate(("prob", "rougeL", "truth_ratio"))}
+               for i, s in enumerate(("retain", "real_authors", "world_facts"))}
+    assert model_utility(metrics) == pytest.approx(hmean(vals))
+    metrics["retain"]["rougeL"] = 0.0
+    assert model_utility(metrics) == 0.0
+    del metrics["world_facts"]
+    with pytest.raises(LlmgenError, match="world_facts.prob"):
+        model_utility(metrics)
+    assert harmonic_mean([1.0, 1.0]) == 1.0
+
+
+def test_retain_logs_roundtrip_and_missing(tmp_path):
+    with pytest.raises(LlmgenError, match="retain-model logs not found"):
+        load_retain_logs(tmp_path / "missing.json")
+    with pytest.raises(LlmgenError, match="needs retain-model logs"):
+        load_retain_logs(None)
+    path = save_retain_logs(tmp_path / "r.json", {"forget": {"per_example": {"truth_ratio": [0.5, 1.5]}}})
+    assert load_retain_logs(path) == [0.5, 1.5]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(LlmgenError, match="forget_truth_ratios"):
+        load_retain_logs(tmp_path / "bad.json")
+
+
+def _reference_logprob(model, tok, prompt: str, answer: str) -> tuple[float, int]:
+    """Summed log-probability of answer + EOS after the prompt, as TOFU's labels score it,
+    computed here directly with transformers (independent of the backend)."""
+    import torch
+
+    ctx = tok(prompt.rstrip(" "), add_special_tokens=False)["input_ids"]
+    full = tok(prompt.rstrip(" ") + " " + answer, add_special_tokens=False)["input_ids"]
+    assert full[: len(ctx)] == ctx
+    target = full[len(ctx):] + [tok.eos_token_id]
+    ids = torch.tensor([ctx + target])
+    with torch.no_grad():
+        logp = model(ids).logits[0].float().log_softmax(-1)
+    return float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(target))), len(target)
+
+
+class _Recording:
+    """The real backend, recording the sampling settings it is asked for."""
+
+    def __init__(self, backend):
+        self.backend, self.samplings = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, prompts, sampling):
+        self.samplings.append(sampling)
+        return self.backend.generate(prompts, sampling)
+
+
+def test_evaluate_tofu_on_a_tiny_model_with_real_rows(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmgen.backends import get_backend
+    from llmgen.tasks.tofu import load_eval_sets
+
+    backend = _Recording(get_backend("hf", tiny_model_dir))
+    sets = load_eval_sets(FIXTURE, "forget10", 3)  # the real TOFU rows
+    res = evaluate_tofu(backend, sets, retain_ratios=[0.9, 1.1, 1.0], max_new_tokens=4)
+    for role in sets:
+        assert len(res[role]["generations"]) == len(sets[role]) == 3
+    # ROUGE-L generations: greedy, stopping at EOS only (no newline stop), the requested budget
+    assert {(s.temperature, s.n, tuple(s.stop), s.max_tokens) for s in backend.samplings} == {(0.0, 1, (), 4)}
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+    fmt = PromptFormat()
+    # probability = exp(logprob / tokens) over the answer tokens *and EOS*
+    for role in ("forget", "retain"):
+        for i, row in enumerate(sets[role]):
+            lp, n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["answer"])
+            assert res[role]["per_example"]["prob"][i] == pytest.approx(math.exp(lp / n), rel=1e-4)
+    # utility sets: truth ratio against the answer itself (they have no paraphrase), 3 perturbed
+    row = sets["world_facts"][0]
+    base_lp, base_n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["answer"])
+    pert = [_reference_logprob(model, tok, fmt.prompt(row["question"]), p) for p in row["perturbed_answer"]]
+    ratio = math.exp(np.mean([lp / n for lp, n in pert]) - base_lp / base_n)
+    assert res["world_facts"]["per_example"]["truth_ratio"][0] == pytest.approx(ratio, rel=1e-4)
+    p_true = math.exp(base_lp / base_n)
+    assert res["world_facts"]["per_example"]["prob"][0] == pytest.approx(
+        p_true / (p_true + sum(math.exp(lp / n) for lp, n in pert)), rel=1e-4)
+    # forget/retain: truth ratio against the paraphrase
+    row = sets["forget"][1]
+    para_lp, para_n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["paraphrased_answer"])
+    pert = [_reference_logprob(model, tok, fmt.prompt(row["question"]), p) for p in row["perturbed_answer"]]
+    ratio = math.exp(np.mean([lp / n for lp, n in pert]) - para_lp / para_n)
+    assert res["forget"]["per_example"]["truth_ratio"][1] == pytest.approx(ratio, rel=1e-4)
+    from scipy.stats import hmean, ks_2samp
+
+    nine = [res[s][m] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
+    assert res["model_utility"] == pytest.approx(hmean(nine) if min(nine) > 0 else 0.0)
+    assert res["forget_quality"] == pytest.approx(ks_2samp(res["forget"]["per_example"]["truth_ratio"],
+                                                           [0.9, 1.1, 1.0]).pvalue)
+    flat = summary(res)
+    assert set(flat) >= {"forget_quality", "model_utility", "retain.prob", "world_facts.truth_ratio"}
+    assert flat["forget.n"] == 3.0
+    backend.close()
+
+
+def test_default_generation_budget_is_tofus():
+    from llmgen.evals.tofu import MAX_NEW_TOKENS, generation_sampling
+
+    s = generation_sampling()
+    assert MAX_NEW_TOKENS == 200 and s.max_tokens == 200 and s.temperature == 0.0 and tuple(s.stop) == ()
+    with pytest.raises(LlmgenError, match="max_new_tokens must be >= 1"):
+        generation_sampling(0)
