@@ -280,7 +280,7 @@ def test_task_names_are_never_cut():
 def test_models_is_read_only_and_shows_the_conversion_state(tmp_path, default_model_dir):
     """`llmgen models` on an empty cache converts and writes nothing; on a converted one (the suite's
     own) it shows the folder without the "not converted yet" note. The conversion itself, its
-    progress line and its lock: tests/test_models.py::test_killed_conversion_leaves_no_broken_folder."""
+    progress line and its lock: tests/llmgen/test_models.py::test_killed_conversion_leaves_no_broken_folder."""
     cache = tmp_path / "cache"
     r = llmgen("--cache-dir", str(cache), "models")
     assert r.returncode == 0, r.stderr
@@ -355,7 +355,7 @@ def test_readme_example_tasks_run_on_the_tiny_model(tmp_path, tiny_model_dir):
 
 # --- item 7: vLLM quiet unless --verbose ------------------------------------------------------------
 # Checked on `make run`'s own command (the embedded model on vLLM, in a fresh `llmgen` process):
-# tests/test_vllm_paths.py::test_make_run_command_writes_its_results asserts stdout is only the
+# tests/llmgen/backends/test_vllm_paths.py::test_make_run_command_writes_its_results asserts stdout is only the
 # results table and stderr has no INFO/WARNING line. One vLLM subprocess serves both checks.
 
 

@@ -46,7 +46,7 @@ def test_resolve_model_errors(tmp_path):
 def test_killed_conversion_leaves_no_broken_folder(tmp_path, monkeypatch, capsys):
     """Kill the GGUF → safetensors conversion midway: no target folder; a rerun completes, says so
     on stderr and leaves no lock. The kill needs a process of its own; the rerun runs here (the one
-    full conversion of the suite: `llmgen models` in tests/test_cli.py reads a converted cache)."""
+    full conversion of the suite: `llmgen models` in tests/cli/test_cli.py reads a converted cache)."""
     from llmgen.models import default_model_path
 
     env = {**os.environ, "LLMGEN_CACHE": str(tmp_path)}
