@@ -3,8 +3,9 @@ FormatSpread, the unlearning evaluator (save, merge LoRA, start an engine), pass
 retain-log creation, and ``make run`` itself.
 
 Agreement, not only that it ran: scores (log-probabilities, truth ratios, confidences) within
-``TOL`` in float32 and identical greedy text. One engine on the tiny model serves the first tests;
-the recipes that save a model start their own (on the tiny model too), and ``make run`` starts the
+``TOL`` in float32 and identical greedy text. The session's engine on the tiny model
+(``vllm_tiny``, tests/conftest.py) serves the first tests and the retain logs' own backend; the
+recipes that save a model start their own (on the saved copy), and ``make run`` starts the
 embedded model's in a subprocess. Every test here starts an engine: the conftest hook marks them
 ``vllm`` (``make run``'s is marked by hand: its command comes from the Makefile).
 """
@@ -26,17 +27,6 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def vllm_tiny(tiny_model_dir):
-    """One engine on the tiny model for this module (its default settings: ``make_retain_logs``,
-    the last test to use it, reuses it and shuts it down)."""
-    from llmgen.backends import get_backend
-
-    backend = get_backend("vllm", tiny_model_dir)
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +163,8 @@ def test_passn_evaluation_vllm_matches_hf(tiny_peft, tmp_path):
 
 
 def test_make_retain_logs_vllm_matches_hf(vllm_tiny, tiny_model_dir, tmp_path):
-    """Retain logs written through vLLM hold the same forget truth ratios as through HF. Uses (and
-    then shuts down) ``vllm_tiny``'s engine: keep it the last test of this module that needs it."""
+    """Retain logs written through vLLM hold the same forget truth ratios as through HF.
+    ``make_retain_logs`` opens (and closes) its own backend, which shares ``vllm_tiny``'s engine."""
     from llmgen.recipes.npo_unlearning import make_retain_logs
     from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
 
@@ -207,7 +197,10 @@ def _set_option(args: list[str], option: str, value: str) -> list[str]:
 
 @pytest.mark.vllm
 def test_make_run_command_writes_its_results(tmp_path):
-    """``make run``'s own command (read from the Makefile, so the two cannot drift) with ``--limit 2``."""
+    """``make run``'s own command (read from the Makefile, so the two cannot drift) with ``--limit 2``,
+    run as a user runs it: the installed ``llmgen`` script in a fresh process, the only test that
+    starts a vLLM engine from the command line. So it also checks what only a fresh process shows:
+    stdout is only the results table and the engine is quiet (no INFO/WARNING lines) unless --verbose."""
     args = make_run_command()
     task = args[args.index("--tasks") + 1]
     args = _set_option(_set_option(args, "--limit", "2"), "--output-dir", str(tmp_path / "run"))
@@ -223,3 +216,10 @@ def test_make_run_command_writes_its_results(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     rows = _jsonl(tmp_path / "run" / "samples.jsonl")
     assert len(rows) == 2 and all(len(row["responses"]) == n for row in rows)
+    # stdout: the title line, then only table lines, one row per metric of the task
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert lines[0].strip() == f"{res['model']} · vllm", r.stdout
+    assert all(line[0] in "┏┃┡│└" for line in lines[1:]), r.stdout
+    table_metrics = [line.split("│")[2].strip() for line in lines if line.startswith(f"│ {task}")]
+    assert sorted(table_metrics) == sorted(metrics), r.stdout
+    assert not [line for line in r.stderr.splitlines() if " INFO " in line or " WARNING " in line], r.stderr
