@@ -279,8 +279,13 @@ def test_report_on_the_run_folders_recipes_write(recipe_runs, eval_runs):
     # every value of the recipes' results.json is in a key/value row
     for name in ("passn", "unlearn"):
         results = json.loads((recipe_runs[name] / "results.json").read_text())
-        for key in _leaf_keys({k: v for k, v in results.items() if k != "config"}):
+        # the runner's {task: {metric: value}} block (and its uncertainty) is the metrics table
+        table = isinstance(results.get("results"), dict)
+        skip = {"config", "results", "uncertainty"} if table else {"config"}
+        for key in _leaf_keys({k: v for k, v in results.items() if k not in skip}):
             assert f"<td>{key}</td>" in text, (name, key)
+        for task, metrics in (results["results"] if table else {}).items():
+            assert f"<td>{task}</td>" in text and all(f"<td>{m}</td>" in text for m in metrics), (name, task)
     unlearn = json.loads((recipe_runs["unlearn"] / "results.json").read_text())
     assert "forget_quality" in json.dumps(unlearn["methods"]["npo"]) and "forget_quality" in text
     # the --formats run in the spread view, with the run's own templates
