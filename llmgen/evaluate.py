@@ -295,11 +295,10 @@ def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cach
     for doc, doc_id, reqs in zip(task.docs, task.doc_ids(), per_doc, strict=True):
         got = outs[at:at + len(reqs)]
         at += len(reqs)
-        responses = [c.text for r, o in zip(reqs, got, strict=True) if r.kind == "generate" for c in o]
+        comps = [c for r, o in zip(reqs, got, strict=True) if r.kind == "generate" for c in o]
         row = {"task": task.name, "doc_id": doc_id, "prompt": render_prompt(backend.tokenizer, reqs[0].prompt),
-               "target": task.target_of(doc), "responses": responses, "metrics": task.score_outputs(doc, got),
-               "truncated": any(getattr(c, "truncated", False) for r, o in zip(reqs, got, strict=True)
-                                for c in (o if r.kind == "generate" else [o]))}
+               "target": task.target_of(doc), "responses": [c.text for c in comps],
+               "metrics": task.score_outputs(doc, got), "truncated": any(c.truncated for c in comps)}
         if task.group_key is not None:
             row[task.group_key] = doc[task.group_key]
         rows.append(row)

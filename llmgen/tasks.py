@@ -28,11 +28,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
 from llmgen.io import read_jsonl
 from llmgen.registry import Registry
+
+if TYPE_CHECKING:  # the backends import torch; tasks load without it
+    from llmgen.backends.base import Prompt, SamplingConfig
 
 # A renderer turns (fields, output descriptor, output text) into the text of one example.
 Renderer = Callable[[Sequence[tuple[str, str]], str, str], str]
@@ -56,10 +59,10 @@ class Request:
     """
 
     kind: str
-    prompt: Any
+    prompt: Prompt
     continuation: str = ""
     eos: bool = False
-    sampling: Any = None  # backends.SamplingConfig, for kind "generate"
+    sampling: SamplingConfig | None = None  # for kind "generate"
 
     def __post_init__(self) -> None:
         if self.kind not in REQUEST_KINDS:
