@@ -184,18 +184,18 @@ def qa_features(rows: list[dict], tokenizer, template: str, max_length: int, nam
     return prompt_answer_dataset(records, tokenizer, max_length=max_length, name=name)
 
 
-def training_streams(names: set[str], source: str, forget: str, tokenizer, fmt: str, max_length: int) -> dict:
+def training_streams(names: set[str], source: str, forget: str, tokenizer, template: str, max_length: int) -> dict:
     """The named streams (``METHODS[m]["streams"]``): forget answers, retain answers, and "I don't
     know" answers to the forget questions."""
     forget_rows = load_tofu(source, forget_config(forget))
-    streams = {"forget": qa_features(forget_rows, tokenizer, fmt, max_length, "forget")}
+    streams = {"forget": qa_features(forget_rows, tokenizer, template, max_length, "forget")}
     if "retain" in names:
-        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, fmt, max_length, "retain")
+        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, template, max_length, "retain")
     if "idk" in names:
         # Row i of "idk" answers forget question i; the IdkDPO losses register "idk" as aligned,
         # so the loop draws both streams in the same order and each pair shares its question.
         idk = [IDK_ANSWERS[i % len(IDK_ANSWERS)] for i in range(len(forget_rows))]
-        streams["idk"] = qa_features(forget_rows, tokenizer, fmt, max_length, "idk", answers=idk)
+        streams["idk"] = qa_features(forget_rows, tokenizer, template, max_length, "idk", answers=idk)
     return streams
 
 
