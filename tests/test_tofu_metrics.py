@@ -212,3 +212,25 @@ def test_default_generation_budget_is_tofus():
     assert MAX_NEW_TOKENS == 200 and s.max_tokens == 200 and s.temperature == 0.0 and tuple(s.stop) == ()
     with pytest.raises(LlmgenError, match="max_new_tokens must be >= 1"):
         generation_sampling(0)
+
+
+def test_evals_modules_are_pure_functions():
+    """``evals/`` holds metric functions only: no file I/O, no backend, no data loading (issue 13)."""
+    import ast
+
+    import llmgen.evals as evals_pkg
+
+    banned_modules = ("os", "pathlib", "shutil", "llmgen.io", "llmgen.backends", "llmgen.tofu", "llmgen.tasks",
+                      "llmgen.models", "llmgen.cache", "datasets", "torch")
+    folder = Path(evals_pkg.__file__).parent
+    files = sorted(folder.glob("*.py"))
+    assert {"tofu.py", "passk.py"} <= {f.name for f in files}
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for n in names:
+                assert not any(n == b or n.startswith(b + ".") for b in banned_modules), (path.name, n)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "open", path.name
