@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_base(args: argparse.Namespace, out: Path) -> Path:
     """Train the tiny base model from scratch with CE and save it as a loadable folder."""
-    from llmgen.math_tasks import generate_task
     from llmgen.models import TinyConfig, tiny_model
     from llmgen.recipes.confidence_limiting import problem_records
+    from llmgen.tasks.math import generate_task
     from llmgen.training import TrainConfig, train
     from llmgen.training.data import prompt_answer_dataset
 

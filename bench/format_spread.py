@@ -31,7 +31,7 @@ def prefix_cached_outcomes(backend, task, fmt, demos, examples, batch_size: int 
     import torch
 
     from llmgen.backends.base import encode_pair
-    from llmgen.format_eval import choice_pairs
+    from llmgen.prompts.format_eval import choice_pairs
 
     tok, model = backend.tokenizer, backend.model
     answers = task.answers(fmt)
@@ -109,7 +109,7 @@ def verify(backend, task, formats, demos, examples, n: int, seed: int) -> dict:
     for f, e in picks:
         fmt, ex = formats[f], examples[e]
         _, fast = prefix_cached_outcomes(backend, task, fmt, demos, [ex])
-        from llmgen.format_eval import choice_pairs
+        from llmgen.prompts.format_eval import choice_pairs
 
         slow = [r.logprob for r in backend.loglikelihood(choice_pairs(task.prompt(fmt, demos, ex), task.answers(fmt)))]
         agree += int(np.argmax(fast[0]) == np.argmax(slow))
@@ -208,7 +208,7 @@ def report(args, task, formats, outcomes, check, sims, elapsed) -> str:
 def batching(args) -> dict:
     """``--formats K`` as one batch against K single-format evaluations (issue 17 item 2).
 
-    Both go through ``llmgen.format_eval.FormatEvaluator`` on the same backend, requests and
+    Both go through ``llmgen.prompts.format_eval.FormatEvaluator`` on the same backend, requests and
     examples, without the request cache: "one batch" sends every format's requests in one backend
     call, as ``eval --formats`` and the recipe's exhaustive mode do; "separate" makes one call per
     format, as K separate runs would. Each mode runs twice, alternating, and reports the best wall
@@ -218,10 +218,10 @@ def batching(args) -> dict:
 
     from llmgen.backends import get_backend
     from llmgen.cache import RequestCache
-    from llmgen.classification_tasks import load_classification_task
-    from llmgen.format_eval import FormatEvaluator, Scorer
-    from llmgen.formats import sample_formats
+    from llmgen.prompts.format_eval import FormatEvaluator, Scorer
+    from llmgen.prompts.formats import sample_formats
     from llmgen.recipes.format_spread import split_examples, task_requests
+    from llmgen.tasks.classification import load_classification_task
 
     torch.set_num_threads(2)
     task = load_classification_task(args.task, 210, args.seed)
@@ -274,9 +274,9 @@ def main() -> None:
     import torch
 
     from llmgen.backends import get_backend
-    from llmgen.classification_tasks import load_classification_task
-    from llmgen.formats import sample_formats
+    from llmgen.prompts.formats import sample_formats
     from llmgen.recipes.format_spread import split_examples
+    from llmgen.tasks.classification import load_classification_task
 
     torch.set_num_threads(2)
     task = load_classification_task(args.task, args.examples + args.shots + 50, args.seed)

@@ -27,8 +27,8 @@ PLOT = ROOT / "docs" / "benchmarks" / "instruction_diversity.png"
 
 
 def bench_config(out: str, steps: int, grid: list[int], budget: int):
-    from llmgen.markov import MarkovConfig
     from llmgen.recipes.instruction_diversity import SweepConfig
+    from llmgen.recipes.instruction_diversity.markov import MarkovConfig
 
     # Fixed lengths as in the paper (there 50/20), shrunk for CPU; the compact prompt frame keeps
     # sequences at ~32 tokens so a cell trains in a few minutes on one shared core.
@@ -81,7 +81,7 @@ def dataset_section(res: dict) -> str:
     return f"""
 ## Real-data diversity measures (demonstration)
 
-`llmgen diversity dataset` on a small templated set (no instruction dataset is available offline):
+`llmgen instruction-diversity dataset` on a small templated set (no instruction dataset is available offline):
 a redundant code domain (6 tasks × 4 phrasings) and a general domain (12 questions), embedded with
 all-MiniLM-L6-v2 (mean pooling, L2 norm). Clusters: average linkage cut at cosine distance
 {res['overall']['cluster_threshold']}. Selection: equal per-domain quotas, greedy farthest-point.
@@ -139,7 +139,7 @@ def write_doc(cfg, result: dict, seconds: float, demo: dict | None = None) -> st
 {sum(c["seconds"] for c in result["cells"]) / 60:.1f} min of wall time in total (one torch thread each, up
 to two cells at a time, on a busy shared 2-core CPU).
 
-**Setup.** Markov rewriting (`llmgen.markov`): rule `x -> y` rewrites the leftmost occurrence of `x`,
+**Setup.** Markov rewriting (`llmgen.recipes.instruction_diversity.markov`): rule `x -> y` rewrites the leftmost occurrence of `x`,
 no-op otherwise. Alphabet `{t.alphabet}`, inputs {t.input_length[0]} chars, patterns and
 replacements {t.pattern_length[0]} chars, compact prompt `{'x' * t.pattern_length[0]}>{'y' * t.pattern_length[0]}|input=` → ` output`. Fixed budget of
 {t.budget} training examples split evenly over N distinct rules; {t.noop_fraction:.0%} no-ops in
@@ -158,7 +158,7 @@ only); greedy decoding; exact match. "seen" = fresh inputs for training rules. O
 accuracy), but it has no reason to read the rule from the prompt, so unseen rules fail; no-op
 accuracy is the share of unseen inputs it copies unchanged. Paper scale for comparison (not run
 here): inputs 50 / patterns 20, budget 10^6, 6×256×4 GPT-2, transition near 400 rules
-(`SweepConfig.paper()` / `llmgen diversity sweep --paper`). Toy numbers are single-seed and
+(`SweepConfig.paper()` / `llmgen instruction-diversity sweep --paper`). Toy numbers are single-seed and
 short-trained: read the direction, not the exact location of the transition.
 """ + (dataset_section(demo) if demo else "")
 

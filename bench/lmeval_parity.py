@@ -39,8 +39,8 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from llmgen.evaluate import EvalConfig, run_eval
-    from llmgen.lmeval import convert_results, run_lmeval
     from llmgen.models import resolve_model
+    from llmgen.tasks.lmeval import convert_results, run_lmeval
 
     names = [t for t in args.tasks.split(",") if t]
     model = resolve_model(args.model)

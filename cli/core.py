@@ -37,8 +37,8 @@ def set_task_sources(include_path: str | None, data_dir: str | None) -> None:
     validation, every rank and every later process see the same sources)."""
     import os
 
-    from llmgen.hf_data import DATA_DIR_ENV
-    from llmgen.lmeval import INCLUDE_ENV
+    from llmgen.tasks.hub import DATA_DIR_ENV
+    from llmgen.tasks.lmeval import INCLUDE_ENV
 
     for value, var, what in ((include_path, INCLUDE_ENV, "--include-path"), (data_dir, DATA_DIR_ENV, "--data-dir")):
         if value is None:
@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
                 raise LlmgenError("--base-url needs --backend openai")
             config.model_args["base_url"] = base_url
         if formats is not None:
-            from llmgen.format_eval import run_format_eval
+            from llmgen.prompts.format_eval import run_format_eval
 
             run_format_eval(config, num_formats=formats, budget=format_budget)
             typer.echo(f"wrote {run_dir}/results.json", err=True)
@@ -158,8 +158,8 @@ def register(app: typer.Typer) -> None:
         """List tasks: built-in, the datasets catalogue, and lm-eval's (when the lmeval extra is installed).
 
         A plain aligned table: names are never cut at the terminal's width (they are what users copy)."""
-        from llmgen.lmeval import available, list_lmeval_tasks
         from llmgen.tasks import catalogue, get_task, list_tasks
+        from llmgen.tasks.lmeval import available, list_lmeval_tasks
 
         set_task_sources(include_path, None)
         match = (lambda n: name_filter.lower() in n.lower()) if name_filter else (lambda n: True)

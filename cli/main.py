@@ -1,8 +1,9 @@
 """The ``llmgen`` command line.
 
 Core commands (``eval``, ``tasks``, ``models``) live in ``llmgen.cli.core``. Each recipe adds its
-own command from ``llmgen.cli.<name>`` through a ``register(app)`` function; the modules are
-imported only to register, and import torch/transformers inside the command bodies so that
+own command from ``llmgen.cli.<paper>`` through a ``register(app)`` function; every module of the
+``llmgen.cli`` package that has one is found by walking the package (no list to keep), imported
+only to register, and import torch/transformers inside the command bodies so that
 ``llmgen --help`` stays fast.
 
 Exit statuses: 0 done, 2 bad usage or bad input (one ``error:`` line, no traceback), 130
@@ -12,8 +13,8 @@ interrupted (Ctrl-C), 1 anything else.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
+import pkgutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -26,7 +27,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None,
                   help="Fine-tune, prompt and evaluate language models (five papers made usable).")
 
-COMMAND_MODULES = ["core", "train", "formatspread", "unlearn", "passn", "hyperfit", "diversity", "analysis"]
+#: Commands renamed to their paper's name (one name per paper): old name -> new name. The old
+#: names stay as hidden commands that say so and exit 2.
+RENAMED_COMMANDS = {"formatspread": "format-spread", "unlearn": "npo-unlearning", "passn": "confidence-limiting",
+                    "hyperfit": "hyperfitting", "diversity": "instruction-diversity"}
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
@@ -67,9 +71,32 @@ def set_log_levels(verbose: bool) -> None:
         logging.getLogger("vllm").setLevel(logging.ERROR)
 
 
-for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(f"llmgen.cli.{_name}") is not None:
-        importlib.import_module(f"llmgen.cli.{_name}").register(app)
+def command_modules(path: list[str] | None = None) -> list[str]:
+    """Names of the modules of the ``llmgen.cli`` package (or of the folders ``path``) other than
+    this one: each that defines ``register(app)`` adds its commands."""
+    if path is None:
+        path = importlib.import_module("llmgen.cli").__path__
+    names = sorted(info.name for info in pkgutil.iter_modules(path) if info.name != "main")
+    return sorted(names, key=lambda n: n not in ("core", "train"))  # core commands first in --help
+
+
+for _name in command_modules():
+    _register = getattr(importlib.import_module(f"llmgen.cli.{_name}"), "register", None)
+    if _register is not None:
+        _register(app)
+
+
+def _renamed(old: str, new: str):
+    def command(ctx: typer.Context) -> None:
+        raise LlmgenError(f"'llmgen {old}' is now 'llmgen {new}'")
+
+    command.__doc__ = f"Renamed: use 'llmgen {new}'."
+    return command
+
+
+for _old, _new in RENAMED_COMMANDS.items():
+    app.command(_old, hidden=True, add_help_option=False,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_renamed(_old, _new))
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:

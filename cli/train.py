@@ -1,14 +1,14 @@
 """``llmgen train``: fine-tune a model on a JSONL/CSV/``datasets`` file with any registered loss.
 
 Runs unchanged under ``accelerate launch`` / ``torchrun`` (see docs/training.md). Every
-``TrainConfig`` field a command line can set has an option here (``tests/test_cli.py`` checks it).
+``TrainConfig`` field a command line can set has an option here (``tests/cli/test_cli.py`` checks it).
 """
 
 from __future__ import annotations
 
 import typer
 
-# TrainConfig fields with no option, and why (checked by tests/test_cli.py).
+# TrainConfig fields with no option, and why (checked by tests/cli/test_cli.py).
 NOT_OPTIONS = {
     "eval_every": "an eval hook is a Python function (train(eval_fn=...)); the command has none",
 }

@@ -204,7 +204,7 @@ def atomic_perturbations(formats: Sequence[Mapping[str, str]], accuracies: Seque
     """Pairs of formats that differ in exactly one attribute, and the accuracy change per attribute.
 
     ``formats`` map each of the ``attributes`` to its value (``{a: fmt.get(a) for a in attributes}``
-    for ``llmgen.formats.Format``); formats with a NaN accuracy (never evaluated) are skipped.
+    for ``llmgen.prompts.formats.Format``); formats with a NaN accuracy (never evaluated) are skipped.
     """
     idx = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
     pairs = []

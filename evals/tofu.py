@@ -10,7 +10,7 @@ where the answer's tokens end with the EOS token, as TOFU's labels do (``data_mo
   the answer (rouge-score, Porter stemming).
 - Truth ratio R = GM_j P̃(perturbed_j) / P̃(base) (geometric mean over perturbed answers; the base
   is the paraphrase on forget/retain and the answer itself on the utility sets, which have no
-  paraphrase: ``llmgen.tofu.BASE_ANSWER_KEY``). Forget aggregate mean(min(R,1/R))
+  paraphrase: ``llmgen.tasks.tofu.BASE_ANSWER_KEY``). Forget aggregate mean(min(R,1/R))
   (closeness to a model that never saw the data); others mean(max(0, 1 − R)) (preferring truth).
 - Forget quality: p-value of the two-sample KS test between the forget-set truth ratios of the
   evaluated model and of a model trained on the retain set only ("retain logs").
@@ -18,7 +18,7 @@ where the answer's tokens end with the EOS token, as TOFU's labels do (``data_mo
   ROUGE-L, truth ratio} values, so one collapsed metric pulls utility to zero.
 
 Everything here is a pure function of scores and texts (no backend calls, no files): the TOFU
-task (``llmgen.tofu.TofuTask``) builds the requests, the runner (``llmgen.evaluate``) sends them,
+task (``llmgen.tasks.tofu.TofuTask``) builds the requests, the runner (``llmgen.evaluate``) sends them,
 :func:`example_metrics` scores one row and :func:`summarize` turns the rows into TOFU's aggregates.
 """
 

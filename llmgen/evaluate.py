@@ -192,7 +192,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     if task.output_type == "requests":
         return evaluate_request_task(backend, task, config, cache, progress)
     if task.output_type == "lmeval":
-        from llmgen.lmeval import evaluate_lmeval_task
+        from llmgen.tasks.lmeval import evaluate_lmeval_task
 
         return evaluate_lmeval_task(backend, task, config, cache)
     prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
@@ -254,7 +254,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     ``max_tokens`` (``--max-tokens``) replaces the generation budget of every generate request."""
     import dataclasses
 
-    from llmgen.backends.base import encode_pair, render_prompt
+    from llmgen.backends.base import encode_pair
+    from llmgen.prompts.chat import render_prompt
 
     cached = CachedBackend(backend, cache)
     tok = backend.tokenizer
@@ -284,7 +285,7 @@ def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cach
     """Score a task that builds its own requests (``output_type: requests``, e.g. TOFU): every
     document's requests in one pass through the cache, ``task.score_outputs`` per document,
     ``task.aggregate_rows`` over the rows."""
-    from llmgen.backends.base import render_prompt
+    from llmgen.prompts.chat import render_prompt
 
     per_doc = [task.doc_requests(d) for d in task.docs]
     flat = [r for rs in per_doc for r in rs]

@@ -83,8 +83,8 @@ def eval_runs(tmp_path_factory, tiny_hf, hf_default, tiny_model_dir, default_mod
     """Run folders, by name: ``{tiny,default}_formats`` (sentiment, ``--formats 3``, exhaustive) and
     ``{tiny,default}_sampled`` (a capitals JSONL task, 4 samples at temperature 1: fractional exact match, pass@k)."""
     from llmgen.evaluate import EvalConfig, run_eval
-    from llmgen.format_eval import run_format_eval
     from llmgen.io import atomic_write_jsonl
+    from llmgen.prompts.format_eval import run_format_eval
 
     root = tmp_path_factory.mktemp("runs")
     capitals = root / "capitals.jsonl"
@@ -112,7 +112,7 @@ def recipe_runs(tmp_path_factory, tiny_model_dir) -> dict:
     from llmgen.recipes.confidence_limiting import run as run_passn
     from llmgen.recipes.npo_unlearning import UnlearnConfig, make_retain_logs
     from llmgen.recipes.npo_unlearning import run as run_unlearn
-    from llmgen.tofu import SyntheticTofuConfig, write_synthetic_tofu
+    from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
 
     root = tmp_path_factory.mktemp("recipes")
     threads = torch.get_num_threads()

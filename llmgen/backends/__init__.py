@@ -8,10 +8,10 @@ from llmgen.backends.base import (
     Completion,
     LoglikelihoodResult,
     SamplingConfig,
-    apply_chat_template,
     encode_pair,
 )
 from llmgen.errors import LlmgenError
+from llmgen.prompts.chat import apply_chat_template
 
 BACKENDS = ("hf", "vllm", "openai")
 

@@ -1,7 +1,7 @@
 """The backend interface shared by the HF and vLLM implementations.
 
 Everything that must be the same on both backends lives here, once: prompt rendering (plain text or
-chat messages through the model's chat template), left-truncation of prompts longer than the
+chat messages through ``llmgen.prompts.chat``), left-truncation of prompts longer than the
 context, per-request seeds, the tokenisation of (context, continuation) pairs (``encode_pair``), and
 rolling-window loglikelihood. A backend implements only the model-facing parts:
 ``_generate_tokens`` (token ids in, completions out) and ``loglikelihood_tokens``.
@@ -15,14 +15,13 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from llmgen.errors import LlmgenError
+from llmgen.prompts.chat import Prompt, apply_chat_template, render_prompt
 
 log = logging.getLogger("llmgen")
 
-Message = dict[str, str]
-Prompt = Union[str, Sequence[Message]]  # noqa: UP007 - a runtime alias, kept readable
 
 
 @dataclass(frozen=True)
@@ -136,32 +135,6 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 def prefix_token_id(tokenizer) -> int:
     """The token a text with no context is conditioned on: BOS, or EOS where there is no BOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-
-
-def apply_chat_template(tokenizer, prompt: Prompt, system: str | None = None) -> str:
-    """Render a user prompt or a list of chat messages with the model's chat template.
-
-    The result ends where the assistant answers. This is the only place chat templates are applied
-    (``llmgen eval --apply-chat-template``, FormatSpread, and TOFU's ``chat`` prompt template).
-    """
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise LlmgenError("this model's tokenizer has no chat template; use a plain prompt "
-                          "(no --apply-chat-template, no prompt template 'chat')")
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    else:
-        messages = [dict(m) for m in prompt]
-        for m in messages:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise LlmgenError(f"a chat message needs 'role' and 'content', got {m!r}")
-    if system:
-        messages = [{"role": "system", "content": system}] + messages
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def render_prompt(tokenizer, prompt: Prompt) -> str:
-    """The text a prompt stands for: a string as it is, chat messages through the chat template."""
-    return prompt if isinstance(prompt, str) else apply_chat_template(tokenizer, prompt)
 
 
 def request_seed(seed: int, prompt: str) -> int:

@@ -18,13 +18,12 @@ from llmgen.backends.base import (
     Backend,
     Completion,
     LoglikelihoodResult,
-    Prompt,
     RollingResult,
     SamplingConfig,
     per_request,
-    render_prompt,
 )
 from llmgen.cache import RequestCache, request_key
+from llmgen.prompts.chat import Prompt, render_prompt
 
 KEY_VERSION = 2  # bump when a backend's results for the same key change (2: per-request seeds)
 

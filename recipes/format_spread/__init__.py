@@ -1,0 +1,193 @@
+"""FormatSpread (Sclar et al., ICLR 2024): how much does accuracy move with the prompt's format?
+
+``run(config)`` samples (or reloads) a set of plausible formats for a classification task, then
+either evaluates every format on every example (``mode="exhaustive"``, one backend batch) or spends
+a budget of E evaluations with a Thompson-sampling (or UCB) bandit to find the best and worst
+formats. Every evaluation goes through ``llmgen.prompts.format_eval`` (the same requests, scoring and
+results schema as ``llmgen eval --formats``). It writes a run folder: ``config.json``,
+``formats_<task>.json`` (reusable across models), ``results.json`` and ``samples.jsonl`` as ``llmgen eval``
+writes them (plus ``format_spread``), ``format_samples.jsonl`` and ``accuracy_histogram.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmgen.errors import LlmgenError
+from llmgen.evals.format_spread import check_budget, exact_prefix_matching
+from llmgen.io import atomic_write_json
+from llmgen.prompts.format_eval import (
+    FormatEvaluator,
+    Request,
+    Scorer,
+    format_results,
+    search,
+    spread_entry,
+    write_format_run,
+)
+from llmgen.prompts.formats import Format, load_formats, sample_formats, save_formats
+from llmgen.tasks.classification import (
+    DEMO_POOL,
+    ClassificationTask,
+    Example,
+    demo_pool_split,
+    load_classification_task,
+    task_summary,
+)
+
+MODES = ("thompson", "ucb", "exhaustive")
+METRICS = ("probability_ranking", "exact_prefix_matching")
+
+
+@dataclass
+class FormatSpreadConfig:
+    model: str = "default"
+    backend: str = "hf"
+    task: str = "sentiment"  # a built-in task, an SNI task .json or a .jsonl file
+    num_formats: int = 10  # formats in the set, the original included
+    shots: int = 1
+    limit: int | None = 100  # evaluation examples per format (None: all that remain after the demos)
+    num_generated: int = 210  # examples generated for a built-in task (as many as `llmgen eval --tasks <name>`)
+    mode: str = "thompson"
+    budget: int = 400  # E: evaluations the bandit may spend (the original's full run is not counted)
+    batch: int = 20  # B: examples per arm pull
+    metric: str = "probability_ranking"
+    normalize: bool = False  # rank by logprob per answer character (acc_norm); the reference sums (acc)
+    chat: bool = False
+    max_new_tokens: int = 10
+    demos_from: str = "instances"  # "instances" (the paper) or "task" (e.g. SNI Positive Examples)
+    formats_file: str | None = None  # reuse this set if it exists, else write the sampled set there
+    seed: int = 0
+    dtype: str = "float32"
+    output_dir: str = "runs/format_spread"
+
+
+def _check(config: FormatSpreadConfig) -> None:
+    if config.mode not in MODES:
+        raise LlmgenError(f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
+    if config.metric not in METRICS:
+        raise LlmgenError(f"unknown metric {config.metric!r} (known: {', '.join(METRICS)})")
+    if config.demos_from not in ("instances", "task"):
+        raise LlmgenError(f"demos_from must be 'instances' or 'task', got {config.demos_from!r}")
+    if config.num_formats < 2:
+        raise LlmgenError(f"num_formats must be >= 2 (the original and at least one other), got {config.num_formats}")
+    if not 0 <= config.shots <= DEMO_POOL:
+        raise LlmgenError(f"shots must be in [0, {DEMO_POOL}], got {config.shots}")
+    if config.limit is not None and config.limit < 1:
+        raise LlmgenError(f"limit must be >= 1, got {config.limit}")
+
+
+def split_examples(task: ClassificationTask, shots: int, limit: int | None, seed: int,
+                   demos_from: str = "instances") -> tuple[list[Example], list[Example]]:
+    """The first ``shots`` demonstrations of the pool (or of the task's own), and ``limit`` evaluated examples."""
+    if demos_from == "task":
+        if len(task.demonstrations) < shots:
+            raise LlmgenError(f"task {task.name!r} has {len(task.demonstrations)} demonstrations, {shots} shots asked")
+        examples = list(task.examples)
+        random.Random(seed).shuffle(examples)
+        return task.demonstrations[:shots], examples[:limit] if limit else examples
+    if len(task.examples) < DEMO_POOL + 1:
+        raise LlmgenError(f"task {task.name!r} has {len(task.examples)} examples: fewer than the demonstration "
+                          f"pool + 1 = {DEMO_POOL + 1}")
+    pool, examples = demo_pool_split(task.examples, seed)
+    return pool[:shots], examples[:limit] if limit else examples
+
+
+def prepare_formats(config: FormatSpreadConfig, task: ClassificationTask) -> list[Format]:
+    """The saved set when ``formats_file`` exists (reused across models), else a fresh sample."""
+    if config.formats_file and Path(config.formats_file).is_file():
+        formats = load_formats(config.formats_file, task.layout)[: config.num_formats]
+    else:
+        formats = sample_formats(task.layout, config.num_formats, seed=config.seed, original=task.original_format)
+    for i, fmt in enumerate(formats):  # every format must render the task (e.g. enough option numbers)
+        try:
+            task.prompt(fmt, [], task.examples[0])
+            task.answers(fmt)
+        except LlmgenError as e:
+            raise LlmgenError(f"format {i} cannot render task {task.name!r}: {e}") from None
+    return formats
+
+
+def task_requests(task: ClassificationTask, formats: list[Format], demos: list[Example], examples: list[Example],
+                  metric: str):
+    """``request(arm, i)``: example i in format ``arm``, ranked over the answers or generated."""
+
+    def request(arm: int, i: int) -> Request:
+        fmt, ex = formats[arm], examples[i]
+        answers = tuple(task.answers(fmt)) if metric == "probability_ranking" else None
+        return Request(arm, i, task.prompt(fmt, demos, ex), task.gold(ex, fmt), answers)
+
+    return request
+
+
+def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
+    """Run FormatSpread; ``backend`` lets callers (tests, benchmarks) pass an engine they hold."""
+    _check(config)
+    task = load_classification_task(config.task, config.num_generated, config.seed)
+    demos, examples = split_examples(task, config.shots, config.limit, config.seed, config.demos_from)
+    formats = prepare_formats(config, task)
+    if len(formats) < 2:
+        raise LlmgenError(f"task {task.name!r} admits only {len(formats)} distinct format(s): nothing to compare")
+    if config.mode != "exhaustive":
+        check_budget(config.budget, config.batch, len(examples), len(formats))
+
+    from llmgen.backends import SamplingConfig
+    from llmgen.cache import RequestCache
+
+    t0 = time.time()
+    own = backend is None
+    if own:
+        from llmgen.backends import get_backend
+
+        backend = get_backend(config.backend, config.model, dtype=config.dtype)
+    try:
+        scorer = Scorer(backend, RequestCache(None), task.name, chat=config.chat, normalize=config.normalize,
+                        sampling=SamplingConfig(temperature=0.0, max_tokens=config.max_new_tokens),
+                        is_correct=lambda text, r: exact_prefix_matching(text, r.gold),
+                        sample_metrics=lambda correct: {"exact_prefix_match": float(correct[0])})
+        evaluator = FormatEvaluator(task_requests(task, formats, demos, examples, config.metric), scorer)
+        if config.chat:  # e.g. a chat template the model lacks: fail before writing
+            backend.format_prompt("check", chat=True)
+        out_dir = Path(config.output_dir)
+        atomic_write_json(out_dir / "config.json", asdict(config))
+        if config.formats_file and not Path(config.formats_file).is_file():
+            save_formats(config.formats_file, formats, task.layout, config.seed)
+        budget = None if config.mode == "exhaustive" else config.budget
+        info = search(evaluator, len(formats), len(examples), budget, config.batch, config.seed,
+                      rule="ucb" if config.mode == "ucb" else "thompson")
+        entry = spread_entry(evaluator, info, formats, task.layout, len(examples))
+    finally:
+        if own:
+            backend.close()
+    entry.update(task=task_summary(task), shots=config.shots, metric=config.metric)
+    out, original_rows, all_rows = format_results(
+        {**asdict(config)}, config.model, backend, config.seed, {task.name: entry}, {task.name: evaluator},
+        {task.name: dict(task_summary(task))}, t0)
+    write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, task.layout)}, config.seed)
+    _plot(out_dir / "accuracy_histogram.png", entry, task.name)
+    return out
+
+
+def _plot(path: Path, results: dict, task_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    accs = [100 * f["pulls"]["correct"] / f["pulls"]["examples"] for f in results["formats"] if f["pulls"]["examples"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(accs, bins=min(30, max(5, int(math.sqrt(len(accs))) * 2)), color="#4477aa")
+    ax.axvline(100 * results["extremes"]["original"]["accuracy"], color="#cc6677", linestyle="--", label="original format")
+    ax.set_xlabel("accuracy (%)" + ("" if results["mode"] == "exhaustive" else ", partial for bandit arms"))
+    ax.set_ylabel("formats")
+    ax.set_title(f"{task_name}: spread {100 * results['spread']:.1f} points over {len(accs)} formats")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,450 @@
+"""NPO unlearning on TOFU (Zhang, Lin, Bai, Mei 2024; Maini et al. 2024).
+
+Pipeline: fine-tune a base model on TOFU ``full`` (:func:`finetune`) → fine-tune the same base on
+the retain split only and save its forget-set truth ratios (:func:`make_retain_logs`, computed once
+and reused) → unlearn the forget split with one or more methods from the same start model
+(:func:`run`), evaluating forget quality and model utility at the start, every ``eval_every``
+steps and at the end. Every method trains through the shared loop (``llmgen.training``) with a
+loss from :mod:`llmgen.training.losses.unlearning`; LoRA (``lora_r > 0``, reference = adapters disabled) or full
+fine-tuning (reference = frozen copy).
+
+Outputs under ``output_dir``: ``config.json``, ``results.json`` (all metrics per eval point and
+method), ``samples.jsonl`` (greedy generations per eval point), ``curve.png`` (model utility vs
+forget quality across steps, per method) and ``table.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmgen.errors import LlmgenError
+from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from llmgen.tasks.tofu import (
+    MAX_NEW_TOKENS,
+    QA_PROMPT_TEMPLATE,
+    SYNTHETIC,
+    SyntheticTofuConfig,
+    TofuTask,
+    check_answer_style,
+    check_forget_split,
+    check_prompt_template,
+    forget_config,
+    load_retain_logs,
+    load_tofu,
+    prompt_text,
+    retain_config,
+    save_retain_logs,
+    synthetic_source,
+    tofu_task,
+)
+from llmgen.training.losses.unlearning import METHODS, check_beta, check_method
+
+# "I don't know"-style answers for IdkDPO (TOFU ships 100 such lines; a handful suffices here).
+IDK_ANSWERS = ["I don't know.", "I'm not sure about that.", "I have no information on that.",
+               "That is not something I know.", "I cannot answer that.", "I'm afraid I don't have that information.",
+               "I am unable to recall that.", "I have no idea.", "Sorry, I don't know the answer to that.",
+               "That's beyond my knowledge."]
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class UnlearnConfig:
+    """One unlearning experiment: several methods from the same start model, same data and steps.
+
+    ``data`` is ``"synthetic"`` (the generated set in llmgen's cache, the same one ``llmgen eval
+    --tasks tofu_*`` reads; see ``llmgen.tasks.tofu.synthetic_source``), a folder of TOFU-format files,
+    or a hub id (``locuslab/TOFU``). The schedule defaults are open-unlearning's trainer configs:
+    lr 1e-5, effective batch 32 (``batch_size`` 8 × ``grad_accum`` 4), ``warmup_epochs`` 1 of
+    linear warm-up then linear decay, weight decay 0.01, 10 epochs. ``steps`` (optimizer steps)
+    overrides ``epochs``. ``max_grad_norm`` clips the gradient norm (None: no clipping; HF's
+    Trainer clips at 1.0). ``beta``/``alpha``/``gamma``/``delta``/``ga_reduction``/``kl_reduction``
+    left as None take each method's default (``llmgen.training.losses.unlearning.DEFAULT_ARGS``).
+    ``synthetic_answer_style`` ``long`` gives TOFU-length answers. ``ds_size`` keeps the first N
+    rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
+    ``eval_limit`` cuts further (quick runs); ``eval_every = 0`` evaluates at the start and the
+    end only.
+    """
+
+    model: str = "default"
+    data: str = SYNTHETIC
+    forget_split: str = "forget10"
+    methods: list[str] = field(default_factory=lambda: ["npo"])
+    retain_logs: str | None = None
+    beta: float | None = None
+    alpha: float | None = None
+    gamma: float | None = None
+    delta: float | None = None
+    ga_reduction: str | None = None
+    kl_reduction: str | None = None
+    steps: int | None = None
+    epochs: float = 10.0
+    lr: float = 1e-5
+    batch_size: int = 8
+    grad_accum: int = 4
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    schedule: str = "linear"
+    max_grad_norm: float | None = 1.0
+    lora_r: int = 0
+    lora_alpha: int = 32
+    eval_every: int = 0
+    ds_size: int | None = None
+    eval_limit: int | None = None
+    backend: str = "hf"
+    max_new_tokens: int = MAX_NEW_TOKENS
+    max_length: int = 256
+    prompt_template: str = QA_PROMPT_TEMPLATE
+    synthetic_authors: int = 20
+    synthetic_seed: int = 0
+    synthetic_answer_style: str = "long"
+    seed: int = 0
+    dtype: str = "float32"
+    save_models: bool = False
+    output_dir: str = "runs/unlearn"
+
+    def method_args(self, method: str) -> dict[str, float | str]:
+        given = {k: getattr(self, k) for k in ("beta", "alpha", "gamma", "delta", "ga_reduction", "kl_reduction")}
+        allowed = set(check_method(method))  # the method's own arguments
+        return check_method(method, {k: v for k, v in given.items() if k in allowed})
+
+    def synthetic(self) -> SyntheticTofuConfig:
+        return SyntheticTofuConfig(n_authors=self.synthetic_authors, seed=self.synthetic_seed,
+                                   answer_style=self.synthetic_answer_style)
+
+    def validate(self) -> None:
+        """Every check that can fail, before anything is loaded or written."""
+        if not self.methods:
+            raise LlmgenError("no unlearning method given")
+        if self.beta is not None:
+            check_beta(self.beta)
+        for m in self.methods:
+            self.method_args(m)
+        check_answer_style(self.synthetic_answer_style, "synthetic_answer_style")
+        if self.data == SYNTHETIC:
+            check_forget_split(self.forget_split, percents=self.synthetic().forget_percents)
+        else:
+            check_forget_split(self.forget_split, self.data)
+        if self.backend not in BACKENDS:
+            raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        if self.steps is not None and self.steps < 1:
+            raise LlmgenError(f"steps must be >= 1, got {self.steps}")
+        for name in ("ds_size", "eval_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise LlmgenError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise LlmgenError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.warmup_epochs < 0:
+            raise LlmgenError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.lr <= 0:
+            raise LlmgenError(f"lr must be > 0, got {self.lr}")
+        if self.max_new_tokens < 1:
+            raise LlmgenError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_prompt_template(self.prompt_template)
+
+    def eval_size(self) -> int | None:
+        """Rows kept per evaluation set: the smaller of ``ds_size`` and ``eval_limit``."""
+        sizes = [n for n in (self.ds_size, self.eval_limit) if n is not None]
+        return min(sizes) if sizes else None
+
+
+def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epochs: float) -> int:
+    """Optimizer steps in ``warmup_epochs`` epochs of ``n_examples``, counted as TOFU does
+    (``finetune.py``/``forget.py``: ``max(1, max_steps // num_epochs)``, i.e. whole effective
+    batches per epoch); 0 for no warm-up. TOFU and open-unlearning warm up for one epoch, then
+    decay linearly."""
+    if warmup_epochs <= 0:
+        return 0
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, math.floor(warmup_epochs * n_examples) // (batch_size * grad_accum * world))
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def data_source(config: UnlearnConfig) -> str:
+    """The TOFU folder or hub id; ``synthetic`` is the cached generated set (written once, shared
+    with ``llmgen eval --tasks tofu_*``), never a copy in the run folder."""
+    return synthetic_source(config.synthetic()) if config.data == SYNTHETIC else config.data
+
+
+def qa_features(rows: list[dict], tokenizer, template: str, max_length: int, name: str,
+                answers: list[str] | None = None) -> list[dict]:
+    """Tokenised prompt/answer features (loss on answer tokens + EOS), TOFU's training format; the
+    prompt is the one the evaluation scores (``llmgen.tasks.tofu.prompt_text``)."""
+    from llmgen.training.data import prompt_answer_dataset
+
+    records = [{"prompt": prompt_text(tokenizer, template, r["question"]), "answer": answers[i] if answers else r["answer"]}
+               for i, r in enumerate(rows)]
+    return prompt_answer_dataset(records, tokenizer, max_length=max_length, name=name)
+
+
+def training_streams(names: set[str], source: str, forget: str, tokenizer, template: str, max_length: int) -> dict:
+    """The named streams (``METHODS[m]["streams"]``): forget answers, retain answers, and "I don't
+    know" answers to the forget questions."""
+    forget_rows = load_tofu(source, forget_config(forget))
+    streams = {"forget": qa_features(forget_rows, tokenizer, template, max_length, "forget")}
+    if "retain" in names:
+        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, template, max_length, "retain")
+    if "idk" in names:
+        # Row i of "idk" answers forget question i; the IdkDPO losses register "idk" as aligned,
+        # so the loop draws both streams in the same order and each pair shares its question.
+        idk = [IDK_ANSWERS[i % len(IDK_ANSWERS)] for i in range(len(forget_rows))]
+        streams["idk"] = qa_features(forget_rows, tokenizer, template, max_length, "idk", answers=idk)
+    return streams
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Scores a model on the TOFU task through the runner (``llmgen.evaluate.evaluate_task``, the
+    path of ``llmgen eval --tasks tofu_*``), on HF in memory or on vLLM over a saved copy, and
+    returns (metrics, per-example rows). The persistent request cache is bypassed: the weights
+    change at every eval point, so no answer could be reused and none should be stored."""
+
+    def __init__(self, config: UnlearnConfig, task: TofuTask, tokenizer) -> None:
+        self.config, self.task, self.tokenizer = config, task, tokenizer
+        self.described: dict[str, Any] | None = None  # the first eval point's backend
+
+    def __call__(self, model, label: str) -> tuple[dict[str, float], list[dict]]:
+        cfg = getattr(model, "config", None)
+        use_cache = getattr(cfg, "use_cache", None)
+        if cfg is not None:
+            cfg.use_cache = True  # the training loop turns the KV cache off; generation wants it
+        backend = self._backend(model, label)
+        try:
+            self.described = self.described or backend.describe()
+            return score_task(backend, self.task)
+        finally:
+            backend.close()
+            if cfg is not None:
+                cfg.use_cache = use_cache
+
+    def _backend(self, model, label: str):
+        from llmgen.backends import get_backend
+
+        if self.config.backend == "hf":
+            return get_backend("hf", f"in-memory:{label}", model_obj=model, tokenizer_obj=self.tokenizer)
+        # vLLM loads from disk: save this eval point's weights into its own folder (engines are
+        # cached per path, so a reused path would score stale weights).
+        from llmgen.training.modeling import is_peft
+
+        folder = Path(self.config.output_dir) / "eval_models" / label
+        shutil.rmtree(folder, ignore_errors=True)
+        to_save = copy.deepcopy(model).merge_and_unload() if is_peft(model) else model
+        to_save.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        return get_backend("vllm", str(folder), dtype=self.config.dtype)
+
+
+def score_task(backend, task: TofuTask) -> tuple[dict[str, float], list[dict]]:
+    """The runner's evaluation of ``task`` on ``backend``, without the persistent cache."""
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import EvalConfig, evaluate_task
+
+    return evaluate_task(backend, task, EvalConfig(model=backend.model_name, tasks=[task.name], cache=None),
+                         RequestCache(None))
+
+
+def _samples(rows: list[dict], method: str, step: int) -> list[dict]:
+    """The runner's per-example rows of one eval point, tagged with the method and step."""
+    return [{**r, "method": method, "step": step} for r in rows]
+
+
+def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict[str, float]],
+                   described: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """The keys ``llmgen eval`` writes to results.json, one entry per evaluated model
+    (``<task>/start`` and ``<task>/<method>`` at its last eval point)."""
+    from llmgen.evaluate import versions
+
+    keys = {label: f"{task.name}/{label}" for label in finals}
+    return {"model": config.model, "backend": described, "versions": versions(), "seed": config.seed,
+            "timings": {"total_s": round(seconds, 2)}, "cache": {"hits": 0, "misses": 0, "path": None},
+            "results": {keys[k]: v for k, v in finals.items()}, "uncertainty": {keys[k]: {} for k in finals},
+            "n_samples": {keys[k]: len(task.docs) for k in finals},
+            "tasks": {keys[k]: task.describe() for k in finals}}
+
+
+# --- fine-tuning and retain logs ------------------------------------------------------------------
+
+
+def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int | None = None, epochs: float = 5.0,
+             lr: float = 1e-5, batch_size: int = 16, grad_accum: int = 1, warmup_epochs: float = 1.0,
+             lora_r: int = 0, lora_alpha: int = 32, max_length: int = 500,
+             prompt_template: str = QA_PROMPT_TEMPLATE, weight_decay: float = 0.01, seed: int = 0,
+             dtype: str = "float32") -> str:
+    """Fine-tune ``model`` on one TOFU split (``full`` for the model to unlearn, ``retainNN`` for
+    the retain-only reference) with the answer-only cross-entropy; returns a plain model folder
+    (LoRA adapters are merged in, so the result loads anywhere). Defaults are TOFU's
+    ``config/finetune.yaml`` and ``finetune.py``: 5 epochs, batch 16, lr 1e-5, weight decay 0.01,
+    one epoch of linear warm-up then linear decay, max length 500."""
+    from llmgen.models import load_model, load_tokenizer
+    from llmgen.training import TrainConfig, train
+    from llmgen.training.modeling import is_peft
+
+    prompt_text(load_tokenizer(model), check_prompt_template(prompt_template), "?")  # fails before loading
+    net, tok = load_model(model, dtype=dtype)
+    feats = qa_features(load_tofu(data, split), tok, prompt_template, max_length, split)
+    tcfg = TrainConfig(loss="ce", lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                       warmup_steps=warmup_steps(len(feats), batch_size, grad_accum, warmup_epochs), lora_r=lora_r,
+                       lora_alpha=lora_alpha, weight_decay=weight_decay, seed=seed, schedule="linear",
+                       output_dir=str(Path(output_dir) / "train"), save_final=False, progress=False,
+                       max_length=max_length)
+    result = train(tcfg, model=net, tokenizer=tok, train_dataset=feats)
+    trained = result.model.merge_and_unload() if is_peft(result.model) else result.model
+    trained.config.use_cache = True
+    folder = Path(output_dir) / "model"
+    trained.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    atomic_write_json(Path(output_dir) / "finetune.json", {"model": model, "data": data, "split": split,
+                                                            "final_loss": result.final_loss, "steps": result.steps})
+    return str(folder)
+
+
+def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: str,
+                     prompt_template: str = QA_PROMPT_TEMPLATE, eval_limit: int | None = None,
+                     backend: str = "hf", dtype: str = "float32", max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """Evaluate a retain-only model on the forget split (the TOFU task's forget set, through the
+    runner) and save its truth ratios with the per-example rows (the "retain logs" that forget
+    quality compares against). Computed once per (model family, split); ``eval_limit`` must match
+    the unlearning run's evaluated subset (e.g. TOFU's ds_size 300)."""
+    from llmgen.backends import get_backend
+
+    task = tofu_task(data, forget_split, ds_size=eval_limit, prompt_template=prompt_template,
+                     max_new_tokens=max_new_tokens, roles=("forget",))
+    be = get_backend(backend, retain_model, dtype=dtype)
+    try:
+        metrics, rows = score_task(be, task)
+    finally:
+        be.close()
+    save_retain_logs(out_path, rows, {"model": retain_model, "data": data, "forget_split": forget_split,
+                                      "forget_truth_ratio": metrics["forget.truth_ratio"]})
+    return out_path
+
+
+# --- the experiment -------------------------------------------------------------------------------
+
+
+def run(config: UnlearnConfig) -> dict[str, Any]:
+    """Evaluate the start model, unlearn with each method, evaluate along the way; write results.
+
+    Under ``accelerate launch`` / ``torchrun`` every rank runs this (training is data-parallel and
+    each rank evaluates its full copy of the model); only rank 0 writes the run folder."""
+    import time
+
+    from llmgen.models import load_model, load_tokenizer
+    from llmgen.training import TrainConfig, is_main_process, train
+
+    t0 = time.time()
+    config.validate()
+    retain_ratios = load_retain_logs(config.retain_logs)  # a clear error before any work
+    out = Path(config.output_dir)
+    source = data_source(config)
+    task = tofu_task(source, config.forget_split, ds_size=config.eval_size(), retain_ratios=retain_ratios,
+                     prompt_template=config.prompt_template, max_new_tokens=config.max_new_tokens)
+    prompt_text(load_tokenizer(config.model), config.prompt_template, "?")  # no chat template: fails now
+    main = is_main_process()
+    if main:
+        atomic_write_json(out / "config.json", asdict(config))
+
+    start_model, tok = load_model(config.model, dtype=config.dtype)
+    evaluator = Evaluator(config, task, tok)
+    start, start_rows = evaluator(start_model, "start")
+    samples = _samples(start_rows, "start", 0)
+    results: dict[str, Any] = {"config": asdict(config), "data": source, "ds_size": config.ds_size,
+                               "eval_rows": task.describe()["counts"], "start": start, "methods": {}}
+    # Tokenised once, for every method: the union of the streams the methods read.
+    all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
+                                   config.forget_split, tok, config.prompt_template, config.max_length)
+    for method in config.methods:
+        args = config.method_args(method)
+        curve: list[dict[str, Any]] = [{"step": 0, **start}]
+
+        def eval_fn(model, step, method=method, curve=curve):
+            metrics, rows = evaluator(model, f"{method}-step{step}")
+            samples.extend(_samples(rows, method, step))
+            curve.append({"step": step, **metrics})
+            return {k: v for k, v in metrics.items() if k in ("forget_quality", "model_utility")}
+
+        net = copy.deepcopy(start_model)
+        tcfg = TrainConfig(loss=method, loss_args=args, lr=config.lr, epochs=config.epochs, max_steps=config.steps,
+                           batch_size=config.batch_size, grad_accum=config.grad_accum,
+                           weight_decay=config.weight_decay,
+                           warmup_steps=warmup_steps(len(all_streams["forget"]), config.batch_size, config.grad_accum,
+                                                     config.warmup_epochs),
+                           schedule=config.schedule, max_grad_norm=config.max_grad_norm, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+                           eval_every=config.eval_every, seed=config.seed, max_length=config.max_length,
+                           output_dir=str(out / method), save_final=config.save_models, progress=False)
+        streams = {k: v for k, v in all_streams.items() if k in METHODS[method]["streams"]}  # forget first
+        trained = train(tcfg, model=net, tokenizer=tok, train_dataset=streams, eval_fn=eval_fn)
+        results["methods"][method] = {"args": args, "curve": curve, "final": curve[-1], "steps": trained.steps,
+                                      "train_seconds": trained.train_seconds,
+                                      "losses": [r["loss"] for r in trained.history if "loss" in r]}
+        del net, trained
+        if main:
+            atomic_write_json(out / "results.json", results)  # partial results survive a later failure
+    finals = {"start": start, **{m: {k: v for k, v in r["final"].items() if k != "step"}
+                                 for m, r in results["methods"].items()}}
+    results.update(results_schema(config, task, finals, evaluator.described, time.time() - t0))
+    if not main:
+        return results
+    results["plot"] = plot_curves(results, out / "curve.png")
+    atomic_write_json(out / "results.json", results)
+    atomic_write_jsonl(out / "samples.jsonl", samples)
+    atomic_write_text(out / "table.md", markdown_table(results))
+    return results
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per method (final eval point) plus the start model."""
+    cols = ["forget_quality", "model_utility", "forget.prob", "forget.rougeL", "forget.truth_ratio",
+            "retain.prob", "retain.rougeL"]
+    lines = ["| method | step | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+
+    def fmt(v):
+        return "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+    rows = [("start", {"step": 0, **results["start"]})] + [(m, r["final"]) for m, r in results["methods"].items()]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['step']} | " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: dict[str, Any], path: str | os.PathLike) -> str:
+    """Model utility (x) vs forget quality (y, log) across eval points, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, r in results["methods"].items():
+        pts = [p for p in r["curve"] if "model_utility" in p]
+        mu = [p["model_utility"] for p in pts]
+        fq = [max(p.get("forget_quality", float("nan")), 1e-300) for p in pts]
+        (line,) = ax.plot(mu, fq, marker="o", label=method)
+        ax.annotate(f"{pts[-1]['step']}", (mu[-1], fq[-1]), fontsize=7, color=line.get_color())
+        ax2.plot([p["step"] for p in pts], mu, marker="o", label=method, color=line.get_color())
+    start = results["start"]
+    if "model_utility" in start:
+        ax.scatter([start["model_utility"]], [max(start.get("forget_quality", 1e-300), 1e-300)], marker="*",
+                   s=160, color="k", zorder=5, label="start")
+    ax.set_yscale("log")
+    ax.set_xlabel("model utility")
+    ax.set_ylabel("forget quality (KS p-value)")
+    ax.set_title("unlearning trajectories")
+    ax.legend(fontsize=8)
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("model utility")
+    ax2.set_title("utility during unlearning")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

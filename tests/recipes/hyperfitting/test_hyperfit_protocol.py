@@ -1,0 +1,188 @@
+"""Hyperfitting protocol: text chunks, bad input, seeded generation, the citation blocker."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmgen.errors import LlmgenError
+from llmgen.evals.generation import ngram_set, ngrams, token_entropies
+from llmgen.models import byte_tokenizer, tiny_model
+from llmgen.recipes.hyperfitting import CitationBlocker, HyperfittingConfig, generate, heldout_point
+from llmgen.recipes.hyperfitting.text_sources import (
+    chunk_documents,
+    document_sequences,
+    iter_documents,
+    stdlib_texts,
+)
+
+DOCS = [f"Document number {i} says something about topic {i % 7}." for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = tiny_model(seed=0)
+    model.eval()
+    return model, tok
+
+
+def test_chunks_are_fixed_length_split_and_seeded():
+    tok = byte_tokenizer()
+    a = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1)
+    b = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1)
+    c = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=2)
+    assert len(a.train) == 10 and len(a.heldout) == 4
+    assert all(len(s) == 32 for s in a.train + a.heldout)
+    assert a.train == b.train and a.heldout == b.heldout
+    assert a.train != c.train
+    assert not {tuple(s) for s in a.train} & {tuple(s) for s in a.heldout}
+    # drawn at random from a larger pool: chunks from beyond the first 14, still deterministic
+    ids = byte_tokenizer()("".join(d + "</s>" for d in DOCS), add_special_tokens=False)["input_ids"]
+    first = {tuple(ids[i * 32:(i + 1) * 32]) for i in range(14)}
+    p1 = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1, pool_tokens=10_000)
+    p2 = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1, pool_tokens=10_000)
+    assert p1.train == p2.train and all(len(s) == 32 for s in p1.train)
+    assert {tuple(s) for s in p1.train + p1.heldout} - first
+
+
+def test_document_split_takes_each_document_start_as_the_reference():
+    tok = byte_tokenizer()
+    docs = ["short", *DOCS]  # "short" has fewer than 32 tokens: skipped, as in the reference
+    got = document_sequences(iter(docs), tok, seq_len=32, num_train=10, num_heldout=4)
+    expected = [tok(d)["input_ids"][:32] for d in DOCS[:14]]  # special tokens included, cut at 32
+    assert got.train == expected[:10] and got.heldout == expected[10:]
+    # so each held-out prompt starts a document of its own: none continues a training sequence.
+    # The stream split, by contrast, cuts one token stream: a held-out chunk can be the next 32
+    # tokens after a training chunk.
+    stream = chunk_documents(DOCS, tok, seq_len=32, num_train=10, num_heldout=4, seed=1)
+    ids = tok("".join(d + "</s>" for d in DOCS), add_special_tokens=False)["input_ids"]
+    cut = [ids[i * 32:(i + 1) * 32] for i in range(14)]
+    follows = [cut.index(h) - 1 for h in stream.heldout]
+    assert any(cut[i] in stream.train for i in follows if i >= 0)
+    with pytest.raises(LlmgenError, match="has 40 documents of at least 32 tokens"):
+        document_sequences(DOCS, tok, seq_len=32, num_train=40, num_heldout=4)
+    with pytest.raises(LlmgenError, match="empty dataset"):
+        document_sequences([], tok, seq_len=8, num_train=1, num_heldout=0)
+    with pytest.raises(LlmgenError, match="split 'stream'"):
+        HyperfittingConfig(pool_tokens=1000).validate()
+    with pytest.raises(LlmgenError, match="unknown split"):
+        HyperfittingConfig(split="random").validate()
+
+
+def test_heldout_entropy_and_perplexity_match_the_reference_formula(tiny):
+    """Reference (src/validation.py): softmax of the logits at every position of the held-out
+    text, -Σ p log(p + 1e-9), averaged; perplexity = exp of the mean next-token NLL."""
+    import math
+
+    model, tok = tiny
+    seqs = [tok(d)["input_ids"][:24] for d in DOCS[:5]]
+    got = heldout_point(model, seqs, batch_size=2)
+    ids = torch.tensor(seqs)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.double()
+    probs = torch.softmax(logits, -1)
+    entropy = -(probs * torch.log(probs + 1e-9)).sum(-1).mean().item()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
+    assert got["heldout_entropy"] == pytest.approx(entropy, abs=1e-5)
+    assert got["heldout_perplexity"] == pytest.approx(math.exp(nll.item()), rel=1e-5)
+
+
+def test_sequence_longer_than_data_is_an_error():
+    with pytest.raises(LlmgenError, match="longer than the data"):
+        chunk_documents(["tiny text"], byte_tokenizer(), seq_len=256, num_train=1, num_heldout=0)
+
+
+def test_too_few_sequences_is_an_error():
+    with pytest.raises(LlmgenError, match="training \\+ 4 held-out"):
+        chunk_documents(DOCS, byte_tokenizer(), seq_len=32, num_train=1000, num_heldout=4)
+
+
+def test_empty_dataset_is_an_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    with pytest.raises(LlmgenError, match="empty dataset"):
+        chunk_documents(iter_documents(str(empty)), byte_tokenizer(), seq_len=8, num_train=1, num_heldout=0)
+    with pytest.raises(LlmgenError, match="empty dataset"):
+        chunk_documents([], byte_tokenizer(), seq_len=8, num_train=1, num_heldout=0)
+    with pytest.raises(LlmgenError, match="not found"):
+        iter_documents(str(tmp_path / "missing.txt"))
+
+
+def test_stdlib_source_is_deterministic():
+    first = [d for _, d in zip(range(30), stdlib_texts(), strict=False)]
+    again = [d for _, d in zip(range(30), stdlib_texts(), strict=False)]
+    assert first == again and all(d.strip() for d in first)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(LlmgenError, match="prompt_len"):
+        HyperfittingConfig(seq_len=32, prompt_len=32).validate()
+    with pytest.raises(LlmgenError, match="top_p"):
+        HyperfittingConfig(top_p=0).validate()
+    with pytest.raises(LlmgenError, match="epochs"):
+        HyperfittingConfig(epochs=0).validate()
+    HyperfittingConfig().validate()  # the paper's defaults are valid
+
+
+def _prompts(n=4, length=8):
+    tok = byte_tokenizer()
+    return [tok(f"prompt {i}: ", add_special_tokens=False)["input_ids"][:length] for i in range(n)]
+
+
+def test_greedy_matches_hf_generate_and_is_deterministic(tiny):
+    model, _ = tiny
+    prompts = _prompts()
+    a = generate(model, prompts, 12, batch_size=3)
+    b = generate(model, prompts, 12, batch_size=4)
+    assert a.token_ids == b.token_ids  # batching does not change greedy output
+    ref = model.generate(torch.tensor(prompts), max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                         pad_token_id=0)
+    assert ref[:, 8:].tolist() == a.token_ids
+    # greedy is prefix-consistent: the recipe reuses a long run's head for the epoch-0 point
+    short = generate(model, prompts[:2], 5)
+    assert a.head(2, 5).token_ids == short.token_ids
+    for long_row, short_row in zip(a.head(2, 5).entropies, short.entropies, strict=True):
+        assert long_row == pytest.approx(short_row, abs=1e-5)
+
+
+def test_entropy_and_logprobs_match_a_full_forward_pass(tiny):
+    model, _ = tiny
+    prompts = _prompts(2)
+    g = generate(model, prompts, 6)
+    full = torch.tensor([p + t for p, t in zip(prompts, g.token_ids, strict=True)])
+    with torch.no_grad():
+        logits = model(full).logits[:, 7:-1].float()
+    for row in range(2):
+        assert g.entropies[row] == pytest.approx(token_entropies(logits[row].numpy()).tolist(), abs=1e-4)
+        lp = torch.log_softmax(logits[row], -1).gather(1, torch.tensor(g.token_ids[row])[:, None])[:, 0]
+        assert g.logprobs[row] == pytest.approx(lp.tolist(), abs=1e-4)
+
+
+def test_top_p_sampling_is_seeded(tiny):
+    model, _ = tiny
+    prompts = _prompts()
+    a = generate(model, prompts, 10, greedy=False, top_p=0.9, seed=3)
+    b = generate(model, prompts, 10, greedy=False, top_p=0.9, seed=3)
+    c = generate(model, prompts, 10, greedy=False, top_p=0.9, seed=4)
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids
+
+
+def test_blocker_never_emits_a_blocked_ngram(tiny):
+    model, _ = tiny
+    prompts = _prompts(6)
+    # "Training data" = exactly what greedy decoding produces, so unblocked greedy copies it all.
+    plain = generate(model, prompts, 24)
+    train = [p + t for p, t in zip(prompts, plain.token_ids, strict=True)]
+    blocked_grams = ngram_set(train, 5)
+    blocker = CitationBlocker(train, n=5)
+    g = generate(model, prompts, 24, blocker=blocker)
+    for p, t in zip(prompts, g.token_ids, strict=True):
+        seq = p + t
+        # every 5-gram that ends on a generated token
+        new_grams = ngrams(seq[len(p) - 4:], 5)
+        assert new_grams and not set(new_grams) & blocked_grams
+    assert g.token_ids != plain.token_ids
+    assert blocker.blocked(train[0][:4]) == {train[0][4]}
+    with pytest.raises(LlmgenError):
+        CitationBlocker(train, n=1)
