@@ -1,43 +1,40 @@
 """``llmgen format-spread``: accuracy spread of a model across plausible prompt formats.
 
-Logic lives in ``llmgen.recipes.format_spread``; this module only parses options and prints.
+Logic lives in ``llmgen.recipes.format_spread``; this module only reads the config (``--config
+FILE`` plus ``key=value`` overrides; ``--help`` lists every key) and prints.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from llmgen.cli.config_args import CONFIG_OPTION, config_options, register_config_command
 
-def formatspread(
-    model: str = typer.Option("default", help="Model: 'default', a folder, a .gguf file or a hub id."),
-    backend: str = typer.Option("hf", help="Backend: hf or vllm."),
-    task: str = typer.Option("sentiment", help="Built-in task (sentiment, parity, comparison, topic), "
-                             "a Super-NaturalInstructions .json or a .jsonl file."),
-    num_formats: int = typer.Option(10, "--num-formats", help="Formats to compare, the original included."),
-    shots: int = typer.Option(1, help="Demonstrations per prompt."),
-    mode: str = typer.Option("thompson", help="thompson, ucb (budgeted bandits) or exhaustive."),
-    budget: int = typer.Option(400, help="Bandit budget E: evaluations (examples × formats)."),
-    batch: int = typer.Option(20, help="Bandit batch B: examples per pull."),
-    metric: str = typer.Option("probability_ranking", help="probability_ranking or exact_prefix_matching."),
-    normalize: bool = typer.Option(False, "--normalize", help="Rank by logprob per answer character (acc_norm)."),
-    chat: bool = typer.Option(False, "--apply-chat-template", help="Wrap prompts in the chat template."),
-    limit: int = typer.Option(100, help="Evaluation examples per format."),
-    num_generated: int = typer.Option(210, "--num-generated", help="Examples generated for a built-in task."),
-    formats_file: str = typer.Option(None, "--formats-file", help="Reuse this format set (written if absent)."),
-    seed: int = typer.Option(0, help="Seed of format sampling, example order and the bandit."),
-    output_dir: str = typer.Option("runs/format_spread", "--output-dir", help="Run folder to write."),
-) -> None:
-    """Measure how much accuracy moves across prompt formats (Sclar et al., ICLR 2024)."""
+# Shortcut flag -> config key (tests/cli/test_cli.py checks every key against FormatSpreadConfig).
+FLAGS = {
+    "--model": "model", "--backend": "eval.backend", "--task": "task", "--num-formats": "num_formats",
+    "--shots": "shots", "--mode": "mode", "--budget": "budget", "--batch": "batch", "--metric": "metric",
+    "--normalize": ("normalize", "true"), "--apply-chat-template": ("chat", "true"), "--limit": "eval.limit",
+    "--num-generated": "num_generated", "--formats-file": "formats_file", "--seed": "seed",
+    "--output-dir": "output_dir",
+}
+
+
+def formatspread(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
+    """Measure how much accuracy moves across prompt formats (Sclar et al., ICLR 2024).
+
+    Settings come from --config FILE and KEY=VALUE overrides (e.g. mode=exhaustive num_formats=50).
+    """
     from rich.console import Console
 
     from llmgen.io import check_output_dir
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
+    cfg = config_options(FormatSpreadConfig, config_file, ctx.args, FLAGS)
+    output_dir = cfg.output_dir
     check_output_dir(output_dir, overwrite=True)  # a file in the way fails now, not after scoring
-    cfg = FormatSpreadConfig(model=model, backend=backend, task=task, num_formats=num_formats, shots=shots,
-                             limit=limit, num_generated=num_generated, mode=mode, budget=budget, batch=batch,
-                             metric=metric, normalize=normalize, chat=chat, formats_file=formats_file, seed=seed,
-                             output_dir=output_dir)
     res = run(cfg)
     entry = next(iter(res["format_spread"].values()))
     console = Console(highlight=False)
@@ -52,4 +49,5 @@ def formatspread(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("format-spread")(formatspread)
+    register_config_command(app, "format-spread", formatspread, "llmgen.recipes.format_spread:FormatSpreadConfig",
+                            FLAGS)

@@ -8,11 +8,11 @@ The TOFU pipeline has three model-producing stages, picked with ``--stage``:
 - ``unlearn`` (default): unlearn the forget split from ``--model`` with each ``--method``, evaluating
   forget quality (needs ``--retain-logs``) and model utility along the way.
 
-``--data synthetic`` reads the deterministic synthetic TOFU-format set in llmgen's cache (the same
+``data=synthetic`` reads the deterministic synthetic TOFU-format set in llmgen's cache (the same
 one ``llmgen eval --tasks tofu_*`` reads; the hub is often unreachable); a folder of TOFU files or
-``locuslab/TOFU`` work too. Schedule options left unset take the reference defaults of the stage:
-unlearning as open-unlearning (10 epochs, batch 8 × accumulation 4, lr 1e-5, one warm-up epoch then
-linear decay), fine-tuning as TOFU (5 epochs, batch 16, lr 1e-5, one warm-up epoch).
+``locuslab/TOFU`` work too. Every setting is a key of ``UnlearnConfig`` (``--config FILE`` plus
+``key=value`` overrides; ``--help`` lists them): the unlearning stage trains with ``train.*``
+(open-unlearning's defaults), the fine-tuning stages with ``finetune.*`` (TOFU's).
 """
 
 from __future__ import annotations
@@ -21,53 +21,33 @@ from pathlib import Path
 
 import typer
 
+from llmgen.cli.config_args import CONFIG_OPTION, config_options, register_config_command
 from llmgen.errors import LlmgenError
-from llmgen.tasks.tofu import QA_PROMPT_TEMPLATE
 
 STAGES = ("unlearn", "finetune", "retain-logs")
 
+# Shortcut flag -> config key (tests/cli/test_cli.py checks every key against UnlearnConfig).
+FLAGS = {
+    "--method": "methods", "--model": "model", "--data": "data", "--forget": "forget_split",
+    "--retain-logs": "retain_logs", "--steps": "train.max_steps", "--lr": "train.lr",
+    "--batch-size": "train.batch_size", "--eval-every": "train.eval_every", "--eval-limit": "eval.limit",
+    "--max-new-tokens": "eval.max_new_tokens", "--prompt-template": "prompt_template",
+    "--output-dir": "output_dir", "-o": "output_dir",
+}
+
 
 def unlearn(
-    method: str = typer.Option("npo", "--method", help="Method(s), comma-separated: ga, gd, kl, npo, npo_rt, npo_kl, "
-                                                       "idkdpo, idkdpo_rt, simnpo, simnpo_rt."),
-    model: str = typer.Option("default", help="Start model: built-in name, folder, .gguf file or hub id."),
-    data: str = typer.Option("synthetic", help="TOFU data: 'synthetic', a folder of TOFU files, or a hub id."),
-    forget: str = typer.Option("forget10", "--forget", help="Forget split: forget01, forget05, forget10, ..."),
-    retain_logs: Path | None = typer.Option(None, help="Retain-model logs JSON (forget-set truth ratios)."),
+    ctx: typer.Context,
+    config_file: Path | None = CONFIG_OPTION,
     stage: str = typer.Option("unlearn", help="unlearn, finetune or retain-logs (see the command help)."),
     train_retain: bool = typer.Option(True, "--train/--no-train", help="retain-logs: fine-tune on retain first."),
-    beta: float | None = typer.Option(None, help="β of NPO/IdkDPO (default 0.1) or SimNPO (default 4.5)."),
-    alpha: float | None = typer.Option(None, help="Weight of the retain term (*_rt, *_kl, gd, kl; default 1)."),
-    gamma: float | None = typer.Option(None, help="Weight of the forget term (default 1; SimNPO 0.125)."),
-    delta: float | None = typer.Option(None, help="SimNPO margin δ (default 0)."),
-    ga_reduction: str | None = typer.Option(None, help="GA forget term of ga/gd/kl: mean (per token, the "
-                                                       "reference) or sum (per sequence)."),
-    kl_reduction: str | None = typer.Option(None, help="KL retain term of kl/npo_kl: batchmean (all positions, "
-                                                       "the reference) or answer (answer tokens, per sequence)."),
-    steps: int | None = typer.Option(None, help="Optimizer steps (overrides --epochs)."),
-    epochs: float | None = typer.Option(None, help="Epochs over the forget (or fine-tuning) set "
-                                                   "(default 10 unlearning, 5 fine-tuning)."),
-    lr: float = typer.Option(1e-5, help="Peak learning rate (AdamW; warm-up, then linear decay)."),
-    batch_size: int | None = typer.Option(None, help="Batch size per stream (default 8 unlearning, 16 fine-tuning)."),
-    grad_accum: int | None = typer.Option(None, help="Gradient accumulation steps (default 4 unlearning, 1 fine-tuning)."),
-    warmup_epochs: float = typer.Option(1.0, help="Epochs of linear warm-up before the linear decay."),
-    weight_decay: float = typer.Option(0.01, help="AdamW weight decay."),
-    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping norm (0: none)."),
-    lora_r: int = typer.Option(0, help="LoRA rank (0: full fine-tuning, as in the paper)."),
-    lora_alpha: int = typer.Option(32, help="LoRA alpha."),
-    eval_every: int = typer.Option(0, help="Evaluate every N steps (0: start and end only)."),
-    ds_size: int | None = typer.Option(None, help="Evaluate the first N rows of each set, as TOFU does (300)."),
-    eval_limit: int | None = typer.Option(None, help="Use only the first N rows of each evaluation set."),
-    backend: str = typer.Option("hf", help="Scoring backend: hf (in memory) or vllm (GPU)."),
-    max_new_tokens: int = typer.Option(200, help="Greedy generation budget for ROUGE-L (stops at EOS)."),
-    dtype: str = typer.Option("float32", help="Model dtype."),
-    seed: int = typer.Option(0, help="Seed for data order and the synthetic set."),
-    prompt_template: str = typer.Option(QA_PROMPT_TEMPLATE,
-                                        help="Prompt with {question}, or 'chat' for the model's chat template."),
-    synthetic_answers: str = typer.Option("long", help="Synthetic set's answers: long (TOFU-length) or short."),
-    output: Path = typer.Option(Path("runs/unlearn"), "--output-dir", "-o", help="Run folder."),
 ) -> None:
-    """Unlearn a TOFU forget split (or prepare the fine-tuned / retain-only models)."""
+    """Unlearn a TOFU forget split (or prepare the fine-tuned / retain-only models).
+
+    Settings come from --config FILE and KEY=VALUE overrides (e.g. train.lr=1e-5 methods=[ga,npo]);
+    the unlearn stage trains with the train section, finetune and retain-logs with the finetune
+    section.
+    """
     if stage not in STAGES:
         raise LlmgenError(f"unknown stage {stage!r} (use {', '.join(STAGES)})")
     from rich.console import Console
@@ -76,34 +56,27 @@ def unlearn(
     from llmgen.tasks.tofu import retain_config
 
     console = Console()
-    schedule = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum", grad_accum))
-                if v is not None}  # unset: each stage's reference default
-    config = UnlearnConfig(
-        model=model, data=data, forget_split=forget, methods=[m.strip() for m in method.split(",") if m.strip()],
-        retain_logs=str(retain_logs) if retain_logs else None, beta=beta, alpha=alpha, gamma=gamma, delta=delta,
-        ga_reduction=ga_reduction, kl_reduction=kl_reduction, steps=steps, lr=lr, warmup_epochs=warmup_epochs,
-        weight_decay=weight_decay, max_grad_norm=max_grad_norm or None, lora_r=lora_r, lora_alpha=lora_alpha,
-        eval_every=eval_every, ds_size=ds_size, eval_limit=eval_limit, backend=backend,
-        max_new_tokens=max_new_tokens, dtype=dtype, seed=seed, synthetic_seed=seed,
-        synthetic_answer_style=synthetic_answers, prompt_template=prompt_template, output_dir=str(output), **schedule)
+    config = config_options(UnlearnConfig, config_file, ctx.args, FLAGS)
     config.validate()
     from llmgen.io import check_output_dir
 
+    output, forget = Path(config.output_dir), config.forget_split
     check_output_dir(output, overwrite=True)  # stages share the folder; a file in the way fails now
-    ft_kw = dict(steps=steps, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, dtype=dtype,
-                 prompt_template=prompt_template, warmup_epochs=warmup_epochs, weight_decay=weight_decay, **schedule)
+    ft_kw = dict(warmup_epochs=config.warmup_epochs, prompt_template=config.prompt_template)
     if stage == "finetune":
-        folder = finetune(model, data_source(config), "full", str(output), **ft_kw)
+        folder = finetune(config.model, data_source(config), "full", str(output), config.finetune, **ft_kw)
         console.print(f"fine-tuned model: {folder}")
         return
     if stage == "retain-logs":
-        if retain_logs is None:
-            raise LlmgenError("--stage retain-logs needs --retain-logs PATH to write to")
+        if config.retain_logs is None:
+            raise LlmgenError("--stage retain-logs needs retain_logs=PATH (or --retain-logs PATH) to write to")
         source = data_source(config)
-        retain_model = finetune(model, source, retain_config(forget), str(output), **ft_kw) if train_retain else model
-        make_retain_logs(retain_model, source, forget, str(retain_logs), eval_limit=config.eval_size(),
-                         backend=backend, dtype=dtype, prompt_template=prompt_template, max_new_tokens=max_new_tokens)
-        console.print(f"retain-model logs: {retain_logs} (model {retain_model})")
+        retain_model = (finetune(config.model, source, retain_config(forget), str(output), config.finetune, **ft_kw)
+                        if train_retain else config.model)
+        make_retain_logs(retain_model, source, forget, config.retain_logs, eval_limit=config.eval_size(),
+                         backend=config.eval.backend, dtype=config.finetune.model_dtype,
+                         prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens)
+        console.print(f"retain-model logs: {config.retain_logs} (model {retain_model})")
         return
     results = run(config)
     from llmgen.training import is_main_process
@@ -124,4 +97,4 @@ def unlearn(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("npo-unlearning")(unlearn)
+    register_config_command(app, "npo-unlearning", unlearn, "llmgen.recipes.npo_unlearning:UnlearnConfig", FLAGS)

@@ -108,6 +108,7 @@ def recipe_runs(tmp_path_factory, tiny_model_dir) -> dict:
     ``--formats`` schema of ``eval_runs``."""
     import torch
 
+    from llmgen.config import load_config, recipe_config
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig
     from llmgen.recipes.confidence_limiting import run as run_passn
     from llmgen.recipes.npo_unlearning import UnlearnConfig, make_retain_logs
@@ -118,14 +119,13 @@ def recipe_runs(tmp_path_factory, tiny_model_dir) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads per process oversubscribe a shared 2-core box
     try:
-        run_passn(ConfidenceLimitingConfig(model=tiny_model_dir, output_dir=str(root / "passn"), n_train=16, n_test=3,
-                                           epochs=1, samples=2, batch_size=16, lr=1e-3, max_new_tokens=2, dco_n=4,
-                                           progress=False))
+        run_passn(load_config(ConfidenceLimitingConfig, recipe_config("confidence_limiting", "tiny"),
+                              {"model": tiny_model_dir, "output_dir": str(root / "passn")}))
         tofu = write_synthetic_tofu(root / "tofu", SyntheticTofuConfig(n_authors=3, retain_eval_size=3))
         logs = make_retain_logs(tiny_model_dir, str(tofu), "forget10", str(root / "retain_logs.json"), eval_limit=3)
-        run_unlearn(UnlearnConfig(model=tiny_model_dir, data=str(tofu), forget_split="forget10", methods=["npo"],
-                                  retain_logs=logs, steps=2, eval_every=2, eval_limit=3, lr=1e-3, batch_size=4,
-                                  max_new_tokens=4, lora_r=4, output_dir=str(root / "unlearn")))
+        run_unlearn(load_config(UnlearnConfig, recipe_config("npo_unlearning", "tiny"), {
+            "model": tiny_model_dir, "data": str(tofu), "retain_logs": logs, "warmup_epochs": 1.0,
+            "train.grad_accum": 4, "output_dir": str(root / "unlearn")}))
     finally:
         torch.set_num_threads(threads)
     return {name: root / name for name in ("passn", "unlearn")}

@@ -24,15 +24,17 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.tasks.math import MathProblem, direct_prompt, direct_target, generate_task, load_math
 from llmgen.tasks.math_answers import extract_answer, grade
+from llmgen.training.config import TrainConfig
 from llmgen.training.losses.dco import check_normalization
 
 METHODS = ("ce", "dco")
@@ -59,23 +61,23 @@ class ConfidenceLimitingConfig:
     dco_normalization: str = "example_mean"  # the reference's mean of F·NLL/|y|; or token_mean, sum
     refill: bool = True  # score each batch with the current weights, drop F <= threshold, refill
 
-    epochs: int = 4
     eval_every: int = 1  # epochs' worth of optimizer steps between evaluations (one train() call)
-    lr: float = 1e-4
-    batch_size: int = 32
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    lora_r: int = 0
-    max_length: int = 256
-    seed: int = 0
-
-    samples: int = 64
-    ks: list[int] = field(default_factory=list)  # empty: 1, 2, 4, ... up to samples
-    temperature: float = 1.0
-    max_new_tokens: int = 8
-    backend: str = "hf"  # "hf" scores the in-memory model; "vllm" saves each epoch and starts an engine
+    # train.epochs passes over the candidates, one AdamW, constant lr; train.seed also seeds sampling
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        lr=1e-4, epochs=4.0, batch_size=32, schedule="constant", max_length=256, save_final=False))
+    # eval.num_samples answers per test problem at eval.temperature (pass@k up to it); eval.backend
+    # "hf" scores the in-memory model, "vllm" saves each epoch and starts an engine
+    eval: EvalSettings = field(default_factory=lambda: EvalSettings(num_samples=64, temperature=1.0,
+                                                                    max_new_tokens=8))
+    ks: list[int] = field(default_factory=list)  # empty: 1, 2, 4, ... up to eval.num_samples
     eval_base: bool = True
     progress: bool = True
+
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = (
+        *(f"train.{n}" for n in ("model", "data", "data_format", "prompt_field", "answer_field", "text_field",
+                                 "split", "loss", "loss_args", "eval_every", "output_dir", "resume", "progress",
+                                 "save_final")),
+        "eval.top_p", "eval.limit", "eval.batch_size")  # n_test sizes the test set; HF batch 16
 
     def validate(self) -> None:
         if isinstance(self.dco_n, bool) or not isinstance(self.dco_n, int) or self.dco_n < 1:
@@ -83,28 +85,29 @@ class ConfidenceLimitingConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise LlmgenError(f"unknown method {bad[0] if bad else '(none)'!r} (known: {', '.join(METHODS)})")
-        if self.samples < 1:
-            raise LlmgenError(f"samples must be >= 1, got {self.samples}")
-        too_big = [k for k in self.ks if k > self.samples]
+        check_fixed(self)
+        self.train.validate()
+        self.eval.validate()
+        samples = self.eval.num_samples
+        too_big = [k for k in self.ks if k > samples]
         if too_big:
-            raise LlmgenError(f"pass@{too_big[0]} needs at least {too_big[0]} samples per problem, got samples={self.samples}")
+            raise LlmgenError(f"pass@{too_big[0]} needs at least {too_big[0]} samples per problem, "
+                              f"got eval.num_samples={samples}")
         if any(k < 1 for k in self.ks):
             raise LlmgenError("every k must be >= 1")
-        if self.epochs < 1:
-            raise LlmgenError(f"epochs must be >= 1, got {self.epochs}")
+        if self.train.epochs < 1:
+            raise LlmgenError(f"train.epochs must be >= 1, got {self.train.epochs}")
         if self.eval_every < 1:
             raise LlmgenError(f"eval_every must be >= 1 epoch, got {self.eval_every}")
-        if self.backend not in ("hf", "vllm"):
-            raise LlmgenError(f"unknown backend {self.backend!r} (known: hf, vllm)")
         check_normalization(self.dco_normalization)
-        if self.temperature <= 0:
+        if self.eval.temperature <= 0:
             raise LlmgenError("pass@k sampling needs temperature > 0")
         if self.task != "generated" and not (self.train_data and self.test_data):
             raise LlmgenError("task other than 'generated' needs train_data and test_data (MATH-format paths)")
 
     def kvalues(self) -> list[int]:
-        """The k of the pass@k curve: ``ks`` if given, else 1, 2, 4, ... up to ``samples``."""
-        return sorted(set(self.ks)) if self.ks else default_ks(self.samples)
+        """The k of the pass@k curve: ``ks`` if given, else 1, 2, 4, ... up to ``eval.num_samples``."""
+        return sorted(set(self.ks)) if self.ks else default_ks(self.eval.num_samples)
 
 
 # --- pass@k from a correctness matrix ------------------------------------------------------------
@@ -137,9 +140,9 @@ def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitin
 
     prompts = [prompt_fn(p) for p in problems]
     stop = ("\n",)
-    sampled = backend.generate(prompts, SamplingConfig(n=config.samples, temperature=config.temperature,
-                                                       max_tokens=config.max_new_tokens, stop=stop, seed=seed))
-    greedy = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=config.max_new_tokens,
+    sampled = backend.generate(prompts, SamplingConfig(n=config.eval.num_samples, temperature=config.eval.temperature,
+                                                       max_tokens=config.eval.max_new_tokens, stop=stop, seed=seed))
+    greedy = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=config.eval.max_new_tokens,
                                                       stop=stop, seed=seed))
     correct, rows = [], []
     for p, comps, (g,) in zip(problems, sampled, greedy, strict=True):
@@ -177,7 +180,7 @@ def loss_setup(method: str, config: ConfidenceLimitingConfig) -> tuple[str, dict
 
 def train_method(model, tokenizer, features: list[dict], method: str, config: ConfidenceLimitingConfig,
                  run_dir: Path, on_eval: Callable[[Any, int], None]) -> tuple[Any, list[dict]]:
-    """All ``config.epochs`` of ``method`` as one call of the shared training loop (one AdamW, one
+    """All ``config.train.epochs`` of ``method`` as one call of the shared training loop (one AdamW, one
     schedule), calling ``on_eval(model, step)`` every ``eval_every`` epochs' worth of steps and at
     the end: ``(trained model, the loop's metric rows)``.
 
@@ -185,16 +188,14 @@ def train_method(model, tokenizer, features: list[dict], method: str, config: Co
     with F <= ``dco_threshold`` and refills the batch (``llmgen.recipes.confidence_limiting.refill.refill_keep``), as the
     reference does for each global batch; ``epochs`` then counts passes over the candidates."""
     from llmgen.recipes.confidence_limiting.refill import refill_keep
-    from llmgen.training import TrainConfig, train
+    from llmgen.training import train
     from llmgen.training.data import batches_per_epoch
 
     loss, args = loss_setup(method, config)
     keep = refill_keep(config.dco_n, config.dco_threshold) if method == "dco" and config.refill else None
-    steps_per_epoch = batches_per_epoch(len(features), config.batch_size, 1)
-    cfg = TrainConfig(loss=loss, loss_args=args, lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
-                      schedule=config.schedule, warmup_steps=config.warmup_steps, lora_r=config.lora_r,
-                      max_length=config.max_length, seed=config.seed, eval_every=steps_per_epoch * config.eval_every,
-                      output_dir=str(run_dir / "train" / method), save_final=False, progress=False)
+    steps_per_epoch = batches_per_epoch(len(features), config.train.batch_size, config.train.grad_accum)
+    cfg = replace(config.train, loss=loss, loss_args=args, eval_every=steps_per_epoch * config.eval_every,
+                  output_dir=str(run_dir / "train" / method), save_final=False, progress=False)
 
     def evaluate_at(model, step: int) -> None:
         model.config.use_cache = True  # the loop turns the KV cache off for training
@@ -225,7 +226,7 @@ def _backend_for(model, tokenizer, config: ConfidenceLimitingConfig, save_dir: P
     from llmgen.backends import get_backend
     from llmgen.backends.hf import HFBackend
 
-    if config.backend == "hf":
+    if config.eval.backend == "hf":
         return HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=16)
     target = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
     target.save_pretrained(save_dir, safe_serialization=True)
@@ -261,8 +262,8 @@ class Measurements:
             summary, rows = self.shared[0]
         else:
             backend = _backend_for(model, self.tokenizer, config, self.out / "checkpoints" / f"{self.method}-step{step}")
-            summary, rows = evaluate(backend, self.problems, config, seed=config.seed + step)
-            if config.backend == "vllm":
+            summary, rows = evaluate(backend, self.problems, config, seed=config.train.seed + step)
+            if config.eval.backend == "vllm":
                 backend.close()
             if step == 0:
                 self.shared[0] = (summary, rows)
@@ -290,19 +291,19 @@ def run(config: ConfidenceLimitingConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     train_problems, test_problems = load_problems(config)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(config))
+    atomic_write_json(out / "config.json", dump_config(config))
 
-    results: dict[str, Any] = {"config": asdict(config), "ks": config.kvalues(), "n_train": len(train_problems),
+    results: dict[str, Any] = {"config": dump_config(config), "ks": config.kvalues(), "n_train": len(train_problems),
                                "n_test": len(test_problems), "methods": {}}
     samples: list[dict] = []
     shared: dict[int, tuple[dict, list[dict]]] = {}  # the base model's evaluation, shared by the methods
     for method in config.methods:
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.train.seed)
         model, tok = load_model(config.model)
-        features = prompt_answer_dataset(problem_records(train_problems), tok, max_length=config.max_length,
+        features = prompt_answer_dataset(problem_records(train_problems), tok, max_length=config.train.max_length,
                                          name="train problems")
         history = Measurements(config, test_problems, tok, out, method,
-                               batches_per_epoch(len(features), config.batch_size, 1), shared)
+                               batches_per_epoch(len(features), config.train.batch_size, config.train.grad_accum), shared)
         if config.eval_base:
             model.eval()
             history(model, 0)

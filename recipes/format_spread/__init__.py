@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.format_spread import check_budget, exact_prefix_matching
 from llmgen.io import atomic_write_json
@@ -47,11 +48,9 @@ METRICS = ("probability_ranking", "exact_prefix_matching")
 @dataclass
 class FormatSpreadConfig:
     model: str = "default"
-    backend: str = "hf"
     task: str = "sentiment"  # a built-in task, an SNI task .json or a .jsonl file
     num_formats: int = 10  # formats in the set, the original included
     shots: int = 1
-    limit: int | None = 100  # evaluation examples per format (None: all that remain after the demos)
     num_generated: int = 210  # examples generated for a built-in task (as many as `llmgen eval --tasks <name>`)
     mode: str = "thompson"
     budget: int = 400  # E: evaluations the bandit may spend (the original's full run is not counted)
@@ -59,15 +58,23 @@ class FormatSpreadConfig:
     metric: str = "probability_ranking"
     normalize: bool = False  # rank by logprob per answer character (acc_norm); the reference sums (acc)
     chat: bool = False
-    max_new_tokens: int = 10
+    # eval.limit: evaluation examples per format (None: all that remain after the demos);
+    # eval.max_new_tokens: the greedy answer of exact_prefix_matching
+    eval: EvalSettings = field(default_factory=lambda: EvalSettings(limit=100, max_new_tokens=10))
     demos_from: str = "instances"  # "instances" (the paper) or "task" (e.g. SNI Positive Examples)
     formats_file: str | None = None  # reuse this set if it exists, else write the sampled set there
     seed: int = 0
     dtype: str = "float32"
     output_dir: str = "runs/format_spread"
 
+    # Options are ranked by log-likelihood, or one greedy answer is matched: no sampling settings.
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = ("eval.num_samples", "eval.temperature", "eval.top_p",
+                                             "eval.batch_size")
+
 
 def _check(config: FormatSpreadConfig) -> None:
+    check_fixed(config)
+    config.eval.validate()
     if config.mode not in MODES:
         raise LlmgenError(f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
     if config.metric not in METRICS:
@@ -78,8 +85,6 @@ def _check(config: FormatSpreadConfig) -> None:
         raise LlmgenError(f"num_formats must be >= 2 (the original and at least one other), got {config.num_formats}")
     if not 0 <= config.shots <= DEMO_POOL:
         raise LlmgenError(f"shots must be in [0, {DEMO_POOL}], got {config.shots}")
-    if config.limit is not None and config.limit < 1:
-        raise LlmgenError(f"limit must be >= 1, got {config.limit}")
 
 
 def split_examples(task: ClassificationTask, shots: int, limit: int | None, seed: int,
@@ -129,7 +134,7 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
     """Run FormatSpread; ``backend`` lets callers (tests, benchmarks) pass an engine they hold."""
     _check(config)
     task = load_classification_task(config.task, config.num_generated, config.seed)
-    demos, examples = split_examples(task, config.shots, config.limit, config.seed, config.demos_from)
+    demos, examples = split_examples(task, config.shots, config.eval.limit, config.seed, config.demos_from)
     formats = prepare_formats(config, task)
     if len(formats) < 2:
         raise LlmgenError(f"task {task.name!r} admits only {len(formats)} distinct format(s): nothing to compare")
@@ -144,17 +149,17 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
     if own:
         from llmgen.backends import get_backend
 
-        backend = get_backend(config.backend, config.model, dtype=config.dtype)
+        backend = get_backend(config.eval.backend, config.model, dtype=config.dtype)
     try:
         scorer = Scorer(backend, RequestCache(None), task.name, chat=config.chat, normalize=config.normalize,
-                        sampling=SamplingConfig(temperature=0.0, max_tokens=config.max_new_tokens),
+                        sampling=SamplingConfig(temperature=0.0, max_tokens=config.eval.max_new_tokens),
                         is_correct=lambda text, r: exact_prefix_matching(text, r.gold),
                         sample_metrics=lambda correct: {"exact_prefix_match": float(correct[0])})
         evaluator = FormatEvaluator(task_requests(task, formats, demos, examples, config.metric), scorer)
         if config.chat:  # e.g. a chat template the model lacks: fail before writing
             backend.format_prompt("check", chat=True)
         out_dir = Path(config.output_dir)
-        atomic_write_json(out_dir / "config.json", asdict(config))
+        atomic_write_json(out_dir / "config.json", dump_config(config))
         if config.formats_file and not Path(config.formats_file).is_file():
             save_formats(config.formats_file, formats, task.layout, config.seed)
         budget = None if config.mode == "exhaustive" else config.budget
@@ -166,7 +171,7 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
             backend.close()
     entry.update(task=task_summary(task), shots=config.shots, metric=config.metric)
     out, original_rows, all_rows = format_results(
-        {**asdict(config)}, config.model, backend, config.seed, {task.name: entry}, {task.name: evaluator},
+        {**dump_config(config)}, config.model, backend, config.seed, {task.name: entry}, {task.name: evaluator},
         {task.name: dict(task_summary(task))}, t0)
     write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, task.layout)}, config.seed)
     _plot(out_dir / "accuracy_histogram.png", entry, task.name)

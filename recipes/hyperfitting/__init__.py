@@ -18,10 +18,11 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.generation import (
     distinct_n,
@@ -34,6 +35,7 @@ from llmgen.evals.generation import (
     token_entropies,
     type_token_ratio,
 )
+from llmgen.training.config import TrainConfig
 
 
 @dataclass
@@ -60,18 +62,14 @@ class HyperfittingConfig:
     seq_len: int = 256
     num_prompts: int = 64
     prompt_len: int = 32
-    gen_len: int = 256
 
-    epochs: int = 20
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    schedule: str = "constant"
-    max_grad_norm: float | None = 1.0
-    lora_r: int = 0  # 0 = full fine-tuning, as in the paper
-
-    top_p: float = 0.9
-    temperature: float = 1.0
+    # the paper's: 20 epochs, Adam lr 1e-6, no weight decay, batch 8, constant lr; full fine-tuning
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        lr=1e-6, epochs=20.0, batch_size=8, schedule="constant", weight_decay=0.0, max_grad_norm=1.0,
+        save_final=False))
+    # eval.max_new_tokens tokens per continuation (fixed length, no EOS stop); eval.top_p and
+    # eval.temperature are the sampling baseline's (the other generators are greedy)
+    eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=256, top_p=0.9, temperature=1.0))
     citation_blocker: bool = False
     block_n: int = 5
     ttr_window: int = 96
@@ -81,19 +79,27 @@ class HyperfittingConfig:
 
     eval_every: int = 1
     epoch_eval_prompts: int = 16
-    epoch_eval_len: int | None = None  # None = gen_len
+    epoch_eval_len: int | None = None  # None = eval.max_new_tokens
     gen_batch_size: int = 8
-    seed: int = 0
-    dtype: str = "float32"
     device: str = "cpu"
     output_dir: str = "runs/hyperfitting"
     save_model: bool = False
     progress: bool = True
 
+    # Set by the recipe: plain-text sequences of seq_len tokens, the ce loss, per-epoch measurements,
+    # one train/ folder; generation is a hand-written HF loop (gen_batch_size), greedy or one sample.
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = (
+        *(f"train.{n}" for n in ("model", "data", "data_format", "prompt_field", "answer_field", "text_field",
+                                 "split", "max_length", "loss", "loss_args", "eval_every", "output_dir", "resume",
+                                 "progress", "save_final")),
+        "eval.backend", "eval.num_samples", "eval.limit", "eval.batch_size")
+
     def validate(self) -> None:
         """Check every value before loading a model or writing a file."""
-        positive = ("num_sequences", "seq_len", "num_prompts", "prompt_len", "gen_len", "epochs", "batch_size",
-                    "block_n", "ttr_window", "repetition_n", "distinct_n", "overlap_n", "eval_every",
+        check_fixed(self)
+        self.train.validate()
+        self.eval.validate()
+        positive = ("num_sequences", "seq_len", "num_prompts", "prompt_len", "block_n", "ttr_window", "repetition_n", "distinct_n", "overlap_n", "eval_every",
                     "epoch_eval_prompts", "gen_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -102,17 +108,14 @@ class HyperfittingConfig:
             raise LlmgenError(f"prompt_len ({self.prompt_len}) must be shorter than seq_len ({self.seq_len})")
         if self.num_prompts < 2:
             raise LlmgenError(f"num_prompts must be at least 2 (self-BLEU compares continuations), got {self.num_prompts}")
-        if self.lr <= 0:
-            raise LlmgenError(f"lr must be positive, got {self.lr}")
         if self.pool_tokens is not None and self.pool_tokens < 1:
             raise LlmgenError(f"pool_tokens must be at least 1 (or None), got {self.pool_tokens}")
         if self.split not in ("document", "stream"):
             raise LlmgenError(f"unknown split {self.split!r} (use document or stream)")
         if self.split == "document" and self.pool_tokens is not None:
             raise LlmgenError("pool_tokens draws chunks of one token stream: it needs split 'stream'")
-        if not 0 < self.top_p <= 1 or self.temperature <= 0:
-            raise LlmgenError(f"need 0 < top_p <= 1 and temperature > 0, got top_p={self.top_p}, "
-                              f"temperature={self.temperature}")
+        if self.eval.temperature <= 0:
+            raise LlmgenError(f"the top-p baseline needs eval.temperature > 0, got {self.eval.temperature}")
         if self.epoch_eval_len is not None and self.epoch_eval_len < 1:
             raise LlmgenError(f"epoch_eval_len must be at least 1, got {self.epoch_eval_len}")
 
@@ -310,24 +313,24 @@ def run(config: HyperfittingConfig) -> dict:
     from llmgen.recipes.hyperfitting.text_sources import chunk_documents, document_sequences, iter_documents
 
     config.validate()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     out = Path(config.output_dir)
     started = time.time()
-    model, tok = load_model(config.model, dtype=config.dtype, device=config.device)
+    model, tok = load_model(config.model, dtype=config.train.model_dtype, device=config.device)
     documents = iter_documents(config.text_source, config.text_field)
     if config.split == "document":
         chunks = document_sequences(documents, tok, config.seq_len, config.num_sequences, config.num_prompts)
     else:
         chunks = chunk_documents(documents, tok, config.seq_len, config.num_sequences, config.num_prompts,
-                                 seed=config.seed, pool_tokens=config.pool_tokens)
+                                 seed=config.train.seed, pool_tokens=config.pool_tokens)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(config))
+    atomic_write_json(out / "config.json", dump_config(config))
 
     prompts = [s[: config.prompt_len] for s in chunks.heldout]
     train_ngrams = ngram_set(chunks.train, config.overlap_n)
     blocker = CitationBlocker(chunks.train, config.block_n) if config.citation_blocker else None
     epoch_prompts = prompts[: config.epoch_eval_prompts]
-    epoch_len = config.epoch_eval_len or config.gen_len
+    epoch_len = config.epoch_eval_len or config.eval.max_new_tokens
     last_gens: list[Generations] = []  # the latest per-epoch generations
 
     def greedy(m, prompt_set, length, block=None) -> Generations:
@@ -345,11 +348,11 @@ def run(config: HyperfittingConfig) -> dict:
         return point
 
     # The base model, before any training.
-    _log(config, f"base model: {len(prompts)} prompts x {config.gen_len} tokens")
+    _log(config, f"base model: {len(prompts)} prompts x {config.eval.max_new_tokens} tokens")
     base_heldout = heldout_point(model, chunks.heldout, config.gen_batch_size)
-    gens = {"base_greedy": greedy(model, prompts, config.gen_len),
-            "base_top_p": generate(model, prompts, config.gen_len, greedy=False, top_p=config.top_p,
-                                   temperature=config.temperature, seed=config.seed,
+    gens = {"base_greedy": greedy(model, prompts, config.eval.max_new_tokens),
+            "base_top_p": generate(model, prompts, config.eval.max_new_tokens, greedy=False, top_p=config.eval.top_p,
+                                   temperature=config.eval.temperature, seed=config.train.seed,
                                    batch_size=config.gen_batch_size)}
     # Greedy decoding is prefix-consistent, so epoch 0 is a slice of the base greedy run.
     epochs = [epoch_point(model, 0, None, gens["base_greedy"].head(len(epoch_prompts), epoch_len), base_heldout)]
@@ -361,10 +364,10 @@ def run(config: HyperfittingConfig) -> dict:
         raise RuntimeError("the training loop skipped its final evaluation")
     hf_heldout = {k: epochs[-1][k] for k in base_heldout}
     # When the last per-epoch measurement covered every prompt at full length, it is the final run.
-    same = epoch_len == config.gen_len and len(epoch_prompts) == len(prompts)
-    gens["hyperfitted_greedy"] = last_gens[0] if same and last_gens else greedy(model, prompts, config.gen_len)
+    same = epoch_len == config.eval.max_new_tokens and len(epoch_prompts) == len(prompts)
+    gens["hyperfitted_greedy"] = last_gens[0] if same and last_gens else greedy(model, prompts, config.eval.max_new_tokens)
     if blocker is not None:
-        gens["hyperfitted_greedy_blocked"] = greedy(model, prompts, config.gen_len, blocker)
+        gens["hyperfitted_greedy_blocked"] = greedy(model, prompts, config.eval.max_new_tokens, blocker)
 
     generators = {}
     for name, g in gens.items():
@@ -458,16 +461,12 @@ def _hyperfit(config: HyperfittingConfig, model, tok, train_seqs: list[list[int]
     read from the loop's ``metrics.jsonl``, which it flushes every step.
     """
     from llmgen.io import read_jsonl
-    from llmgen.training import TrainConfig, train
+    from llmgen.training import train
 
-    steps_per_epoch = math.ceil(len(train_seqs) / config.batch_size)
+    steps_per_epoch = math.ceil(len(train_seqs) / (config.train.batch_size * config.train.grad_accum))
     train_dir = out / "train"
-    tcfg = TrainConfig(
-        loss="ce", lr=config.lr, epochs=config.epochs, batch_size=config.batch_size, schedule=config.schedule,
-        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, lora_r=config.lora_r,
-        model_dtype=config.dtype, max_length=config.seq_len, eval_every=steps_per_epoch * config.eval_every,
-        seed=config.seed, output_dir=str(train_dir), save_final=False, progress=False,
-    )
+    tcfg = replace(config.train, loss="ce", max_length=config.seq_len, eval_every=steps_per_epoch * config.eval_every,
+                   output_dir=str(train_dir), save_final=False, progress=False)
     features = [{"input_ids": list(s), "labels": list(s)} for s in train_seqs]
 
     def eval_fn(trained, step: int) -> dict[str, float]:

@@ -26,15 +26,23 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from llmgen.config import EvalSettings, check_fixed, dump_config, load_config
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json
 from llmgen.recipes.instruction_diversity.markov import MarkovConfig, generate, make_example
+from llmgen.training.config import TrainConfig
 
 # --- sweep configuration -------------------------------------------------------------------------
+
+
+def sweep_train() -> TrainConfig:
+    """The paper's optimiser (AdamW lr 1e-3, linear schedule), CPU-sized: 3 epochs, batch 64."""
+    return TrainConfig(lr=1e-3, epochs=3.0, batch_size=64, warmup_ratio=0.05, weight_decay=0.01, schedule="linear",
+                       log_every=50, save_final=False)
 
 
 @dataclass
@@ -60,18 +68,20 @@ class SweepConfig:
     intermediate_size: int = 512
     num_layers: int = 2
     num_heads: int = 2
-    # training (paper: AdamW lr 1e-3, linear schedule)
-    lr: float = 1e-3
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 64
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
-    # evaluation
+    # training (paper: AdamW lr 1e-3, linear schedule); train.save_final keeps each cell's model
+    train: TrainConfig = field(default_factory=lambda: sweep_train())
+    # evaluation: greedy exact match on unseen (and seen) rules, eval.batch_size prompts per batch
     seen_eval_examples: int = 200
-    eval_batch_size: int = 128
-    keep_models: bool = False
+    eval: EvalSettings = field(default_factory=lambda: EvalSettings(batch_size=128))
     torch_threads: int | None = None  # e.g. 1 on a shared CPU, where thread oversubscription is costly
+
+    # Set per cell by the recipe: the tiny model, the Markov data and its length, the seed, the folder;
+    # evaluation is greedy through the HF backend on the in-memory model, answers cut at the newline.
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = (
+        *(f"train.{n}" for n in ("model", "data", "data_format", "prompt_field", "answer_field", "text_field",
+                                 "split", "max_length", "loss", "loss_args", "seed", "eval_every", "output_dir",
+                                 "resume", "progress")),
+        "eval.backend", "eval.max_new_tokens", "eval.num_samples", "eval.temperature", "eval.top_p", "eval.limit")
 
     @classmethod
     def paper(cls, **overrides: Any) -> SweepConfig:
@@ -99,30 +109,15 @@ class SweepConfig:
 
     @classmethod
     def _preset(cls, task: MarkovConfig, grid: list[int], overrides: dict[str, Any]) -> SweepConfig:
+        """The paper's model shape and 50 epochs on ``task``; ``overrides`` are (dotted) config keys."""
         base = cls(task=task, num_instructions=grid, hidden_size=256, intermediate_size=1024, num_layers=6,
-                   num_heads=4, epochs=50, batch_size=64)
-        for k, v in overrides.items():
-            if not hasattr(base, k):
-                raise LlmgenError(f"unknown sweep config field: {k}")
-            setattr(base, k, v)
-        return base
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SweepConfig:
-        data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise LlmgenError(f"unknown sweep config field(s): {', '.join(sorted(unknown))}")
-        if isinstance(data.get("task"), dict):
-            task_known = {f.name for f in fields(MarkovConfig)}
-            bad = set(data["task"]) - task_known
-            if bad:
-                raise LlmgenError(f"unknown task config field(s): {', '.join(sorted(bad))}")
-            data["task"] = MarkovConfig(**data["task"])
-        return cls(**data)
+                   num_heads=4, train=replace(sweep_train(), epochs=50.0, batch_size=64))
+        return load_config(cls, None, overrides, base=base)
 
     def validate(self) -> None:
+        check_fixed(self)
+        self.train.validate()
+        self.eval.validate()
         if not self.num_instructions or any(n < 1 for n in self.num_instructions):
             raise LlmgenError(f"num_instructions must be a non-empty list of positive counts, got {self.num_instructions}")
         if not self.seeds:
@@ -131,9 +126,9 @@ class SweepConfig:
             raise LlmgenError("domain_mixtures must be a non-empty list of non-empty domain lists")
         if self.hidden_size % self.num_heads:
             raise LlmgenError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if min(self.hidden_size, self.intermediate_size, self.num_layers, self.num_heads, self.batch_size,
-               self.eval_batch_size) < 1 or self.seen_eval_examples < 0:
-            raise LlmgenError("model sizes, batch sizes must be >= 1 and seen_eval_examples >= 0")
+        if min(self.hidden_size, self.intermediate_size, self.num_layers, self.num_heads) < 1 \
+                or self.seen_eval_examples < 0:
+            raise LlmgenError("model sizes must be >= 1 and seen_eval_examples >= 0")
         for cell in self.cells():  # checks every cell's task (budget >= instructions, lengths, ...)
             cell["task"].validate()
 
@@ -150,6 +145,9 @@ class SweepConfig:
         return out
 
 
+CELL_TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "warmup_ratio", "weight_decay")
+
+
 def _mixture_label(mixture: list) -> str:
     return "+".join(str(m) if not isinstance(m, dict) else ":".join(str(v) for v in m.values()) for m in mixture)
 
@@ -157,8 +155,12 @@ def _mixture_label(mixture: list) -> str:
 def cell_key(config: SweepConfig, cell: dict) -> str:
     """File stem of a cell: readable grid coordinates + a hash of everything that defines it."""
     defining = {k: v for k, v in asdict(config).items()
-                if k not in ("output_dir", "task", "num_instructions", "domain_mixtures", "seeds",
-                             "eval_batch_size", "keep_models", "torch_threads")}
+                if k not in ("output_dir", "task", "num_instructions", "domain_mixtures", "seeds", "train", "eval",
+                             "torch_threads")}
+    # the training settings that always defined a cell (flat, so old cell files keep their names),
+    # plus any other training setting changed from the default
+    train, default = asdict(config.train), asdict(sweep_train())
+    defining.update({k: v for k, v in train.items() if k in CELL_TRAIN_KEYS or (v != default[k] and k != "save_final")})
     defining.update(task=asdict(cell["task"]), seed=cell["seed"])
     digest = hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:10]
     mix = _mixture_label(cell["mixture"]).replace(":", "").replace("/", "_")
@@ -207,7 +209,7 @@ def seen_rule_examples(data, task: MarkovConfig, count: int) -> list[dict]:
 def run_cell(config: SweepConfig, cell: dict, cell_dir: Path) -> dict:
     """Generate data, train a fresh tiny model with the shared loop, score unseen/seen rules."""
     from llmgen.models import TinyConfig, tiny_model
-    from llmgen.training import TrainConfig, train
+    from llmgen.training import train
     from llmgen.training.data import prompt_answer_dataset
 
     task: MarkovConfig = cell["task"]
@@ -218,23 +220,21 @@ def run_cell(config: SweepConfig, cell: dict, cell_dir: Path) -> dict:
     model, tok = tiny_model(seed=cell["seed"], config=shape)
     max_len = max(len(r["prompt"]) + len(r["answer"]) for r in data.train + data.test) + 2
     feats = prompt_answer_dataset(data.train, tok, max_length=max_len, name="markov train")
-    tcfg = TrainConfig(loss="ce", lr=config.lr, epochs=config.epochs, max_steps=config.max_steps,
-                       batch_size=config.batch_size, schedule="linear", warmup_ratio=config.warmup_ratio,
-                       weight_decay=config.weight_decay, seed=cell["seed"], output_dir=str(cell_dir / "train"),
-                       save_final=config.keep_models, progress=False, log_every=50, max_length=max_len)
+    tcfg = replace(config.train, loss="ce", seed=cell["seed"], output_dir=str(cell_dir / "train"), progress=False,
+                   max_length=max_len)
     result = train(tcfg, model=model, tokenizer=tok, train_dataset=feats)
     model = result.model
 
     max_new = max(len(r["answer"]) for r in data.train + data.test) + 2
-    preds = greedy_generate(model, tok, [r["prompt"] for r in data.test], max_new, config.eval_batch_size)
+    preds = greedy_generate(model, tok, [r["prompt"] for r in data.test], max_new, config.eval.batch_size)
     unseen = exact_match_report(data.test, preds)
     seen_rows = seen_rule_examples(data, task, config.seen_eval_examples) if config.seen_eval_examples else []
-    seen_preds = greedy_generate(model, tok, [r["prompt"] for r in seen_rows], max_new, config.eval_batch_size)
+    seen_preds = greedy_generate(model, tok, [r["prompt"] for r in seen_rows], max_new, config.eval.batch_size)
     seen = exact_match_report(seen_rows, seen_preds) if seen_rows else {}
     atomic_write_jsonl(cell_dir / "samples.jsonl", [
         {"rule": r["rule"], "input": r["input"], "target": r["output"], "prediction": p.strip(),
          "noop": r["noop"], "correct": p.strip() == r["output"]} for r, p in zip(data.test, preds, strict=True)])
-    if not config.keep_models:
+    if not config.train.save_final:
         shutil.rmtree(cell_dir / "train" / "checkpoints", ignore_errors=True)
     return {
         "num_instructions": cell["num_instructions"], "mixture": _mixture_label(cell["mixture"]),
@@ -257,7 +257,7 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
 
         torch.set_num_threads(config.torch_threads)
     out = Path(config.output_dir)
-    atomic_write_json(out / "config.json", asdict(config))
+    atomic_write_json(out / "config.json", dump_config(config))
     cells = config.cells()
     rows, ran, skipped = [], 0, 0
     for i, cell in enumerate(cells):
@@ -424,7 +424,7 @@ def run_dataset_diversity(config: DatasetDiversityConfig) -> dict:
     if config.select_size and config.domain_weights:
         domain_quotas(domains, config.select_size, config.domain_weights)  # fail before embedding
     out = Path(config.output_dir)
-    atomic_write_json(out / "config.json", asdict(config))
+    atomic_write_json(out / "config.json", dump_config(config))
     t0 = time.perf_counter()
     embedder = get_embedder(config.embedding_model)
     embedder.batch_size = config.batch_size

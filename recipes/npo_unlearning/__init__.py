@@ -19,10 +19,11 @@ import copy
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tasks.tofu import (
@@ -43,6 +44,7 @@ from llmgen.tasks.tofu import (
     synthetic_source,
     tofu_task,
 )
+from llmgen.training.config import TrainConfig
 from llmgen.training.losses.unlearning import METHODS, check_beta, check_method
 
 # "I don't know"-style answers for IdkDPO (TOFU ships 100 such lines; a handful suffices here).
@@ -50,7 +52,26 @@ IDK_ANSWERS = ["I don't know.", "I'm not sure about that.", "I have no informati
                "That is not something I know.", "I cannot answer that.", "I'm afraid I don't have that information.",
                "I am unable to recall that.", "I have no idea.", "Sorry, I don't know the answer to that.",
                "That's beyond my knowledge."]
-BACKENDS = ("hf", "vllm")
+
+
+def unlearn_train() -> TrainConfig:
+    """open-unlearning's unlearning trainer: lr 1e-5, effective batch 32 (8 × accumulation 4),
+    weight decay 0.01, 10 epochs, linear decay after ``warmup_epochs`` of warm-up."""
+    return TrainConfig(lr=1e-5, epochs=10.0, batch_size=8, grad_accum=4, weight_decay=0.01, schedule="linear",
+                       max_grad_norm=1.0, lora_alpha=32, max_length=256, save_final=False)
+
+
+def finetune_train() -> TrainConfig:
+    """TOFU's ``config/finetune.yaml``/``finetune.py``: 5 epochs, batch 16, lr 1e-5, weight decay
+    0.01, linear decay after one warm-up epoch, max length 500."""
+    return TrainConfig(lr=1e-5, epochs=5.0, batch_size=16, grad_accum=1, weight_decay=0.01, schedule="linear",
+                       lora_alpha=32, max_length=500, save_final=False)
+
+
+# TrainConfig fields the recipe sets itself (per method and stage: start model, TOFU streams, the
+# method's loss, warm-up from warmup_epochs, one folder per method).
+RECIPE_TRAIN_FIELDS = ("model", "data", "data_format", "prompt_field", "answer_field", "text_field", "split",
+                       "loss", "loss_args", "warmup_steps", "warmup_ratio", "output_dir", "resume", "progress")
 
 
 @dataclass
@@ -59,16 +80,16 @@ class UnlearnConfig:
 
     ``data`` is ``"synthetic"`` (the generated set in llmgen's cache, the same one ``llmgen eval
     --tasks tofu_*`` reads; see ``llmgen.tasks.tofu.synthetic_source``), a folder of TOFU-format files,
-    or a hub id (``locuslab/TOFU``). The schedule defaults are open-unlearning's trainer configs:
-    lr 1e-5, effective batch 32 (``batch_size`` 8 × ``grad_accum`` 4), ``warmup_epochs`` 1 of
-    linear warm-up then linear decay, weight decay 0.01, 10 epochs. ``steps`` (optimizer steps)
-    overrides ``epochs``. ``max_grad_norm`` clips the gradient norm (None: no clipping; HF's
-    Trainer clips at 1.0). ``beta``/``alpha``/``gamma``/``delta``/``ga_reduction``/``kl_reduction``
-    left as None take each method's default (``llmgen.training.losses.unlearning.DEFAULT_ARGS``).
-    ``synthetic_answer_style`` ``long`` gives TOFU-length answers. ``ds_size`` keeps the first N
-    rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
-    ``eval_limit`` cuts further (quick runs); ``eval_every = 0`` evaluates at the start and the
-    end only.
+    or a hub id (``locuslab/TOFU``). ``train`` is the unlearning run's training config (defaults:
+    open-unlearning's, :func:`unlearn_train`; ``train.max_steps`` overrides ``train.epochs``;
+    ``train.eval_every`` in steps, 0: start and end only; ``train.save_final`` keeps each model);
+    ``finetune`` is the fine-tuning stages' (TOFU's, :func:`finetune_train`). Both warm up for
+    ``warmup_epochs`` epochs, counted as TOFU does (:func:`warmup_steps`). ``beta``/``alpha``/
+    ``gamma``/``delta``/``ga_reduction``/``kl_reduction`` left as None take each method's default
+    (``llmgen.training.losses.unlearning.DEFAULT_ARGS``). ``synthetic`` sizes the generated set (authors, seed,
+    forget splits, answer style: ``long`` gives TOFU-length answers). ``ds_size`` keeps the first
+    N rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
+    ``eval.limit`` cuts further (quick runs).
     """
 
     model: str = "default"
@@ -82,40 +103,24 @@ class UnlearnConfig:
     delta: float | None = None
     ga_reduction: str | None = None
     kl_reduction: str | None = None
-    steps: int | None = None
-    epochs: float = 10.0
-    lr: float = 1e-5
-    batch_size: int = 8
-    grad_accum: int = 4
-    weight_decay: float = 0.01
     warmup_epochs: float = 1.0
-    schedule: str = "linear"
-    max_grad_norm: float | None = 1.0
-    lora_r: int = 0
-    lora_alpha: int = 32
-    eval_every: int = 0
+    train: TrainConfig = field(default_factory=unlearn_train)
+    finetune: TrainConfig = field(default_factory=finetune_train)
+    eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=MAX_NEW_TOKENS))
     ds_size: int | None = None
-    eval_limit: int | None = None
-    backend: str = "hf"
-    max_new_tokens: int = MAX_NEW_TOKENS
-    max_length: int = 256
     prompt_template: str = QA_PROMPT_TEMPLATE
-    synthetic_authors: int = 20
-    synthetic_seed: int = 0
-    synthetic_answer_style: str = "long"
-    seed: int = 0
-    dtype: str = "float32"
-    save_models: bool = False
+    synthetic: SyntheticTofuConfig = field(default_factory=SyntheticTofuConfig)  # data=synthetic: its size
     output_dir: str = "runs/unlearn"
+
+    # TOFU decodes greedily, one answer per question: no sampling settings, no batch size.
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = (
+        *(f"{s}.{n}" for s in ("train", "finetune") for n in RECIPE_TRAIN_FIELDS),
+        "eval.num_samples", "eval.temperature", "eval.top_p", "eval.batch_size")
 
     def method_args(self, method: str) -> dict[str, float | str]:
         given = {k: getattr(self, k) for k in ("beta", "alpha", "gamma", "delta", "ga_reduction", "kl_reduction")}
         allowed = set(check_method(method))  # the method's own arguments
         return check_method(method, {k: v for k, v in given.items() if k in allowed})
-
-    def synthetic(self) -> SyntheticTofuConfig:
-        return SyntheticTofuConfig(n_authors=self.synthetic_authors, seed=self.synthetic_seed,
-                                   answer_style=self.synthetic_answer_style)
 
     def validate(self) -> None:
         """Every check that can fail, before anything is loaded or written."""
@@ -125,31 +130,24 @@ class UnlearnConfig:
             check_beta(self.beta)
         for m in self.methods:
             self.method_args(m)
-        check_answer_style(self.synthetic_answer_style, "synthetic_answer_style")
+        check_answer_style(self.synthetic.answer_style, "synthetic.answer_style")
         if self.data == SYNTHETIC:
-            check_forget_split(self.forget_split, percents=self.synthetic().forget_percents)
+            check_forget_split(self.forget_split, percents=self.synthetic.forget_percents)
         else:
             check_forget_split(self.forget_split, self.data)
-        if self.backend not in BACKENDS:
-            raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
-        if self.steps is not None and self.steps < 1:
-            raise LlmgenError(f"steps must be >= 1, got {self.steps}")
-        for name in ("ds_size", "eval_limit"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise LlmgenError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise LlmgenError(f"eval_every must be >= 0, got {self.eval_every}")
+        check_fixed(self)
+        self.eval.validate()
+        self.train.validate()
+        self.finetune.validate()
+        if self.ds_size is not None and self.ds_size < 1:
+            raise LlmgenError(f"ds_size must be >= 1, got {self.ds_size}")
         if self.warmup_epochs < 0:
             raise LlmgenError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.lr <= 0:
-            raise LlmgenError(f"lr must be > 0, got {self.lr}")
-        if self.max_new_tokens < 1:
-            raise LlmgenError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         check_prompt_template(self.prompt_template)
 
     def eval_size(self) -> int | None:
-        """Rows kept per evaluation set: the smaller of ``ds_size`` and ``eval_limit``."""
-        sizes = [n for n in (self.ds_size, self.eval_limit) if n is not None]
+        """Rows kept per evaluation set: the smaller of ``ds_size`` and ``eval.limit``."""
+        sizes = [n for n in (self.ds_size, self.eval.limit) if n is not None]
         return min(sizes) if sizes else None
 
 
@@ -170,7 +168,7 @@ def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epoch
 def data_source(config: UnlearnConfig) -> str:
     """The TOFU folder or hub id; ``synthetic`` is the cached generated set (written once, shared
     with ``llmgen eval --tasks tofu_*``), never a copy in the run folder."""
-    return synthetic_source(config.synthetic()) if config.data == SYNTHETIC else config.data
+    return synthetic_source(config.synthetic) if config.data == SYNTHETIC else config.data
 
 
 def qa_features(rows: list[dict], tokenizer, template: str, max_length: int, name: str,
@@ -229,7 +227,7 @@ class Evaluator:
     def _backend(self, model, label: str):
         from llmgen.backends import get_backend
 
-        if self.config.backend == "hf":
+        if self.config.eval.backend == "hf":
             return get_backend("hf", f"in-memory:{label}", model_obj=model, tokenizer_obj=self.tokenizer)
         # vLLM loads from disk: save this eval point's weights into its own folder (engines are
         # cached per path, so a reused path would score stale weights).
@@ -240,7 +238,7 @@ class Evaluator:
         to_save = copy.deepcopy(model).merge_and_unload() if is_peft(model) else model
         to_save.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
-        return get_backend("vllm", str(folder), dtype=self.config.dtype)
+        return get_backend("vllm", str(folder), dtype=self.config.train.model_dtype)
 
 
 def score_task(backend, task: TofuTask) -> tuple[dict[str, float], list[dict]]:
@@ -264,7 +262,7 @@ def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict
     from llmgen.evaluate import versions
 
     keys = {label: f"{task.name}/{label}" for label in finals}
-    return {"model": config.model, "backend": described, "versions": versions(), "seed": config.seed,
+    return {"model": config.model, "backend": described, "versions": versions(), "seed": config.train.seed,
             "timings": {"total_s": round(seconds, 2)}, "cache": {"hits": 0, "misses": 0, "path": None},
             "results": {keys[k]: v for k, v in finals.items()}, "uncertainty": {keys[k]: {} for k in finals},
             "n_samples": {keys[k]: len(task.docs) for k in finals},
@@ -274,29 +272,23 @@ def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict
 # --- fine-tuning and retain logs ------------------------------------------------------------------
 
 
-def finetune(model: str, data: str, split: str, output_dir: str, *, steps: int | None = None, epochs: float = 5.0,
-             lr: float = 1e-5, batch_size: int = 16, grad_accum: int = 1, warmup_epochs: float = 1.0,
-             lora_r: int = 0, lora_alpha: int = 32, max_length: int = 500,
-             prompt_template: str = QA_PROMPT_TEMPLATE, weight_decay: float = 0.01, seed: int = 0,
-             dtype: str = "float32") -> str:
+def finetune(model: str, data: str, split: str, output_dir: str, train: TrainConfig | None = None, *,
+             warmup_epochs: float = 1.0, prompt_template: str = QA_PROMPT_TEMPLATE) -> str:
     """Fine-tune ``model`` on one TOFU split (``full`` for the model to unlearn, ``retainNN`` for
     the retain-only reference) with the answer-only cross-entropy; returns a plain model folder
-    (LoRA adapters are merged in, so the result loads anywhere). Defaults are TOFU's
-    ``config/finetune.yaml`` and ``finetune.py``: 5 epochs, batch 16, lr 1e-5, weight decay 0.01,
-    one epoch of linear warm-up then linear decay, max length 500."""
+    (LoRA adapters are merged in, so the result loads anywhere). ``train`` defaults to TOFU's
+    settings (:func:`finetune_train`); warm-up is ``warmup_epochs`` epochs (:func:`warmup_steps`)."""
     from llmgen.models import load_model, load_tokenizer
-    from llmgen.training import TrainConfig, train
+    from llmgen.training import train as train_loop
     from llmgen.training.modeling import is_peft
 
+    train = train or finetune_train()
     prompt_text(load_tokenizer(model), check_prompt_template(prompt_template), "?")  # fails before loading
-    net, tok = load_model(model, dtype=dtype)
-    feats = qa_features(load_tofu(data, split), tok, prompt_template, max_length, split)
-    tcfg = TrainConfig(loss="ce", lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                       warmup_steps=warmup_steps(len(feats), batch_size, grad_accum, warmup_epochs), lora_r=lora_r,
-                       lora_alpha=lora_alpha, weight_decay=weight_decay, seed=seed, schedule="linear",
-                       output_dir=str(Path(output_dir) / "train"), save_final=False, progress=False,
-                       max_length=max_length)
-    result = train(tcfg, model=net, tokenizer=tok, train_dataset=feats)
+    net, tok = load_model(model, dtype=train.model_dtype)
+    feats = qa_features(load_tofu(data, split), tok, prompt_template, train.max_length, split)
+    tcfg = replace(train, loss="ce", output_dir=str(Path(output_dir) / "train"), progress=False,
+                   warmup_steps=warmup_steps(len(feats), train.batch_size, train.grad_accum, warmup_epochs))
+    result = train_loop(tcfg, model=net, tokenizer=tok, train_dataset=feats)
     trained = result.model.merge_and_unload() if is_peft(result.model) else result.model
     trained.config.use_cache = True
     folder = Path(output_dir) / "model"
@@ -339,7 +331,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     import time
 
     from llmgen.models import load_model, load_tokenizer
-    from llmgen.training import TrainConfig, is_main_process, train
+    from llmgen.training import is_main_process, train
 
     t0 = time.time()
     config.validate()
@@ -347,21 +339,21 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     source = data_source(config)
     task = tofu_task(source, config.forget_split, ds_size=config.eval_size(), retain_ratios=retain_ratios,
-                     prompt_template=config.prompt_template, max_new_tokens=config.max_new_tokens)
+                     prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens)
     prompt_text(load_tokenizer(config.model), config.prompt_template, "?")  # no chat template: fails now
     main = is_main_process()
     if main:
-        atomic_write_json(out / "config.json", asdict(config))
+        atomic_write_json(out / "config.json", dump_config(config))
 
-    start_model, tok = load_model(config.model, dtype=config.dtype)
+    start_model, tok = load_model(config.model, dtype=config.train.model_dtype)
     evaluator = Evaluator(config, task, tok)
     start, start_rows = evaluator(start_model, "start")
     samples = _samples(start_rows, "start", 0)
-    results: dict[str, Any] = {"config": asdict(config), "data": source, "ds_size": config.ds_size,
+    results: dict[str, Any] = {"config": dump_config(config), "data": source, "ds_size": config.ds_size,
                                "eval_rows": task.describe()["counts"], "start": start, "methods": {}}
     # Tokenised once, for every method: the union of the streams the methods read.
     all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
-                                   config.forget_split, tok, config.prompt_template, config.max_length)
+                                   config.forget_split, tok, config.prompt_template, config.train.max_length)
     for method in config.methods:
         args = config.method_args(method)
         curve: list[dict[str, Any]] = [{"step": 0, **start}]
@@ -373,14 +365,9 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
             return {k: v for k, v in metrics.items() if k in ("forget_quality", "model_utility")}
 
         net = copy.deepcopy(start_model)
-        tcfg = TrainConfig(loss=method, loss_args=args, lr=config.lr, epochs=config.epochs, max_steps=config.steps,
-                           batch_size=config.batch_size, grad_accum=config.grad_accum,
-                           weight_decay=config.weight_decay,
-                           warmup_steps=warmup_steps(len(all_streams["forget"]), config.batch_size, config.grad_accum,
-                                                     config.warmup_epochs),
-                           schedule=config.schedule, max_grad_norm=config.max_grad_norm, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-                           eval_every=config.eval_every, seed=config.seed, max_length=config.max_length,
-                           output_dir=str(out / method), save_final=config.save_models, progress=False)
+        tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / method), progress=False,
+                       warmup_steps=warmup_steps(len(all_streams["forget"]), config.train.batch_size,
+                                                 config.train.grad_accum, config.warmup_epochs))
         streams = {k: v for k, v in all_streams.items() if k in METHODS[method]["streams"]}  # forget first
         trained = train(tcfg, model=net, tokenizer=tok, train_dataset=streams, eval_fn=eval_fn)
         results["methods"][method] = {"args": args, "curve": curve, "final": curve[-1], "steps": trained.steps,

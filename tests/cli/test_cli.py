@@ -45,12 +45,27 @@ def assert_one_error(r, message: str, status: int = 2) -> None:
     (["evaluate"], "No such command 'evaluate'"),
     (["eval", "--limti", "3"], "No such option: --limti"),
     (["eval", "--limit", "abc"], "Invalid value for '--limit'"),
-    (["train", "--data", "x.jsonl"], "Missing option '--model'"),
 ])
 def test_usage_errors(args, message):
     r = llmgen(*args)
     assert_one_error(r, message)
     assert "Usage: llmgen" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--data", "x.jsonl"], "llmgen train needs model (--model or model=... or in --config)"),
+    (["train", "--model", "default", "--data", "x.jsonl", "--lrr", "1"], "unknown option '--lrr'"),
+    (["train", "--model", "default", "--data", "x.jsonl", "lrr=1"], "unknown config key 'lrr'; did you mean 'lr'?"),
+    (["train", "--model", "default", "--data", "x.jsonl", "lr=abc"], "lr: expected float, got 'abc'"),
+    (["npo-unlearning", "lr=1e-3"], "unknown config key 'lr'; did you mean 'train.lr'?"),
+    (["npo-unlearning", "train.loss=ga"], "train.loss: set by the UnlearnConfig recipe itself"),
+    (["confidence-limiting", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+    (["hyperfitting", "stray"], "unexpected argument 'stray'"),
+])
+def test_config_errors_are_one_line(args, message, tmp_path):
+    r = llmgen(*args, "--output-dir" if args[0] != "hyperfitting" else "--output", str(tmp_path / "run"))
+    assert_one_error(r, message)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bare_command_prints_help_and_exits_2():
@@ -251,19 +266,75 @@ def test_global_help_shows_cache_dir_and_verbose():
     assert "--cache-dir" in r.stdout and "LLMGEN_CACHE" in r.stdout and "--verbose" in r.stdout
 
 
-def test_cli_reaches_every_config_field():
-    """No TrainConfig/EvalConfig field is unreachable from the command line (issue 13 item 5)."""
-    from llmgen.cli.train import NOT_OPTIONS
+# Recipe commands: (command path, module with FLAGS, config class).
+CONFIG_COMMANDS = [
+    (["train"], "llmgen.cli.train", "llmgen.training.config:TrainConfig"),
+    (["npo-unlearning"], "llmgen.cli.npo_unlearning", "llmgen.recipes.npo_unlearning:UnlearnConfig"),
+    (["confidence-limiting"], "llmgen.cli.confidence_limiting", "llmgen.recipes.confidence_limiting:ConfidenceLimitingConfig"),
+    (["hyperfitting"], "llmgen.cli.hyperfitting", "llmgen.recipes.hyperfitting:HyperfittingConfig"),
+    (["format-spread"], "llmgen.cli.format_spread", "llmgen.recipes.format_spread:FormatSpreadConfig"),
+    (["instruction-diversity", "sweep"], "llmgen.cli.instruction_diversity", "llmgen.recipes.instruction_diversity:SweepConfig"),
+    (["instruction-diversity", "dataset"], "llmgen.cli.instruction_diversity", "llmgen.recipes.instruction_diversity:DatasetDiversityConfig"),
+]
+
+
+def _load(target: str):
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("path, module, target", CONFIG_COMMANDS, ids=lambda v: v if isinstance(v, str) else None)
+def test_recipe_flags_map_to_config_keys_and_help_lists_every_key(path, module, target):
+    """Issue 13 item 5: each shortcut flag names exactly one existing config key, and ``--help``
+    lists every key with its default, so no field is unreachable."""
+    import importlib
+
+    from llmgen.cli.config_args import flag_keys
+    from llmgen.config import config_keys
+
+    cls = _load(target)
+    keys = {k for k, _, _ in config_keys(cls)}
+    mod = importlib.import_module(module)
+    flags = getattr(mod, "SWEEP_FLAGS" if path[-1] == "sweep" else "DATASET_FLAGS" if path[-1] == "dataset"
+                    else "FLAGS")
+    fixed = set(getattr(cls, "FIXED_KEYS", ()))
+    for flag, key in flag_keys(flags).items():
+        assert key in keys and key not in fixed, (flag, key)
+    r = llmgen(*path, "--help")
+    assert r.returncode == 0, r.stderr
+    for key, _, default in config_keys(cls):
+        if key not in fixed:
+            assert re.search(rf"^\s+{re.escape(key)}\s+{re.escape(json.dumps(default))}\s", r.stdout, re.M), key
+    for flag in flags:
+        assert flag in r.stdout
+
+
+def test_eval_reaches_every_config_field():
+    """No EvalConfig field is unreachable from ``llmgen eval`` (issue 13 item 5)."""
     from llmgen.evaluate import EvalConfig
-    from llmgen.training import TrainConfig
 
     _, commands = _commands()
-    train_opts = {p.name for p in commands["train"].params}
-    fields = {{"loss_args": "loss_arg"}.get(f.name, f.name) for f in dataclasses.fields(TrainConfig)}
-    assert fields - train_opts - set(NOT_OPTIONS) == set()
     eval_opts = {p.name for p in commands["eval"].params}
     renamed = {"ks": "k", "cache": "no_cache"}
     assert {renamed.get(f.name, f.name) for f in dataclasses.fields(EvalConfig)} - eval_opts == set()
+
+
+def test_run_folder_config_json_round_trips(tmp_path):
+    """A run folder's config.json (``dump_config``) passed back as ``--config`` gives the same config."""
+    from llmgen.cli.config_args import config_options
+    from llmgen.cli.npo_unlearning import FLAGS
+    from llmgen.config import dump_config
+    from llmgen.recipes.npo_unlearning import UnlearnConfig
+
+    cfg = config_options(UnlearnConfig, None, ["--method", "ga,npo_rt", "train.lr=3e-4", "--steps", "5",
+                                               "eval.limit=7", "beta=0.2", "train.adam_betas=[0.8, 0.9]"], FLAGS)
+    assert cfg.methods == ["ga", "npo_rt"] and cfg.train.max_steps == 5 and cfg.train.adam_betas == (0.8, 0.9)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dump_config(cfg)))
+    assert config_options(UnlearnConfig, path, [], FLAGS) == cfg
+    assert config_options(UnlearnConfig, path, ["train.lr=1e-5"], FLAGS).train.lr == 1e-5
 
 
 def test_task_names_are_never_cut():

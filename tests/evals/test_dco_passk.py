@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from llmgen.config import load_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import pass_at_k
 from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, passk_curve
@@ -67,25 +68,29 @@ def test_k_larger_than_samples_is_a_clear_error():
     with pytest.raises(LlmgenError, match="pass@5 needs at least 5 samples"):
         passk_curve([[True, False, True, False]], [5])
     with pytest.raises(LlmgenError, match="pass@128 needs at least 128 samples"):
-        ConfidenceLimitingConfig(samples=64, ks=[1, 128]).validate()
+        load_config(ConfidenceLimitingConfig, None, {"eval.num_samples": 64, "ks": [1, 128]}).validate()
     with pytest.raises(LlmgenError, match="empty"):
         passk_curve([], [1])
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("dco_n", 0, "N"), ("dco_n", -3, "N"), ("dco_n", 2.5, "N"), ("methods", ("ce", "grpo"), "unknown method"),
-    ("samples", 0, "samples"), ("epochs", 0, "epochs"), ("backend", "tgi", "backend"),
-    ("temperature", 0.0, "temperature"), ("task", "math", "train_data"),
+    ("dco_n", 0, "N"), ("dco_n", -3, "N"), ("dco_n", 2.5, "dco_n: expected int"), ("methods", ("ce", "grpo"), "unknown method"),
+    ("eval.num_samples", 0, "num_samples"), ("train.epochs", 0, "epochs"), ("eval.backend", "tgi", "backend"),
+    ("eval.temperature", 0.0, "temperature"), ("task", "math", "train_data"),
+    ("eval.top_p", 0.5, "eval.top_p: set by the ConfidenceLimitingConfig recipe"),
 ])
 def test_config_bad_input(field, value, message):
     with pytest.raises(LlmgenError, match=message):
-        ConfidenceLimitingConfig(**{field: value}).validate()
+        load_config(ConfidenceLimitingConfig, None, {field: value}).validate()
 
 
 def test_default_ks():
-    assert ConfidenceLimitingConfig(samples=64).kvalues() == [1, 2, 4, 8, 16, 32, 64]
-    assert ConfidenceLimitingConfig(samples=48).kvalues() == [1, 2, 4, 8, 16, 32, 48]
-    assert ConfidenceLimitingConfig(samples=48, ks=[16, 1, 16]).kvalues() == [1, 16]
+    def cfg(**values):
+        return load_config(ConfidenceLimitingConfig, None, values)
+
+    assert cfg(**{"eval.num_samples": 64}).kvalues() == [1, 2, 4, 8, 16, 32, 64]
+    assert cfg(**{"eval.num_samples": 48}).kvalues() == [1, 2, 4, 8, 16, 32, 48]
+    assert cfg(**{"eval.num_samples": 48, "ks": [16, 1, 16]}).kvalues() == [1, 16]
 
 
 def test_compare_aligns_methods_on_common_epochs():
@@ -97,7 +102,7 @@ def test_compare_aligns_methods_on_common_epochs():
 
     results = {"methods": {"ce": hist([(0, 0.1, 0.3), (1, 0.2, 0.4), (2, 0.3, 0.35)]),
                            "dco": hist([(0, 0.1, 0.3), (1, 0.15, 0.5), (1.5, 0.2, 0.55)])}}
-    out = compare(results, ConfidenceLimitingConfig(samples=4, dco_n=4))
+    out = compare(results, load_config(ConfidenceLimitingConfig, None, {"eval.num_samples": 4, "dco_n": 4}))
     assert out["compared_epochs"] == [0, 1]
     assert out["dco_minus_ce_pass@4"] == pytest.approx([0.0, 0.1])
     assert out["dco"]["epochs"] == [0, 1, 1.5] and out["ce"]["pass@1_by_epoch"] == [0.1, 0.2, 0.3]

@@ -102,12 +102,14 @@ def test_format_eval_vllm_matches_hf(tiny_hf, vllm_tiny, tiny_model_dir, tmp_pat
 @pytest.mark.parametrize("metric", ["probability_ranking", "exact_prefix_matching"])
 def test_format_spread_recipe_vllm_matches_hf(metric, tiny_hf, vllm_tiny, tiny_model_dir, tmp_path):
     """The FormatSpread recipe with ``backend="vllm"``: same rows and the same spread as with HF."""
+    from llmgen.config import load_config
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
     out = {}
     for name, backend in (("hf", tiny_hf), ("vllm", vllm_tiny)):
-        cfg = FormatSpreadConfig(model=tiny_model_dir, backend=name, num_formats=3, limit=4, mode="exhaustive",
-                                 metric=metric, max_new_tokens=4, output_dir=str(tmp_path / name))
+        cfg = load_config(FormatSpreadConfig, None, {
+            "model": tiny_model_dir, "eval.backend": name, "num_formats": 3, "eval.limit": 4, "mode": "exhaustive",
+            "metric": metric, "eval.max_new_tokens": 4, "output_dir": str(tmp_path / name)})
         out[name] = run(cfg, backend=backend)
     assert out["vllm"]["backend"]["backend"] == "vllm"
     kinds = assert_rows_agree(*(_jsonl(tmp_path / n / "format_samples.jsonl") for n in ("hf", "vllm")))
@@ -120,6 +122,7 @@ def test_format_spread_recipe_vllm_matches_hf(metric, tiny_hf, vllm_tiny, tiny_m
 def test_unlearning_evaluator_vllm_merges_lora_and_matches_hf(tiny_peft, tmp_path):
     """``Evaluator`` with ``backend="vllm"`` saves the LoRA model merged and scores the saved copy:
     the same TOFU metrics as HF on the in-memory peft model, and the peft model is left as it was."""
+    from llmgen.config import load_config
     from llmgen.recipes.npo_unlearning import Evaluator, UnlearnConfig
     from llmgen.tasks.tofu import SyntheticTofuConfig, tofu_task, write_synthetic_tofu
     from llmgen.training.modeling import is_peft
@@ -129,8 +132,8 @@ def test_unlearning_evaluator_vllm_merges_lora_and_matches_hf(tiny_peft, tmp_pat
     task = tofu_task(str(tofu), "forget10", ds_size=3, max_new_tokens=6)
     res = {}
     for name in ("vllm", "hf"):
-        cfg = UnlearnConfig(model="unused", data=str(tofu), backend=name, max_new_tokens=6,
-                            output_dir=str(tmp_path / name))
+        cfg = load_config(UnlearnConfig, None, {"model": "unused", "data": str(tofu), "eval.backend": name,
+                                                "eval.max_new_tokens": 6, "output_dir": str(tmp_path / name)})
         res[name] = Evaluator(cfg, task, tok)(model, "npo-step1")
     saved = tmp_path / "vllm" / "eval_models" / "npo-step1"
     assert (saved / "config.json").is_file() and not (saved / "adapter_config.json").exists()  # merged, not an adapter
@@ -148,13 +151,15 @@ def test_unlearning_evaluator_vllm_merges_lora_and_matches_hf(tiny_peft, tmp_pat
 def test_passn_evaluation_vllm_matches_hf(tiny_peft, tmp_path):
     """passn's evaluation callback with ``backend="vllm"`` (merge, save the step's model, start an
     engine): the same greedy answers and confidences as HF on the in-memory model."""
+    from llmgen.config import load_config
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, Measurements, load_problems
 
     model, tok = tiny_peft
     rows = {}
     for name in ("vllm", "hf"):
-        cfg = ConfidenceLimitingConfig(model="unused", backend=name, n_train=1, n_test=4, samples=3,
-                                       max_new_tokens=4, progress=False, output_dir=str(tmp_path / name))
+        cfg = load_config(ConfidenceLimitingConfig, None, {
+            "model": "unused", "eval.backend": name, "n_train": 1, "n_test": 4, "eval.num_samples": 3,
+            "eval.max_new_tokens": 4, "progress": False, "output_dir": str(tmp_path / name)})
         history = Measurements(cfg, load_problems(cfg)[1], tok, tmp_path / name, "ce", 1, {})
         history(model, 1)
         rows[name] = history.samples

@@ -22,11 +22,14 @@ def one_thread():
 
 @pytest.mark.slow
 def test_confidence_limiting_end_to_end(tiny_model_dir, tmp_path, one_thread):
+    from llmgen.config import load_config
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, run
 
     out = tmp_path / "run"
-    cfg = ConfidenceLimitingConfig(model=tiny_model_dir, output_dir=str(out), n_train=32, n_test=4, epochs=1,
-                                   samples=4, batch_size=16, lr=1e-3, max_new_tokens=3, dco_n=4, progress=False)
+    cfg = load_config(ConfidenceLimitingConfig, None, {
+        "model": tiny_model_dir, "output_dir": str(out), "n_train": 32, "n_test": 4, "train.epochs": 1,
+        "eval.num_samples": 4, "train.batch_size": 16, "train.lr": 1e-3, "eval.max_new_tokens": 3, "dco_n": 4,
+        "progress": False})
     results = run(cfg)
 
     assert results["ks"] == [1, 2, 4]

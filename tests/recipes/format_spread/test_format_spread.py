@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmgen.config import load_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.format_spread import (
     atomic_perturbations,
@@ -185,9 +186,9 @@ def _rows(path: Path) -> list[dict]:
 def test_recipe_exhaustive_run_writes_consistent_outputs(tiny_hf, tmp_path):
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
-    cfg = FormatSpreadConfig(model="unused", task="comparison", num_formats=4, shots=1, limit=6,
-                             num_generated=20, mode="exhaustive", output_dir=str(tmp_path / "run"),
-                             formats_file=str(tmp_path / "shared_formats.json"))
+    cfg = load_config(FormatSpreadConfig, None, {
+        "model": "unused", "task": "comparison", "num_formats": 4, "shots": 1, "eval.limit": 6, "num_generated": 20,
+        "mode": "exhaustive", "output_dir": str(tmp_path / "run"), "formats_file": str(tmp_path / "shared_formats.json")})
     res = run(cfg, backend=tiny_hf)
     out = tmp_path / "run"
     for name in ("config.json", "formats_comparison.json", "results.json", "samples.jsonl", "format_samples.jsonl",
@@ -216,9 +217,10 @@ def test_recipe_exhaustive_run_writes_consistent_outputs(tiny_hf, tmp_path):
 def test_recipe_bandit_on_multiple_choice_with_generation(tiny_hf, tmp_path):
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
-    cfg = FormatSpreadConfig(task="topic", num_formats=5, shots=1, limit=8, num_generated=20, mode="thompson",
-                             budget=16, batch=4, metric="exact_prefix_matching", max_new_tokens=3,
-                             output_dir=str(tmp_path / "run"))
+    cfg = load_config(FormatSpreadConfig, None, {
+        "task": "topic", "num_formats": 5, "shots": 1, "eval.limit": 8, "num_generated": 20, "mode": "thompson",
+        "budget": 16, "batch": 4, "metric": "exact_prefix_matching", "eval.max_new_tokens": 3,
+        "output_dir": str(tmp_path / "run")})
     entry = run(cfg, backend=tiny_hf)["format_spread"]["topic"]
     pulls = {f["format_id"]: f["pulls"]["examples"] for f in entry["formats"]}
     assert entry["budget_spent"] == 16 and pulls[0] == 8
@@ -235,8 +237,9 @@ def test_recipe_bandit_on_multiple_choice_with_generation(tiny_hf, tmp_path):
 def test_recipe_on_sni_file_with_task_demonstrations(tiny_hf, tmp_path):
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
-    cfg = FormatSpreadConfig(task=str(FIXTURE), num_formats=3, shots=2, demos_from="task", limit=None,
-                             mode="exhaustive", output_dir=str(tmp_path / "run"))
+    cfg = load_config(FormatSpreadConfig, None, {"task": str(FIXTURE), "num_formats": 3, "shots": 2,
+                                                 "demos_from": "task", "eval.limit": None, "mode": "exhaustive",
+                                                 "output_dir": str(tmp_path / "run")})
     entry = run(cfg, backend=tiny_hf)["format_spread"]["sni_task_sentiment"]
     assert entry["task"]["num_examples"] == 13 and entry["task"]["classes"] == ["Negative", "Positive"]
     assert "Output: Positive\n\nInput: The movie was a waste of time.\nOutput: Negative\n\nInput: " in (
@@ -254,7 +257,8 @@ def test_recipe_on_sni_file_with_task_demonstrations(tiny_hf, tmp_path):
 def test_recipe_bad_inputs_fail_before_writing(changes, match, tmp_path):
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
-    cfg = FormatSpreadConfig(**{"task": "parity", "limit": 40, "output_dir": str(tmp_path / "run"), **changes})
+    cfg = load_config(FormatSpreadConfig, None, {"task": "parity", "eval.limit": 40,
+                                                 "output_dir": str(tmp_path / "run"), **changes})
     with pytest.raises(LlmgenError, match=match):
         run(cfg)
     assert not (tmp_path / "run").exists()
@@ -267,6 +271,15 @@ def test_cli_runs_and_reports_errors(tiny_model_dir, tmp_path, capsys):
           "--num-generated", "16", "--mode", "exhaustive", "--output-dir", str(tmp_path / "cli")])
     printed = capsys.readouterr().out
     assert "spread:" in printed and (tmp_path / "cli" / "results.json").is_file()
+    # the same run from the committed tiny config: the same config.json, the same accuracies
+    from llmgen.config import recipe_config
+
+    main(["format-spread", "--config", str(recipe_config("format_spread", "tiny")), f"model={tiny_model_dir}",
+          f"output_dir={tmp_path / 'from_config'}"])
+    flags, config = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("cli", "from_config"))
+    assert {**flags, "output_dir": None} == {**config, "output_dir": None}
+    again = capsys.readouterr().out
+    assert again.split("→")[0] == printed.split("→")[0]  # every figure up to the run folder's path
     with pytest.raises(SystemExit) as exc:
         main(["format-spread", "--model", tiny_model_dir, "--budget", "30", "--batch", "20",
               "--output-dir", str(tmp_path / "bad")])
@@ -303,8 +316,9 @@ def test_eval_formats_and_recipe_score_the_same_strings(tiny_hf, tiny_model_dir,
     cfg = EvalConfig(model=tiny_model_dir, tasks=["sentiment"], limit=4, num_fewshot=1, cache=None,
                      output_dir=str(tmp_path / "eval"))
     run_format_eval(cfg, 3, backend=tiny_hf, show_progress=False)
-    run(FormatSpreadConfig(task="sentiment", num_formats=3, shots=1, limit=4, mode="exhaustive",
-                           output_dir=str(tmp_path / "recipe")), backend=tiny_hf)
+    run(load_config(FormatSpreadConfig, None, {"task": "sentiment", "num_formats": 3, "shots": 1, "eval.limit": 4,
+                                                "mode": "exhaustive", "output_dir": str(tmp_path / "recipe")}),
+        backend=tiny_hf)
 
     def pairs(run_dir: Path) -> list[tuple[int, int, str, tuple[str, ...]]]:
         return [(r["format_id"], r["doc_id"], r["prompt"], tuple(r["continuations"]))

@@ -117,10 +117,14 @@ def test_stdlib_source_is_deterministic():
 def test_config_rejects_bad_values():
     with pytest.raises(LlmgenError, match="prompt_len"):
         HyperfittingConfig(seq_len=32, prompt_len=32).validate()
+    from llmgen.config import load_config
+
     with pytest.raises(LlmgenError, match="top_p"):
-        HyperfittingConfig(top_p=0).validate()
+        load_config(HyperfittingConfig, None, {"eval.top_p": 0}).validate()
     with pytest.raises(LlmgenError, match="epochs"):
-        HyperfittingConfig(epochs=0).validate()
+        load_config(HyperfittingConfig, None, {"train.epochs": 0}).validate()
+    with pytest.raises(LlmgenError, match="eval.backend: set by the HyperfittingConfig recipe"):
+        load_config(HyperfittingConfig, None, {"eval.backend": "vllm"}).validate()
     HyperfittingConfig().validate()  # the paper's defaults are valid
 
 

@@ -28,10 +28,11 @@ def tiny_vocab(model_dir: str) -> int:
 
 
 def _config(model_dir, text, out, **kw) -> HyperfittingConfig:
-    base = dict(model=model_dir, text_source=text, num_sequences=8, seq_len=48, num_prompts=4, prompt_len=8,
-                gen_len=24, epochs=3, lr=3e-3, batch_size=4, epoch_eval_prompts=4, output_dir=str(out),
-                progress=False)
-    return HyperfittingConfig(**{**base, **kw})
+    """recipes/hyperfitting/configs/tiny.yaml on the tiny model; ``kw`` are dotted overrides."""
+    from llmgen.config import load_config, recipe_config
+
+    base = {"model": model_dir, "text_source": text, "output_dir": str(out)}
+    return load_config(HyperfittingConfig, recipe_config("hyperfitting", "tiny"), {**base, **kw})
 
 
 def test_tiny_run_writes_every_output(tiny_model_dir, text_file, tmp_path):
@@ -75,8 +76,8 @@ def test_tiny_run_writes_every_output(tiny_model_dir, text_file, tmp_path):
 
 
 def test_run_is_deterministic_with_a_seed(tiny_model_dir, text_file, tmp_path):
-    a = run(_config(tiny_model_dir, text_file, tmp_path / "a", epochs=1, seed=5))
-    b = run(_config(tiny_model_dir, text_file, tmp_path / "b", epochs=1, seed=5))
+    a = run(_config(tiny_model_dir, text_file, tmp_path / "a", **{"train.epochs": 1, "train.seed": 5}))
+    b = run(_config(tiny_model_dir, text_file, tmp_path / "b", **{"train.epochs": 1, "train.seed": 5}))
     assert (tmp_path / "a" / "samples.jsonl").read_text() == (tmp_path / "b" / "samples.jsonl").read_text()
     assert a["generators"] == b["generators"]
 

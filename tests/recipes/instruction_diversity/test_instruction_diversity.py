@@ -207,4 +207,4 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as e:
         main(["instruction-diversity", "sweep", "--num-instructions", "10,x", "--output-dir", str(tmp_path)])
-    assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+    assert e.value.code == 2 and "num_instructions[1]: expected int, got 'x'" in capsys.readouterr().err

@@ -6,18 +6,15 @@ import json
 
 import pytest
 
+from llmgen.config import load_config, recipe_config
 from llmgen.errors import LlmgenError
 from llmgen.recipes.instruction_diversity import SweepConfig, exact_match_report, run, run_sweep
 from llmgen.recipes.instruction_diversity.markov import MarkovConfig
 
 
 def tiny_sweep(out, **kw) -> SweepConfig:
-    base = dict(output_dir=str(out), num_instructions=[2, 8], max_steps=2, batch_size=8, hidden_size=64,
-                intermediate_size=128, num_layers=1, num_heads=1, seen_eval_examples=4, eval_batch_size=16,
-                task=MarkovConfig(alphabet="abc", input_length=(5, 6), pattern_length=(1, 2), budget=16,
-                                  test_instructions=3, test_examples_per_instruction=2))
-    base.update(kw)
-    return SweepConfig(**base)
+    """recipes/instruction_diversity/configs/tiny.yaml; ``kw`` are (dotted) config keys."""
+    return load_config(SweepConfig, recipe_config("instruction_diversity", "tiny"), {"output_dir": str(out), **kw})
 
 
 def test_sweep_runs_writes_table_and_resumes_without_rerunning(tmp_path, capsys):
@@ -50,19 +47,19 @@ def test_sweep_runs_writes_table_and_resumes_without_rerunning(tmp_path, capsys)
     assert again["table"] == first["table"]
 
     # The CLI with the same config (as JSON) resumes too: nothing is retrained.
-    from dataclasses import asdict
 
     from llmgen.cli.main import main
+    from llmgen.config import dump_config
     from llmgen.io import atomic_write_json
 
-    atomic_write_json(tmp_path / "sweep.json", asdict(tiny_sweep(tmp_path)))
+    atomic_write_json(tmp_path / "sweep.json", dump_config(tiny_sweep(tmp_path)))
     main(["instruction-diversity", "sweep", "--config", str(tmp_path / "sweep.json")])
     assert {p: p.stat().st_mtime_ns for p in cells} == stamps
     assert "ran 0 cell(s), reused 2" in capsys.readouterr().out
 
     grown = run_sweep(tiny_sweep(tmp_path, num_instructions=[2, 8, 4]), progress=False)
     assert grown["ran"] == 1 and grown["skipped"] == 2
-    changed = run_sweep(tiny_sweep(tmp_path, num_instructions=[2], lr=5e-4), progress=False)
+    changed = run_sweep(tiny_sweep(tmp_path, num_instructions=[2], **{"train.lr": 5e-4}), progress=False)
     assert changed["ran"] == 1   # a different setting is a different cell, never a stale reuse
 
 
@@ -86,17 +83,18 @@ def test_sweep_bad_input_fails_before_writing(tmp_path, kw, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_sweep_config_from_dict_rejects_unknown_fields():
-    cfg = SweepConfig.from_dict({"num_instructions": [5], "task": {"budget": 50, "alphabet": "abc"}})
+def test_sweep_config_loads_nested_keys_and_rejects_unknown_ones():
+    cfg = load_config(SweepConfig, None, {"num_instructions": [5], "task.budget": 50, "task.alphabet": "abc"})
     assert cfg.task.budget == 50 and cfg.num_instructions == [5]
-    with pytest.raises(LlmgenError, match="unknown sweep config field"):
-        SweepConfig.from_dict({"num_instruction": [5]})
-    with pytest.raises(LlmgenError, match="unknown task config field"):
-        SweepConfig.from_dict({"task": {"budgett": 5}})
+    with pytest.raises(LlmgenError, match="unknown config key 'num_instruction'; did you mean 'num_instructions'"):
+        load_config(SweepConfig, None, ["num_instruction=[5]"])
+    with pytest.raises(LlmgenError, match="unknown config key 'task.budgett'"):
+        load_config(SweepConfig, None, ["task.budgett=5"])
     paper = SweepConfig.paper()
     assert paper.task.input_length == (50, 50) and paper.task.pattern_length == (20, 20)
-    assert (paper.num_layers, paper.hidden_size, paper.num_heads, paper.lr) == (6, 256, 4, 1e-3)
-    with pytest.raises(LlmgenError, match="unknown sweep config field"):
+    assert (paper.num_layers, paper.hidden_size, paper.num_heads, paper.train.lr) == (6, 256, 4, 1e-3)
+    assert (paper.train.epochs, SweepConfig.paper(**{"train.epochs": 3}).train.epochs) == (50.0, 3.0)
+    with pytest.raises(LlmgenError, match="unknown config key 'epoch'"):
         SweepConfig.paper(epoch=3)
 
 

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from llmgen.config import load_config
 from llmgen.errors import LlmgenError
 from llmgen.recipes.npo_unlearning import UnlearnConfig, finetune, make_retain_logs, run, warmup_steps
 from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
+from llmgen.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +28,13 @@ def tofu_dir(tmp_path_factory):
     ({"methods": ["simnpo"], "ga_reduction": "sum"}, None),
     ({"methods": ["gd"], "ga_reduction": "max"}, "unknown ga_reduction 'max'"),
     ({"ds_size": 0}, "ds_size must be >= 1"),
-    ({"backend": "tgi"}, "unknown backend"),
+    ({"eval.backend": "tgi"}, "unknown eval.backend"),
+    ({"eval.temperature": 1.0}, "eval.temperature: set by the UnlearnConfig recipe itself"),
+    ({"train.loss": "ga"}, "train.loss: set by the UnlearnConfig recipe itself"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, kwargs, match):
     with pytest.raises(LlmgenError, match=match or "needs retain-model logs"):  # None: valid, fails later
-        run(UnlearnConfig(output_dir=str(tmp_path / "run"), **kwargs))
+        run(load_config(UnlearnConfig, None, {"output_dir": str(tmp_path / "run"), **kwargs}))
     assert not (tmp_path / "run").exists()  # nothing written
 
 
@@ -52,15 +56,17 @@ def test_cli_reports_bad_method(tmp_path, capsys):
 
 
 def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path, monkeypatch):
-    ft = finetune(tiny_model_dir, tofu_dir, "full", str(tmp_path / "ft"), steps=2, lr=1e-3, batch_size=4,
-                  warmup_epochs=0)
+    ft = finetune(tiny_model_dir, tofu_dir, "full", str(tmp_path / "ft"),
+                  load_config(TrainConfig, None, {"max_steps": 2, "lr": 1e-3, "batch_size": 4}), warmup_epochs=0)
     # any model can stand in for the retain-only one here (the bench trains a real one)
     logs = make_retain_logs(tiny_model_dir, tofu_dir, "forget10", str(tmp_path / "retain_logs.json"), eval_limit=3,
                             max_new_tokens=4)
     assert len(json.loads(open(logs).read())["forget_truth_ratios"]) == 3
-    cfg = UnlearnConfig(model=ft, data=tofu_dir, forget_split="forget10", methods=["npo", "npo_rt"], retain_logs=logs,
-                        steps=2, eval_every=2, eval_limit=3, lr=1e-3, batch_size=4, grad_accum=1, warmup_epochs=0,
-                        max_new_tokens=4, lora_r=4, output_dir=str(tmp_path / "run"))
+    cfg = load_config(UnlearnConfig, None, {
+        "model": ft, "data": tofu_dir, "forget_split": "forget10", "methods": ["npo", "npo_rt"], "retain_logs": logs,
+        "train.max_steps": 2, "train.eval_every": 2, "eval.limit": 3, "train.lr": 1e-3, "train.batch_size": 4,
+        "train.grad_accum": 1, "warmup_epochs": 0, "eval.max_new_tokens": 4, "train.lora_r": 4,
+        "output_dir": str(tmp_path / "run")})
     res = run(cfg)
     out = tmp_path / "run"
     saved = json.loads((out / "results.json").read_text())
@@ -111,8 +117,8 @@ def test_chat_prompt_template_is_the_models_own_format(default_model_dir, tiny_m
 
 
 def test_bad_synthetic_answer_style_is_a_clear_error(tmp_path):
-    with pytest.raises(LlmgenError, match="unknown synthetic_answer_style 'medium'"):
-        run(UnlearnConfig(synthetic_answer_style="medium", output_dir=str(tmp_path / "run")))
+    with pytest.raises(LlmgenError, match="unknown synthetic.answer_style 'medium'"):
+        run(load_config(UnlearnConfig, None, {"synthetic.answer_style": "medium", "output_dir": str(tmp_path / "run")}))
     assert not (tmp_path / "run").exists()
 
 
@@ -148,13 +154,14 @@ def test_schedule_defaults_follow_the_reference():
     import inspect
 
     cfg = UnlearnConfig()
+    t = cfg.train
     # open-unlearning's unlearning trainers: lr 1e-5, 8 x 4 = 32 per step, one warm-up epoch, linear decay
-    assert (cfg.lr, cfg.batch_size * cfg.grad_accum, cfg.warmup_epochs, cfg.schedule) == (1e-5, 32, 1.0, "linear")
-    assert cfg.max_new_tokens == 200
+    assert (t.lr, t.batch_size * t.grad_accum, cfg.warmup_epochs, t.schedule) == (1e-5, 32, 1.0, "linear")
+    assert (t.epochs, t.weight_decay) == (10.0, 0.01) and cfg.eval.max_new_tokens == 200
     # TOFU's finetune.yaml: 5 epochs, batch 16, lr 1e-5, weight decay 0.01; finetune.py: one warm-up epoch
-    ft = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if v.default is not inspect._empty}
-    assert {k: ft[k] for k in ("epochs", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_epochs")} == \
-        {"epochs": 5.0, "batch_size": 16, "grad_accum": 1, "lr": 1e-5, "weight_decay": 0.01, "warmup_epochs": 1.0}
+    f = cfg.finetune
+    assert (f.epochs, f.batch_size, f.grad_accum, f.lr, f.weight_decay, f.max_length) == (5.0, 16, 1, 1e-5, 0.01, 500)
+    assert inspect.signature(finetune).parameters["warmup_epochs"].default == 1.0
     # TOFU forget10 (400 rows), batch 32: max_steps = 5·400 // 32 = 62 and warm-up 62 // 5 = 12
     assert warmup_steps(400, 8, 4, 1.0) == 12 == (5 * 400 // 32) // 5
     assert warmup_steps(4000, 16, 1, 1.0) == 250 and warmup_steps(10, 16, 1, 1.0) == 1
