@@ -34,8 +34,8 @@ def prefix_cached_outcomes(backend, task, fmt, demos, examples, batch_size: int 
     from llmgen.prompts.format_eval import choice_pairs
 
     tok, model = backend.tokenizer, backend.model
-    answers = task.answers(fmt)
-    prompts = [task.prompt(fmt, demos, ex) for ex in examples]
+    answers = task.format_answers(fmt)
+    prompts = [task.format_prompt(fmt, demos, ex) for ex in examples]
     pairs = [[encode_pair(tok, c, a) for c, a in choice_pairs(p, answers)] for p in prompts]
     # When every answer is one token after the same context, one pass per example scores them all.
     single = all(len(cont) == 1 and ctx == row[0][0] for row in pairs for ctx, cont in row)
@@ -72,7 +72,7 @@ def prefix_cached_outcomes(backend, task, fmt, demos, examples, batch_size: int 
     correct, per_example = [], []
     for i, ex in enumerate(examples):
         row = scores[i * len(answers):(i + 1) * len(answers)]
-        correct.append(answers[int(np.argmax(row))] == task.gold(ex, fmt))
+        correct.append(answers[int(np.argmax(row))] == task.format_gold(ex, fmt))
         per_example.append(row)
     return correct, per_example
 
@@ -111,7 +111,7 @@ def verify(backend, task, formats, demos, examples, n: int, seed: int) -> dict:
         _, fast = prefix_cached_outcomes(backend, task, fmt, demos, [ex])
         from llmgen.prompts.format_eval import choice_pairs
 
-        slow = [r.logprob for r in backend.loglikelihood(choice_pairs(task.prompt(fmt, demos, ex), task.answers(fmt)))]
+        slow = [r.logprob for r in backend.loglikelihood(choice_pairs(task.format_prompt(fmt, demos, ex), task.format_answers(fmt)))]
         agree += int(np.argmax(fast[0]) == np.argmax(slow))
         max_diff = max(max_diff, float(np.max(np.abs(np.array(fast[0]) - np.array(slow)))))
     return {"pairs": n, "same_prediction": agree, "max_abs_logprob_diff": max_diff}
@@ -226,7 +226,7 @@ def batching(args) -> dict:
     torch.set_num_threads(2)
     task = load_classification_task(args.task, 210, args.seed)
     demos, examples = split_examples(task, args.shots, args.examples, args.seed)
-    formats = sample_formats(task.layout, args.formats, seed=args.seed, original=task.original_format)
+    formats = sample_formats(task.prompt_layout(), args.formats, seed=args.seed, original=task.original_format)
     start = time.perf_counter()
     backend = get_backend("hf", args.model)
     load_s = time.perf_counter() - start
@@ -245,7 +245,7 @@ def batching(args) -> dict:
         cpu[mode].append(time.process_time() - c)
     backend.close()
     out = {"model": args.model, "task": args.task, "formats": len(formats), "examples": len(examples),
-           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.classes), "load_s": round(load_s, 2),
+           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.format_answers(formats[0])), "load_s": round(load_s, 2),
            "wall_s": {k: round(min(v), 2) for k, v in wall.items()},
            "cpu_s": {k: round(min(v), 2) for k, v in cpu.items()},
            "same_outcomes": outcomes["separate"] == outcomes["one batch"]}
@@ -281,7 +281,7 @@ def main() -> None:
     torch.set_num_threads(2)
     task = load_classification_task(args.task, args.examples + args.shots + 50, args.seed)
     demos, examples = split_examples(task, args.shots, args.examples, args.seed)
-    formats = sample_formats(task.layout, args.formats, seed=args.seed)
+    formats = sample_formats(task.prompt_layout(), args.formats, seed=args.seed)
     backend = get_backend("hf", "default")
     outcomes = outcome_matrix(args, backend, task, formats, demos, examples)
     elapsed = args.scoring_seconds

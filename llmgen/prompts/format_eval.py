@@ -41,10 +41,9 @@ from llmgen.evaluate import (
     sampling_for,
     uncertainty,
     validate,
-    versions,
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl
-from llmgen.prompts.formats import Field, Format, Layout, sample_formats, save_formats
+from llmgen.prompts.formats import Format, Layout, sample_formats, save_formats
 from llmgen.tasks import Renderer, Task
 
 BANDIT_BATCH = 20  # B: examples per arm pull (the paper's default)
@@ -248,10 +247,12 @@ def format_results(config: dict, model: str, backend, seed: int, entries: dict[s
         unc[name] = {m: uncertainty(rows0, m, seed) for m in results[name]}
         original_rows += [{k: v for k, v in r.items() if k != "format_id"} for r in rows0]
         all_rows += sorted(ev.rows, key=lambda r: (r["format_id"], r["doc_id"]))
-    out = {"config": config, "model": model, "backend": backend.describe(), "versions": versions(), "seed": seed,
-           "timings": {"total_s": round(time.time() - started, 2)}, "results": results, "uncertainty": unc,
-           "n_samples": {n: len(ev.rows_of(0)) for n, ev in evaluators.items()}, "tasks": tasks,
-           **(extra or {}), "format_spread": entries}
+    from llmgen.results import results_record
+
+    out = results_record(config=config, model=model, backend=backend.describe(), seed=seed,
+                         timings={"total_s": round(time.time() - started, 2)}, results=results, uncertainty=unc,
+                         n_samples={n: len(ev.rows_of(0)) for n, ev in evaluators.items()}, tasks=tasks,
+                         extra={**(extra or {}), "format_spread": entries})
     return out, original_rows, all_rows
 
 
@@ -277,7 +278,9 @@ def task_layout(task: Task) -> Layout:
                           "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
     if task.output_type == "requests":
         raise LlmgenError(f"task {task.name!r} builds its own requests; --formats needs a task scored per response")
-    return Layout(fields=tuple(Field(d, k) for d, k in task.input_fields), output=task.output_descriptor)
+    if task.answer_key is not None:
+        raise LlmgenError(f"task {task.name!r} enumerates options; run it with `llmgen format-spread`")
+    return task.prompt_layout()
 
 
 def format_renderer(fmt: Format, task: Task) -> Renderer:

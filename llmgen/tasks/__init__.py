@@ -302,6 +302,14 @@ class Task:
     fewshot_sampler: str = "first"  # or "random": k demonstrations drawn per document from fewshot_seed
     fewshot_seed: int = 1234
     fewshot_as_multiturn: bool = False  # with a chat template: demonstrations as user/assistant turns
+    # FormatSpread: the Layout (fields and enumerations, ``llmgen.prompts.formats``) that prompt formats render,
+    # the Format the documents are written in, and, for multiple choice over an enumeration, its key
+    # (the answers are that enumeration's item numbers, spelled per format) and how an answer spells one.
+    layout: Any = None  # None: one field per ``input_fields`` entry, then ``output_descriptor``
+    original_format: Any = None  # None: the grammar's original format
+    answer_key: str | None = None
+    answer_template: str = "{}"
+    skipped: int = 0  # raw instances that did not parse in the original format (dropped, as the reference)
     # Documents fall in groups by this field (TOFU's evaluation sets): --limit keeps the first N of
     # each group, and a row's doc_id is "<group>-<index in the group>".
     group_key: str | None = None
@@ -403,6 +411,36 @@ class Task:
         if self.instruction:
             turns[0] = {"role": "user", "content": f"{self.instruction}\n\n{turns[0]['content']}"}
         return system + turns
+
+    # --- prompt formats (FormatSpread) ---------------------------------------------------------------
+    def prompt_layout(self):
+        """The FormatSpread layout: the task's own (enumerations included), or one field per input field."""
+        from llmgen.prompts.formats import Field, Layout
+
+        if self.layout is not None:
+            return self.layout
+        return Layout(fields=tuple(Field(d, k) for d, k in self.input_fields), output=self.output_descriptor)
+
+    def format_answers(self, fmt) -> list[str]:
+        """The answer set in ``fmt``: the choices, or the answer enumeration's item numbers as ``fmt`` spells them."""
+        if self.answer_key is None:
+            return self.choices_of(self.docs[0])
+        enum = self.prompt_layout().enumeration(self.answer_key)
+        size = len(self.docs[0][self.answer_key])
+        return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(size)]
+
+    def format_gold(self, doc: dict, fmt) -> str:
+        """The gold answer of ``doc`` in ``fmt`` (an option index becomes that format's number)."""
+        if self.answer_key is not None:
+            return self.format_answers(fmt)[int(doc[self.target_key])]
+        return self.target_of(doc)
+
+    def format_prompt(self, fmt, demos: Sequence[dict], doc: dict) -> str:
+        """Instruction, demonstrations and the query (ending at the open output field) rendered in ``fmt``."""
+        from llmgen.prompts.formats import build_prompt
+
+        return build_prompt(fmt, self.prompt_layout(), self.instruction,
+                            [(d, self.format_gold(d, fmt)) for d in demos], doc)
 
     def choices_of(self, doc: dict) -> list[str]:
         choices = self.choices_list if self.choices_list is not None else doc[self.choices_key]  # type: ignore[index]
@@ -681,20 +719,29 @@ def get_task(name: str) -> Task:
 
 
 def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
-    """A FormatSpread classification task as an eval task: rank the classes by loglikelihood."""
-    from llmgen.prompts.formats import Field
+    """A FormatSpread classification task for ``llmgen eval``: the recipe's own ``Task``, split as the
+    recipe splits it (the demonstration pool are the few-shot documents), ranked by loglikelihood."""
     from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classification_task
 
-    ct = load_classification_task(name, n=n + DEMO_POOL, seed=0)
-    if not all(isinstance(f, Field) for f in ct.layout.fields):
+    task = load_classification_task(name, n=n + DEMO_POOL, seed=0)
+    if task.answer_key is not None:
         raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen format-spread`")
-    pool, examples = demo_pool_split(ct.examples, seed=0)  # the FormatSpread recipe's split
-    to_doc = lambda ex: {**ex.values, "label": str(ex.label), "choices": list(ct.classes)}  # noqa: E731
-    return Task(name=name, docs=[to_doc(e) for e in examples], fewshot_docs=[to_doc(e) for e in pool],
-                num_fewshot=num_fewshot,
-                input_fields=[(f.descriptor, f.key) for f in ct.layout.fields], output_descriptor=ct.layout.output,
-                target_key="label", instruction=ct.instruction, output_type="multiple_choice", choices_key="choices",
-                metrics=("acc",), description=f"generated classification ({', '.join(ct.classes)}), ranked by loglikelihood")
+    pool, examples = demo_pool_split(task.docs, seed=0)  # the FormatSpread recipe's split
+    task.docs, task.fewshot_docs, task.num_fewshot = examples, pool, num_fewshot
+    return task
+
+
+def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
+              max_tokens: int = 16, description: str = "") -> Task:
+    """Direct-answer math problems (``{"problem", "answer"}`` docs), graded by math equivalence.
+
+    One definition for ``llmgen eval --tasks math_generated_d*`` and the pass@N recipe's pass@k
+    evaluation: the prompt is ``Problem: ...\nAnswer:`` (``tasks.math.direct_prompt``), responses
+    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``."""
+    return Task(name=name, docs=docs, fewshot_docs=list(fewshot_docs), num_fewshot=num_fewshot,
+                input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
+                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=max_tokens,
+                description=description)
 
 
 def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
@@ -706,10 +753,8 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
 
     train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)
     to_doc = lambda p: {"problem": p.problem, "answer": p.answer}  # noqa: E731
-    return Task(name=f"math_generated_d{difficulty}", docs=[to_doc(p) for p in test], fewshot_docs=[to_doc(p) for p in train],
-                num_fewshot=3, input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
-                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=16,
-                description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
+    return math_task(f"math_generated_d{difficulty}", [to_doc(p) for p in test], [to_doc(p) for p in train],
+                     num_fewshot=3, description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
 
 
 def tofu_data_source() -> str:

@@ -251,8 +251,9 @@ def score_task(backend, task: TofuTask) -> tuple[dict[str, float], list[dict]]:
 
 
 def _samples(rows: list[dict], method: str, step: int) -> list[dict]:
-    """The runner's per-example rows of one eval point, tagged with the method and step."""
-    return [{**r, "method": method, "step": step} for r in rows]
+    """The runner's per-example rows of one eval point, tagged with the method and step; ``task`` is
+    the evaluation's key in results.json (``<task>/<method>``, see :func:`results_schema`)."""
+    return [{**r, "task": f"{r['task']}/{method}", "method": method, "step": step} for r in rows]
 
 
 def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict[str, float]],

@@ -189,7 +189,13 @@ def test_recipe_tasks_are_eval_tasks(tiny_model_dir):
     assert {"sentiment", "parity", "comparison", "math_generated_d2"} <= set(list_tasks())
     sentiment = get_task("sentiment")
     doc = sentiment.docs[0]
-    assert sentiment.build_prompt(doc).endswith("Sentiment:") and doc["label"] in doc["choices"]
+    assert sentiment.build_prompt(doc).endswith("Sentiment:") and doc["label"] in sentiment.choices_of(doc)
+    # one Task type: the eval task is the recipe's task, split as the recipe splits it (no conversion)
+    from llmgen.tasks.classification import demo_pool_split, load_classification_task
+
+    recipe = load_classification_task("sentiment", n=len(sentiment.docs) + len(sentiment.fewshot_docs), seed=0)
+    assert type(recipe) is type(sentiment) and recipe.prompt_layout() == sentiment.prompt_layout()
+    assert (sentiment.fewshot_docs, sentiment.docs) == demo_pool_split(recipe.docs, seed=0)
     math = get_task("math_generated_d2")
     assert math.is_correct(f"The answer is {math.target_of(math.docs[0])}.", math.docs[0])
     out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["sentiment", "math_generated_d2"], limit=4, cache=None),
