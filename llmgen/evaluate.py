@@ -22,7 +22,7 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.models import cache_dir
-from llmgen.tasks import Renderer, Scored, Task, get_task
+from llmgen.tasks import Renderer, Request, Scored, Task, get_task
 
 
 @dataclass
@@ -67,7 +67,7 @@ def resolve_tasks(config: EvalConfig) -> list[Task]:
         raise LlmgenError(f"--tasks gives two tasks named {twice!r}; rename one (the `name:` of a task file)")
     if config.limit is not None:
         for t in tasks:
-            t.docs = t.docs[: config.limit]
+            t.docs = t.limit_docs(config.limit)
     return tasks
 
 
@@ -189,8 +189,8 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     Requests go through the request cache; per-document values come from ``task.score`` and the
     corpus values from ``task.aggregate`` (means, or perplexity ratios for rolling tasks).
     """
-    if task.evaluator is not None:
-        return task.evaluator(backend, task, config)
+    if task.output_type == "requests":
+        return evaluate_request_task(backend, task, config, cache, progress)
     if task.output_type == "lmeval":
         from llmgen.tasks.lmeval import evaluate_lmeval_task
 
@@ -248,6 +248,65 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     names = sorted(values, key=lambda m: (m.startswith("pass@"), len(m), m))
     agg = task.aggregate({m: values[m] for m in names})
     return agg, rows
+
+
+def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache,
+                 max_tokens: int | None = None, on_batch: Callable[[int], None] | None = None) -> list:
+    """Outputs of mixed requests, in order: a ``LoglikelihoodResult`` per loglikelihood request,
+    the completions per generate request. Each kind goes to the backend in one cached call;
+    ``max_tokens`` (``--max-tokens``) replaces the generation budget of every generate request."""
+    import dataclasses
+
+    from llmgen.backends.base import encode_pair
+    from llmgen.prompts.chat import render_prompt
+
+    cached = CachedBackend(backend, cache)
+    tok = backend.tokenizer
+    outputs: list = [None] * len(requests)
+    scored = [i for i, r in enumerate(requests) if r.kind == "loglikelihood"]
+    if any(requests[i].eos for i in scored) and tok.eos_token_id is None:
+        raise LlmgenError("this task scores answers with their EOS token; this tokenizer has none")
+    pairs = []
+    for i in scored:
+        r = requests[i]
+        ctx, cont = encode_pair(tok, render_prompt(tok, r.prompt), r.continuation)
+        pairs.append((ctx, [*cont, tok.eos_token_id] if r.eos else cont))
+    for i, res in zip(scored, cached.loglikelihood_tokens(pairs, on_batch=on_batch), strict=True):
+        outputs[i] = res
+    generated = [i for i, r in enumerate(requests) if r.kind == "generate"]
+    settings = [requests[i].sampling if max_tokens is None else dataclasses.replace(requests[i].sampling, max_tokens=max_tokens)
+                for i in generated]
+    if generated:
+        comps = cached.generate([requests[i].prompt for i in generated], settings, on_batch=on_batch)
+        for i, c in zip(generated, comps, strict=True):
+            outputs[i] = c
+    return outputs
+
+
+def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+                          progress=None) -> tuple[dict[str, float], list[dict]]:
+    """Score a task that builds its own requests (``output_type: requests``, e.g. TOFU): every
+    document's requests in one pass through the cache, ``task.score_outputs`` per document,
+    ``task.aggregate_rows`` over the rows."""
+    from llmgen.prompts.chat import render_prompt
+
+    per_doc = [task.doc_requests(d) for d in task.docs]
+    flat = [r for rs in per_doc for r in rs]
+    bar = progress.add_task(task.name, total=len(flat)) if progress is not None else None
+    outs = run_requests(backend, flat, cache, config.max_tokens,
+                        on_batch=(lambda n: progress.advance(bar, n)) if progress is not None else None)
+    rows, at = [], 0
+    for doc, doc_id, reqs in zip(task.docs, task.doc_ids(), per_doc, strict=True):
+        got = outs[at:at + len(reqs)]
+        at += len(reqs)
+        comps = [c for r, o in zip(reqs, got, strict=True) if r.kind == "generate" for c in o]
+        row = {"task": task.name, "doc_id": doc_id, "prompt": render_prompt(backend.tokenizer, reqs[0].prompt),
+               "target": task.target_of(doc), "responses": [c.text for c in comps],
+               "metrics": task.score_outputs(doc, got), "truncated": any(c.truncated for c in comps)}
+        if task.group_key is not None:
+            row[task.group_key] = doc[task.group_key]
+        rows.append(row)
+    return task.aggregate_rows(rows), rows
 
 
 def uncertainty(rows: list[dict], metric: str, seed: int) -> dict[str, float]:

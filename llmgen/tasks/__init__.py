@@ -13,6 +13,10 @@ demonstrations can instead be turns of a conversation (``fewshot_as_multiturn``)
 Three output types, as in lm-eval: ``generate`` (responses → answer filters → metrics),
 ``multiple_choice`` (loglikelihood of each choice; gold as an index or as the choice text) and
 ``loglikelihood_rolling`` (the whole text's loglikelihood → word/byte perplexity, bits per byte).
+A fourth, ``requests``, is for a task that asks several kinds of request per document (TOFU: the
+loglikelihood of the answer, its paraphrase and perturbed answers, and a greedy generation): a
+subclass gives ``doc_requests(doc)`` (a list of :class:`Request`), ``score_outputs(doc, outputs)``
+(per-example metrics) and ``aggregate_rows(rows)`` (corpus metrics), and the runner does the rest.
 """
 
 from __future__ import annotations
@@ -24,17 +28,48 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
 from llmgen.io import read_jsonl
 from llmgen.registry import Registry
 
+if TYPE_CHECKING:  # the backends import torch; tasks load without it
+    from llmgen.backends.base import SamplingConfig
+    from llmgen.prompts.chat import Prompt
+
 # A renderer turns (fields, output descriptor, output text) into the text of one example.
 Renderer = Callable[[Sequence[tuple[str, str]], str, str], str]
 
 # "lmeval": an lm-eval task run by lm-eval's own evaluator (llmgen.tasks.lmeval); its documents are placeholders
-OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "lmeval")
+# "requests": the task builds each document's requests itself (Task.doc_requests), e.g. TOFU
+OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "lmeval", "requests")
+REQUEST_KINDS = ("loglikelihood", "generate")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One backend request of a ``requests`` task's document.
+
+    ``loglikelihood``: the summed logprob of ``continuation`` after ``prompt`` (tokenised as a
+    pair, ``backends.base.encode_pair``), with the EOS token appended when ``eos`` (TOFU scores
+    answers with their EOS, as its labels do). ``generate``: completions of ``prompt`` under
+    ``sampling`` (the runner caps ``max_tokens`` at ``--max-tokens`` when given). A prompt is a
+    string or chat messages; messages go through the model's chat template
+    (``llmgen.prompts.chat.apply_chat_template``, the one place templates are applied).
+    """
+
+    kind: str
+    prompt: Prompt
+    continuation: str = ""
+    eos: bool = False
+    sampling: SamplingConfig | None = None  # for kind "generate"
+
+    def __post_init__(self) -> None:
+        if self.kind not in REQUEST_KINDS:
+            raise LlmgenError(f"unknown request kind {self.kind!r} (known: {', '.join(REQUEST_KINDS)})")
+        if self.kind == "generate" and self.sampling is None:
+            raise LlmgenError("a generate request needs its sampling settings")
 
 
 def default_renderer(fields: Sequence[tuple[str, str]], output_descriptor: str, output: str) -> str:
@@ -282,9 +317,9 @@ class Task:
     answer_key: str | None = None
     answer_template: str = "{}"
     skipped: int = 0  # raw instances that did not parse in the original format (dropped, as the reference)
-    # A task whose metrics are not per-response scores (TOFU) brings its own evaluation:
-    # evaluator(backend, task, config) -> (aggregate metrics, per-example rows).
-    evaluator: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
+    # Documents fall in groups by this field (TOFU's evaluation sets): --limit keeps the first N of
+    # each group, and a row's doc_id is "<group>-<index in the group>".
+    group_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.docs:
@@ -295,26 +330,26 @@ class Task:
             raise LlmgenError(f"task {self.name!r}: a multiple_choice task needs choices (a field or a list)")
         if self.fewshot_sampler not in ("first", "random"):
             raise LlmgenError(f"task {self.name!r}: fewshot sampler must be first or random, got {self.fewshot_sampler!r}")
-        if self.evaluator is None:
-            self._filters = build_filters(self.extract)
-            target = self.target_extract
-            if target is None:
-                target = _DEFAULT_TARGET_FILTER.get(self.extract, "strip") if isinstance(self.extract, str) else "strip"
-            self._target_filters = build_filters(target)
-            for m in self.metrics:
-                metric = METRICS.get(m)
-                if metric.output_type != self.output_type:
-                    known = [n for n, x in METRICS.items() if x.output_type == self.output_type]
-                    raise LlmgenError(f"task {self.name!r}: unknown metric {m!r} for {self.output_type} (known: {', '.join(known)})")
+        self._filters = build_filters(self.extract)
+        target = self.target_extract
+        if target is None:
+            target = _DEFAULT_TARGET_FILTER.get(self.extract, "strip") if isinstance(self.extract, str) else "strip"
+        self._target_filters = build_filters(target)
+        for m in self.metrics:
+            metric = METRICS.get(m)
+            if metric.output_type != self.output_type:
+                known = [n for n, x in METRICS.items() if x.output_type == self.output_type]
+                raise LlmgenError(f"task {self.name!r}: unknown metric {m!r} for {self.output_type} (known: {', '.join(known)})")
         needed = [k for _, k in self.input_fields] if self.template is None else _doc_fields(self.template)
         if self.output_type in ("loglikelihood_rolling", "lmeval"):
             needed = []
         needed = needed + [self.target_key] + ([self.choices_key] if self.choices_key else [])
+        needed += [self.group_key] if self.group_key else []
         for i, doc in enumerate(self.docs):
             for k in needed:
                 if k not in doc:
                     raise LlmgenError(f"task {self.name!r}: example {i} has no field {k!r}")
-            if self.output_type == "multiple_choice" and self.evaluator is None:
+            if self.output_type == "multiple_choice":
                 self.gold_index(doc, i)  # choices and gold checked before any model loads
         if self.num_fewshot < 0:
             raise LlmgenError(f"task {self.name!r}: num_fewshot must be >= 0, got {self.num_fewshot}")
@@ -466,9 +501,56 @@ class Task:
         """Corpus-level metrics from per-document values (means, or perplexity ratios)."""
         return {m: (METRICS.get(m).aggregate(v) if m in METRICS else _mean(v)) for m, v in values.items()}
 
+    # --- tasks with several request kinds per document (output_type "requests") ---------------
+    def doc_requests(self, doc: dict) -> list[Request]:
+        """The backend requests of one document; a ``requests`` task overrides this."""
+        raise LlmgenError(f"task {self.name!r} ({self.output_type}) does not build its own requests")
+
+    def score_outputs(self, doc: dict, outputs: list) -> dict[str, float]:
+        """Per-example metrics from the outputs of ``doc_requests(doc)``, in order (a
+        ``LoglikelihoodResult`` per loglikelihood request, the completions per generate request)."""
+        raise LlmgenError(f"task {self.name!r} ({self.output_type}) does not score request outputs")
+
+    def aggregate_rows(self, rows: list[dict]) -> dict[str, float]:
+        """Corpus metrics from the per-example rows (default: ``aggregate`` of each metric's values)."""
+        values: dict[str, list] = {}
+        for r in rows:
+            for m, v in r["metrics"].items():
+                values.setdefault(m, []).append(v)
+        return self.aggregate(values)
+
+    # --- documents ------------------------------------------------------------------------------
+    def limit_docs(self, n: int | None) -> list[dict[str, Any]]:
+        """The first ``n`` documents (``--limit``), or the first ``n`` of each group (``group_key``)."""
+        if n is None:
+            return self.docs
+        if self.group_key is None:
+            return self.docs[:n]
+        seen: Counter = Counter()
+        kept = []
+        for d in self.docs:
+            seen[d[self.group_key]] += 1
+            if seen[d[self.group_key]] <= n:
+                kept.append(d)
+        return kept
+
+    def doc_ids(self) -> list[int | str]:
+        """Each document's id in the rows: its index, or ``<group>-<index in its group>``."""
+        if self.group_key is None:
+            return list(range(len(self.docs)))
+        seen: Counter = Counter()
+        ids: list[int | str] = []
+        for d in self.docs:
+            ids.append(f"{d[self.group_key]}-{seen[d[self.group_key]]}")
+            seen[d[self.group_key]] += 1
+        return ids
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "output_type": self.output_type, "metrics": list(self.metrics),
-                "num_examples": len(self.docs), "num_fewshot": self.num_fewshot, "description": self.description}
+        out = {"name": self.name, "output_type": self.output_type, "metrics": list(self.metrics),
+               "num_examples": len(self.docs), "num_fewshot": self.num_fewshot, "description": self.description}
+        if self.group_key is not None:
+            out["counts"] = dict(Counter(d[self.group_key] for d in self.docs))
+        return out
 
 
 TASKS: Registry[Callable[..., Task]] = Registry("task")
@@ -694,39 +776,19 @@ def tofu_data_source() -> str:
 
 def tofu_eval_task(forget_split: str) -> Task:
     """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
-    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task. The four sets are
-    read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU uses 300) keeps the first N rows of each,
-    and ``--limit`` cuts further."""
+    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task
+    (``llmgen.tasks.tofu.TofuTask``). The four sets are read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU
+    uses 300) keeps the first N rows of each, and ``--limit`` cuts each set further."""
     import os
 
-    from llmgen.tasks.tofu import load_eval_sets
+    from llmgen.tasks.tofu import load_retain_logs, tofu_task
 
-    source = tofu_data_source()
     ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
     if ds_size is not None and not ds_size.strip().isdigit():
         raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer, got {ds_size!r}")
-    ds = int(ds_size) if ds_size else None
-    sets = load_eval_sets(source, forget_split, ds)
-
-    def evaluator(backend, task: Task, config) -> tuple[dict[str, float], list[dict]]:
-        from llmgen.evals.tofu import MAX_NEW_TOKENS, tofu_eval
-
-        out = tofu_eval(backend, sets, retain_logs=os.environ.get("LLMGEN_TOFU_RETAIN_LOGS"), limit=config.limit,
-                        ds_size=ds, max_new_tokens=config.max_tokens or MAX_NEW_TOKENS)
-        rows = []
-        for split, res in out["result"].items():
-            if not isinstance(res, dict) or "per_example" not in res:
-                continue
-            per = res["per_example"]
-            for i in range(len(per["prob"])):
-                rows.append({"task": task.name, "doc_id": f"{split}-{i}", "split": split,
-                             "responses": [res["generations"][i]] if "generations" in res else [],
-                             "metrics": {m: float(v[i]) for m, v in per.items()}})
-        return out["summary"], rows
-
-    return Task(name=f"tofu_{forget_split}", docs=sets["forget"], input_fields=[("Question", "question")],
-                target_key="answer", evaluator=evaluator, metrics=(),
-                description=f"TOFU evaluation, forget split {forget_split} (data: {source}; ds_size {ds})")
+    logs = os.environ.get("LLMGEN_TOFU_RETAIN_LOGS")
+    return tofu_task(tofu_data_source(), forget_split, ds_size=int(ds_size) if ds_size else None,
+                     retain_ratios=load_retain_logs(logs) if logs else None)
 
 
 _PLUGINS_LOADED = False

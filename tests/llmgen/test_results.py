@@ -131,12 +131,7 @@ def test_run_folder_is_in_the_one_schema(writer, tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [
-    "passn",
-    pytest.param("unlearn", marks=pytest.mark.xfail(
-        strict=True, raises=LlmgenError,
-        reason="the NPO/TOFU evaluation moves to the runner on the tofu2 branch; flip at its merge")),
-])
+@pytest.mark.parametrize("recipe", ["passn", "unlearn"])
 def test_recipe_run_folder_is_in_the_one_schema(recipe, recipe_runs):
     """The session's recipe runs (conftest ``recipe_runs``): pass@N (CE and DCO) and NPO unlearning."""
     out = check_results(recipe_runs[recipe])

@@ -113,28 +113,27 @@ def test_unlearning_evaluator_vllm_merges_lora_and_matches_hf(tiny_peft, tmp_pat
     """``Evaluator`` with ``backend="vllm"`` saves the LoRA model merged and scores the saved copy:
     the same TOFU metrics as HF on the in-memory peft model, and the peft model is left as it was."""
     from llmgen.config import load_config
-    from llmgen.evals.tofu import PromptFormat, summary
     from llmgen.recipes.npo_unlearning import Evaluator, UnlearnConfig
-    from llmgen.tasks.tofu import SyntheticTofuConfig, load_eval_sets, write_synthetic_tofu
+    from llmgen.tasks.tofu import SyntheticTofuConfig, tofu_task, write_synthetic_tofu
     from llmgen.training.modeling import is_peft
 
     model, tok = tiny_peft
     tofu = write_synthetic_tofu(tmp_path / "tofu", SyntheticTofuConfig(n_authors=3, retain_eval_size=3))
-    sets = load_eval_sets(str(tofu), "forget10", 3)
+    task = tofu_task(str(tofu), "forget10", ds_size=3, max_new_tokens=6)
     res = {}
     for name in ("vllm", "hf"):
         cfg = load_config(UnlearnConfig, None, {"model": "unused", "data": str(tofu), "eval.backend": name,
                                                 "eval.max_new_tokens": 6, "output_dir": str(tmp_path / name)})
-        res[name] = Evaluator(cfg, sets, None, tok, PromptFormat())(model, "npo-step1")
+        res[name] = Evaluator(cfg, task, tok)(model, "npo-step1")
     saved = tmp_path / "vllm" / "eval_models" / "npo-step1"
     assert (saved / "config.json").is_file() and not (saved / "adapter_config.json").exists()  # merged, not an adapter
     assert is_peft(model)  # merged a copy
-    hf, vl = res["hf"], res["vllm"]
-    for role in sets:
-        assert [held_back(g) for g in vl[role]["generations"]] == [held_back(g) for g in hf[role]["generations"]]
+    (hs, hf), (vs, vl) = res["hf"], res["vllm"]
+    assert [r["doc_id"] for r in vl] == [r["doc_id"] for r in hf] and len(hf) == 12
+    for h, v in zip(hf, vl, strict=True):
+        assert [held_back(g) for g in v["responses"]] == [held_back(g) for g in h["responses"]]
         for key in ("truth_ratio", "rougeL"):
-            assert vl[role]["per_example"][key] == pytest.approx(hf[role]["per_example"][key], abs=TOL)
-    hs, vs = summary(hf), summary(vl)
+            assert v["metrics"][key] == pytest.approx(h["metrics"][key], abs=TOL)
     assert vs.keys() == hs.keys()
     assert vs == pytest.approx(hs, abs=TOL)
 
