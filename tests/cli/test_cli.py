@@ -227,14 +227,20 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, tiny_model_dir):
     proc = subprocess.Popen(LLMGEN + ["eval", "--model", tiny_model_dir, "--tasks", "arithmetic", "--max-tokens", "64",
                                       "--batch-size", "1", "--output-dir", str(run)],
                             stdout=subprocess.PIPE, stderr=err, text=True,
-                            env={**os.environ, "LLMGEN_CACHE": str(cache)})
+                            env={**os.environ, "LLMGEN_CACHE": str(cache)},
+                            # a shell's background job (nohup, `&`, some CI runners) starts with SIGINT ignored, and
+                            # Python then installs no KeyboardInterrupt handler: give the child the default disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (cache / "requests.sqlite").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)  # the cache opens once the model is loaded: the run is under way
     time.sleep(1.0)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=120)
+    try:
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave the run behind when the assertion above or the timeout fails
     err.close()
     stderr = (tmp_path / "stderr").read_text()
     assert proc.returncode == 130, stderr
