@@ -103,7 +103,7 @@ def batching(args) -> dict:
     torch.set_num_threads(2)
     task = load_classification_task(args.task, 210, args.seed)
     demos, examples = split_examples(task, args.shots, args.examples, args.seed)
-    formats = sample_formats(task.layout, args.formats, seed=args.seed, original=task.original_format)
+    formats = sample_formats(task.prompt_layout(), args.formats, seed=args.seed, original=task.original_format)
     start = time.perf_counter()
     backend = get_backend("hf", args.model)
     load_s = time.perf_counter() - start
@@ -122,7 +122,8 @@ def batching(args) -> dict:
         cpu[mode].append(time.process_time() - c)
     backend.close()
     out = {"model": args.model, "task": args.task, "formats": len(formats), "examples": len(examples),
-           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.classes), "load_s": round(load_s, 2),
+           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.format_answers(formats[0])),
+           "load_s": round(load_s, 2),
            "wall_s": {k: round(min(v), 2) for k, v in wall.items()},
            "cpu_s": {k: round(min(v), 2) for k, v in cpu.items()},
            "same_outcomes": outcomes["separate"] == outcomes["one batch"]}

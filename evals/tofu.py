@@ -17,28 +17,23 @@ where the answer's tokens end with the EOS token, as TOFU's labels do (``data_mo
 - Model utility: harmonic mean of the nine {retain, real authors, world facts} × {probability,
   ROUGE-L, truth ratio} values, so one collapsed metric pulls utility to zero.
 
-The small functions below are pure; :func:`evaluate_tofu` scores a model through any
-``llmgen.backends.Backend`` (``loglikelihood`` + greedy ``generate``).
+Everything here is a pure function of scores and texts (no backend calls, no files): the TOFU
+task (``llmgen.tasks.tofu.TofuTask``) builds the requests, the runner (``llmgen.evaluate``) sends them,
+:func:`example_metrics` scores one row and :func:`summarize` turns the rows into TOFU's aggregates.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from llmgen.errors import LlmgenError
-from llmgen.tasks.tofu import BASE_ANSWER_KEY, QA_PROMPT_TEMPLATE
 
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 UTILITY_METRICS = ("prob", "rougeL", "truth_ratio")
-MAX_NEW_TOKENS = 200
-"""TOFU's generation budget (``generation.max_length: 200`` in its eval configs; the reference
-counts the prompt in it, llmgen gives the answer all 200 tokens)."""
+TRUE_VS_PERTURBED = ("real_authors", "world_facts")
+"""The sets whose probability is P̃(answer) relative to the perturbed answers (TOFU's utility sets)."""
 
 
 # --- pure metrics ---------------------------------------------------------------------------------
@@ -127,166 +122,47 @@ def model_utility(metrics: Mapping[str, Mapping[str, float]]) -> float:
     return harmonic_mean(values)
 
 
-# --- retain logs ----------------------------------------------------------------------------------
+# --- one row, and the corpus aggregates ----------------------------------------------------------
 
 
-def save_retain_logs(path: str | os.PathLike, evaluation: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Path:
-    """Save the forget-set truth ratios of a retain-only model, for forget quality later."""
-    from llmgen.io import atomic_write_json
-
-    ratios = evaluation["forget"]["per_example"]["truth_ratio"]
-    return atomic_write_json(path, {"forget_truth_ratios": list(ratios), "n": len(ratios), **(meta or {})})
-
-
-def load_retain_logs(path: str | os.PathLike | None) -> list[float]:
-    """Forget-set truth ratios of the retain-only model; a clear error when missing."""
-    from llmgen.io import read_json
-
-    hint = "produce them first with `llmgen npo-unlearning --stage retain-logs --retain-logs PATH` (a model fine-tuned on the retain split only)"
-    if path is None:
-        raise LlmgenError(f"forget quality needs retain-model logs (--retain-logs); {hint}")
-    if not Path(path).is_file():
-        raise LlmgenError(f"retain-model logs not found: {path}; {hint}")
-    data = read_json(path)
-    ratios = data.get("forget_truth_ratios") if isinstance(data, dict) else None
-    if not isinstance(ratios, list) or not ratios:
-        raise LlmgenError(f"retain-model logs {path} have no 'forget_truth_ratios' list")
-    return [float(r) for r in ratios]
-
-
-# --- scoring through a backend --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromptFormat:
-    """How a question becomes a prompt. The default is TOFU's Phi-style "Question: q\\nAnswer: a"."""
-
-    template: str = QA_PROMPT_TEMPLATE
-
-    def prompt(self, question: str) -> str:
-        return self.template.format(question=question)
-
-
-CHAT_TEMPLATE = "chat"
-"""A ``prompt_template`` value meaning "the model's own chat format" (TOFU prompts chat models such
-as Llama-2-chat in their chat format and base models with ``Question: ...\nAnswer:``)."""
-
-
-def resolve_prompt_template(template: str, tokenizer) -> str:
-    """``template`` unchanged, or for ``"chat"`` the tokenizer's chat template rendered with the
-    question as the single user turn (the model's default system prompt included) and the
-    assistant turn opened. Braces in the rendered text are escaped for ``str.format``."""
-    if template != CHAT_TEMPLATE:
-        return template
-    if not getattr(tokenizer, "chat_template", None):
-        raise LlmgenError("prompt template 'chat' needs a tokenizer with a chat template; this model has none")
-    sentinel = "\x00QUESTION\x00"
-    text = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
-                                         add_generation_prompt=True)
-    return text.replace("{", "{{").replace("}", "}}").replace(sentinel, "{question}")
-
-
-def answer_tokens(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids + EOS): the tokens TOFU scores for one answer."""
-    from llmgen.backends.base import encode_pair
-
-    if tokenizer.eos_token_id is None:
-        raise LlmgenError("TOFU scores answers with their EOS token; this tokenizer has none")
-    ctx, cont = encode_pair(tokenizer, prompt, answer)
-    return ctx, [*cont, tokenizer.eos_token_id]
-
-
-def _score(backend, prompts: Sequence[str], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    tok = backend.tokenizer
-    res = backend.loglikelihood_tokens([answer_tokens(tok, p, a) for p, a in zip(prompts, answers, strict=True)])
-    return np.array([r.logprob for r in res]), np.array([r.num_tokens for r in res])
-
-
-def generation_sampling(max_new_tokens: int = MAX_NEW_TOKENS):
-    """Greedy decoding that stops at EOS only (TOFU's ``model.generate(do_sample=False)``)."""
-    from llmgen.backends.base import SamplingConfig
-
-    if max_new_tokens < 1:
-        raise LlmgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    return SamplingConfig(n=1, temperature=0.0, max_tokens=max_new_tokens, stop=())
-
-
-def evaluate_split(backend, rows: Sequence[dict], role: str, fmt: PromptFormat = PromptFormat(),
-                   max_new_tokens: int = MAX_NEW_TOKENS, generate: bool = True) -> dict[str, Any]:
-    """Probability, truth ratio and ROUGE-L recall of one evaluation set (``role`` in forget,
-    retain, real_authors, world_facts), with per-example values and generations."""
-    if not rows:
-        raise LlmgenError(f"TOFU {role} set is empty")
-    if role not in BASE_ANSWER_KEY:
-        raise LlmgenError(f"unknown TOFU evaluation set {role!r} (known: {', '.join(BASE_ANSWER_KEY)})")
-    prompts = [fmt.prompt(r["question"]) for r in rows]
-    ans_lp, ans_n = _score(backend, prompts, [r["answer"] for r in rows])
-    para_lp, para_n = _score(backend, prompts, [r[BASE_ANSWER_KEY[role]] for r in rows])
-    flat = [(i, p) for i, r in enumerate(rows) for p in r["perturbed_answer"]]
-    pert_lp_flat, pert_n_flat = _score(backend, [prompts[i] for i, _ in flat], [p for _, p in flat])
-    pert_lp: list[list[float]] = [[] for _ in rows]
-    pert_n: list[list[int]] = [[] for _ in rows]
-    for (i, _), lp, n in zip(flat, pert_lp_flat, pert_n_flat, strict=True):
-        pert_lp[i].append(lp)
-        pert_n[i].append(n)
-    if role in ("forget", "retain"):
-        prob = answer_probabilities(ans_lp, ans_n)
+def example_metrics(role: str, answer: tuple[float, int], base: tuple[float, int],
+                    perturbed: Sequence[tuple[float, int]], generation: str | None, reference: str) -> dict[str, float]:
+    """One row's ``prob``, ``truth_ratio`` and (with a generation) ``rougeL`` from its (summed
+    logprob, token count) scores: the answer, the truth ratio's base answer and the perturbed
+    answers. ``role`` picks the probability: P̃(answer) on forget/retain, P̃(answer) relative to
+    the perturbed answers on the utility sets."""
+    pert_lp, pert_n = [[lp for lp, _ in perturbed]], [[n for _, n in perturbed]]
+    if role in TRUE_VS_PERTURBED:
+        prob = choice_probabilities([answer[0]], [answer[1]], pert_lp, pert_n)[0]
     else:
-        prob = choice_probabilities(ans_lp, ans_n, pert_lp, pert_n)
-    tr = truth_ratios(para_lp, para_n, pert_lp, pert_n)
-    out: dict[str, Any] = {"prob": float(np.mean(prob)), "truth_ratio": truth_ratio_score(tr, forget=role == "forget"),
-                           "per_example": {"prob": prob.tolist(), "truth_ratio": tr.tolist()}}
-    if generate:
-        gens = [c[0].text.strip() for c in backend.generate([p.rstrip(" ") for p in prompts],
-                                                            generation_sampling(max_new_tokens))]
-        rouge = rouge_l_recall(gens, [r["answer"] for r in rows])
-        out["rougeL"] = float(np.mean(rouge))
-        out["per_example"]["rougeL"] = rouge
-        out["generations"] = gens
+        prob = answer_probabilities([answer[0]], [answer[1]])[0]
+    out = {"prob": float(prob), "truth_ratio": float(truth_ratios([base[0]], [base[1]], pert_lp, pert_n)[0])}
+    if generation is not None:
+        out["rougeL"] = rouge_l_recall([generation], [reference])[0]
     return out
 
 
-def evaluate_tofu(backend, sets: Mapping[str, Sequence[dict]], retain_ratios: Sequence[float] | None = None,
-                  fmt: PromptFormat = PromptFormat(), max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
-    """All TOFU metrics for the given sets (keys from forget, retain, real_authors, world_facts).
-
-    ``forget_quality`` is present when ``retain_ratios`` (from :func:`load_retain_logs`) and a forget
-    set are given; ``model_utility`` when all three utility sets are.
-    """
-    result: dict[str, Any] = {role: evaluate_split(backend, rows, role, fmt, max_new_tokens) for role, rows in sets.items()}
-    if retain_ratios is not None and "forget" in result:
-        result["forget_quality"] = forget_quality(result["forget"]["per_example"]["truth_ratio"], retain_ratios)
-    if all(s in result for s in UTILITY_SPLITS):
-        result["model_utility"] = model_utility(result)
-    return result
-
-
-def tofu_eval(backend, sets: Mapping[str, Sequence[dict]], retain_logs: str | os.PathLike | None = None,
-              limit: int | None = None, ds_size: int | None = None, fmt: PromptFormat = PromptFormat(),
-              max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
-    """One-call TOFU evaluation of a backend's model on already loaded sets (for ``llmgen eval
-    --tasks tofu_<split>``): the first ``limit`` rows of each set, forget quality when
-    ``retain_logs`` is given; returns ``{"summary": flat metrics, "result": full result}``.
-    ``ds_size`` (the subset the sets were cut to, TOFU's 300) is only recorded in the summary."""
-    if limit is not None and limit < 1:
-        raise LlmgenError(f"limit must be >= 1, got {limit}")
-    retain = load_retain_logs(retain_logs) if retain_logs is not None else None
-    result = evaluate_tofu(backend, {k: list(v)[:limit] for k, v in sets.items()}, retain, fmt, max_new_tokens)
-    flat = summary(result)
-    if ds_size is not None:
-        flat["ds_size"] = float(ds_size)
-    return {"summary": flat, "result": result}
-
-
-def summary(result: Mapping[str, Any]) -> dict[str, float]:
-    """Flat ``{"forget_quality", "model_utility", "<split>.<metric>", "<split>.n"}`` view without
-    per-example data (``n``: the rows evaluated, so a subset such as TOFU's ``ds_size`` shows)."""
-    flat = {k: float(result[k]) for k in ("forget_quality", "model_utility") if k in result}
-    for split, vals in result.items():
-        if isinstance(vals, Mapping):
-            for m in UTILITY_METRICS:
-                if m in vals:
-                    flat[f"{split}.{m}"] = float(vals[m])
-            if "per_example" in vals:
-                flat[f"{split}.n"] = float(len(vals["per_example"]["prob"]))
+def summarize(per_set: Mapping[str, Mapping[str, Sequence[float]]],
+              retain_ratios: Sequence[float] | None = None) -> dict[str, float]:
+    """TOFU's aggregates from per-example values by set (``{"forget": {"prob": [...], ...}}``):
+    ``<set>.prob`` and ``<set>.rougeL`` (means), ``<set>.truth_ratio`` (:func:`truth_ratio_score`),
+    ``forget_quality`` (with ``retain_ratios`` and a forget set) and ``model_utility`` (with the
+    three utility sets). Counts are not metrics: the caller reports them apart."""
+    by_set: dict[str, dict[str, float]] = {}
+    for role, values in per_set.items():
+        if not values.get("prob"):
+            raise LlmgenError(f"TOFU {role} set is empty")
+        by_set[role] = {"prob": float(np.mean(values["prob"])),
+                        "truth_ratio": truth_ratio_score(values["truth_ratio"], forget=role == "forget")}
+        if values.get("rougeL"):
+            by_set[role]["rougeL"] = float(np.mean(values["rougeL"]))
+    flat: dict[str, float] = {}
+    if retain_ratios is not None and "forget" in per_set:
+        flat["forget_quality"] = forget_quality(per_set["forget"]["truth_ratio"], retain_ratios)
+    if all(s in by_set for s in UTILITY_SPLITS):
+        flat["model_utility"] = model_utility(by_set)
+    for role, vals in by_set.items():
+        for m in UTILITY_METRICS:
+            if m in vals:
+                flat[f"{role}.{m}"] = vals[m]
     return flat

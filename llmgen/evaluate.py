@@ -22,7 +22,7 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.models import cache_dir
-from llmgen.tasks import Renderer, Scored, Task, get_task
+from llmgen.tasks import Renderer, Request, Scored, Task, get_task
 
 
 @dataclass
@@ -67,7 +67,7 @@ def resolve_tasks(config: EvalConfig) -> list[Task]:
         raise LlmgenError(f"--tasks gives two tasks named {twice!r}; rename one (the `name:` of a task file)")
     if config.limit is not None:
         for t in tasks:
-            t.docs = t.docs[: config.limit]
+            t.docs = t.limit_docs(config.limit)
     return tasks
 
 
@@ -189,8 +189,8 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     Requests go through the request cache; per-document values come from ``task.score`` and the
     corpus values from ``task.aggregate`` (means, or perplexity ratios for rolling tasks).
     """
-    if task.evaluator is not None:
-        return task.evaluator(backend, task, config)
+    if task.output_type == "requests":
+        return evaluate_request_task(backend, task, config, cache, progress)
     if task.output_type == "lmeval":
         from llmgen.tasks.lmeval import evaluate_lmeval_task
 
@@ -215,7 +215,9 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
                 metrics[f"pass@{k}"] = pass_at_k(len(scored.correct), sum(scored.correct), k)
             rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
                          "gold": scored.gold, "responses": scored.responses, "filtered": scored.predictions,
-                         "correct": scored.correct, "metrics": metrics, "truncated": any(c["truncated"] for c in comps)})
+                         "correct": scored.correct, "response_logprobs": [c["logprob"] for c in comps],
+                         "response_tokens": [c["num_tokens"] for c in comps],
+                         "metrics": metrics, "truncated": any(c["truncated"] for c in comps)})
     elif task.output_type == "multiple_choice":
         pairs, spans = [], []
         for doc, prompt in zip(task.docs, prompts, strict=True):
@@ -237,7 +239,8 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
         for i, (text, r) in enumerate(zip(prompts, scored_texts, strict=True)):
             for m, v in task.score(task.docs[i], Scored(loglikelihood=r.logprob, num_words=r.num_words, num_bytes=r.num_bytes)).items():
                 values.setdefault(m, []).append(v)
-            rows.append({"task": task.name, "doc_id": i, "prompt": text, "loglikelihood": r.logprob,
+            rows.append({"task": task.name, "doc_id": i, "prompt": text, "target": "", "responses": [],
+                         "loglikelihood": r.logprob,
                          "tokens": r.num_tokens, "words": r.num_words, "bytes": r.num_bytes, "metrics": {}})
     for r in rows:
         for m, v in r["metrics"].items():
@@ -245,6 +248,65 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     names = sorted(values, key=lambda m: (m.startswith("pass@"), len(m), m))
     agg = task.aggregate({m: values[m] for m in names})
     return agg, rows
+
+
+def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache,
+                 max_tokens: int | None = None, on_batch: Callable[[int], None] | None = None) -> list:
+    """Outputs of mixed requests, in order: a ``LoglikelihoodResult`` per loglikelihood request,
+    the completions per generate request. Each kind goes to the backend in one cached call;
+    ``max_tokens`` (``--max-tokens``) replaces the generation budget of every generate request."""
+    import dataclasses
+
+    from llmgen.backends.base import encode_pair
+    from llmgen.prompts.chat import render_prompt
+
+    cached = CachedBackend(backend, cache)
+    tok = backend.tokenizer
+    outputs: list = [None] * len(requests)
+    scored = [i for i, r in enumerate(requests) if r.kind == "loglikelihood"]
+    if any(requests[i].eos for i in scored) and tok.eos_token_id is None:
+        raise LlmgenError("this task scores answers with their EOS token; this tokenizer has none")
+    pairs = []
+    for i in scored:
+        r = requests[i]
+        ctx, cont = encode_pair(tok, render_prompt(tok, r.prompt), r.continuation)
+        pairs.append((ctx, [*cont, tok.eos_token_id] if r.eos else cont))
+    for i, res in zip(scored, cached.loglikelihood_tokens(pairs, on_batch=on_batch), strict=True):
+        outputs[i] = res
+    generated = [i for i, r in enumerate(requests) if r.kind == "generate"]
+    settings = [requests[i].sampling if max_tokens is None else dataclasses.replace(requests[i].sampling, max_tokens=max_tokens)
+                for i in generated]
+    if generated:
+        comps = cached.generate([requests[i].prompt for i in generated], settings, on_batch=on_batch)
+        for i, c in zip(generated, comps, strict=True):
+            outputs[i] = c
+    return outputs
+
+
+def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+                          progress=None) -> tuple[dict[str, float], list[dict]]:
+    """Score a task that builds its own requests (``output_type: requests``, e.g. TOFU): every
+    document's requests in one pass through the cache, ``task.score_outputs`` per document,
+    ``task.aggregate_rows`` over the rows."""
+    from llmgen.prompts.chat import render_prompt
+
+    per_doc = [task.doc_requests(d) for d in task.docs]
+    flat = [r for rs in per_doc for r in rs]
+    bar = progress.add_task(task.name, total=len(flat)) if progress is not None else None
+    outs = run_requests(backend, flat, cache, config.max_tokens,
+                        on_batch=(lambda n: progress.advance(bar, n)) if progress is not None else None)
+    rows, at = [], 0
+    for doc, doc_id, reqs in zip(task.docs, task.doc_ids(), per_doc, strict=True):
+        got = outs[at:at + len(reqs)]
+        at += len(reqs)
+        comps = [c for r, o in zip(reqs, got, strict=True) if r.kind == "generate" for c in o]
+        row = {"task": task.name, "doc_id": doc_id, "prompt": render_prompt(backend.tokenizer, reqs[0].prompt),
+               "target": task.target_of(doc), "responses": [c.text for c in comps],
+               "metrics": task.score_outputs(doc, got), "truncated": any(c.truncated for c in comps)}
+        if task.group_key is not None:
+            row[task.group_key] = doc[task.group_key]
+        rows.append(row)
+    return task.aggregate_rows(rows), rows
 
 
 def uncertainty(rows: list[dict], metric: str, seed: int) -> dict[str, float]:
@@ -266,8 +328,32 @@ def versions() -> dict[str, str]:
     return out
 
 
+def evaluate_tasks(backend: Backend, tasks: Sequence[Task], config: EvalConfig, cache: RequestCache,
+                   progress=None) -> tuple[dict[str, dict], dict[str, dict], list[dict], dict[str, float]]:
+    """The runner's loop over tasks: ``(results, uncertainty, rows, timings)`` in the one schema.
+
+    ``llmgen eval`` and the recipes' evaluations (a checkpoint's pass@k, a sweep cell's accuracy,
+    hyperfitting's generations) all call this, so every evaluation gets the request cache, resume
+    and the same per-example rows."""
+    results: dict[str, dict] = {}
+    unc: dict[str, dict] = {}
+    rows: list[dict] = []
+    timings: dict[str, float] = {}
+    for task in tasks:
+        t1 = time.time()
+        agg, task_rows = evaluate_task(backend, task, config, cache, progress=progress)
+        results[task.name] = agg
+        unc[task.name] = {m: uncertainty(task_rows, m, config.seed) for m in agg
+                          if task_rows and all(isinstance(r["metrics"].get(m), int | float) for r in task_rows)}
+        timings[f"{task.name}_s"] = round(time.time() - t1, 2)
+        rows += task_rows
+    return results, unc, rows, timings
+
+
 def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate every task; write ``config.json``, ``results.json``, ``samples.jsonl`` to the run folder."""
+    from llmgen.results import results_record
+
     tasks = validate(config)
     t0 = time.time()
     own_backend = backend is None
@@ -279,8 +365,6 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     t_load = time.time() - t0
     cache = open_cache(config)
     backend, cache = sharding.shard(backend, cache)  # each rank scores a slice; every rank gets all results
-    results: dict[str, dict[str, Any]] = {}
-    all_rows: list[dict] = []
     timings = {"load_s": round(t_load, 2)}
     try:
         from rich.console import Console
@@ -289,14 +373,8 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
         # Progress is a log: stderr, so that stdout holds only the results.
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       disable=not show_progress, transient=False, console=Console(stderr=True)) as progress:
-            for task in tasks:
-                t1 = time.time()
-                agg, rows = evaluate_task(backend, task, config, cache, progress=progress)
-                results[task.name] = agg
-                results[task.name]["_uncertainty"] = {
-                    m: uncertainty(rows, m, config.seed) for m in agg if all(m in r["metrics"] for r in rows)}
-                timings[f"{task.name}_s"] = round(time.time() - t1, 2)
-                all_rows += rows
+            results, unc, all_rows, task_times = evaluate_tasks(backend, tasks, config, cache, progress)
+        timings.update(task_times)
         described = backend.describe()  # before close(): describe() reads the loaded model
     finally:
         cache_stats = {"hits": cache.hits, "misses": cache.misses, "path": str(cache.path) if cache.path else None}
@@ -304,13 +382,9 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
         if own_backend and backend is not None:
             backend.close()
     timings["total_s"] = round(time.time() - t0, 2)
-    out = {
-        "config": asdict(config), "model": config.model, "backend": described, "versions": versions(),
-        "seed": config.seed, "timings": timings, "cache": cache_stats,
-        "results": {t: {m: v for m, v in r.items() if m != "_uncertainty"} for t, r in results.items()},
-        "uncertainty": {t: r["_uncertainty"] for t, r in results.items()},
-        "n_samples": {t.name: len(t.docs) for t in tasks}, "tasks": {t.name: t.describe() for t in tasks},
-    }
+    out = results_record(config=asdict(config), model=config.model, backend=described, seed=config.seed,
+                         timings=timings, cache=cache_stats, results=results, uncertainty=unc,
+                         n_samples={t.name: len(t.docs) for t in tasks}, tasks={t.name: t.describe() for t in tasks})
     if config.output_dir and sharding.rank() == 0:  # rank 0 alone writes
         run = Path(config.output_dir)
         atomic_write_json(run / "config.json", asdict(config))

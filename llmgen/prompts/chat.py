@@ -15,10 +15,12 @@ Prompt = Union[str, Sequence[Message]]  # noqa: UP007 - a runtime alias, kept re
 def apply_chat_template(tokenizer, prompt: Prompt, system: str | None = None) -> str:
     """Render a user prompt or a list of chat messages with the model's chat template.
 
-    The result ends where the assistant answers. This is the only place chat templates are applied.
+    The result ends where the assistant answers. This is the only place chat templates are applied
+    (``llmgen eval --apply-chat-template``, FormatSpread, and TOFU's ``chat`` prompt template).
     """
     if getattr(tokenizer, "chat_template", None) is None:
-        raise LlmgenError("this model's tokenizer has no chat template; drop --apply-chat-template")
+        raise LlmgenError("this model's tokenizer has no chat template; use a plain prompt "
+                          "(no --apply-chat-template, no prompt template 'chat')")
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     else:

@@ -41,10 +41,9 @@ from llmgen.evaluate import (
     sampling_for,
     uncertainty,
     validate,
-    versions,
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl
-from llmgen.prompts.formats import Field, Format, Layout, sample_formats, save_formats
+from llmgen.prompts.formats import Format, Layout, sample_formats, save_formats
 from llmgen.tasks import Renderer, Task
 
 BANDIT_BATCH = 20  # B: examples per arm pull (the paper's default)
@@ -62,6 +61,7 @@ class Request:
     text: str
     gold: str
     answers: tuple[str, ...] | None = None  # None: the answer is generated
+    gold_index: int | None = None  # the gold answer's index (None: the first answer equal to ``gold``)
 
 
 def scored_context(text: str) -> tuple[str, str]:
@@ -90,7 +90,9 @@ class Scorer:
     """What turns requests into rows: the backend, the cache, and how responses are judged.
 
     ``is_correct(response, request)`` judges one generation; ``sample_metrics(correct)`` turns a
-    request's per-sample correctness into its metrics (exact match, pass@k); ``normalize`` makes
+    request's per-sample correctness into its metrics (exact match, pass@k); a task that scores its
+    responses itself (an lm-eval task: its own filters and metric code) gives
+    ``generation_metrics(responses, request) -> (correct, metrics)`` instead. ``normalize`` makes
     the ranking outcome the per-character normalised one (``acc_norm``).
     """
 
@@ -102,15 +104,18 @@ class Scorer:
     sample_metrics: Callable[[list[bool]], dict[str, float]] | None = None
     chat: bool = False
     normalize: bool = False
+    generation_metrics: Callable[[list[str], Request], tuple[list[bool], dict[str, float]]] | None = None
 
 
 def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
     """Rows for ``requests``, in order; ranking and generation requests each go to the backend in one call.
 
     Ranking: the summed logprob of each continuation picks the answer (``acc``, the reference's
-    probability ranking), and per character of the answer (``acc_norm``, as lm-eval).
+    probability ranking), and per character of the answer (``acc_norm``); both are the metric
+    registry's ``acc``/``acc_norm`` (``llmgen.tasks.choice_prediction``, lm-eval 0.4.13's formula),
+    the same code plain ``llmgen eval`` scores with.
     """
-    from llmgen.evals.format_spread import probability_ranking
+    from llmgen.tasks import METRICS, Scored, choice_prediction
 
     ranked = [r for r in requests if r.answers is not None]
     generated = [r for r in requests if r.answers is None]
@@ -123,21 +128,26 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
         lps = [s["logprob"] for s in scores[at:at + len(ps)]]
         at += len(ps)
         answers = list(r.answers)  # type: ignore[arg-type]
-        pred = answers[probability_ranking(lps)]
-        pred_norm = answers[probability_ranking(lps, [len(a) for a in answers], normalize=True)]
-        metrics = {"acc": float(pred == r.gold), "acc_norm": float(pred_norm == r.gold)}
+        gold = r.gold_index if r.gold_index is not None else answers.index(r.gold) if r.gold in answers else -1
+        scored = Scored(choice_logprobs=lps, choices=answers, gold_index=gold)
+        metrics = {m: METRICS.get(m).score(scored) for m in ("acc", "acc_norm")}
+        pred = answers[choice_prediction(lps, [1.0] * len(lps))]
         rows[id(r)] = {"prompt": ps[0][0], "continuations": [c for _, c in ps], "responses": [pred],
                        "choice_logprobs": lps, "correct": [bool(metrics["acc_norm" if scorer.normalize else "acc"])],
                        "metrics": metrics}
     if generated:
-        if scorer.is_correct is None or scorer.sample_metrics is None:
+        if scorer.generation_metrics is None and (scorer.is_correct is None or scorer.sample_metrics is None):
             raise LlmgenError("generation requests need a correctness rule and sample metrics")
         prompts = [generation_prompt(r.text, scorer.backend, scorer.chat) for r in generated]
         outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL)
         for r, prompt, comps in zip(generated, prompts, outs, strict=True):
-            correct = [scorer.is_correct(c["text"], r) for c in comps]
-            rows[id(r)] = {"prompt": prompt, "responses": [c["text"] for c in comps], "correct": correct,
-                           "metrics": scorer.sample_metrics(correct)}
+            texts = [c["text"] for c in comps]
+            if scorer.generation_metrics is not None:
+                correct, metrics = scorer.generation_metrics(texts, r)
+            else:
+                correct = [scorer.is_correct(t, r) for t in texts]  # type: ignore[misc]
+                metrics = scorer.sample_metrics(correct)  # type: ignore[misc]
+            rows[id(r)] = {"prompt": prompt, "responses": texts, "correct": correct, "metrics": metrics}
     return [{"task": scorer.task_name, "format_id": r.arm, "doc_id": r.doc_id, "target": r.gold, **rows[id(r)]}
             for r in requests]
 
@@ -248,10 +258,12 @@ def format_results(config: dict, model: str, backend, seed: int, entries: dict[s
         unc[name] = {m: uncertainty(rows0, m, seed) for m in results[name]}
         original_rows += [{k: v for k, v in r.items() if k != "format_id"} for r in rows0]
         all_rows += sorted(ev.rows, key=lambda r: (r["format_id"], r["doc_id"]))
-    out = {"config": config, "model": model, "backend": backend.describe(), "versions": versions(), "seed": seed,
-           "timings": {"total_s": round(time.time() - started, 2)}, "results": results, "uncertainty": unc,
-           "n_samples": {n: len(ev.rows_of(0)) for n, ev in evaluators.items()}, "tasks": tasks,
-           **(extra or {}), "format_spread": entries}
+    from llmgen.results import results_record
+
+    out = results_record(config=config, model=model, backend=backend.describe(), seed=seed,
+                         timings={"total_s": round(time.time() - started, 2)}, results=results, uncertainty=unc,
+                         n_samples={n: len(ev.rows_of(0)) for n, ev in evaluators.items()}, tasks=tasks,
+                         extra={**(extra or {}), "format_spread": entries})
     return out, original_rows, all_rows
 
 
@@ -275,9 +287,11 @@ def task_layout(task: Task) -> Layout:
     if task.template is not None:
         raise LlmgenError(f"task {task.name!r} is a plain template, not fields with descriptors: "
                           "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
-    if task.evaluator is not None:
-        raise LlmgenError(f"task {task.name!r} brings its own evaluator; --formats needs a task scored per response")
-    return Layout(fields=tuple(Field(d, k) for d, k in task.input_fields), output=task.output_descriptor)
+    if task.output_type == "requests":
+        raise LlmgenError(f"task {task.name!r} builds its own requests; --formats needs a task scored per response")
+    if task.answer_key is not None:
+        raise LlmgenError(f"task {task.name!r} enumerates options; run it with `llmgen format-spread`")
+    return task.prompt_layout()
 
 
 def format_renderer(fmt: Format, task: Task) -> Renderer:
@@ -303,7 +317,9 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
         text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
-        return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)) if ranked else None)
+        if not ranked:
+            return Request(arm, i, text, task.target_of(doc))
+        return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)), task.gold_index(doc))
 
     ks = ks_for(config) if "pass@k" in task.metrics else []
 
@@ -311,9 +327,12 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
         metrics = {m: sum(correct) / len(correct) for m in ("exact_match", "contains") if m in task.metrics}
         return {**metrics, **{f"pass@{k}": pass_at_k(len(correct), sum(correct), k) for k in ks}}
 
-    scorer = Scorer(backend, cache, task.name, sampling=None if ranked else sampling_for(task, config),
+    own = getattr(task, "score_responses", None)  # a task with its own filters and metric code (lm-eval's)
+    sampling = None if ranked else task.generation_sampling(backend) if own else sampling_for(task, config)
+    scorer = Scorer(backend, cache, task.name, sampling=sampling,
                     is_correct=lambda text, r: task.is_correct(text, task.docs[r.doc_id]),
-                    sample_metrics=sample_metrics, chat=config.apply_chat_template)
+                    sample_metrics=sample_metrics, chat=config.apply_chat_template,
+                    generation_metrics=(lambda texts, r: own(texts, r.doc_id)) if own else None)
     return FormatEvaluator(request, scorer)
 
 

@@ -13,6 +13,10 @@ demonstrations can instead be turns of a conversation (``fewshot_as_multiturn``)
 Three output types, as in lm-eval: ``generate`` (responses → answer filters → metrics),
 ``multiple_choice`` (loglikelihood of each choice; gold as an index or as the choice text) and
 ``loglikelihood_rolling`` (the whole text's loglikelihood → word/byte perplexity, bits per byte).
+A fourth, ``requests``, is for a task that asks several kinds of request per document (TOFU: the
+loglikelihood of the answer, its paraphrase and perturbed answers, and a greedy generation): a
+subclass gives ``doc_requests(doc)`` (a list of :class:`Request`), ``score_outputs(doc, outputs)``
+(per-example metrics) and ``aggregate_rows(rows)`` (corpus metrics), and the runner does the rest.
 """
 
 from __future__ import annotations
@@ -24,17 +28,48 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
 from llmgen.io import read_jsonl
 from llmgen.registry import Registry
 
+if TYPE_CHECKING:  # the backends import torch; tasks load without it
+    from llmgen.backends.base import SamplingConfig
+    from llmgen.prompts.chat import Prompt
+
 # A renderer turns (fields, output descriptor, output text) into the text of one example.
 Renderer = Callable[[Sequence[tuple[str, str]], str, str], str]
 
 # "lmeval": an lm-eval task run by lm-eval's own evaluator (llmgen.tasks.lmeval); its documents are placeholders
-OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "lmeval")
+# "requests": the task builds each document's requests itself (Task.doc_requests), e.g. TOFU
+OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "lmeval", "requests")
+REQUEST_KINDS = ("loglikelihood", "generate")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One backend request of a ``requests`` task's document.
+
+    ``loglikelihood``: the summed logprob of ``continuation`` after ``prompt`` (tokenised as a
+    pair, ``backends.base.encode_pair``), with the EOS token appended when ``eos`` (TOFU scores
+    answers with their EOS, as its labels do). ``generate``: completions of ``prompt`` under
+    ``sampling`` (the runner caps ``max_tokens`` at ``--max-tokens`` when given). A prompt is a
+    string or chat messages; messages go through the model's chat template
+    (``llmgen.prompts.chat.apply_chat_template``, the one place templates are applied).
+    """
+
+    kind: str
+    prompt: Prompt
+    continuation: str = ""
+    eos: bool = False
+    sampling: SamplingConfig | None = None  # for kind "generate"
+
+    def __post_init__(self) -> None:
+        if self.kind not in REQUEST_KINDS:
+            raise LlmgenError(f"unknown request kind {self.kind!r} (known: {', '.join(REQUEST_KINDS)})")
+        if self.kind == "generate" and self.sampling is None:
+            raise LlmgenError("a generate request needs its sampling settings")
 
 
 def default_renderer(fields: Sequence[tuple[str, str]], output_descriptor: str, output: str) -> str:
@@ -183,10 +218,6 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=values.__getitem__)
-
-
 def weighted_perplexity(items: Sequence[tuple[float, int]]) -> float:
     """exp(-Σ loglikelihood / Σ count) (lm-eval's weighted_perplexity)."""
     return pymath.exp(-sum(a for a, _ in items) / sum(b for _, b in items))
@@ -211,15 +242,26 @@ def _exact_match(s: Scored) -> float:
     return _mean([float(bool(p) and p == s.gold) for p in s.predictions])
 
 
+def choice_prediction(logprobs: Sequence[float], lengths: Sequence[float]) -> int:
+    """The index lm-eval 0.4.13 predicts (``api/task.py`` ``process_results``, multiple_choice):
+    ``np.argmax(lls / lengths)`` in float64, first index on ties, a zero length giving numpy's
+    ±inf/nan rather than an error, so every case, empty choices included, is lm-eval's."""
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return int(np.argmax(np.asarray(logprobs, dtype=np.float64) / np.asarray(lengths, dtype=np.float64)))
+
+
 def _choice_acc(norm: Callable[[str], float]) -> Callable[[Scored], float]:
-    return lambda s: float(_argmax([lp / norm(c) for lp, c in zip(s.choice_logprobs, s.choices, strict=True)]) == s.gold_index)
+    return lambda s: float(choice_prediction(s.choice_logprobs, [norm(c) for c in s.choices]) == s.gold_index)
 
 
 METRICS.register("exact_match", Metric("generate", _exact_match))
 METRICS.register("contains", Metric("generate", lambda s: _mean([float(s.gold.lower() in r.lower()) for r in s.responses])))
 METRICS.register("pass@k", Metric("generate", lambda s: None))  # expanded to pass@1, pass@2, ... by the runner
 METRICS.register("acc", Metric("multiple_choice", _choice_acc(lambda c: 1.0)))
-# lm-eval 0.4.13: acc_norm divides by the choice's length in characters, acc_bytes in UTF-8 bytes
+# lm-eval 0.4.13 (api/task.py process_results): acc_norm divides by the choice's length in characters
+# (``len(choice)`` of the choice string, without target_delimiter), acc_bytes by its UTF-8 bytes
 METRICS.register("acc_norm", Metric("multiple_choice", _choice_acc(lambda c: float(len(c)))))
 METRICS.register("acc_bytes", Metric("multiple_choice", _choice_acc(lambda c: float(len(c.encode("utf-8"))))))
 METRICS.register("word_perplexity", Metric("loglikelihood_rolling", lambda s: (s.loglikelihood, s.num_words),
@@ -267,9 +309,17 @@ class Task:
     fewshot_sampler: str = "first"  # or "random": k demonstrations drawn per document from fewshot_seed
     fewshot_seed: int = 1234
     fewshot_as_multiturn: bool = False  # with a chat template: demonstrations as user/assistant turns
-    # A task whose metrics are not per-response scores (TOFU) brings its own evaluation:
-    # evaluator(backend, task, config) -> (aggregate metrics, per-example rows).
-    evaluator: Callable[..., tuple[dict[str, float], list[dict]]] | None = None
+    # FormatSpread: the Layout (fields and enumerations, ``llmgen.prompts.formats``) that prompt formats render,
+    # the Format the documents are written in, and, for multiple choice over an enumeration, its key
+    # (the answers are that enumeration's item numbers, spelled per format) and how an answer spells one.
+    layout: Any = None  # None: one field per ``input_fields`` entry, then ``output_descriptor``
+    original_format: Any = None  # None: the grammar's original format
+    answer_key: str | None = None
+    answer_template: str = "{}"
+    skipped: int = 0  # raw instances that did not parse in the original format (dropped, as the reference)
+    # Documents fall in groups by this field (TOFU's evaluation sets): --limit keeps the first N of
+    # each group, and a row's doc_id is "<group>-<index in the group>".
+    group_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.docs:
@@ -280,26 +330,26 @@ class Task:
             raise LlmgenError(f"task {self.name!r}: a multiple_choice task needs choices (a field or a list)")
         if self.fewshot_sampler not in ("first", "random"):
             raise LlmgenError(f"task {self.name!r}: fewshot sampler must be first or random, got {self.fewshot_sampler!r}")
-        if self.evaluator is None:
-            self._filters = build_filters(self.extract)
-            target = self.target_extract
-            if target is None:
-                target = _DEFAULT_TARGET_FILTER.get(self.extract, "strip") if isinstance(self.extract, str) else "strip"
-            self._target_filters = build_filters(target)
-            for m in self.metrics:
-                metric = METRICS.get(m)
-                if metric.output_type != self.output_type:
-                    known = [n for n, x in METRICS.items() if x.output_type == self.output_type]
-                    raise LlmgenError(f"task {self.name!r}: unknown metric {m!r} for {self.output_type} (known: {', '.join(known)})")
+        self._filters = build_filters(self.extract)
+        target = self.target_extract
+        if target is None:
+            target = _DEFAULT_TARGET_FILTER.get(self.extract, "strip") if isinstance(self.extract, str) else "strip"
+        self._target_filters = build_filters(target)
+        for m in self.metrics:
+            metric = METRICS.get(m)
+            if metric.output_type != self.output_type:
+                known = [n for n, x in METRICS.items() if x.output_type == self.output_type]
+                raise LlmgenError(f"task {self.name!r}: unknown metric {m!r} for {self.output_type} (known: {', '.join(known)})")
         needed = [k for _, k in self.input_fields] if self.template is None else _doc_fields(self.template)
         if self.output_type in ("loglikelihood_rolling", "lmeval"):
             needed = []
         needed = needed + [self.target_key] + ([self.choices_key] if self.choices_key else [])
+        needed += [self.group_key] if self.group_key else []
         for i, doc in enumerate(self.docs):
             for k in needed:
                 if k not in doc:
                     raise LlmgenError(f"task {self.name!r}: example {i} has no field {k!r}")
-            if self.output_type == "multiple_choice" and self.evaluator is None:
+            if self.output_type == "multiple_choice":
                 self.gold_index(doc, i)  # choices and gold checked before any model loads
         if self.num_fewshot < 0:
             raise LlmgenError(f"task {self.name!r}: num_fewshot must be >= 0, got {self.num_fewshot}")
@@ -369,6 +419,36 @@ class Task:
             turns[0] = {"role": "user", "content": f"{self.instruction}\n\n{turns[0]['content']}"}
         return system + turns
 
+    # --- prompt formats (FormatSpread) ---------------------------------------------------------------
+    def prompt_layout(self):
+        """The FormatSpread layout: the task's own (enumerations included), or one field per input field."""
+        from llmgen.prompts.formats import Field, Layout
+
+        if self.layout is not None:
+            return self.layout
+        return Layout(fields=tuple(Field(d, k) for d, k in self.input_fields), output=self.output_descriptor)
+
+    def format_answers(self, fmt) -> list[str]:
+        """The answer set in ``fmt``: the choices, or the answer enumeration's item numbers as ``fmt`` spells them."""
+        if self.answer_key is None:
+            return self.choices_of(self.docs[0])
+        enum = self.prompt_layout().enumeration(self.answer_key)
+        size = len(self.docs[0][self.answer_key])
+        return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(size)]
+
+    def format_gold(self, doc: dict, fmt) -> str:
+        """The gold answer of ``doc`` in ``fmt`` (an option index becomes that format's number)."""
+        if self.answer_key is not None:
+            return self.format_answers(fmt)[int(doc[self.target_key])]
+        return self.target_of(doc)
+
+    def format_prompt(self, fmt, demos: Sequence[dict], doc: dict) -> str:
+        """Instruction, demonstrations and the query (ending at the open output field) rendered in ``fmt``."""
+        from llmgen.prompts.formats import build_prompt
+
+        return build_prompt(fmt, self.prompt_layout(), self.instruction,
+                            [(d, self.format_gold(d, fmt)) for d in demos], doc)
+
     def choices_of(self, doc: dict) -> list[str]:
         choices = self.choices_list if self.choices_list is not None else doc[self.choices_key]  # type: ignore[index]
         if not isinstance(choices, list | tuple) or not choices:
@@ -421,9 +501,56 @@ class Task:
         """Corpus-level metrics from per-document values (means, or perplexity ratios)."""
         return {m: (METRICS.get(m).aggregate(v) if m in METRICS else _mean(v)) for m, v in values.items()}
 
+    # --- tasks with several request kinds per document (output_type "requests") ---------------
+    def doc_requests(self, doc: dict) -> list[Request]:
+        """The backend requests of one document; a ``requests`` task overrides this."""
+        raise LlmgenError(f"task {self.name!r} ({self.output_type}) does not build its own requests")
+
+    def score_outputs(self, doc: dict, outputs: list) -> dict[str, float]:
+        """Per-example metrics from the outputs of ``doc_requests(doc)``, in order (a
+        ``LoglikelihoodResult`` per loglikelihood request, the completions per generate request)."""
+        raise LlmgenError(f"task {self.name!r} ({self.output_type}) does not score request outputs")
+
+    def aggregate_rows(self, rows: list[dict]) -> dict[str, float]:
+        """Corpus metrics from the per-example rows (default: ``aggregate`` of each metric's values)."""
+        values: dict[str, list] = {}
+        for r in rows:
+            for m, v in r["metrics"].items():
+                values.setdefault(m, []).append(v)
+        return self.aggregate(values)
+
+    # --- documents ------------------------------------------------------------------------------
+    def limit_docs(self, n: int | None) -> list[dict[str, Any]]:
+        """The first ``n`` documents (``--limit``), or the first ``n`` of each group (``group_key``)."""
+        if n is None:
+            return self.docs
+        if self.group_key is None:
+            return self.docs[:n]
+        seen: Counter = Counter()
+        kept = []
+        for d in self.docs:
+            seen[d[self.group_key]] += 1
+            if seen[d[self.group_key]] <= n:
+                kept.append(d)
+        return kept
+
+    def doc_ids(self) -> list[int | str]:
+        """Each document's id in the rows: its index, or ``<group>-<index in its group>``."""
+        if self.group_key is None:
+            return list(range(len(self.docs)))
+        seen: Counter = Counter()
+        ids: list[int | str] = []
+        for d in self.docs:
+            ids.append(f"{d[self.group_key]}-{seen[d[self.group_key]]}")
+            seen[d[self.group_key]] += 1
+        return ids
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "output_type": self.output_type, "metrics": list(self.metrics),
-                "num_examples": len(self.docs), "num_fewshot": self.num_fewshot, "description": self.description}
+        out = {"name": self.name, "output_type": self.output_type, "metrics": list(self.metrics),
+               "num_examples": len(self.docs), "num_fewshot": self.num_fewshot, "description": self.description}
+        if self.group_key is not None:
+            out["counts"] = dict(Counter(d[self.group_key] for d in self.docs))
+        return out
 
 
 TASKS: Registry[Callable[..., Task]] = Registry("task")
@@ -599,20 +726,29 @@ def get_task(name: str) -> Task:
 
 
 def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
-    """A FormatSpread classification task as an eval task: rank the classes by loglikelihood."""
-    from llmgen.prompts.formats import Field
+    """A FormatSpread classification task for ``llmgen eval``: the recipe's own ``Task``, split as the
+    recipe splits it (the demonstration pool are the few-shot documents), ranked by loglikelihood."""
     from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classification_task
 
-    ct = load_classification_task(name, n=n + DEMO_POOL, seed=0)
-    if not all(isinstance(f, Field) for f in ct.layout.fields):
+    task = load_classification_task(name, n=n + DEMO_POOL, seed=0)
+    if task.answer_key is not None:
         raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen format-spread`")
-    pool, examples = demo_pool_split(ct.examples, seed=0)  # the FormatSpread recipe's split
-    to_doc = lambda ex: {**ex.values, "label": str(ex.label), "choices": list(ct.classes)}  # noqa: E731
-    return Task(name=name, docs=[to_doc(e) for e in examples], fewshot_docs=[to_doc(e) for e in pool],
-                num_fewshot=num_fewshot,
-                input_fields=[(f.descriptor, f.key) for f in ct.layout.fields], output_descriptor=ct.layout.output,
-                target_key="label", instruction=ct.instruction, output_type="multiple_choice", choices_key="choices",
-                metrics=("acc",), description=f"generated classification ({', '.join(ct.classes)}), ranked by loglikelihood")
+    pool, examples = demo_pool_split(task.docs, seed=0)  # the FormatSpread recipe's split
+    task.docs, task.fewshot_docs, task.num_fewshot = examples, pool, num_fewshot
+    return task
+
+
+def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
+              max_tokens: int = 16, description: str = "") -> Task:
+    """Direct-answer math problems (``{"problem", "answer"}`` docs), graded by math equivalence.
+
+    One definition for ``llmgen eval --tasks math_generated_d*`` and the pass@N recipe's pass@k
+    evaluation: the prompt is ``Problem: ...\nAnswer:`` (``tasks.math.direct_prompt``), responses
+    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``."""
+    return Task(name=name, docs=docs, fewshot_docs=list(fewshot_docs), num_fewshot=num_fewshot,
+                input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
+                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=max_tokens,
+                description=description)
 
 
 def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
@@ -624,10 +760,8 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
 
     train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)
     to_doc = lambda p: {"problem": p.problem, "answer": p.answer}  # noqa: E731
-    return Task(name=f"math_generated_d{difficulty}", docs=[to_doc(p) for p in test], fewshot_docs=[to_doc(p) for p in train],
-                num_fewshot=3, input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
-                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=16,
-                description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
+    return math_task(f"math_generated_d{difficulty}", [to_doc(p) for p in test], [to_doc(p) for p in train],
+                     num_fewshot=3, description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
 
 
 def tofu_data_source() -> str:
@@ -642,39 +776,19 @@ def tofu_data_source() -> str:
 
 def tofu_eval_task(forget_split: str) -> Task:
     """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
-    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task. The four sets are
-    read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU uses 300) keeps the first N rows of each,
-    and ``--limit`` cuts further."""
+    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task
+    (``llmgen.tasks.tofu.TofuTask``). The four sets are read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU
+    uses 300) keeps the first N rows of each, and ``--limit`` cuts each set further."""
     import os
 
-    from llmgen.tasks.tofu import load_eval_sets
+    from llmgen.tasks.tofu import load_retain_logs, tofu_task
 
-    source = tofu_data_source()
     ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
     if ds_size is not None and not ds_size.strip().isdigit():
         raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer, got {ds_size!r}")
-    ds = int(ds_size) if ds_size else None
-    sets = load_eval_sets(source, forget_split, ds)
-
-    def evaluator(backend, task: Task, config) -> tuple[dict[str, float], list[dict]]:
-        from llmgen.evals.tofu import MAX_NEW_TOKENS, tofu_eval
-
-        out = tofu_eval(backend, sets, retain_logs=os.environ.get("LLMGEN_TOFU_RETAIN_LOGS"), limit=config.limit,
-                        ds_size=ds, max_new_tokens=config.max_tokens or MAX_NEW_TOKENS)
-        rows = []
-        for split, res in out["result"].items():
-            if not isinstance(res, dict) or "per_example" not in res:
-                continue
-            per = res["per_example"]
-            for i in range(len(per["prob"])):
-                rows.append({"task": task.name, "doc_id": f"{split}-{i}", "split": split,
-                             "responses": [res["generations"][i]] if "generations" in res else [],
-                             "metrics": {m: float(v[i]) for m, v in per.items()}})
-        return out["summary"], rows
-
-    return Task(name=f"tofu_{forget_split}", docs=sets["forget"], input_fields=[("Question", "question")],
-                target_key="answer", evaluator=evaluator, metrics=(),
-                description=f"TOFU evaluation, forget split {forget_split} (data: {source}; ds_size {ds})")
+    logs = os.environ.get("LLMGEN_TOFU_RETAIN_LOGS")
+    return tofu_task(tofu_data_source(), forget_split, ds_size=int(ds_size) if ds_size else None,
+                     retain_ratios=load_retain_logs(logs) if logs else None)
 
 
 _PLUGINS_LOADED = False

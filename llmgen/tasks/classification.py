@@ -1,10 +1,11 @@
 """Classification tasks for format-sensitivity studies: loaders and small generated tasks.
 
-A task is an instruction, a prompt ``Layout`` (input fields with descriptors, enumerations, an
-output field), an answer set and labelled examples. The answer set is either fixed class strings
-("positive", "negative") or, for multiple-choice tasks, the numbers of one enumeration's items,
-which depend on the format: option 2 is "B" in one format and "ii" in another, so gold answers are
-computed per format (``gold``).
+Each loads as the one ``llmgen.tasks.Task`` (no parallel task type): an instruction, a prompt
+``Layout`` on the task (input fields with descriptors, enumerations, an output field), an answer
+set and labelled documents (field values plus ``label``). The answer set is either fixed class
+strings ("positive", "negative") or, for multiple-choice tasks, the numbers of one enumeration's
+items, which depend on the format: option 2 is "B" in one format and "ii" in another, so gold
+answers are computed per format (``Task.format_gold``).
 
 Super-NaturalInstructions tasks of the paper's runs use the reference's per-task structures
 (msclar/formatspread ``parsing_supernatural_instructions_tasks.py``): the raw instance text is read
@@ -20,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmgen.errors import LlmgenError
@@ -32,73 +33,69 @@ from llmgen.prompts.formats import (
     Group,
     Header,
     Layout,
-    build_prompt,
     parse_input,
 )
 from llmgen.registry import Registry
+from llmgen.tasks import Task
 
 MAX_CLASSES = 50
 
 
-@dataclass
-class Example:
-    """Field values by key; ``label`` is a class string, or an option index for multiple choice."""
+def classification_task(name: str, instruction: str, layout: Layout, docs: list[dict],
+                        classes: Sequence[str] = (), demonstrations: Sequence[dict] = (),
+                        original_format: Format | None = None, answer_key: str | None = None,
+                        answer_template: str = "{}", skipped: int = 0, description: str = "") -> Task:
+    """A classification task as the one ``Task``: documents are field values plus ``label`` (a class
+    string, or an option index for multiple choice over the ``answer_key`` enumeration).
 
-    values: dict[str, str | list[str]]
-    label: str | int
+    Checked here, before any model loads: at least 2 classes and every label one of them, or the
+    same non-zero number of options everywhere and every label an option index."""
+    docs, demos = list(docs), list(demonstrations)
+    if not docs:
+        raise LlmgenError(f"task {name!r} has no examples")
+    if answer_key is None and layout.enumerations and not classes:
+        answer_key = layout.options.key  # type: ignore[union-attr]
+    if answer_key is None:
+        if len(set(classes)) < 2:
+            raise LlmgenError(f"task {name!r} needs at least 2 classes, got {list(classes)}")
+        for i, doc in enumerate(docs + demos):
+            if doc["label"] not in classes:
+                raise LlmgenError(f"task {name!r} example {i}: label {doc['label']!r} is not a class")
+    else:
+        sizes = {len(doc.get(answer_key) or ()) for doc in docs + demos}
+        if len(sizes) != 1 or 0 in sizes:
+            raise LlmgenError(f"task {name!r}: every example needs the same non-zero number of options")
+        size = sizes.pop()
+        for i, doc in enumerate(docs + demos):
+            label = doc["label"]
+            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < size:
+                raise LlmgenError(f"task {name!r} example {i}: label must be an option index, got {label!r}")
+    original = original_format or Format.original()
+    if answer_key is not None:  # the choices as the original format spells them (``Task.format_answers``)
+        enum = layout.enumeration(answer_key)
+        choices = [answer_template.format(original.option_label(i, enum)) for i in range(len(docs[0][answer_key]))]
+    else:
+        choices = list(classes)
+    return Task(name=name, docs=docs, fewshot_docs=demos, instruction=instruction, layout=layout,
+                input_fields=[(f.descriptor, f.key) for f in layout.fields if isinstance(f, Field)],
+                output_descriptor=layout.output, target_key="label", output_type="multiple_choice",
+                choices_list=choices, metrics=("acc",), original_format=original, answer_key=answer_key,
+                answer_template=answer_template, skipped=skipped,
+                description=description or f"classification ({', '.join(choices)}), ranked by loglikelihood")
 
 
-@dataclass
-class ClassificationTask:
-    name: str
-    instruction: str
-    layout: Layout
-    examples: list[Example]
-    classes: tuple[str, ...] = ()  # empty for multiple-choice tasks (answers are option numbers)
-    demonstrations: list[Example] = field(default_factory=list)  # e.g. SNI "Positive Examples"
-    original_format: Format = field(default_factory=Format.original)
-    answer_key: str | None = None  # the enumeration whose item numbers are the answers (multiple choice)
-    answer_template: str = "{}"  # how an answer spells the number, e.g. "Option {}" (SNI task065)
-    skipped: int = 0  # raw instances that did not parse in the original format (as the reference, dropped)
+def example(values: Mapping[str, str | list[str]], label: str | int) -> dict:
+    """One document: the field values and the label."""
+    return {**values, "label": label}
 
-    def __post_init__(self) -> None:
-        self.classes = tuple(self.classes)
-        if not self.examples:
-            raise LlmgenError(f"task {self.name!r} has no examples")
-        if self.answer_key is None and self.layout.enumerations and not self.classes:
-            self.answer_key = self.layout.options.key  # type: ignore[union-attr]
-        opts = self.layout.enumeration(self.answer_key) if self.answer_key else None
-        if opts is None:
-            if len(set(self.classes)) < 2:
-                raise LlmgenError(f"task {self.name!r} needs at least 2 classes, got {list(self.classes)}")
-            for i, ex in enumerate(self.examples + self.demonstrations):
-                if ex.label not in self.classes:
-                    raise LlmgenError(f"task {self.name!r} example {i}: label {ex.label!r} is not a class")
-        else:
-            sizes = {len(ex.values.get(opts.key) or ()) for ex in self.examples + self.demonstrations}
-            if len(sizes) != 1 or 0 in sizes:
-                raise LlmgenError(f"task {self.name!r}: every example needs the same non-zero number of options")
-            for i, ex in enumerate(self.examples + self.demonstrations):
-                if not isinstance(ex.label, int) or not 0 <= ex.label < self.num_options:
-                    raise LlmgenError(f"task {self.name!r} example {i}: label must be an option index, got {ex.label!r}")
 
-    @property
-    def num_options(self) -> int:
-        return len(self.examples[0].values[self.answer_key]) if self.answer_key else 0
+def classes_of(task: Task) -> tuple[str, ...]:
+    """The class strings (empty for multiple choice over an enumeration, whose answers are option numbers)."""
+    return () if task.answer_key else tuple(task.choices_list or ())
 
-    def answers(self, fmt: Format) -> list[str]:
-        """The answer set in this format: the classes, or the option numbers (remapped per format)."""
-        if self.answer_key is None:
-            return list(self.classes)
-        enum = self.layout.enumeration(self.answer_key)
-        return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(self.num_options)]
 
-    def gold(self, example: Example, fmt: Format) -> str:
-        return self.answers(fmt)[int(example.label)] if self.answer_key else str(example.label)
-
-    def prompt(self, fmt: Format, demos: Sequence[Example], example: Example) -> str:
-        return build_prompt(fmt, self.layout, self.instruction,
-                            [(d.values, self.gold(d, fmt)) for d in demos], example.values)
+def num_options(task: Task) -> int:
+    return len(task.docs[0][task.answer_key]) if task.answer_key else 0
 
 
 # "Options: (A) text (B) text" as a block of its own, as the reference's multiple-choice SNI structures.
@@ -154,7 +151,7 @@ def sni_structure(name: str) -> tuple[SNIStructure, str | None]:
     return SNI_STRUCTURES.get(number, SNI_DEFAULT), SNI_INSTRUCTIONS.get(number)
 
 
-def load_sni_task(path: str | Path) -> ClassificationTask:
+def load_sni_task(path: str | Path) -> Task:
     """A Super-NaturalInstructions task file: ``Definition``, ``Positive Examples``, ``Instances``.
 
     Each input is read back into the task's fields and enumerations with its original format
@@ -176,7 +173,7 @@ def load_sni_task(path: str | Path) -> ClassificationTask:
         enum = layout.enumeration(structure.answer_key)
         answers = [structure.answer_template.format(original.option_label(i, enum)) for i in range(enum.sizes[0])]
 
-    def examples(rows, where: str) -> tuple[list[Example], int]:
+    def examples(rows, where: str) -> tuple[list[dict], int]:
         out, skipped = [], 0
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or not isinstance(row.get("input"), str) or "output" not in row:
@@ -190,7 +187,7 @@ def load_sni_task(path: str | Path) -> ClassificationTask:
             if values is None:
                 skipped += 1
                 continue
-            out.append(Example(values, label))
+            out.append(example(values, label))
         return out, skipped
 
     instances, skipped = examples(data["Instances"], "Instances")
@@ -199,14 +196,14 @@ def load_sni_task(path: str | Path) -> ClassificationTask:
         raise LlmgenError(f"{path}: no instance matches the task's original format ({skipped} skipped)")
     classes: tuple[str, ...] = ()
     if answers is None:
-        classes = _check_classes(name, [str(e.label) for e in instances])
-        positives = [e for e in positives if e.label in classes]
-    return ClassificationTask(name, (instruction or definition).strip(), layout, instances, classes, positives,
+        classes = _check_classes(name, [str(e["label"]) for e in instances])
+        positives = [e for e in positives if e["label"] in classes]
+    return classification_task(name, (instruction or definition).strip(), layout, instances, classes, positives,
                               original_format=original, answer_key=structure.answer_key,
                               answer_template=structure.answer_template, skipped=skipped)
 
 
-def load_jsonl_task(path: str | Path, instruction: str = "") -> ClassificationTask:
+def load_jsonl_task(path: str | Path, instruction: str = "") -> Task:
     """JSONL rows ``{"input": str or {descriptor: text}, "output": str}``; optional ``"options"``.
 
     With ``options`` (a list of strings) the task is multiple choice and ``output`` is the correct
@@ -240,10 +237,10 @@ def load_jsonl_task(path: str | Path, instruction: str = "") -> ClassificationTa
             values["options"] = [str(o) for o in opts]
         else:
             label = _first(label)
-        examples.append(Example(values, label))
-    classes = () if has_options else _check_classes(name, [e.label for e in examples])
+        examples.append(example(values, label))
+    classes = () if has_options else _check_classes(name, [e["label"] for e in examples])
     instruction = instruction or str(rows[0].get("instruction", ""))
-    return ClassificationTask(name, instruction, Layout(tuple(elems), "Answer"), examples, classes,
+    return classification_task(name, instruction, Layout(tuple(elems), "Answer"), examples, classes,
                               original_format=OPTIONS_ORIGINAL if has_options else Format.original())
 
 
@@ -387,7 +384,7 @@ SNI_INSTRUCTIONS = {
 
 # --- generated tasks ----------------------------------------------------------------------------------
 
-TASKS: Registry[Callable[[int, int], ClassificationTask]] = Registry("classification task")
+TASKS: Registry[Callable[[int, int], Task]] = Registry("classification task")
 
 PRODUCTS = ("phone", "blender", "jacket", "novel", "laptop", "backpack", "coffee maker", "lamp", "headset",
             "chair", "tent", "camera")
@@ -398,7 +395,7 @@ NEG_END = ("I returned it the next day.", "Avoid it.", "What a waste of money.",
 
 
 @TASKS.register("sentiment")
-def sentiment_task(n: int = 200, seed: int = 0) -> ClassificationTask:
+def sentiment_task(n: int = 200, seed: int = 0) -> Task:
     """Templated product reviews; the answer is "positive" or "negative"."""
     rng = random.Random(seed)
     examples = []
@@ -407,33 +404,33 @@ def sentiment_task(n: int = 200, seed: int = 0) -> ClassificationTask:
         adjs, ends = (POSITIVE, POS_END) if label == "positive" else (NEGATIVE, NEG_END)
         a, b = rng.sample(adjs, 2)
         text = f"The {rng.choice(PRODUCTS)} I ordered is {a} and {b}. {rng.choice(ends)}"
-        examples.append(Example({"review": text}, label))
-    return ClassificationTask("sentiment", "Classify the sentiment of the product review as positive or negative.",
+        examples.append(example({"review": text}, label))
+    return classification_task("sentiment", "Classify the sentiment of the product review as positive or negative.",
                               Layout((Field("Review", "review"),), "Sentiment"), examples, ("negative", "positive"))
 
 
 @TASKS.register("parity")
-def parity_task(n: int = 200, seed: int = 0) -> ClassificationTask:
+def parity_task(n: int = 200, seed: int = 0) -> Task:
     """Is a number even or odd?"""
     rng = random.Random(seed)
     examples = []
     for _ in range(n):
         x = rng.randrange(10, 10_000)
-        examples.append(Example({"number": str(x)}, "even" if x % 2 == 0 else "odd"))
-    return ClassificationTask("parity", "Decide whether the number is even or odd.",
+        examples.append(example({"number": str(x)}, "even" if x % 2 == 0 else "odd"))
+    return classification_task("parity", "Decide whether the number is even or odd.",
                               Layout((Field("Number", "number"),), "Answer"), examples, ("even", "odd"))
 
 
 @TASKS.register("comparison")
-def comparison_task(n: int = 200, seed: int = 0) -> ClassificationTask:
+def comparison_task(n: int = 200, seed: int = 0) -> Task:
     """Two numbers in two fields; the answer names the larger one ("first" or "second")."""
     rng = random.Random(seed)
     examples = []
     for _ in range(n):
         a, b = rng.sample(range(1, 1000), 2)
-        examples.append(Example({"first": str(a), "second": str(b)}, "first" if a > b else "second"))
+        examples.append(example({"first": str(a), "second": str(b)}, "first" if a > b else "second"))
     layout = Layout((Field("First number", "first"), Field("Second number", "second")), "Larger")
-    return ClassificationTask("comparison", "Which of the two numbers is larger? Answer first or second.",
+    return classification_task("comparison", "Which of the two numbers is larger? Answer first or second.",
                               layout, examples, ("first", "second"))
 
 
@@ -450,7 +447,7 @@ TOPICS = {
 
 
 @TASKS.register("topic")
-def topic_task(n: int = 200, seed: int = 0) -> ClassificationTask:
+def topic_task(n: int = 200, seed: int = 0) -> Task:
     """Multiple choice: the topic of a sentence among 4 shuffled options (answer = option number)."""
     rng = random.Random(seed)
     names = sorted(TOPICS)
@@ -459,13 +456,13 @@ def topic_task(n: int = 200, seed: int = 0) -> ClassificationTask:
         topic = rng.choice(names)
         opts = rng.sample(names, len(names))
         sentence = rng.choice(TOPICS[topic])
-        examples.append(Example({"sentence": sentence, "options": opts}, opts.index(topic)))
+        examples.append(example({"sentence": sentence, "options": opts}, opts.index(topic)))
     layout = Layout((Field("Sentence", "sentence"), OPTIONS_BLOCK), "Answer")
-    return ClassificationTask("topic", "Choose the topic of the sentence from the options.", layout, examples,
+    return classification_task("topic", "Choose the topic of the sentence from the options.", layout, examples,
                               original_format=OPTIONS_ORIGINAL)
 
 
-def load_classification_task(name: str, n: int = 200, seed: int = 0) -> ClassificationTask:
+def load_classification_task(name: str, n: int = 200, seed: int = 0) -> Task:
     """A built-in task by name, or a file: ``.json`` (Super-NaturalInstructions) or ``.jsonl``."""
     path = Path(name)
     if path.suffix == ".json":
@@ -477,9 +474,9 @@ def load_classification_task(name: str, n: int = 200, seed: int = 0) -> Classifi
     return TASKS.get(name)(n, seed)
 
 
-def task_summary(task: ClassificationTask) -> Mapping[str, object]:
-    return {"name": task.name, "instruction": task.instruction, "layout": task.layout.to_dict(),
-            "classes": list(task.classes), "num_options": task.num_options, "num_examples": len(task.examples)}
+def task_summary(task: Task) -> Mapping[str, object]:
+    return {"name": task.name, "instruction": task.instruction, "layout": task.prompt_layout().to_dict(),
+            "classes": list(classes_of(task)), "num_options": num_options(task), "num_examples": len(task.docs)}
 
 
 def register_tasks(registry) -> None:

@@ -111,13 +111,26 @@ def load_lmeval_task(name: str) -> Task:
                 description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
 
 
+def generation_settings(gen_kwargs: dict, tokenizer: Any, seed: int = 0):
+    """A task's ``generation_kwargs`` as HFLM reads them (``normalize_gen_kwargs`` with HFLM's default
+    of 256 new tokens, the EOS text added to ``until``), as one llmgen ``SamplingConfig``: the one
+    reading for ``lmeval:`` runs and ``--formats`` on them, so both send the backend the same request."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+    from llmgen.backends import SamplingConfig
+
+    eos = tokenizer.decode(tokenizer.eos_token_id, skip_special_tokens=False)
+    kwargs = normalize_gen_kwargs(dict(gen_kwargs), 256)
+    until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+    return SamplingConfig(n=1, temperature=float(kwargs.get("temperature") or 0.0), top_p=float(kwargs.get("top_p") or 1.0),
+                          max_tokens=int(kwargs["max_gen_toks"]), stop=tuple(until), seed=seed)
+
+
 def _lm_class():
     """``LlmgenLM``, defined on first use so that importing llmgen never needs lm-eval."""
     from lm_eval.api.model import TemplateLM
-    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-    from llmgen.backends import SamplingConfig
     from llmgen.backends.base import prefix_token_id
     from llmgen.backends.cached import CachedBackend
 
@@ -191,14 +204,9 @@ def _lm_class():
             return out
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-            eos = self.tokenizer.decode(self.eot_token_id, skip_special_tokens=False)
             contexts, settings = [], []
             for context, gen_kwargs in (r.args for r in requests):
-                kwargs = normalize_gen_kwargs(dict(gen_kwargs), 256)  # HFLM's max_gen_toks default
-                until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-                settings.append(SamplingConfig(n=1, temperature=float(kwargs.get("temperature") or 0.0),
-                                               top_p=float(kwargs.get("top_p") or 1.0),
-                                               max_tokens=int(kwargs["max_gen_toks"]), stop=tuple(until), seed=self.seed))
+                settings.append(generation_settings(gen_kwargs, self.tokenizer, self.seed))
                 contexts.append(context)
             # the backend left-truncates a context to max_length - max_gen_toks tokens, as HFLM does
             out = [comps[0].text for comps in self.cached.generate(contexts, settings)]
@@ -294,16 +302,28 @@ def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache
 # --- format spread on lm-eval tasks (``llmgen eval --tasks lmeval:NAME --formats K``) -----------------
 
 _FIELD = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
-_DESCRIBED = re.compile(r"(?P<space>\s*)(?P<desc>[^\s{}:][^{}\n:]*?)(?P<sep>[ \t]*:[ \t]*)")
+# The spacing before a field: whitespace, or a mark of the FormatSpread grammar's spaces (' -- ',
+# ' || ', '; ', ', ', '. ', ' <sep> ') with whitespace around it. A descriptor: starts with a letter,
+# digit or '#' ('### Response'), no braces, colons or newlines, any casing. Its separator: a mark of the
+# grammar's separators (':', '::', ':::', '-', '--') and/or one newline, with spaces or tabs around
+# them ('Question: ', 'Q:: ', 'Question - ', 'Question:\n', 'Question\n'). A separator of spaces
+# alone is refused: 'The capital of {{country}} is' would read as a descriptor 'The capital of' and
+# an output field 'is'.
+_SPACE = r"\s*(?:(?:--|;|\|\||<sep>|,|\.)\s*)?"
+_DESC = r"(?:[^\W_]|#)(?:[^{}\n:]*[^\s{}:-])?"
+_DESCRIBED = re.compile(rf"(?P<space>{_SPACE})(?P<desc>{_DESC})(?P<sep>[ \t]*(?P<mark>:{{1,3}}|-{{1,2}})?[ \t]*(?:\n[ \t]*)?)")
+_OUTPUT = re.compile(rf"(?P<space>{_SPACE})(?P<desc>{_DESC})")
+_SHAPE = "'Descriptor: {{field}}' (a descriptor, a separator such as ': ', ' - ', ':: ' or a newline, the field)"
 
 
 def template_layout(text: str) -> tuple[Layout, Format]:
-    """The field layout and original format of a ``doc_to_text`` made of ``Descriptor: {{field}}`` parts
-    joined by one whitespace run and ending at the open output field (``...\\nAnswer:``).
+    """The field layout and original format of a ``doc_to_text`` made of ``Descriptor<sep>{{field}}``
+    parts joined by one whitespace run and ending at the open output field (``...\\nAnswer:``).
 
     Every field must use the same separator and the same spacing, since a Format has one of each; the
     output field's separator is the fields' without its trailing whitespace (that whitespace is what
-    the continuation starts with). Raises ``LlmgenError`` saying why a template cannot be varied.
+    the continuation starts with). Descriptors keep their casing (the original format's casing is
+    ``identity``; the others recase them). Raises ``LlmgenError`` saying why a template cannot be varied.
     """
     if "{%" in text or "{#" in text:
         raise LlmgenError("its doc_to_text uses Jinja control flow ({% ... %})")
@@ -316,31 +336,49 @@ def template_layout(text: str) -> tuple[Layout, Format]:
     fields, seps, spaces = [], set(), set()
     for i, (segment, key) in enumerate(zip(segments, keys, strict=False)):
         m = _DESCRIBED.fullmatch(segment)
-        if m is None or (i > 0 and not m["space"]) or (i == 0 and m["space"]):
-            raise LlmgenError(f"its doc_to_text part {segment + '{{' + key + '}}'!r} is not 'Descriptor: {{{{field}}}}'")
+        if (m is None or (i > 0 and not m["space"]) or (i == 0 and m["space"])
+                or not (m["mark"] or "\n" in m["sep"])):
+            raise LlmgenError(f"its doc_to_text part {segment + '{{' + key + '}}'!r} is not {_SHAPE}")
         fields.append(Field(m["desc"], key))
         seps.add(m["sep"])
         if i:
             spaces.add(m["space"])
-    out = _DESCRIBED.fullmatch(segments[-1])
+    if len(seps) > 1:
+        raise LlmgenError(f"its fields mix separators {sorted(seps)} (a format has one)")
+    sep = seps.pop()
+    out_sep, last = sep.rstrip(), segments[-1]
+    out = _OUTPUT.fullmatch(last[: len(last) - len(out_sep)]) if last.endswith(out_sep) else None
     if out is None or not out["space"]:
-        raise LlmgenError(f"its doc_to_text does not end at an output field ('\\nAnswer:'), it ends {segments[-1]!r}")
+        m = _DESCRIBED.fullmatch(last)
+        if m is not None and m["space"]:
+            raise LlmgenError(f"its output field {m['desc'] + m['sep']!r} does not use the fields' separator {sep!r}")
+        raise LlmgenError(f"its doc_to_text does not end at an output field ('\\nAnswer{out_sep}'), it ends {last!r}")
     spaces.add(out["space"])
-    if len(seps) > 1 or len(spaces) > 1:
-        raise LlmgenError("its fields mix separators or spacings (a format has one of each)")
-    sep, space = seps.pop(), spaces.pop()
-    if out["sep"] != sep.rstrip():
-        raise LlmgenError(f"its output field {out['desc'] + out['sep']!r} does not use the fields' separator {sep!r}")
-    return Layout(fields=tuple(fields), output=out["desc"]), Format(separator=sep, space=space)
+    if len(spaces) > 1:
+        raise LlmgenError(f"its fields mix spacings {sorted(spaces)} (a format has one)")
+    return Layout(fields=tuple(fields), output=out["desc"]), Format(separator=sep, space=spaces.pop())
 
 
-def _fields_doc(leaf: Any, doc: dict, keys: Sequence[str]) -> dict[str, Any]:
+def _answer_text(leaf: Any, doc: dict, fewshot: bool) -> str:
+    """A document's answer as lm-eval writes it after a demonstration (``build_qa_turn``: the
+    ``doc_to_choice`` entry of an integer target, the first of a list of targets, else the target)."""
+    cfg = leaf.fewshot_cfg if fewshot else leaf.config
+    a = leaf.doc_to_target(doc, cfg.doc_to_target) if fewshot else leaf.doc_to_target(doc)
+    c = (leaf.doc_to_choice(doc, cfg.doc_to_choice) if fewshot else leaf.doc_to_choice(doc)) \
+        if cfg.doc_to_choice else None
+    return str(c[a] if c and isinstance(a, int) else a[0] if isinstance(a, list) else a)
+
+
+def _fields_doc(leaf: Any, doc: dict, keys: Sequence[str], fewshot: bool = False) -> dict[str, Any]:
     """One lm-eval document as llmgen fields: each ``{{key}}`` rendered by lm-eval's own Jinja
-    environment, its choices (``doc_to_choice``) and its gold (``doc_to_target``: index or text)."""
+    environment; a multiple-choice document's choices (``doc_to_choice``) and gold (``doc_to_target``:
+    index or text); a generate_until document's answer text (what a demonstration ends with)."""
     from lm_eval.utils import apply_template
 
-    return {**{k: apply_template("{{" + k + "}}", doc) for k in keys},
-            "choices": [str(x) for x in leaf.doc_to_choice(doc)], "label": leaf.doc_to_target(doc)}
+    out: dict[str, Any] = {k: apply_template("{{" + k + "}}", doc) for k in keys}
+    if leaf.OUTPUT_TYPE == "multiple_choice":
+        return {**out, "choices": [str(x) for x in leaf.doc_to_choice(doc)], "label": leaf.doc_to_target(doc)}
+    return {**out, "target": _answer_text(leaf, doc, fewshot)}
 
 
 def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[list[dict]]:
@@ -357,23 +395,87 @@ def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[li
 
 @dataclass
 class LmevalFieldsTask(Task):
-    """An lm-eval task as fields, whose demonstrations are fixed per document (lm-eval's sampler drew them)."""
+    """An lm-eval task as fields, joined and scored as lm-eval joins and scores it.
+
+    The prompt is lm-eval's ``fewshot_context`` in each format: the description as is, each
+    demonstration (drawn per document by lm-eval's seeded sampler) followed by the task's
+    ``fewshot_delimiter``, then the document. A generate_until task's responses go through the task's
+    own filter ensembles and ``process_results`` (its metric code and options: ``ignore_case``,
+    ``regexes_to_ignore``, ...), generated with its ``generation_kwargs`` as HFLM reads them.
+    """
 
     demos: list[list[dict]] = dc_field(default_factory=list)
+    fewshot_delimiter: str = "\n\n"
+    leaf: Any = None
+    lm_docs: list[dict] = dc_field(default_factory=list)
+    seed: int = 0
 
     def demonstrations(self, doc: dict, k: int, doc_id: int = 0) -> list[dict]:
         return self.demos[doc_id][:k] if k else []
+
+    def build_prompt(self, doc: dict, renderer=None, num_fewshot: int | None = None, doc_id: int = 0,
+                     with_system: bool = True) -> str:
+        demos = self.demonstrations(doc, self._num_fewshot(num_fewshot), doc_id)
+        shots = "".join(self.render_example(d, True, renderer) + self.fewshot_delimiter for d in demos)
+        return self.instruction + shots + self.render_example(doc, False, renderer)
+
+    def generation_sampling(self, backend: Backend):
+        """The task's ``generation_kwargs`` as one ``SamplingConfig`` (the same as an ``lmeval:`` run's)."""
+        return generation_settings(self.leaf.config.generation_kwargs or {}, backend.tokenizer, self.seed)
+
+    def score_responses(self, responses: list[str], doc_id: int) -> tuple[list[bool], dict[str, float]]:
+        """(correct, metrics) of one document's responses: each filter ensemble of the task, then its
+        ``process_results``, as lm-eval's evaluator runs them; metrics are named as an ``lmeval:`` run
+        names them (``exact_match/get-last``). ``correct`` (the bandit's outcome) is the first metric == 1."""
+        doc = self.lm_docs[doc_id]
+        metrics: dict[str, float] = {}
+        for ensemble in self.leaf._filters:
+            resps: list = [list(responses)]
+            for step in ensemble.filters:
+                resps = list(step().apply(resps, [doc]))
+            for m, v in self.leaf.process_results(doc, [resps[0]]).items():
+                metrics[m if ensemble.name == "none" else f"{m}/{ensemble.name}"] = float(v)
+        first = next(iter(metrics.values()))
+        return [first == 1.0] * len(responses), metrics
+
+
+def _check_convertible(leaf: Any, config: EvalConfig, k: int) -> None:
+    """Refuse (LlmgenError, one line) what a field layout cannot reproduce or score per format."""
+    c = leaf.config
+    if not isinstance(c.doc_to_text, str):
+        raise LlmgenError("its doc_to_text is a Python function")
+    if leaf.OUTPUT_TYPE not in ("multiple_choice", "generate_until"):
+        raise LlmgenError(f"it is {leaf.OUTPUT_TYPE} (multiple_choice and generate_until lm-eval tasks are converted)")
+    if config.apply_chat_template:
+        raise LlmgenError("--apply-chat-template is not supported for lm-eval tasks with --formats")
+    if c.gen_prefix or getattr(leaf, "multiple_input", False):
+        raise LlmgenError("it has a gen_prefix or multiple inputs")
+    if "{{" in (c.description or "") or "{%" in (c.description or ""):
+        raise LlmgenError("its description is a per-document template")
+    if k and leaf.fewshot_cfg.doc_to_text != c.doc_to_text:
+        raise LlmgenError("its few-shot examples have their own doc_to_text")
+    if leaf.OUTPUT_TYPE == "generate_until":
+        from lm_eval.api.metrics import mean
+
+        if (c.repeats or 1) != 1:
+            raise LlmgenError(f"it repeats each request {c.repeats} times (one response per document is scored)")
+        if callable(c.process_results):
+            raise LlmgenError("it scores with its own process_results function")
+        other = {m: getattr(f, "__name__", str(f)) for m, f in leaf.aggregation().items() if f is not mean}
+        if other:
+            raise LlmgenError(f"its metrics {other} are not per-document means")
 
 
 def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     """The ``lmeval:NAME`` task as an llmgen Task declared as fields (for ``--formats``), with its original format.
 
-    Only a single ``multiple_choice`` task without a chat template is converted; few-shot
-    demonstrations are the ones lm-eval's seeded sampler draws for each document. Format 0 is checked
-    here, document by document, to give exactly lm-eval's (context, continuation) pairs, so a template
+    A single ``multiple_choice`` or ``generate_until`` task without a chat template is converted;
+    few-shot demonstrations are the ones lm-eval's seeded sampler draws for each document. Format 0 is
+    checked here, document by document, to give exactly lm-eval's own requests (a multiple-choice
+    document's (context, continuation) pairs, a generate_until document's context), so a template
     this cannot reproduce is refused in one line before any model loads.
     """
-    from llmgen.prompts.format_eval import choice_pairs, format_renderer
+    from llmgen.prompts.format_eval import choice_pairs, format_renderer, generation_prompt
 
     lm_name = task.name[len(PREFIX):]
     why = f"--formats cannot vary lm-eval task {lm_name!r}: "
@@ -381,39 +483,44 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     if len(leaves) != 1:
         raise LlmgenError(why + "it is a group (give its tasks one by one)")
     leaf = leaves[0]
-    c = leaf.config
-    if not isinstance(c.doc_to_text, str):
-        raise LlmgenError(why + "its doc_to_text is a Python function")
-    if leaf.OUTPUT_TYPE != "multiple_choice":
-        raise LlmgenError(why + f"it is {leaf.OUTPUT_TYPE} (only multiple_choice lm-eval tasks are converted)")
-    if config.apply_chat_template:
-        raise LlmgenError(why + "--apply-chat-template is not supported for lm-eval tasks with --formats")
+    c, fs = leaf.config, leaf.fewshot_cfg
     k = config.num_fewshot if config.num_fewshot is not None else c.num_fewshot or 0
-    if c.gen_prefix or getattr(leaf, "multiple_input", False):
-        raise LlmgenError(why + "it has a gen_prefix or multiple inputs")
-    description = c.description or ""
-    if "{{" in description or "{%" in description:
-        raise LlmgenError(why + "its description is a per-document template")
+    ranked = leaf.OUTPUT_TYPE == "multiple_choice"
     try:
+        _check_convertible(leaf, config, k)
         layout, original = template_layout(c.doc_to_text)
     except LlmgenError as e:
         raise LlmgenError(why + str(e)) from None
+    sep = original["separator"]
+    tail = sep[len(sep.rstrip()):]
+    for name, delim in [("target_delimiter", c.target_delimiter)] * ranked + \
+                       [("few-shot target_delimiter", fs.target_delimiter)] * bool(k):
+        if delim != tail:  # a format writes the answer after its own separator's whitespace
+            raise LlmgenError(why + f"its {name} {delim!r} is not the whitespace {tail!r} its separator {sep!r} ends with")
     keys = [f.key for f in layout.fields]
     lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
     docs = [_fields_doc(leaf, doc, keys) for doc in lm_docs]
-    demos = [[_fields_doc(leaf, d, keys) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
-    native = LmevalFieldsTask(name=task.name, docs=docs, demos=demos, num_fewshot=k,
-                  fewshot_docs=[d for ds in demos for d in ds], input_fields=[(f.descriptor, f.key) for f in layout.fields],
-                  output_descriptor=layout.output, target_key="label", instruction=description.removesuffix("\n\n"),
-                  output_type="multiple_choice", choices_key="choices", choice_prefix=c.target_delimiter,
-                  metrics=("acc", "acc_norm"), description=f"lm-eval task {lm_name} as fields")
+    demos = [[_fields_doc(leaf, d, keys, fewshot=True) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
+    common = dict(name=task.name, docs=docs, demos=demos, num_fewshot=k, fewshot_docs=[d for ds in demos for d in ds],
+                  input_fields=[(f.descriptor, f.key) for f in layout.fields], output_descriptor=layout.output,
+                  instruction=c.description or "", fewshot_delimiter=fs.fewshot_delimiter, leaf=leaf, lm_docs=lm_docs,
+                  seed=config.seed, description=f"lm-eval task {lm_name} as fields")
+    if ranked:
+        native = LmevalFieldsTask(**common, target_key="label", output_type="multiple_choice", choices_key="choices",
+                                  choice_prefix=c.target_delimiter, metrics=("acc", "acc_norm"))
+    else:
+        native = LmevalFieldsTask(**common, target_key="target", output_type="generate", metrics=())
     render = format_renderer(original, native)
     if k:
         leaf.set_fewshot_seed(config.seed)  # the same draws again, now as lm-eval's own contexts
     for i, (doc, ours) in enumerate(zip(lm_docs, docs, strict=True)):
         context = leaf.fewshot_context(doc, k)
-        expected = [(context, f"{c.target_delimiter}{x}") for x in ours["choices"]]
-        if choice_pairs(native.build_prompt(ours, render, k, i), ours["choices"]) != expected:
+        text = native.build_prompt(ours, render, k, i)
+        if ranked:
+            got, expected = choice_pairs(text, ours["choices"]), [(context, f"{c.target_delimiter}{x}") for x in ours["choices"]]
+        else:
+            got, expected = generation_prompt(text), context
+        if got != expected:
             raise LlmgenError(why + f"its original format does not reproduce lm-eval's prompt of document {i}: "
-                              f"{expected[0][0][-60:]!r} + {expected[0][1]!r}")
+                              f"{context[-60:]!r}")
     return native, original

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_jsonl
+from llmgen.tasks import Request, Task  # llmgen.tasks imports this module inside functions only
 
 FORGET_PERCENTS = (1, 5, 10)
 FORGET_SPLITS = tuple(f"forget{p:02d}" for p in FORGET_PERCENTS)
@@ -452,3 +453,156 @@ def register_tasks(registry) -> None:
 
     for split in ("forget01", "forget05", "forget10"):
         registry.register(f"tofu_{split}", lambda split=split: tofu_eval_task(split))
+
+
+# --- prompts ----------------------------------------------------------------------------------------
+
+CHAT_TEMPLATE = "chat"
+"""A prompt template meaning "the model's own chat format": the question is the single user turn,
+rendered by ``llmgen.prompts.chat.apply_chat_template`` (TOFU prompts chat models such as
+Llama-2-chat in their chat format and base models with ``Question: ...\\nAnswer: ``)."""
+MAX_NEW_TOKENS = 200
+"""TOFU's generation budget (``generation.max_length: 200`` in its eval configs; the reference
+counts the prompt in it, llmgen gives the answer all 200 tokens)."""
+
+
+def check_prompt_template(template: str) -> str:
+    """``template`` if it is ``"chat"`` or a format string with one ``{question}`` field."""
+    if template == CHAT_TEMPLATE:
+        return template
+    try:
+        template.format(question="q")
+    except (KeyError, IndexError, ValueError) as e:
+        raise LlmgenError(f"prompt template {template!r} must be 'chat' or a format string with {{question}} ({e})") from None
+    return template
+
+
+def question_prompt(template: str, question: str):
+    """The prompt of one question: ``template`` filled in, or for ``"chat"`` one user message
+    (a backend renders it through the model's chat template)."""
+    if template == CHAT_TEMPLATE:
+        return [{"role": "user", "content": question}]
+    return template.format(question=question)
+
+
+def prompt_text(tokenizer, template: str, question: str) -> str:
+    """The text a question's prompt stands for (chat messages rendered by the chat template): what
+    training scores the answer after. A model without a chat template fails here, in one line."""
+    from llmgen.prompts.chat import render_prompt
+
+    return render_prompt(tokenizer, question_prompt(template, question))
+
+
+def generation_sampling(max_new_tokens: int = MAX_NEW_TOKENS):
+    """Greedy decoding that stops at EOS only (TOFU's ``model.generate(do_sample=False)``)."""
+    from llmgen.backends.base import SamplingConfig
+
+    if max_new_tokens < 1:
+        raise LlmgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return SamplingConfig(n=1, temperature=0.0, max_tokens=max_new_tokens, stop=())
+
+
+# --- retain logs ------------------------------------------------------------------------------------
+
+RETAIN_LOGS_HINT = ("produce them first with `llmgen npo-unlearning --stage retain-logs --retain-logs PATH` "
+                    "(a model fine-tuned on the retain split only)")
+
+
+def forget_truth_ratios(rows: Sequence[dict]) -> list[float]:
+    """The forget-set truth ratios of per-example rows (``samples.jsonl`` rows of a TOFU task)."""
+    return [float(r["metrics"]["truth_ratio"]) for r in rows if r.get("split") == "forget"]
+
+
+def save_retain_logs(path: str | os.PathLike, rows: Sequence[dict], meta: dict | None = None) -> Path:
+    """Save a retain-only model's forget-set truth ratios (for forget quality later), with the
+    per-example rows they come from (the runner's ``samples.jsonl`` schema)."""
+    from llmgen.io import atomic_write_json
+
+    ratios = forget_truth_ratios(rows)
+    if not ratios:
+        raise LlmgenError("retain logs need forget-set rows")
+    return atomic_write_json(path, {"forget_truth_ratios": ratios, "n": len(ratios), **(meta or {}),
+                                    "rows": [r for r in rows if r.get("split") == "forget"]})
+
+
+def load_retain_logs(path: str | os.PathLike | None) -> list[float]:
+    """Forget-set truth ratios of the retain-only model; a clear error when missing."""
+    from llmgen.io import read_json
+
+    if path is None:
+        raise LlmgenError(f"forget quality needs retain-model logs (--retain-logs); {RETAIN_LOGS_HINT}")
+    if not Path(path).is_file():
+        raise LlmgenError(f"retain-model logs not found: {path}; {RETAIN_LOGS_HINT}")
+    data = read_json(path)
+    ratios = data.get("forget_truth_ratios") if isinstance(data, dict) else None
+    if not isinstance(ratios, list) or not ratios:
+        raise LlmgenError(f"retain-model logs {path} have no 'forget_truth_ratios' list")
+    return [float(r) for r in ratios]
+
+
+# --- the evaluation task ----------------------------------------------------------------------------
+
+@dataclass
+class TofuTask(Task):
+    """TOFU's evaluation as an ordinary ``requests`` task: one document per (set, row), grouped by
+    ``split`` (forget, retain, real_authors, world_facts).
+
+    Per document: the loglikelihood (EOS included) of the answer, of the truth ratio's base answer
+    (the paraphrase on forget/retain, the answer itself on the utility sets) and of each perturbed
+    answer, and one greedy generation (ROUGE-L). ``aggregate_rows`` gives TOFU's per-set summaries,
+    forget quality (KS test against ``retain_ratios``) and model utility, from the pure functions
+    of ``llmgen.evals.tofu``."""
+
+    retain_ratios: list[float] | None = None
+    prompt_template: str = QA_PROMPT_TEMPLATE
+    ds_size: int | None = None
+
+    def doc_requests(self, doc: dict) -> list[Request]:
+        prompt = question_prompt(self.prompt_template, doc["question"])
+        answers = [doc["answer"], doc[BASE_ANSWER_KEY[doc["split"]]], *doc["perturbed_answer"]]
+        gen_prompt = prompt.rstrip(" ") if isinstance(prompt, str) else prompt  # the answer's space is generated
+        return [*(Request("loglikelihood", prompt, a, eos=True) for a in answers),
+                Request("generate", gen_prompt, sampling=generation_sampling(self.max_tokens))]
+
+    def score_outputs(self, doc: dict, outputs: list) -> dict[str, float]:
+        from llmgen.evals.tofu import example_metrics
+
+        scores = [(r.logprob, r.num_tokens) for r in outputs[:-1]]
+        generation = outputs[-1][0].text.strip()
+        return example_metrics(doc["split"], scores[0], scores[1], scores[2:], generation, doc["answer"])
+
+    def aggregate_rows(self, rows: list[dict]) -> dict[str, float]:
+        from llmgen.evals.tofu import summarize
+
+        per_set: dict[str, dict[str, list[float]]] = {}
+        for r in rows:
+            for m, v in r["metrics"].items():
+                per_set.setdefault(r["split"], {}).setdefault(m, []).append(v)
+        return summarize(per_set, self.retain_ratios)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "ds_size": self.ds_size, "prompt_template": self.prompt_template}
+
+
+def tofu_docs(sets: dict[str, Sequence[dict]]) -> list[dict]:
+    """One document per (set, row): the row's fields and its ``split``."""
+    return [{**row, "split": role} for role, rows in sets.items() for row in rows]
+
+
+def tofu_task(source: str | os.PathLike, forget: str, ds_size: int | None = None, retain_ratios: Sequence[float] | None = None,
+              prompt_template: str = QA_PROMPT_TEMPLATE, max_new_tokens: int = MAX_NEW_TOKENS,
+              roles: Sequence[str] = EVAL_SPLITS) -> TofuTask:
+    """The TOFU task of one forget split over the sets ``roles`` (all four by default; retain logs
+    need the forget set only), each cut to its first ``ds_size`` rows."""
+    unknown = [r for r in roles if r not in BASE_ANSWER_KEY]
+    if unknown:
+        raise LlmgenError(f"unknown TOFU evaluation set {unknown[0]!r} (known: {', '.join(BASE_ANSWER_KEY)})")
+    if max_new_tokens < 1:
+        raise LlmgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    sets = {r: s for r, s in load_eval_sets(source, forget, ds_size).items() if r in roles}
+    return TofuTask(name=f"tofu_{forget_config(forget)}", docs=tofu_docs(sets), input_fields=[("Question", "question")],
+                    target_key="answer", output_type="requests", metrics=(), group_key="split", stop=(),
+                    max_tokens=max_new_tokens,
+                    description=f"TOFU evaluation, forget split {forget} (data: {source}; ds_size {ds_size})",
+                    retain_ratios=list(retain_ratios) if retain_ratios is not None else None,
+                    prompt_template=check_prompt_template(prompt_template), ds_size=ds_size)

@@ -33,7 +33,6 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.tasks.math import MathProblem, direct_prompt, direct_target, generate_task, load_math
-from llmgen.tasks.math_answers import extract_answer, grade
 from llmgen.training.config import TrainConfig
 from llmgen.training.losses.dco import check_normalization
 
@@ -133,25 +132,42 @@ def passk_curve(correct: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[st
 
 # --- evaluation ----------------------------------------------------------------------------------
 
-def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitingConfig,
-             prompt_fn: Callable[[MathProblem], str] = direct_prompt, seed: int = 0) -> tuple[dict, list[dict]]:
-    """pass@k curve and greedy-answer confidence on ``problems``: ``(summary, per-problem rows)``."""
-    from llmgen.backends.base import SamplingConfig
+def eval_config(config: ConfidenceLimitingConfig, seed: int, greedy: bool = False):
+    """The runner's sampling settings: ``samples`` answers at ``temperature``, or one greedy answer."""
+    from llmgen.evaluate import EvalConfig
 
-    prompts = [prompt_fn(p) for p in problems]
-    stop = ("\n",)
-    sampled = backend.generate(prompts, SamplingConfig(n=config.eval.num_samples, temperature=config.eval.temperature,
-                                                       max_tokens=config.eval.max_new_tokens, stop=stop, seed=seed))
-    greedy = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=config.eval.max_new_tokens,
-                                                      stop=stop, seed=seed))
+    if greedy:
+        return EvalConfig(model=config.model, num_samples=1, temperature=0.0, max_tokens=config.eval.max_new_tokens,
+                          seed=seed, ks=[1], cache=None)
+    return EvalConfig(model=config.model, num_samples=config.eval.num_samples, temperature=config.eval.temperature,
+                      max_tokens=config.eval.max_new_tokens, seed=seed, ks=config.kvalues(), cache=None)
+
+
+def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitingConfig, seed: int = 0,
+             name: str = "eval", cache=None) -> tuple[dict, list[dict], dict]:
+    """pass@k curve and greedy-answer confidence on ``problems`` through the runner:
+    ``(summary, per-problem rows, runner metrics and uncertainty)``.
+
+    The problems form one ``tasks.math_task`` (the same prompt and grading as ``llmgen eval --tasks
+    math_generated_d*``); ``evaluate_tasks`` draws the samples and greedy answers through the request
+    cache and gives pass@k per problem (unbiased estimator); the block estimate and the confidence
+    numbers are computed here from the runner's rows."""
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import evaluate_tasks
+    from llmgen.tasks import math_task
+
+    cache = cache if cache is not None else RequestCache(None)
+    task = math_task(name, [{"problem": p.problem, "answer": p.answer} for p in problems],
+                     max_tokens=config.eval.max_new_tokens)
+    results, unc, sampled, _ = evaluate_tasks(backend, [task], eval_config(config, seed), cache)
+    _, _, greedy, _ = evaluate_tasks(backend, [task], eval_config(config, seed, greedy=True), cache)
     correct, rows = [], []
-    for p, comps, (g,) in zip(problems, sampled, greedy, strict=True):
-        ok = [grade(c.text, p.answer) for c in comps]
-        correct.append(ok)
-        confidence = math.exp(sum(g.logprobs)) if g.logprobs else 0.0
-        rows.append({"id": p.id, "answer": p.answer, "num_correct": sum(ok), "num_samples": len(ok),
-                     "sample_answers": [extract_answer(c.text) for c in comps],
-                     "greedy": g.text, "greedy_correct": grade(g.text, p.answer), "greedy_confidence": confidence})
+    for p, s, g in zip(problems, sampled, greedy, strict=True):
+        correct.append(s["correct"])
+        confidence = math.exp(g["response_logprobs"][0]) if g["response_tokens"][0] else 0.0
+        rows.append({**s, "id": p.id, "answer": p.answer, "num_correct": sum(s["correct"]),
+                     "num_samples": len(s["correct"]), "sample_answers": s["filtered"], "greedy": g["responses"][0],
+                     "greedy_correct": bool(g["correct"][0]), "greedy_confidence": confidence})
     curve = passk_curve(correct, config.kvalues())
     wrong = [r["greedy_confidence"] for r in rows if not r["greedy_correct"]]
     right = [r["greedy_confidence"] for r in rows if r["greedy_correct"]]
@@ -163,7 +179,8 @@ def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitin
         "overconfident_wrong": sum(c > 0.5 for c in wrong) / len(rows),
         "distinct_answers": sum(len(set(r["sample_answers"])) for r in rows) / len(rows),
     }
-    return summary, rows
+    metrics = {**results[name], **{k: v for k, v in summary.items() if k != "passk"}}
+    return summary, rows, {"metrics": metrics, "uncertainty": unc[name]}
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -242,35 +259,48 @@ def load_problems(config: ConfidenceLimitingConfig) -> tuple[list[MathProblem], 
     return train, test
 
 
+def eval_name(method: str, epoch: float) -> str:
+    """The evaluation's name in results.json and samples.jsonl: one per method and epoch."""
+    return f"{method}/epoch{epoch}"
+
+
 class Measurements:
     """The evaluation callback of one method's run: pass@k and confidence at a training step.
 
     Called with step 0 before training and by the loop every ``eval_every`` epochs' worth of
-    steps; ``rows`` holds one summary per call, ``samples`` the per-problem rows. ``shared`` keeps
-    the step-0 evaluation so that every method starts from the same measured base."""
+    steps; ``rows`` holds one summary per call, ``samples`` the per-problem rows, ``results`` /
+    ``uncertainty`` the runner's metrics per evaluation (``eval_name``). ``shared`` keeps the step-0
+    evaluation so that every method starts from the same measured base; ``cache`` is the request
+    cache the evaluations go through (a rerun of the same run resumes from it)."""
 
     def __init__(self, config: ConfidenceLimitingConfig, problems: Sequence[MathProblem], tokenizer, out: Path,
-                 method: str, steps_per_epoch: int, shared: dict[int, tuple[dict, list[dict]]]) -> None:
+                 method: str, steps_per_epoch: int, shared: dict[int, tuple[dict, list[dict], dict]],
+                 cache=None) -> None:
         self.config, self.problems, self.tokenizer, self.out, self.method = config, problems, tokenizer, out, method
-        self.steps_per_epoch, self.shared = steps_per_epoch, shared
+        self.steps_per_epoch, self.shared, self.cache = steps_per_epoch, shared, cache
         self.rows: list[dict[str, Any]] = []
         self.samples: list[dict] = []
+        self.results: dict[str, dict] = {}
+        self.uncertainty: dict[str, dict] = {}
 
     def __call__(self, model, step: int) -> None:
         config, t0 = self.config, time.time()
+        epoch = round(step / self.steps_per_epoch, 4)
+        epoch = int(epoch) if epoch == int(epoch) else epoch
+        name = eval_name(self.method, epoch)
         if step == 0 and 0 in self.shared:
-            summary, rows = self.shared[0]
+            summary, rows, runner = self.shared[0]
         else:
             backend = _backend_for(model, self.tokenizer, config, self.out / "checkpoints" / f"{self.method}-step{step}")
-            summary, rows = evaluate(backend, self.problems, config, seed=config.train.seed + step)
+            summary, rows, runner = evaluate(backend, self.problems, config, seed=config.train.seed + step, name=name,
+                                             cache=self.cache)
             if config.eval.backend == "vllm":
                 backend.close()
             if step == 0:
-                self.shared[0] = (summary, rows)
-        epoch = round(step / self.steps_per_epoch, 4)
-        epoch = int(epoch) if epoch == int(epoch) else epoch
+                self.shared[0] = (summary, rows, runner)
         self.rows.append({"epoch": epoch, "step": step, **summary, "seconds": round(time.time() - t0, 1)})
-        self.samples += [{"method": self.method, "epoch": epoch, **r} for r in rows]
+        self.samples += [{**r, "task": name, "method": self.method, "epoch": epoch} for r in rows]
+        self.results[name], self.uncertainty[name] = runner["metrics"], runner["uncertainty"]
         if config.progress:
             pk, last = summary["passk"], str(config.kvalues()[-1])
             print(f"[passn] {self.method} epoch {epoch}: pass@1 {pk['1']['unbiased']:.3f} "
@@ -281,45 +311,68 @@ class Measurements:
 # --- the run -------------------------------------------------------------------------------------
 
 def run(config: ConfidenceLimitingConfig) -> dict[str, Any]:
-    """Train CE and DCO(N) from the same base model, evaluating pass@k every ``eval_every`` epochs."""
+    """Train CE and DCO(N) from the same base model, evaluating pass@k every ``eval_every`` epochs.
+
+    ``results.json`` is the one results schema (``llmgen.results``): one evaluation per method and
+    epoch (``eval_name``), beside the recipe's pass@k curves (``methods``) and ``comparison``."""
     config.validate()
     import torch
 
+    from llmgen.cache import RequestCache
     from llmgen.models import load_model
+    from llmgen.results import results_record
     from llmgen.training.data import batches_per_epoch, prompt_answer_dataset
 
+    t0 = time.time()
     out = Path(config.output_dir)
     train_problems, test_problems = load_problems(config)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", dump_config(config))
 
-    results: dict[str, Any] = {"config": dump_config(config), "ks": config.kvalues(), "n_train": len(train_problems),
-                               "n_test": len(test_problems), "methods": {}}
+    extra: dict[str, Any] = {"ks": config.kvalues(), "n_train": len(train_problems), "n_test": len(test_problems),
+                             "methods": {}}
     samples: list[dict] = []
-    shared: dict[int, tuple[dict, list[dict]]] = {}  # the base model's evaluation, shared by the methods
-    for method in config.methods:
-        torch.manual_seed(config.train.seed)
-        model, tok = load_model(config.model)
-        features = prompt_answer_dataset(problem_records(train_problems), tok, max_length=config.train.max_length,
-                                         name="train problems")
-        history = Measurements(config, test_problems, tok, out, method,
-                               batches_per_epoch(len(features), config.train.batch_size, config.train.grad_accum), shared)
-        if config.eval_base:
-            model.eval()
-            history(model, 0)
-        model.train()
-        model, rows = train_method(model, tok, features, method, config, out, history)
-        prev = 0
-        for h in history.rows:
-            h["train"] = train_window(rows, prev, h["step"]) if h["step"] else {}
-            prev = h["step"]
-        results["methods"][method] = history.rows
-        samples += history.samples
-        del model
+    evals: dict[str, dict] = {}
+    unc: dict[str, dict] = {}
+    shared: dict[int, tuple[dict, list[dict], dict]] = {}  # the base model's evaluation, shared by the methods
+    cache = RequestCache(out / "requests.sqlite")  # a rerun of this run folder resumes from its requests
+    try:
+        for method in config.methods:
+            torch.manual_seed(config.train.seed)
+            model, tok = load_model(config.model)
+            features = prompt_answer_dataset(problem_records(train_problems), tok, max_length=config.train.max_length,
+                                             name="train problems")
+            history = Measurements(config, test_problems, tok, out, method,
+                                   batches_per_epoch(len(features), config.train.batch_size, config.train.grad_accum),
+                                   shared, cache)
+            if config.eval_base:
+                model.eval()
+                history(model, 0)
+            model.train()
+            model, rows = train_method(model, tok, features, method, config, out, history)
+            prev = 0
+            for h in history.rows:
+                h["train"] = train_window(rows, prev, h["step"]) if h["step"] else {}
+                prev = h["step"]
+            extra["methods"][method] = history.rows
+            samples += history.samples
+            evals.update(history.results)
+            unc.update(history.uncertainty)
+            del model
+        cache_stats = {"hits": cache.hits, "misses": cache.misses, "path": str(cache.path)}
+    finally:
+        cache.close()
 
-    results["comparison"] = compare(results, config)
+    extra["comparison"] = compare(extra | {"config": dump_config(config)}, config)
     atomic_write_jsonl(out / "samples.jsonl", samples)
-    results["plots"] = plot_all(results, samples, out)
+    extra["plots"] = plot_all(extra | {"config": dump_config(config)}, samples, out)
+    results = results_record(
+        config=dump_config(config), model=config.model, backend={"name": config.eval.backend, "model": config.model},
+        seed=config.train.seed, timings={"total_s": round(time.time() - t0, 2)}, cache=cache_stats, results=evals,
+        uncertainty=unc, n_samples={n: len(test_problems) for n in evals},
+        tasks={n: {"name": n, "output_type": "generate", "metrics": ["exact_match", "pass@k"],
+                   "num_examples": len(test_problems), "description": "the recipe's test problems"} for n in evals},
+        extra=extra)
     atomic_write_json(out / "results.json", results)
     return results
 

@@ -32,14 +32,8 @@ from llmgen.prompts.format_eval import (
     write_format_run,
 )
 from llmgen.prompts.formats import Format, load_formats, sample_formats, save_formats
-from llmgen.tasks.classification import (
-    DEMO_POOL,
-    ClassificationTask,
-    Example,
-    demo_pool_split,
-    load_classification_task,
-    task_summary,
-)
+from llmgen.tasks import Task
+from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classification_task, task_summary
 
 MODES = ("thompson", "ucb", "exhaustive")
 METRICS = ("probability_ranking", "exact_prefix_matching")
@@ -87,45 +81,45 @@ def _check(config: FormatSpreadConfig) -> None:
         raise LlmgenError(f"shots must be in [0, {DEMO_POOL}], got {config.shots}")
 
 
-def split_examples(task: ClassificationTask, shots: int, limit: int | None, seed: int,
-                   demos_from: str = "instances") -> tuple[list[Example], list[Example]]:
+def split_examples(task: Task, shots: int, limit: int | None, seed: int,
+                   demos_from: str = "instances") -> tuple[list[dict], list[dict]]:
     """The first ``shots`` demonstrations of the pool (or of the task's own), and ``limit`` evaluated examples."""
     if demos_from == "task":
-        if len(task.demonstrations) < shots:
-            raise LlmgenError(f"task {task.name!r} has {len(task.demonstrations)} demonstrations, {shots} shots asked")
-        examples = list(task.examples)
+        if len(task.fewshot_docs) < shots:
+            raise LlmgenError(f"task {task.name!r} has {len(task.fewshot_docs)} demonstrations, {shots} shots asked")
+        examples = list(task.docs)
         random.Random(seed).shuffle(examples)
-        return task.demonstrations[:shots], examples[:limit] if limit else examples
-    if len(task.examples) < DEMO_POOL + 1:
-        raise LlmgenError(f"task {task.name!r} has {len(task.examples)} examples: fewer than the demonstration "
+        return task.fewshot_docs[:shots], examples[:limit] if limit else examples
+    if len(task.docs) < DEMO_POOL + 1:
+        raise LlmgenError(f"task {task.name!r} has {len(task.docs)} examples: fewer than the demonstration "
                           f"pool + 1 = {DEMO_POOL + 1}")
-    pool, examples = demo_pool_split(task.examples, seed)
+    pool, examples = demo_pool_split(task.docs, seed)
     return pool[:shots], examples[:limit] if limit else examples
 
 
-def prepare_formats(config: FormatSpreadConfig, task: ClassificationTask) -> list[Format]:
+def prepare_formats(config: FormatSpreadConfig, task: Task) -> list[Format]:
     """The saved set when ``formats_file`` exists (reused across models), else a fresh sample."""
     if config.formats_file and Path(config.formats_file).is_file():
-        formats = load_formats(config.formats_file, task.layout)[: config.num_formats]
+        formats = load_formats(config.formats_file, task.prompt_layout())[: config.num_formats]
     else:
-        formats = sample_formats(task.layout, config.num_formats, seed=config.seed, original=task.original_format)
+        formats = sample_formats(task.prompt_layout(), config.num_formats, seed=config.seed,
+                                 original=task.original_format)
     for i, fmt in enumerate(formats):  # every format must render the task (e.g. enough option numbers)
         try:
-            task.prompt(fmt, [], task.examples[0])
-            task.answers(fmt)
+            task.format_prompt(fmt, [], task.docs[0])
+            task.format_answers(fmt)
         except LlmgenError as e:
             raise LlmgenError(f"format {i} cannot render task {task.name!r}: {e}") from None
     return formats
 
 
-def task_requests(task: ClassificationTask, formats: list[Format], demos: list[Example], examples: list[Example],
-                  metric: str):
+def task_requests(task: Task, formats: list[Format], demos: list[dict], examples: list[dict], metric: str):
     """``request(arm, i)``: example i in format ``arm``, ranked over the answers or generated."""
 
     def request(arm: int, i: int) -> Request:
         fmt, ex = formats[arm], examples[i]
-        answers = tuple(task.answers(fmt)) if metric == "probability_ranking" else None
-        return Request(arm, i, task.prompt(fmt, demos, ex), task.gold(ex, fmt), answers)
+        answers = tuple(task.format_answers(fmt)) if metric == "probability_ranking" else None
+        return Request(arm, i, task.format_prompt(fmt, demos, ex), task.format_gold(ex, fmt), answers)
 
     return request
 
@@ -161,11 +155,11 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
         out_dir = Path(config.output_dir)
         atomic_write_json(out_dir / "config.json", dump_config(config))
         if config.formats_file and not Path(config.formats_file).is_file():
-            save_formats(config.formats_file, formats, task.layout, config.seed)
+            save_formats(config.formats_file, formats, task.prompt_layout(), config.seed)
         budget = None if config.mode == "exhaustive" else config.budget
         info = search(evaluator, len(formats), len(examples), budget, config.batch, config.seed,
                       rule="ucb" if config.mode == "ucb" else "thompson")
-        entry = spread_entry(evaluator, info, formats, task.layout, len(examples))
+        entry = spread_entry(evaluator, info, formats, task.prompt_layout(), len(examples))
     finally:
         if own:
             backend.close()
@@ -173,7 +167,7 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
     out, original_rows, all_rows = format_results(
         {**dump_config(config)}, config.model, backend, config.seed, {task.name: entry}, {task.name: evaluator},
         {task.name: dict(task_summary(task))}, t0)
-    write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, task.layout)}, config.seed)
+    write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, task.prompt_layout())}, config.seed)
     _plot(out_dir / "accuracy_histogram.png", entry, task.name)
     return out
 

@@ -373,7 +373,8 @@ def run(config: HyperfittingConfig) -> dict:
     for name, g in gens.items():
         heldout = base_heldout if name.startswith("base") else hf_heldout
         generators[name] = {**generation_metrics(g, tok, train_ngrams, config), **heldout}
-    results = {
+    rows = _samples(tok, prompts, chunks.heldout, gens, train_ngrams, config)
+    extra = {
         "paper": "Carlsson et al., The Hyperfitting Phenomenon (ICLR 2025)",
         "data": {"source": config.text_source, "split": config.split, "train_sequences": len(chunks.train),
                  "seq_len": config.seq_len,
@@ -383,8 +384,9 @@ def run(config: HyperfittingConfig) -> dict:
         "train": train_log,
         "seconds": round(time.time() - started, 1),
     }
-    results["plots"] = _plots(out, epochs, train_log)
-    atomic_write_jsonl(out / "samples.jsonl", _samples(tok, prompts, chunks.heldout, gens, config))
+    extra["plots"] = _plots(out, epochs, train_log)
+    results = _record(config, generators, rows, extra, started)
+    atomic_write_jsonl(out / "samples.jsonl", rows)
     atomic_write_json(out / "results.json", results)
     if config.save_model:
         model.save_pretrained(out / "model", safe_serialization=True)
@@ -397,17 +399,51 @@ def _log(config: HyperfittingConfig, msg: str) -> None:
         print(f"[hyperfit] {msg}", file=sys.stderr, flush=True)
 
 
-def _samples(tok, prompts, heldout, gens: dict[str, Generations], config: HyperfittingConfig) -> list[dict]:
-    """One row per prompt with every generator's continuation side by side."""
+ROW_METRICS = ("ttr", "repetition_rate", "longest_loop", "entropy", "train_overlap")  # per continuation
+
+
+def _row_metrics(g: Generations, i: int, train_ngrams: set[tuple], config: HyperfittingConfig) -> dict[str, float]:
+    """One continuation's values of the per-continuation metrics (``generation_metrics`` averages them)."""
+    import numpy as np
+
+    t = g.token_ids[i]
+    return {"ttr": type_token_ratio(t, config.ttr_window), "repetition_rate": repetition_rate(t, config.repetition_n),
+            "longest_loop": float(longest_repeated_loop(t)), "entropy": float(np.mean(g.entropies[i])),
+            "train_overlap": ngram_overlap(t, train_ngrams, config.overlap_n)}
+
+
+def _samples(tok, prompts, heldout, gens: dict[str, Generations], train_ngrams: set[tuple],
+             config: HyperfittingConfig) -> list[dict]:
+    """One row per generator and prompt in the one samples schema (``task`` = the generator)."""
     rows = []
-    for i, prompt in enumerate(prompts):
-        row = {"index": i, "prompt": tok.decode(prompt, skip_special_tokens=True),
-               "reference": tok.decode(heldout[i][config.prompt_len:], skip_special_tokens=True)}
-        for name, g in gens.items():
-            row[name] = tok.decode(g.token_ids[i], skip_special_tokens=True)
-            row[f"{name}_ttr"] = type_token_ratio(g.token_ids[i], config.ttr_window)
-        rows.append(row)
+    for name, g in gens.items():
+        for i, prompt in enumerate(prompts):
+            rows.append({"task": name, "doc_id": i, "prompt": tok.decode(prompt, skip_special_tokens=True),
+                         "target": tok.decode(heldout[i][config.prompt_len:], skip_special_tokens=True),
+                         "responses": [tok.decode(g.token_ids[i], skip_special_tokens=True)],
+                         "metrics": _row_metrics(g, i, train_ngrams, config)})
     return rows
+
+
+def _record(config: HyperfittingConfig, generators: dict[str, dict], rows: list[dict], extra: dict,
+            started: float) -> dict:
+    """results.json in the one schema: each generator is an evaluation of the held-out prompts; the
+    teacher-forced held-out perplexity/entropy (a training-side measurement) sit in its metrics."""
+    from llmgen.evaluate import uncertainty
+    from llmgen.results import results_record
+
+    by = {name: [r for r in rows if r["task"] == name] for name in generators}
+    metrics = {name: {m: (None if isinstance(v, float) and math.isnan(v) else v) for m, v in g.items()}
+               for name, g in generators.items()}
+    return results_record(
+        config=dump_config(config), model=config.model,
+        backend={"name": "hf-loop", "model": config.model, "dtype": config.train.model_dtype},
+        seed=config.train.seed, timings={"total_s": round(time.time() - started, 2)}, results=metrics,
+        uncertainty={n: {m: uncertainty(by[n], m, config.train.seed) for m in ROW_METRICS} for n in generators},
+        n_samples={n: len(by[n]) for n in generators},
+        tasks={n: {"name": n, "output_type": "generate", "metrics": list(metrics[n]), "num_examples": len(by[n]),
+                   "description": f"{config.eval.max_new_tokens}-token continuations of held-out prompts"} for n in generators},
+        extra=extra)
 
 
 def _plots(out: Path, epochs: list[dict], train_log: dict) -> dict[str, str]:

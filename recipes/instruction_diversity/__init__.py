@@ -170,19 +170,36 @@ def cell_key(config: SweepConfig, cell: dict) -> str:
 # --- one cell: generate, train, evaluate -----------------------------------------------------------
 
 
-def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 128) -> list[str]:
-    """Batched greedy continuations through the HF backend on the in-memory model, cut at EOS or newline."""
-    from llmgen.backends import SamplingConfig
+# One answer extraction for responses and targets: the text with surrounding whitespace removed
+# (``strip`` would also drop a trailing '.', which a custom alphabet may hold).
+STRIPPED = [{"function": "regex", "regex_pattern": r"\S(?:.*\S)?", "fallback": ""}]
+
+
+def cell_task(name: str, rows: list[dict], max_new_tokens: int):
+    """A sweep cell's test examples as a runner ``Task``: the prompt as written, greedy exact match."""
+    from llmgen.tasks import Task
+
+    return Task(name=name, docs=rows, template="{prompt}", target_key="output", metrics=("exact_match",),
+                extract=STRIPPED, target_extract=STRIPPED, stop=("\n",), max_tokens=max_new_tokens,
+                description="Markov rewriting: unseen-instruction exact match")
+
+
+def evaluate_cell(model, tokenizer, tasks: list, batch_size: int, cache) -> tuple[dict, dict, list[dict]]:
+    """Greedy continuations of each task through the runner on the in-memory model (HF backend):
+    ``(results, uncertainty, rows)`` in the one schema."""
     from llmgen.backends.hf import HFBackend
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import EvalConfig, evaluate_tasks
 
     was_training = model.training
     model.eval()
     try:
         backend = HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=batch_size)
-        outs = backend.generate(prompts, SamplingConfig(max_tokens=max_new_tokens, stop=("\n",)))
+        cfg = EvalConfig(batch_size=batch_size, cache=None)
+        results, unc, rows, _ = evaluate_tasks(backend, tasks, cfg, cache if cache is not None else RequestCache(None))
     finally:
         model.train(was_training)
-    return [o[0].text for o in outs]
+    return results, unc, rows
 
 
 def exact_match_report(rows: list[dict], predictions: list[str]) -> dict:
@@ -206,8 +223,9 @@ def seen_rule_examples(data, task: MarkovConfig, count: int) -> list[dict]:
     return [make_example(rng.choice(seen), rng.random() < task.test_noop_fraction, task, rng) for _ in range(count)]
 
 
-def run_cell(config: SweepConfig, cell: dict, cell_dir: Path) -> dict:
-    """Generate data, train a fresh tiny model with the shared loop, score unseen/seen rules."""
+def run_cell(config: SweepConfig, cell: dict, cell_dir: Path, cache=None) -> dict:
+    """Generate data, train a fresh tiny model with the shared loop, score unseen/seen rules through
+    the runner (``cache``: the sweep's request cache; None: no cache)."""
     from llmgen.models import TinyConfig, tiny_model
     from llmgen.training import train
     from llmgen.training.data import prompt_answer_dataset
@@ -226,14 +244,21 @@ def run_cell(config: SweepConfig, cell: dict, cell_dir: Path) -> dict:
     model = result.model
 
     max_new = max(len(r["answer"]) for r in data.train + data.test) + 2
-    preds = greedy_generate(model, tok, [r["prompt"] for r in data.test], max_new, config.eval.batch_size)
-    unseen = exact_match_report(data.test, preds)
     seen_rows = seen_rule_examples(data, task, config.seen_eval_examples) if config.seen_eval_examples else []
-    seen_preds = greedy_generate(model, tok, [r["prompt"] for r in seen_rows], max_new, config.eval.batch_size)
-    seen = exact_match_report(seen_rows, seen_preds) if seen_rows else {}
+    key = cell_key(config, cell)
+    tasks = [cell_task(f"{key}/unseen", data.test, max_new)]
+    if seen_rows:
+        tasks.append(cell_task(f"{key}/seen", seen_rows, max_new))
+    results, unc, rows = evaluate_cell(model, tok, tasks, config.eval.batch_size, cache)
+    unseen_rows = [r for r in rows if r["task"] == tasks[0].name]
+    preds = [r["responses"][0] for r in unseen_rows]
+    unseen = exact_match_report(data.test, preds)
+    seen = exact_match_report(seen_rows, [r["responses"][0] for r in rows if r["task"] != tasks[0].name]) if seen_rows else {}
     atomic_write_jsonl(cell_dir / "samples.jsonl", [
-        {"rule": r["rule"], "input": r["input"], "target": r["output"], "prediction": p.strip(),
-         "noop": r["noop"], "correct": p.strip() == r["output"]} for r, p in zip(data.test, preds, strict=True)])
+        {**row, "rule": r["rule"], "input": r["input"], "prediction": p.strip(), "noop": r["noop"],
+         "correct": p.strip() == r["output"]} for r, p, row in zip(data.test, preds, unseen_rows, strict=True)])
+    if seen_rows:
+        atomic_write_jsonl(cell_dir / "seen_samples.jsonl", [r for r in rows if r["task"] != tasks[0].name])
     if not config.train.save_final:
         shutil.rmtree(cell_dir / "train" / "checkpoints", ignore_errors=True)
     return {
@@ -243,42 +268,68 @@ def run_cell(config: SweepConfig, cell: dict, cell_dir: Path) -> dict:
         **{f"seen_{k}": v for k, v in seen.items()},
         "final_loss": result.final_loss, "steps": result.steps, "train_seconds": round(result.train_seconds, 1),
         "seconds": round(time.perf_counter() - t0, 1), "data": data.summary(),
+        "eval": {"results": results, "uncertainty": unc, "n_samples": {t.name: len(t.docs) for t in tasks},
+                 "tasks": {t.name: t.describe() for t in tasks}},
     }
 
 
 # --- the sweep -----------------------------------------------------------------------------------
 
 
+def cell_samples(cell_dir: Path) -> list[dict]:
+    """A finished cell's runner rows (unseen, then seen), as the sweep's samples.jsonl gathers them."""
+    from llmgen.io import read_jsonl
+
+    files = [cell_dir / "samples.jsonl", cell_dir / "seen_samples.jsonl"]
+    return [r for f in files if f.is_file() for r in read_jsonl(f)]
+
+
 def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
-    """Run every grid cell not yet done, then write ``results.json``, ``results.md`` and the plot."""
+    """Run every grid cell not yet done, then write ``results.json`` (the one results schema: one
+    evaluation per cell and instruction kind), ``samples.jsonl``, ``results.md`` and the plot."""
+    from llmgen.cache import RequestCache
+    from llmgen.results import results_record
+
     config.validate()
     if config.torch_threads:
         import torch
 
         torch.set_num_threads(config.torch_threads)
+    t0 = time.time()
     out = Path(config.output_dir)
     atomic_write_json(out / "config.json", dump_config(config))
     cells = config.cells()
     rows, ran, skipped = [], 0, 0
-    for i, cell in enumerate(cells):
-        key = cell_key(config, cell)
-        path = out / "cells" / f"{key}.json"
-        if path.is_file():
-            rows.append(read_json(path))
-            skipped += 1
-            continue
-        if progress:
-            print(f"[{i + 1}/{len(cells)}] {key}", file=sys.stderr, flush=True)
-        row = {"cell": key, **run_cell(config, cell, out / "cells" / key)}
-        atomic_write_json(path, row)
-        rows.append(row)
-        ran += 1
-        if progress:
-            print(f"  unseen {row['unseen_accuracy']:.3f} (no-op {row['unseen_accuracy_noop']}, rewrite "
-                  f"{row['unseen_accuracy_rewrite']}), seen {row.get('seen_accuracy')}, {row['seconds']}s",
-                  file=sys.stderr, flush=True)
+    cache = RequestCache(out / "requests.sqlite")  # an interrupted cell's evaluation resumes from it
+    try:
+        for i, cell in enumerate(cells):
+            key = cell_key(config, cell)
+            path = out / "cells" / f"{key}.json"
+            if path.is_file():
+                rows.append(read_json(path))
+                skipped += 1
+                continue
+            if progress:
+                print(f"[{i + 1}/{len(cells)}] {key}", file=sys.stderr, flush=True)
+            row = {"cell": key, **run_cell(config, cell, out / "cells" / key, cache)}
+            atomic_write_json(path, row)
+            rows.append(row)
+            ran += 1
+            if progress:
+                print(f"  unseen {row['unseen_accuracy']:.3f} (no-op {row['unseen_accuracy_noop']}, rewrite "
+                      f"{row['unseen_accuracy_rewrite']}), seen {row.get('seen_accuracy')}, {row['seconds']}s",
+                      file=sys.stderr, flush=True)
+        cache_stats = {"hits": cache.hits, "misses": cache.misses, "path": str(cache.path)}
+    finally:
+        cache.close()
     table = summarise(rows)
-    atomic_write_json(out / "results.json", {"cells": rows, "table": table, "ran": ran, "skipped": skipped})
+    evals = [r["eval"] for r in rows]
+    merged = {k: {n: v for e in evals for n, v in e[k].items()} for k in ("results", "uncertainty", "n_samples", "tasks")}
+    atomic_write_jsonl(out / "samples.jsonl", [s for r in rows for s in cell_samples(out / "cells" / r["cell"])])
+    atomic_write_json(out / "results.json", results_record(
+        config=dump_config(config), model="tiny (trained per cell)", backend={"name": "hf", "model": "in-memory"},
+        seed=config.seeds[0], timings={"total_s": round(time.time() - t0, 2)},
+        cache=cache_stats, **merged, extra={"cells": rows, "table": table, "ran": ran, "skipped": skipped}))
     atomic_write_text(out / "results.md", markdown_table(table))
     plot_sweep(table, out / "accuracy_vs_instructions.png")
     return {"output_dir": str(out), "cells": rows, "table": table, "ran": ran, "skipped": skipped}

@@ -25,28 +25,24 @@ from typing import Any, ClassVar
 
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
-from llmgen.evals.tofu import (
-    CHAT_TEMPLATE,
-    MAX_NEW_TOKENS,
-    PromptFormat,
-    evaluate_tofu,
-    load_retain_logs,
-    resolve_prompt_template,
-    save_retain_logs,
-    summary,
-)
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tasks.tofu import (
+    MAX_NEW_TOKENS,
+    QA_PROMPT_TEMPLATE,
     SYNTHETIC,
     SyntheticTofuConfig,
+    TofuTask,
     check_answer_style,
     check_forget_split,
-    eval_configs,
+    check_prompt_template,
     forget_config,
-    load_eval_sets,
+    load_retain_logs,
     load_tofu,
+    prompt_text,
     retain_config,
+    save_retain_logs,
     synthetic_source,
+    tofu_task,
 )
 from llmgen.training.config import TrainConfig
 from llmgen.training.losses.unlearning import METHODS, check_beta, check_method
@@ -112,7 +108,7 @@ class UnlearnConfig:
     finetune: TrainConfig = field(default_factory=finetune_train)
     eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=MAX_NEW_TOKENS))
     ds_size: int | None = None
-    prompt_template: str = PromptFormat.template
+    prompt_template: str = QA_PROMPT_TEMPLATE
     synthetic: SyntheticTofuConfig = field(default_factory=SyntheticTofuConfig)  # data=synthetic: its size
     output_dir: str = "runs/unlearn"
 
@@ -147,8 +143,7 @@ class UnlearnConfig:
             raise LlmgenError(f"ds_size must be >= 1, got {self.ds_size}")
         if self.warmup_epochs < 0:
             raise LlmgenError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.prompt_template != CHAT_TEMPLATE:
-            PromptFormat(self.prompt_template).prompt("q")
+        check_prompt_template(self.prompt_template)
 
     def eval_size(self) -> int | None:
         """Rows kept per evaluation set: the smaller of ``ds_size`` and ``eval.limit``."""
@@ -176,28 +171,29 @@ def data_source(config: UnlearnConfig) -> str:
     return synthetic_source(config.synthetic) if config.data == SYNTHETIC else config.data
 
 
-def qa_features(rows: list[dict], tokenizer, fmt: PromptFormat, max_length: int, name: str,
+def qa_features(rows: list[dict], tokenizer, template: str, max_length: int, name: str,
                 answers: list[str] | None = None) -> list[dict]:
-    """Tokenised prompt/answer features (loss on answer tokens + EOS), TOFU's training format."""
+    """Tokenised prompt/answer features (loss on answer tokens + EOS), TOFU's training format; the
+    prompt is the one the evaluation scores (``llmgen.tasks.tofu.prompt_text``)."""
     from llmgen.training.data import prompt_answer_dataset
 
-    records = [{"prompt": fmt.prompt(r["question"]), "answer": answers[i] if answers else r["answer"]}
+    records = [{"prompt": prompt_text(tokenizer, template, r["question"]), "answer": answers[i] if answers else r["answer"]}
                for i, r in enumerate(rows)]
     return prompt_answer_dataset(records, tokenizer, max_length=max_length, name=name)
 
 
-def training_streams(names: set[str], source: str, forget: str, tokenizer, fmt: PromptFormat, max_length: int) -> dict:
+def training_streams(names: set[str], source: str, forget: str, tokenizer, template: str, max_length: int) -> dict:
     """The named streams (``METHODS[m]["streams"]``): forget answers, retain answers, and "I don't
     know" answers to the forget questions."""
     forget_rows = load_tofu(source, forget_config(forget))
-    streams = {"forget": qa_features(forget_rows, tokenizer, fmt, max_length, "forget")}
+    streams = {"forget": qa_features(forget_rows, tokenizer, template, max_length, "forget")}
     if "retain" in names:
-        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, fmt, max_length, "retain")
+        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, template, max_length, "retain")
     if "idk" in names:
         # Row i of "idk" answers forget question i; the IdkDPO losses register "idk" as aligned,
         # so the loop draws both streams in the same order and each pair shares its question.
         idk = [IDK_ANSWERS[i % len(IDK_ANSWERS)] for i in range(len(forget_rows))]
-        streams["idk"] = qa_features(forget_rows, tokenizer, fmt, max_length, "idk", answers=idk)
+        streams["idk"] = qa_features(forget_rows, tokenizer, template, max_length, "idk", answers=idk)
     return streams
 
 
@@ -205,21 +201,24 @@ def training_streams(names: set[str], source: str, forget: str, tokenizer, fmt: 
 
 
 class Evaluator:
-    """Scores a model on the four TOFU evaluation sets through a backend (HF in memory, or vLLM
-    on a saved copy) and keeps every result, for ``results.json`` and ``samples.jsonl``."""
+    """Scores a model on the TOFU task through the runner (``llmgen.evaluate.evaluate_task``, the
+    path of ``llmgen eval --tasks tofu_*``), on HF in memory or on vLLM over a saved copy, and
+    returns (metrics, per-example rows). The persistent request cache is bypassed: the weights
+    change at every eval point, so no answer could be reused and none should be stored."""
 
-    def __init__(self, config: UnlearnConfig, sets: dict[str, list[dict]], retain_ratios: list[float] | None,
-                 tokenizer, fmt: PromptFormat) -> None:
-        self.config, self.sets, self.retain_ratios, self.tokenizer, self.fmt = config, sets, retain_ratios, tokenizer, fmt
+    def __init__(self, config: UnlearnConfig, task: TofuTask, tokenizer) -> None:
+        self.config, self.task, self.tokenizer = config, task, tokenizer
+        self.described: dict[str, Any] | None = None  # the first eval point's backend
 
-    def __call__(self, model, label: str) -> dict[str, Any]:
+    def __call__(self, model, label: str) -> tuple[dict[str, float], list[dict]]:
         cfg = getattr(model, "config", None)
         use_cache = getattr(cfg, "use_cache", None)
         if cfg is not None:
             cfg.use_cache = True  # the training loop turns the KV cache off; generation wants it
         backend = self._backend(model, label)
         try:
-            return evaluate_tofu(backend, self.sets, self.retain_ratios, self.fmt, self.config.eval.max_new_tokens)
+            self.described = self.described or backend.describe()
+            return score_task(backend, self.task)
         finally:
             backend.close()
             if cfg is not None:
@@ -242,22 +241,40 @@ class Evaluator:
         return get_backend("vllm", str(folder), dtype=self.config.train.model_dtype)
 
 
-def _samples(result: dict[str, Any], sets: dict[str, list[dict]], method: str, step: int) -> list[dict]:
-    rows = []
-    for role, items in sets.items():
-        for i, item in enumerate(items):
-            rows.append({"method": method, "step": step, "split": role, "question": item["question"],
-                         "answer": item["answer"], "generation": result[role]["generations"][i],
-                         "rougeL": result[role]["per_example"]["rougeL"][i],
-                         "truth_ratio": result[role]["per_example"]["truth_ratio"][i]})
-    return rows
+def score_task(backend, task: TofuTask) -> tuple[dict[str, float], list[dict]]:
+    """The runner's evaluation of ``task`` on ``backend``, without the persistent cache."""
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import EvalConfig, evaluate_task
+
+    return evaluate_task(backend, task, EvalConfig(model=backend.model_name, tasks=[task.name], cache=None),
+                         RequestCache(None))
+
+
+def _samples(rows: list[dict], method: str, step: int) -> list[dict]:
+    """The runner's per-example rows of one eval point, tagged with the method and step; ``task`` is
+    the evaluation's key in results.json (``<task>/<method>``, see :func:`results_schema`)."""
+    return [{**r, "task": f"{r['task']}/{method}", "method": method, "step": step} for r in rows]
+
+
+def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict[str, float]],
+                   described: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """The keys ``llmgen eval`` writes to results.json, one entry per evaluated model
+    (``<task>/start`` and ``<task>/<method>`` at its last eval point)."""
+    from llmgen.evaluate import versions
+
+    keys = {label: f"{task.name}/{label}" for label in finals}
+    return {"model": config.model, "backend": described, "versions": versions(), "seed": config.train.seed,
+            "timings": {"total_s": round(seconds, 2)}, "cache": {"hits": 0, "misses": 0, "path": None},
+            "results": {keys[k]: v for k, v in finals.items()}, "uncertainty": {keys[k]: {} for k in finals},
+            "n_samples": {keys[k]: len(task.docs) for k in finals},
+            "tasks": {keys[k]: task.describe() for k in finals}}
 
 
 # --- fine-tuning and retain logs ------------------------------------------------------------------
 
 
 def finetune(model: str, data: str, split: str, output_dir: str, train: TrainConfig | None = None, *,
-             warmup_epochs: float = 1.0, prompt_template: str = PromptFormat.template) -> str:
+             warmup_epochs: float = 1.0, prompt_template: str = QA_PROMPT_TEMPLATE) -> str:
     """Fine-tune ``model`` on one TOFU split (``full`` for the model to unlearn, ``retainNN`` for
     the retain-only reference) with the answer-only cross-entropy; returns a plain model folder
     (LoRA adapters are merged in, so the result loads anywhere). ``train`` defaults to TOFU's
@@ -267,9 +284,9 @@ def finetune(model: str, data: str, split: str, output_dir: str, train: TrainCon
     from llmgen.training.modeling import is_peft
 
     train = train or finetune_train()
-    fmt = PromptFormat(resolve_prompt_template(prompt_template, load_tokenizer(model)))  # fails before loading
+    prompt_text(load_tokenizer(model), check_prompt_template(prompt_template), "?")  # fails before loading
     net, tok = load_model(model, dtype=train.model_dtype)
-    feats = qa_features(load_tofu(data, split), tok, fmt, train.max_length, split)
+    feats = qa_features(load_tofu(data, split), tok, prompt_template, train.max_length, split)
     tcfg = replace(train, loss="ce", output_dir=str(Path(output_dir) / "train"), progress=False,
                    warmup_steps=warmup_steps(len(feats), train.batch_size, train.grad_accum, warmup_epochs))
     result = train_loop(tcfg, model=net, tokenizer=tok, train_dataset=feats)
@@ -284,22 +301,23 @@ def finetune(model: str, data: str, split: str, output_dir: str, train: TrainCon
 
 
 def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: str,
-                     prompt_template: str = PromptFormat.template, eval_limit: int | None = None,
+                     prompt_template: str = QA_PROMPT_TEMPLATE, eval_limit: int | None = None,
                      backend: str = "hf", dtype: str = "float32", max_new_tokens: int = MAX_NEW_TOKENS) -> str:
-    """Evaluate a retain-only model on the forget split and save its truth ratios (the "retain
-    logs" that forget quality compares against). Computed once per (model family, split);
-    ``eval_limit`` must match the unlearning run's evaluated subset (e.g. TOFU's ds_size 300)."""
+    """Evaluate a retain-only model on the forget split (the TOFU task's forget set, through the
+    runner) and save its truth ratios with the per-example rows (the "retain logs" that forget
+    quality compares against). Computed once per (model family, split); ``eval_limit`` must match
+    the unlearning run's evaluated subset (e.g. TOFU's ds_size 300)."""
     from llmgen.backends import get_backend
 
-    sets = {"forget": load_tofu(data, eval_configs(forget_split)["forget"])[:eval_limit]}
+    task = tofu_task(data, forget_split, ds_size=eval_limit, prompt_template=prompt_template,
+                     max_new_tokens=max_new_tokens, roles=("forget",))
     be = get_backend(backend, retain_model, dtype=dtype)
     try:
-        res = evaluate_tofu(be, sets, fmt=PromptFormat(resolve_prompt_template(prompt_template, be.tokenizer)),
-                            max_new_tokens=max_new_tokens)
+        metrics, rows = score_task(be, task)
     finally:
         be.close()
-    save_retain_logs(out_path, res, {"model": retain_model, "data": data, "forget_split": forget_split,
-                                     "forget_truth_ratio": res["forget"]["truth_ratio"]})
+    save_retain_logs(out_path, rows, {"model": retain_model, "data": data, "forget_split": forget_split,
+                                      "forget_truth_ratio": metrics["forget.truth_ratio"]})
     return out_path
 
 
@@ -311,38 +329,41 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
 
     Under ``accelerate launch`` / ``torchrun`` every rank runs this (training is data-parallel and
     each rank evaluates its full copy of the model); only rank 0 writes the run folder."""
+    import time
+
     from llmgen.models import load_model, load_tokenizer
     from llmgen.training import is_main_process, train
 
+    t0 = time.time()
     config.validate()
     retain_ratios = load_retain_logs(config.retain_logs)  # a clear error before any work
     out = Path(config.output_dir)
     source = data_source(config)
-    sets = load_eval_sets(source, config.forget_split, config.eval_size())
-    fmt = PromptFormat(resolve_prompt_template(config.prompt_template, load_tokenizer(config.model)))
+    task = tofu_task(source, config.forget_split, ds_size=config.eval_size(), retain_ratios=retain_ratios,
+                     prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens)
+    prompt_text(load_tokenizer(config.model), config.prompt_template, "?")  # no chat template: fails now
     main = is_main_process()
     if main:
         atomic_write_json(out / "config.json", dump_config(config))
 
     start_model, tok = load_model(config.model, dtype=config.train.model_dtype)
-    evaluator = Evaluator(config, sets, retain_ratios, tok, fmt)
-    start = evaluator(start_model, "start")
-    samples = _samples(start, sets, "start", 0)
+    evaluator = Evaluator(config, task, tok)
+    start, start_rows = evaluator(start_model, "start")
+    samples = _samples(start_rows, "start", 0)
     results: dict[str, Any] = {"config": dump_config(config), "data": source, "ds_size": config.ds_size,
-                               "eval_rows": {role: len(rows) for role, rows in sets.items()}, "start": summary(start),
-                               "methods": {}}
+                               "eval_rows": task.describe()["counts"], "start": start, "methods": {}}
     # Tokenised once, for every method: the union of the streams the methods read.
     all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
-                                   config.forget_split, tok, fmt, config.train.max_length)
+                                   config.forget_split, tok, config.prompt_template, config.train.max_length)
     for method in config.methods:
         args = config.method_args(method)
-        curve: list[dict[str, Any]] = [{"step": 0, **summary(start)}]
+        curve: list[dict[str, Any]] = [{"step": 0, **start}]
 
         def eval_fn(model, step, method=method, curve=curve):
-            res = evaluator(model, f"{method}-step{step}")
-            samples.extend(_samples(res, sets, method, step))
-            curve.append({"step": step, **summary(res)})
-            return {k: v for k, v in curve[-1].items() if k in ("forget_quality", "model_utility")}
+            metrics, rows = evaluator(model, f"{method}-step{step}")
+            samples.extend(_samples(rows, method, step))
+            curve.append({"step": step, **metrics})
+            return {k: v for k, v in metrics.items() if k in ("forget_quality", "model_utility")}
 
         net = copy.deepcopy(start_model)
         tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / method), progress=False,
@@ -356,6 +377,9 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
         del net, trained
         if main:
             atomic_write_json(out / "results.json", results)  # partial results survive a later failure
+    finals = {"start": start, **{m: {k: v for k, v in r["final"].items() if k != "step"}
+                                 for m, r in results["methods"].items()}}
+    results.update(results_schema(config, task, finals, evaluator.described, time.time() - t0))
     if not main:
         return results
     results["plot"] = plot_curves(results, out / "curve.png")

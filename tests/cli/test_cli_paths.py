@@ -89,11 +89,12 @@ def test_eval_apply_chat_template(default_model_dir, tiny_model_dir, tmp_path, c
     assert not (tmp_path / "nochat").exists()
 
 
-def test_eval_backend_vllm_matches_hf(tiny_model_dir, tmp_path):
+def test_eval_backend_vllm_matches_hf(tiny_model_dir, vllm_tiny, tmp_path):
     """``--backend vllm`` through ``run_eval``: the same greedy answers as the HF backend (marked vllm by conftest).
 
     ``max_model_len`` is the tiny model's own 1024: the backend's default (2048) is refused for it,
-    see the next test.
+    see the next test. The run's backend shares the session engine that ``vllm_tiny`` holds open
+    (same settings), so no engine starts here.
     """
     hf = _eval(tiny_model_dir, tmp_path / "hf")
     vl = _eval(tiny_model_dir, tmp_path / "vllm", "--backend", "vllm", "--model-args", "max_model_len=1024")
@@ -103,7 +104,8 @@ def test_eval_backend_vllm_matches_hf(tiny_model_dir, tmp_path):
     assert vl["results"] == hf["results"]
 
 
-def test_eval_backend_vllm_default_context_fits_the_model(tiny_model_dir, tmp_path):
-    """No --model-args: the engine's context follows the model's (1024 for the tiny model), not a fixed 2048."""
+def test_eval_backend_vllm_default_context_fits_the_model(tiny_model_dir, vllm_tiny, tmp_path):
+    """No --model-args: the engine's context follows the model's (1024 for the tiny model), not a fixed 2048.
+    (The engine is ``vllm_tiny``'s, shared: it was started with these same default settings.)"""
     res = _eval(tiny_model_dir, tmp_path / "vllm", "--backend", "vllm")
     assert res["backend"]["backend"] == "vllm" and res["backend"]["max_length"] == 1024

@@ -1,5 +1,5 @@
 """TOFU metrics against independent computations (hand math, scipy, rouge-score) and an
-end-to-end evaluation of a tiny model through the HF backend."""
+end-to-end evaluation of a tiny model: the TOFU task through the runner on the HF backend."""
 
 from __future__ import annotations
 
@@ -11,20 +11,18 @@ import pytest
 
 from llmgen.errors import LlmgenError
 from llmgen.evals.tofu import (
-    PromptFormat,
     answer_probabilities,
     choice_probabilities,
-    evaluate_tofu,
+    example_metrics,
     forget_quality,
     harmonic_mean,
-    load_retain_logs,
     model_utility,
     rouge_l_recall,
-    save_retain_logs,
-    summary,
+    summarize,
     truth_ratio_score,
     truth_ratios,
 )
+from llmgen.tasks.tofu import QA_PROMPT_TEMPLATE, load_retain_logs, save_retain_logs
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tofu"
 
@@ -91,12 +89,35 @@ def test_model_utility_is_the_harmonic_mean_of_nine():
     assert harmonic_mean([1.0, 1.0]) == 1.0
 
 
+def test_example_metrics_and_summarize_by_hand():
+    from scipy.stats import hmean, ks_2samp
+
+    # forget: P = e^(-6/3); truth ratio against the base e^(-4/2) with perturbed e^-1, e^-3 → 1
+    m = example_metrics("forget", (-6.0, 3), (-4.0, 2), [(-3.0, 3), (-3.0, 1)], "the cat on mat", "the cat sat on the mat")
+    assert m == pytest.approx({"prob": math.exp(-2), "truth_ratio": 1.0, "rougeL": 4 / 6})
+    # utility sets: P(true) relative to the perturbed answers; no generation, no rougeL
+    m = example_metrics("world_facts", (-1.0, 1), (-1.0, 1), [(-2.0, 2), (-3.0, 1)], None, "Paris")
+    assert m == pytest.approx({"prob": math.exp(-1) / (2 * math.exp(-1) + math.exp(-3)),
+                               "truth_ratio": math.exp((-1 - 3) / 2 + 1)})
+    per_set = {"forget": {"prob": [0.2, 0.4], "truth_ratio": [0.5, 2.0], "rougeL": [1.0, 0.0]},
+               **{s: {"prob": [0.5], "truth_ratio": [0.25], "rougeL": [0.5]} for s in ("retain", "real_authors", "world_facts")}}
+    flat = summarize(per_set, retain_ratios=[0.9, 1.1, 3.0])
+    assert flat["forget.prob"] == pytest.approx(0.3) and flat["forget.rougeL"] == 0.5
+    assert flat["forget.truth_ratio"] == pytest.approx(0.5) and flat["retain.truth_ratio"] == pytest.approx(0.75)
+    assert flat["forget_quality"] == pytest.approx(ks_2samp([0.5, 2.0], [0.9, 1.1, 3.0]).pvalue)
+    assert flat["model_utility"] == pytest.approx(hmean([0.5, 0.5, 0.75] * 3))
+    assert not any(k.endswith(".n") for k in flat)  # counts are not metrics
+    assert "forget_quality" not in summarize(per_set) and "model_utility" not in summarize({"forget": per_set["forget"]})
+
+
 def test_retain_logs_roundtrip_and_missing(tmp_path):
     with pytest.raises(LlmgenError, match="retain-model logs not found"):
         load_retain_logs(tmp_path / "missing.json")
     with pytest.raises(LlmgenError, match="needs retain-model logs"):
         load_retain_logs(None)
-    path = save_retain_logs(tmp_path / "r.json", {"forget": {"per_example": {"truth_ratio": [0.5, 1.5]}}})
+    rows = [{"split": "forget", "metrics": {"truth_ratio": 0.5}}, {"split": "retain", "metrics": {"truth_ratio": 9.0}},
+            {"split": "forget", "metrics": {"truth_ratio": 1.5}}]
+    path = save_retain_logs(tmp_path / "r.json", rows)
     assert load_retain_logs(path) == [0.5, 1.5]
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(LlmgenError, match="forget_truth_ratios"):
@@ -132,57 +153,84 @@ class _Recording:
         return self.backend.generate(prompts, sampling)
 
 
-def test_evaluate_tofu_on_a_tiny_model_with_real_rows(tiny_model_dir):
+def test_tofu_task_on_a_tiny_model_with_real_rows(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmgen.backends import get_backend
-    from llmgen.tasks.tofu import load_eval_sets
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import EvalConfig, evaluate_task
+    from llmgen.tasks.tofu import load_eval_sets, tofu_task
 
     backend = _Recording(get_backend("hf", tiny_model_dir))
     sets = load_eval_sets(FIXTURE, "forget10", 3)  # the real TOFU rows
-    res = evaluate_tofu(backend, sets, retain_ratios=[0.9, 1.1, 1.0], max_new_tokens=4)
+    task = tofu_task(FIXTURE, "forget10", ds_size=3, retain_ratios=[0.9, 1.1, 1.0], max_new_tokens=4)
+    flat, rows = evaluate_task(backend, task, EvalConfig(model=tiny_model_dir, cache=None), RequestCache(None))
+    res: dict = {}
+    for r in rows:
+        for m, v in r["metrics"].items():
+            res.setdefault(r["split"], {}).setdefault(m, []).append(v)
     for role in sets:
-        assert len(res[role]["generations"]) == len(sets[role]) == 3
+        assert len(res[role]["rougeL"]) == len(sets[role]) == 3
     # ROUGE-L generations: greedy, stopping at EOS only (no newline stop), the requested budget
-    assert {(s.temperature, s.n, tuple(s.stop), s.max_tokens) for s in backend.samplings} == {(0.0, 1, (), 4)}
+    assert {(s.temperature, s.n, tuple(s.stop), s.max_tokens) for ss in backend.samplings for s in ss} == {(0.0, 1, (), 4)}
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
-    fmt = PromptFormat()
+    prompt = QA_PROMPT_TEMPLATE.format
     # probability = exp(logprob / tokens) over the answer tokens *and EOS*
     for role in ("forget", "retain"):
         for i, row in enumerate(sets[role]):
-            lp, n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["answer"])
-            assert res[role]["per_example"]["prob"][i] == pytest.approx(math.exp(lp / n), rel=1e-4)
+            lp, n = _reference_logprob(model, tok, prompt(question=row["question"]), row["answer"])
+            assert res[role]["prob"][i] == pytest.approx(math.exp(lp / n), rel=1e-4)
     # utility sets: truth ratio against the answer itself (they have no paraphrase), 3 perturbed
     row = sets["world_facts"][0]
-    base_lp, base_n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["answer"])
-    pert = [_reference_logprob(model, tok, fmt.prompt(row["question"]), p) for p in row["perturbed_answer"]]
+    base_lp, base_n = _reference_logprob(model, tok, prompt(question=row["question"]), row["answer"])
+    pert = [_reference_logprob(model, tok, prompt(question=row["question"]), p) for p in row["perturbed_answer"]]
     ratio = math.exp(np.mean([lp / n for lp, n in pert]) - base_lp / base_n)
-    assert res["world_facts"]["per_example"]["truth_ratio"][0] == pytest.approx(ratio, rel=1e-4)
+    assert res["world_facts"]["truth_ratio"][0] == pytest.approx(ratio, rel=1e-4)
     p_true = math.exp(base_lp / base_n)
-    assert res["world_facts"]["per_example"]["prob"][0] == pytest.approx(
+    assert res["world_facts"]["prob"][0] == pytest.approx(
         p_true / (p_true + sum(math.exp(lp / n) for lp, n in pert)), rel=1e-4)
     # forget/retain: truth ratio against the paraphrase
     row = sets["forget"][1]
-    para_lp, para_n = _reference_logprob(model, tok, fmt.prompt(row["question"]), row["paraphrased_answer"])
-    pert = [_reference_logprob(model, tok, fmt.prompt(row["question"]), p) for p in row["perturbed_answer"]]
+    para_lp, para_n = _reference_logprob(model, tok, prompt(question=row["question"]), row["paraphrased_answer"])
+    pert = [_reference_logprob(model, tok, prompt(question=row["question"]), p) for p in row["perturbed_answer"]]
     ratio = math.exp(np.mean([lp / n for lp, n in pert]) - para_lp / para_n)
-    assert res["forget"]["per_example"]["truth_ratio"][1] == pytest.approx(ratio, rel=1e-4)
+    assert res["forget"]["truth_ratio"][1] == pytest.approx(ratio, rel=1e-4)
     from scipy.stats import hmean, ks_2samp
 
-    nine = [res[s][m] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
-    assert res["model_utility"] == pytest.approx(hmean(nine) if min(nine) > 0 else 0.0)
-    assert res["forget_quality"] == pytest.approx(ks_2samp(res["forget"]["per_example"]["truth_ratio"],
-                                                           [0.9, 1.1, 1.0]).pvalue)
-    flat = summary(res)
+    nine = [flat[f"{s}.{m}"] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
+    assert flat["model_utility"] == pytest.approx(hmean(nine) if min(nine) > 0 else 0.0)
+    assert flat["forget_quality"] == pytest.approx(ks_2samp(res["forget"]["truth_ratio"], [0.9, 1.1, 1.0]).pvalue)
     assert set(flat) >= {"forget_quality", "model_utility", "retain.prob", "world_facts.truth_ratio"}
-    assert flat["forget.n"] == 3.0
+    assert not any(k.endswith(".n") for k in flat) and task.describe()["counts"]["forget"] == 3
     backend.close()
 
 
 def test_default_generation_budget_is_tofus():
-    from llmgen.evals.tofu import MAX_NEW_TOKENS, generation_sampling
+    from llmgen.tasks.tofu import MAX_NEW_TOKENS, generation_sampling
 
     s = generation_sampling()
     assert MAX_NEW_TOKENS == 200 and s.max_tokens == 200 and s.temperature == 0.0 and tuple(s.stop) == ()
     with pytest.raises(LlmgenError, match="max_new_tokens must be >= 1"):
         generation_sampling(0)
+
+
+def test_evals_modules_are_pure_functions():
+    """``evals/`` holds metric functions only: no file I/O, no backend, no data loading (issue 13)."""
+    import ast
+
+    import llmgen.evals as evals_pkg
+
+    banned_modules = ("os", "pathlib", "shutil", "llmgen.io", "llmgen.backends", "llmgen.tasks.tofu", "llmgen.tasks",
+                      "llmgen.models", "llmgen.cache", "datasets", "torch")
+    folder = Path(evals_pkg.__file__).parent
+    files = sorted(folder.glob("*.py"))
+    assert {"tofu.py", "passk.py"} <= {f.name for f in files}
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for n in names:
+                assert not any(n == b or n.startswith(b + ".") for b in banned_modules), (path.name, n)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "open", path.name

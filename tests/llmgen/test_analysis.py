@@ -279,8 +279,14 @@ def test_report_on_the_run_folders_recipes_write(recipe_runs, eval_runs):
     # every value of the recipes' results.json is in a key/value row
     for name in ("passn", "unlearn"):
         results = json.loads((recipe_runs[name] / "results.json").read_text())
-        for key in _leaf_keys({k: v for k, v in results.items() if k != "config"}):
+        # the one schema's {evaluation: {metric: value}} is the metrics table (task, metric, value cells)
+        table = isinstance(results.get("results"), dict) and all(isinstance(v, dict) for v in results["results"].values())
+        shown = ("config", "results", "uncertainty") if table else ("config",)
+        for key in _leaf_keys({k: v for k, v in results.items() if k not in shown}):
             assert f"<td>{key}</td>" in text, (name, key)
+        for task, metrics in (results["results"].items() if table else ()):
+            for metric in metrics:
+                assert f"<td>{html.escape(task)}</td><td>{html.escape(metric)}</td>" in text, (name, task, metric)
     unlearn = json.loads((recipe_runs["unlearn"] / "results.json").read_text())
     assert "forget_quality" in json.dumps(unlearn["methods"]["npo"]) and "forget_quality" in text
     # the --formats run in the spread view, with the run's own templates

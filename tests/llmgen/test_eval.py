@@ -189,7 +189,13 @@ def test_recipe_tasks_are_eval_tasks(tiny_model_dir):
     assert {"sentiment", "parity", "comparison", "math_generated_d2"} <= set(list_tasks())
     sentiment = get_task("sentiment")
     doc = sentiment.docs[0]
-    assert sentiment.build_prompt(doc).endswith("Sentiment:") and doc["label"] in doc["choices"]
+    assert sentiment.build_prompt(doc).endswith("Sentiment:") and doc["label"] in sentiment.choices_of(doc)
+    # one Task type: the eval task is the recipe's task, split as the recipe splits it (no conversion)
+    from llmgen.tasks.classification import demo_pool_split, load_classification_task
+
+    recipe = load_classification_task("sentiment", n=len(sentiment.docs) + len(sentiment.fewshot_docs), seed=0)
+    assert type(recipe) is type(sentiment) and recipe.prompt_layout() == sentiment.prompt_layout()
+    assert (sentiment.fewshot_docs, sentiment.docs) == demo_pool_split(recipe.docs, seed=0)
     math = get_task("math_generated_d2")
     assert math.is_correct(f"The answer is {math.target_of(math.docs[0])}.", math.docs[0])
     out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["sentiment", "math_generated_d2"], limit=4, cache=None),
@@ -206,8 +212,7 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     from scipy.stats import hmean
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmgen.evals.tofu import PromptFormat
-    from llmgen.tasks.tofu import load_eval_sets
+    from llmgen.tasks.tofu import QA_PROMPT_TEMPLATE, load_eval_sets
     from tests.evals.test_tofu_metrics import _reference_logprob
 
     fixture = Path(__file__).parents[1] / "fixtures" / "tofu"
@@ -219,7 +224,11 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     res = out["results"]["tofu_forget10"]
     nine = [res[f"{s}.{m}"] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
     assert res["model_utility"] == pytest.approx(hmean(nine) if min(nine) > 0 else 0.0)
-    assert res["ds_size"] == 300 and all(res[f"{s}.n"] == 3 for s in ("forget", "retain", "real_authors", "world_facts"))
+    # counts are not metrics: they sit with the task's description
+    assert not any(k.endswith(".n") or k == "ds_size" for k in res)
+    described = out["tasks"]["tofu_forget10"]
+    assert described["ds_size"] == 300 and described["counts"] == {s: 3 for s in ("forget", "retain", "real_authors", "world_facts")}
+    assert out["n_samples"]["tofu_forget10"] == 12
     by_split: dict[str, list[dict]] = {}
     for r in out["samples"]:
         by_split.setdefault(r["split"], []).append(r)
@@ -234,7 +243,7 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     # the forget probability of the first real row, computed directly with transformers (EOS included)
     row = load_eval_sets(fixture, "forget10")["forget"][0]
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
-    lp, n = _reference_logprob(model, tok, PromptFormat().prompt(row["question"]), row["answer"])
+    lp, n = _reference_logprob(model, tok, QA_PROMPT_TEMPLATE.format(question=row["question"]), row["answer"])
     assert by_split["forget"][0]["metrics"]["prob"] == pytest.approx(math.exp(lp / n), rel=1e-4)
 
     # offline: the synthetic set in the cache, the same folder `llmgen npo-unlearning --data synthetic` reads
@@ -245,5 +254,5 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=2, max_tokens=4, cache=None),
                    show_progress=False)
     res = out["results"]["tofu_forget10"]
-    assert "ds_size" not in res and res["forget.n"] == 2
+    assert out["tasks"]["tofu_forget10"]["ds_size"] is None and out["tasks"]["tofu_forget10"]["counts"]["forget"] == 2
     assert list(tmp_path.glob("tofu-synthetic/*")) == [Path(data_source(UnlearnConfig()))]

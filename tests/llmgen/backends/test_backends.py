@@ -265,3 +265,20 @@ def test_hf_shared_prefix_runs_once_with_the_same_results(tiny_model_dir):
     pairs = [(p, " 6") for p in prompts] + [(p, " 12") for p in prompts]
     for pair, r in zip(pairs, backend.loglikelihood(pairs), strict=True):
         assert r.logprob == pytest.approx(backend.loglikelihood([pair])[0].logprob, abs=1e-4)
+
+
+@pytest.mark.vllm
+def test_vllm_backends_with_the_same_settings_share_one_engine(vllm_tiny, tiny_model_dir):
+    """A second backend with the session engine's settings reuses that engine, and closing it (twice)
+    leaves the engine running for the first backend: it used to shut the shared engine down."""
+    from llmgen.backends import get_backend, vllm_engine
+
+    engines = len(vllm_engine._ENGINES)
+    sampling = SamplingConfig(max_tokens=4)
+    before = vllm_tiny.generate(["abc"], sampling)[0][0].token_ids
+    second = get_backend("vllm", tiny_model_dir)
+    assert second.llm is vllm_tiny.llm and len(vllm_engine._ENGINES) == engines
+    second.close()
+    second.close()
+    assert vllm_tiny.generate(["abc"], sampling)[0][0].token_ids == before
+    assert len(vllm_engine._ENGINES) == engines

@@ -68,7 +68,7 @@ def test_seeds_per_sample_and_per_request(tiny_model_dir):
     assert [[c.token_ids for c in g] for g in reseeded] != [[c.token_ids for c in g] for g in together]
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_model_dir, tmp_path):
+def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """``llmgen eval`` killed (SIGKILL) after its first batch resumes with cache hits, same rows."""
     args = [sys.executable, "-m", "llmgen.cli.main", "eval", "--model", tiny_model_dir, "--tasks", "arithmetic",
             "--limit", "12", "--batch-size", "2", "--num-samples", "2", "--temperature", "0.8", "--max-tokens", "16",
@@ -91,13 +91,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_model_dir, tmp_pat
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert 0 < committed < 12
     assert not (tmp_path / "killed" / "results.json").exists()
-    resumed = subprocess.run(args + ["--output-dir", str(tmp_path / "resumed")], env=env, capture_output=True,
-                             text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    fresh_env = {**env, "LLMGEN_CACHE": str(tmp_path / "fresh")}
-    fresh = subprocess.run(args + ["--output-dir", str(tmp_path / "fresh_run")], env=fresh_env, capture_output=True,
-                           text=True, timeout=600)
-    assert fresh.returncode == 0, fresh.stderr
+    # the resumed and the fresh run need no process of their own: they run here, on the same cache folders
+    from llmgen.cli.main import main
+
+    monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path / "cache"))
+    main(args[3:] + ["--output-dir", str(tmp_path / "resumed")])
+    monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path / "fresh"))
+    main(args[3:] + ["--output-dir", str(tmp_path / "fresh_run")])
+    capsys.readouterr()
     results = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert results["cache"]["hits"] >= committed
     assert (tmp_path / "resumed" / "samples.jsonl").read_text() == (tmp_path / "fresh_run" / "samples.jsonl").read_text()

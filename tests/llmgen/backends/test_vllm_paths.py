@@ -3,8 +3,9 @@ FormatSpread, the unlearning evaluator (save, merge LoRA, start an engine), pass
 retain-log creation, and ``make run`` itself.
 
 Agreement, not only that it ran: scores (log-probabilities, truth ratios, confidences) within
-``TOL`` in float32 and identical greedy text. One engine on the tiny model serves the first tests;
-the recipes that save a model start their own (on the tiny model too), and ``make run`` starts the
+``TOL`` in float32 and identical greedy text. The session's engine on the tiny model
+(``vllm_tiny``, tests/conftest.py) serves the first tests and the retain logs' own backend; the
+recipes that save a model start their own (on the saved copy), and ``make run`` starts the
 embedded model's in a subprocess. Every test here starts an engine: the conftest hook marks them
 ``vllm`` (``make run``'s is marked by hand: its command comes from the Makefile).
 """
@@ -26,17 +27,6 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def vllm_tiny(tiny_model_dir):
-    """One engine on the tiny model for this module (its default settings: ``make_retain_logs``,
-    the last test to use it, reuses it and shuts it down)."""
-    from llmgen.backends import get_backend
-
-    backend = get_backend("vllm", tiny_model_dir)
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -123,28 +113,27 @@ def test_unlearning_evaluator_vllm_merges_lora_and_matches_hf(tiny_peft, tmp_pat
     """``Evaluator`` with ``backend="vllm"`` saves the LoRA model merged and scores the saved copy:
     the same TOFU metrics as HF on the in-memory peft model, and the peft model is left as it was."""
     from llmgen.config import load_config
-    from llmgen.evals.tofu import PromptFormat, summary
     from llmgen.recipes.npo_unlearning import Evaluator, UnlearnConfig
-    from llmgen.tasks.tofu import SyntheticTofuConfig, load_eval_sets, write_synthetic_tofu
+    from llmgen.tasks.tofu import SyntheticTofuConfig, tofu_task, write_synthetic_tofu
     from llmgen.training.modeling import is_peft
 
     model, tok = tiny_peft
     tofu = write_synthetic_tofu(tmp_path / "tofu", SyntheticTofuConfig(n_authors=3, retain_eval_size=3))
-    sets = load_eval_sets(str(tofu), "forget10", 3)
+    task = tofu_task(str(tofu), "forget10", ds_size=3, max_new_tokens=6)
     res = {}
     for name in ("vllm", "hf"):
         cfg = load_config(UnlearnConfig, None, {"model": "unused", "data": str(tofu), "eval.backend": name,
                                                 "eval.max_new_tokens": 6, "output_dir": str(tmp_path / name)})
-        res[name] = Evaluator(cfg, sets, None, tok, PromptFormat())(model, "npo-step1")
+        res[name] = Evaluator(cfg, task, tok)(model, "npo-step1")
     saved = tmp_path / "vllm" / "eval_models" / "npo-step1"
     assert (saved / "config.json").is_file() and not (saved / "adapter_config.json").exists()  # merged, not an adapter
     assert is_peft(model)  # merged a copy
-    hf, vl = res["hf"], res["vllm"]
-    for role in sets:
-        assert [held_back(g) for g in vl[role]["generations"]] == [held_back(g) for g in hf[role]["generations"]]
+    (hs, hf), (vs, vl) = res["hf"], res["vllm"]
+    assert [r["doc_id"] for r in vl] == [r["doc_id"] for r in hf] and len(hf) == 12
+    for h, v in zip(hf, vl, strict=True):
+        assert [held_back(g) for g in v["responses"]] == [held_back(g) for g in h["responses"]]
         for key in ("truth_ratio", "rougeL"):
-            assert vl[role]["per_example"][key] == pytest.approx(hf[role]["per_example"][key], abs=TOL)
-    hs, vs = summary(hf), summary(vl)
+            assert v["metrics"][key] == pytest.approx(h["metrics"][key], abs=TOL)
     assert vs.keys() == hs.keys()
     assert vs == pytest.approx(hs, abs=TOL)
 
@@ -173,8 +162,8 @@ def test_passn_evaluation_vllm_matches_hf(tiny_peft, tmp_path):
 
 
 def test_make_retain_logs_vllm_matches_hf(vllm_tiny, tiny_model_dir, tmp_path):
-    """Retain logs written through vLLM hold the same forget truth ratios as through HF. Uses (and
-    then shuts down) ``vllm_tiny``'s engine: keep it the last test of this module that needs it."""
+    """Retain logs written through vLLM hold the same forget truth ratios as through HF.
+    ``make_retain_logs`` opens (and closes) its own backend, which shares ``vllm_tiny``'s engine."""
     from llmgen.recipes.npo_unlearning import make_retain_logs
     from llmgen.tasks.tofu import SyntheticTofuConfig, write_synthetic_tofu
 
@@ -207,7 +196,10 @@ def _set_option(args: list[str], option: str, value: str) -> list[str]:
 
 @pytest.mark.vllm
 def test_make_run_command_writes_its_results(tmp_path):
-    """``make run``'s own command (read from the Makefile, so the two cannot drift) with ``--limit 2``."""
+    """``make run``'s own command (read from the Makefile, so the two cannot drift) with ``--limit 2``,
+    run as a user runs it: the installed ``llmgen`` script in a fresh process, the only test that
+    starts a vLLM engine from the command line. So it also checks what only a fresh process shows:
+    stdout is only the results table and the engine is quiet (no INFO/WARNING lines) unless --verbose."""
     args = make_run_command()
     task = args[args.index("--tasks") + 1]
     args = _set_option(_set_option(args, "--limit", "2"), "--output-dir", str(tmp_path / "run"))
@@ -223,3 +215,10 @@ def test_make_run_command_writes_its_results(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     rows = _jsonl(tmp_path / "run" / "samples.jsonl")
     assert len(rows) == 2 and all(len(row["responses"]) == n for row in rows)
+    # stdout: the title line, then only table lines, one row per metric of the task
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert lines[0].strip() == f"{res['model']} · vllm", r.stdout
+    assert all(line[0] in "┏┃┡│└" for line in lines[1:]), r.stdout
+    table_metrics = [line.split("│")[2].strip() for line in lines if line.startswith(f"│ {task}")]
+    assert sorted(table_metrics) == sorted(metrics), r.stdout
+    assert not [line for line in r.stderr.splitlines() if " INFO " in line or " WARNING " in line], r.stderr

@@ -27,11 +27,13 @@ from llmgen.prompts.formats import (
 )
 from llmgen.tasks.classification import (
     TASKS,
-    ClassificationTask,
-    Example,
+    classes_of,
+    classification_task,
+    example,
     load_classification_task,
     load_jsonl_task,
     load_sni_task,
+    num_options,
 )
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
@@ -191,28 +193,35 @@ def test_formats_round_trip_through_json(tmp_path):
         load_formats(tmp_path / "bad.json")
 
 
+
+
+def values(doc: dict) -> dict:
+    """A classification document's field values (everything but its label)."""
+    return {k: v for k, v in doc.items() if k != "label"}
+
+
 # --- tasks and prompts -----------------------------------------------------------------------------
 
 def test_prompt_is_instruction_demos_and_open_query():
     task = load_classification_task("comparison", n=10, seed=0)
-    demo, query = task.examples[0], task.examples[1]
-    text = task.prompt(Format(separator=" - ", space="\n"), [demo], query)
-    assert text == (f"{task.instruction}\n\nFirst number - {demo.values['first']}\nSecond number - "
-                    f"{demo.values['second']}\nLarger - {demo.label}\n\nFirst number - {query.values['first']}\n"
-                    f"Second number - {query.values['second']}\nLarger - ")
+    demo, query = task.docs[0], task.docs[1]
+    text = task.format_prompt(Format(separator=" - ", space="\n"), [demo], query)
+    assert text == (f"{task.instruction}\n\nFirst number - {demo['first']}\nSecond number - "
+                    f"{demo['second']}\nLarger - {demo['label']}\n\nFirst number - {query['first']}\n"
+                    f"Second number - {query['second']}\nLarger - ")
     assert build_prompt(Format(), ONE, "", [], {"review": "ok"}) == "Review: ok\nSentiment: "
 
 
 def test_option_labels_are_remapped_per_format():
     task = load_classification_task("topic", n=20, seed=0)
-    ex = task.examples[0]
-    assert task.answers(task.original_format) == ["A", "B", "C", "D"]
-    assert task.answers(Format({"options.numbering": "i"})) == ["i", "ii", "iii", "iv"]
-    assert task.gold(ex, Format({"options.numbering": "1"})) == str(ex.label + 1)
+    ex = task.docs[0]
+    assert task.format_answers(task.original_format) == ["A", "B", "C", "D"]
+    assert task.format_answers(Format({"options.numbering": "i"})) == ["i", "ii", "iii", "iv"]
+    assert task.format_gold(ex, Format({"options.numbering": "1"})) == str(ex["label"] + 1)
     fmt = task.original_format.replace({"options.numbering": "I", "options.wrapper": "x."})
-    demo_text = task.prompt(fmt, [ex], task.examples[1]).split("\n\n")[1]
-    assert demo_text.endswith("Answer: " + ["I", "II", "III", "IV"][ex.label])
-    opts = ex.values["options"]
+    demo_text = task.format_prompt(fmt, [ex], task.docs[1]).split("\n\n")[1]
+    assert demo_text.endswith("Answer: " + ["I", "II", "III", "IV"][ex["label"]])
+    opts = ex["options"]
     assert f"\nOptions: I. {opts[0]} II. {opts[1]} III. {opts[2]} IV. {opts[3]}\n" in demo_text
 
 
@@ -220,10 +229,10 @@ def test_builtin_tasks_are_deterministic_and_balanced():
     assert set(TASKS) >= {"sentiment", "parity", "comparison", "topic"}
     for name in TASKS:
         a, b = load_classification_task(name, 100, 7), load_classification_task(name, 100, 7)
-        assert [(e.values, e.label) for e in a.examples] == [(e.values, e.label) for e in b.examples]
-        labels = [a.gold(e, Format()) for e in a.examples]
+        assert [(values(e), e["label"]) for e in a.docs] == [(values(e), e["label"]) for e in b.docs]
+        labels = [a.format_gold(e, Format()) for e in a.docs]
         assert len(set(labels)) >= 2 and max(labels.count(x) for x in set(labels)) < 80
-    assert load_classification_task("parity", 5, 1).examples != load_classification_task("parity", 5, 2).examples
+    assert load_classification_task("parity", 5, 1).docs != load_classification_task("parity", 5, 2).docs
     with pytest.raises(LlmgenError, match="unknown classification task 'nope'"):
         load_classification_task("nope")
 
@@ -231,11 +240,11 @@ def test_builtin_tasks_are_deterministic_and_balanced():
 def test_sni_loader_reads_definition_examples_and_instances():
     task = load_sni_task(FIXTURE)
     assert task.instruction.startswith("In this task, you are given a short review.")
-    assert task.classes == ("Negative", "Positive")
-    assert len(task.examples) == 13 and len(task.demonstrations) == 2
-    assert task.layout == Layout((Field("Input", "input"),), "Output")
-    assert task.prompt(Format(), task.demonstrations[:1], task.examples[0]).endswith(
-        "Output: Positive\n\nInput: " + task.examples[0].values["input"] + "\nOutput: ")
+    assert classes_of(task) == ("Negative", "Positive")
+    assert len(task.docs) == 13 and len(task.fewshot_docs) == 2
+    assert task.prompt_layout() == Layout((Field("Input", "input"),), "Output")
+    assert task.format_prompt(Format(), task.fewshot_docs[:1], task.docs[0]).endswith(
+        "Output: Positive\n\nInput: " + values(task.docs[0])["input"] + "\nOutput: ")
 
 
 def test_sni_loader_rejects_bad_files(tmp_path):
@@ -258,9 +267,9 @@ def test_jsonl_loader_with_fields_and_options(tmp_path):
              "instruction": "Answer."} for i in range(4)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = load_jsonl_task(path)
-    assert task.instruction == "Answer." and task.num_options == 3
-    assert [e.label for e in task.examples] == [1, 2, 1, 2]
-    assert task.prompt(task.original_format, [], task.examples[0]) == (
+    assert task.instruction == "Answer." and num_options(task) == 3
+    assert [e["label"] for e in task.docs] == [1, 2, 1, 2]
+    assert task.format_prompt(task.original_format, [], task.docs[0]) == (
         "Answer.\n\nQuestion: q0\nOptions: (A) yes (B) no (C) maybe\nAnswer: ")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"input": "x", "options": ["a"], "output": "b"}) + "\n")
@@ -270,9 +279,9 @@ def test_jsonl_loader_with_fields_and_options(tmp_path):
 
 def test_task_validation():
     with pytest.raises(LlmgenError, match="at least 2 classes"):
-        ClassificationTask("t", "", ONE, [Example({"review": "x"}, "a")], ("a",))
+        classification_task("t", "", ONE, [example({"review": "x"}, "a")], ("a",))
     with pytest.raises(LlmgenError, match="is not a class"):
-        ClassificationTask("t", "", ONE, [Example({"review": "x"}, "c")], ("a", "b"))
+        classification_task("t", "", ONE, [example({"review": "x"}, "c")], ("a", "b"))
 
 
 # --- Super-NaturalInstructions: the reference's per-task structures on real task files -------------
@@ -300,33 +309,33 @@ def test_original_format_renders_each_real_instance_exactly(path):
     # (the reference skips inputs its regex cannot read, too)
     kept = [r for r in raw if "Options: ['" not in r["input"]]
     assert task.skipped == len(raw) - len(kept) == (1 if path.name.startswith("task1678_") else 0)
-    for ex, row in zip(task.examples, kept, strict=True):
-        assert task.original_format.render(task.layout, ex.values, output=False) == row["input"]
-        assert task.gold(ex, task.original_format) == row["output"][0]
-    other = sample_formats(task.layout, 5, seed=1, original=task.original_format)
-    assert len({f.render(task.layout, task.examples[0].values) for f in other}) == len(other) > 1
+    for ex, row in zip(task.docs, kept, strict=True):
+        assert task.original_format.render(task.prompt_layout(), values(ex), output=False) == row["input"]
+        assert task.format_gold(ex, task.original_format) == row["output"][0]
+    other = sample_formats(task.prompt_layout(), 5, seed=1, original=task.original_format)
+    assert len({f.render(task.prompt_layout(), values(task.docs[0])) for f in other}) == len(other) > 1
 
 
 def test_real_instances_split_into_the_reference_fields():
     """Hand-read from the files: field texts, enumeration items, option labels."""
     mathqa = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
-    ex = mathqa.examples[2]
-    assert ex.values == {"problem": "15 % of 75 is the same as vx % of 450 . find x .",
-                         "enum1": ["1", "2.5", "3", "4", "5"]} and ex.label == 1
+    ex = mathqa.docs[2]
+    assert values(ex) == {"problem": "15 % of 75 is the same as vx % of 450 . find x .",
+                         "enum1": ["1", "2.5", "3", "4", "5"]} and ex["label"] == 1
     story = load_sni_task(SNI_DIR / "task065_timetravel_consistent_sentence_classification.json")
-    assert story.examples[3].values["sentences"] == [
+    assert values(story.docs[3])["sentences"] == [
         "Tom got invited to a formal party.", "Tom went to a suit store ", " He found himself a very nice suit",
         " He drove too the party "]
-    assert story.answers(story.original_format) == ["Option 1", "Option 2"] and story.examples[3].label == 1
+    assert story.format_answers(story.original_format) == ["Option 1", "Option 2"] and story.docs[3]["label"] == 1
     cloze = load_sni_task(SNI_DIR / "task296_storycloze_correct_end_classification.json")
-    assert [len(e.values["sentences"]) for e in cloze.examples] == [4, 4, 4, 4]  # variable length, read as 4
+    assert [len(e["sentences"]) for e in cloze.docs] == [4, 4, 4, 4]  # variable length, read as 4
     qasc = load_sni_task(SNI_DIR / "task1297_qasc_question_answering.json")
-    assert len(qasc.examples[0].values["facts"]) == 2 and len(qasc.examples[0].values["enum1"]) == 8
-    assert qasc.examples[0].values["question"] == "hand-knit booties help prevent the transfer of heat from what?"
+    assert len(values(qasc.docs[0])["facts"]) == 2 and len(values(qasc.docs[0])["enum1"]) == 8
+    assert values(qasc.docs[0])["question"] == "hand-knit booties help prevent the transfer of heat from what?"
     roc = load_sni_task(SNI_DIR / "task213_rocstories_correct_ending_classification.json")
-    assert roc.examples[0].values["title"] == "Out of Time." and len(roc.examples[0].values["enum0"]) == 4
+    assert values(roc.docs[0])["title"] == "Out of Time." and len(values(roc.docs[0])["enum0"]) == 4
     stereo = load_sni_task(SNI_DIR / "task319_stereoset_classification_profession.json")
-    assert stereo.examples[0].values == {"target": "guitarist",
+    assert values(stereo.docs[0]) == {"target": "guitarist",
                                          "sentences": "The guitarist just walked out on stage. He had long hair and tight pants on."}
 
 
@@ -334,8 +343,8 @@ def test_a_perturbed_format_renumbers_options_answers_and_instruction():
     task = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
     fmt = task.original_format.replace({"enum1.numbering": "Ⅰ", "enum1.wrapper": "[x]", "enum1_block.space": "\n",
                                         "enum1.item_space": "\n"})
-    assert task.answers(fmt) == ["Ⅰ", "Ⅱ", "Ⅲ", "Ⅳ", "Ⅴ"] and task.gold(task.examples[2], fmt) == "Ⅱ"
-    text = task.prompt(fmt, [], task.examples[2])
+    assert task.format_answers(fmt) == ["Ⅰ", "Ⅱ", "Ⅲ", "Ⅳ", "Ⅴ"] and task.format_gold(task.docs[2], fmt) == "Ⅱ"
+    text = task.format_prompt(fmt, [], task.docs[2])
     assert text.startswith("In this task, you need to answer the given multiple-choice question on the gain. Gain is "
                            "the value by which to multiply the input. Classify your answers into 'Ⅰ', 'Ⅱ', 'Ⅲ', 'Ⅳ', and 'Ⅴ'.")
     assert text.endswith("Problem: 15 % of 75 is the same as vx % of 450 . find x . \nOptions: \n[Ⅰ] 1\n[Ⅱ] 2.5\n[Ⅲ] 3\n"

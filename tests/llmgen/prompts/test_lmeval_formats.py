@@ -1,8 +1,10 @@
 """Format spread on lm-eval tasks: ``llmgen eval --tasks lmeval:NAME --formats K``.
 
-An lm-eval task whose ``doc_to_text`` is ``Descriptor: {{field}}`` lines becomes a field layout; its
-format 0 must score exactly the (context, continuation) pairs of lm-eval's own run of the task, which
-is checked here against lm-eval's logged request arguments (lm-eval builds them, not llmgen).
+An lm-eval task whose ``doc_to_text`` is ``Descriptor<separator>{{field}}`` parts becomes a field
+layout; its format 0 must send exactly the requests of lm-eval's own run of the task (multiple choice:
+the (context, continuation) pairs; generate_until: the context), which is checked here against
+lm-eval's logged request arguments (lm-eval builds them, not llmgen), and a generate_until task is
+scored by the task's own filters and metric code, checked against hand values and the plain run.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import pytest
 pytest.importorskip("lm_eval")
 
 from llmgen.errors import LlmgenError  # noqa: E402
-from llmgen.evaluate import EvalConfig, open_cache  # noqa: E402
+from llmgen.evaluate import EvalConfig, open_cache, run_eval  # noqa: E402
 from llmgen.prompts.format_eval import run_format_eval  # noqa: E402
 from llmgen.prompts.formats import Field, Format, Layout  # noqa: E402
-from llmgen.tasks.lmeval import INCLUDE_ENV, make_lm, run_lmeval, template_layout  # noqa: E402
+from llmgen.tasks.lmeval import INCLUDE_ENV, convert_results, make_lm, run_lmeval, template_layout  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "docs" / "examples" / "tasks" / "lmeval"
@@ -30,7 +32,15 @@ UNVARIABLE = {
     "fmt_jinja_if": ("{% if country %}Country: {{country}}{% endif %}\nCapital:", "Jinja control flow"),
     "fmt_filter": ("Country: {{country | upper}}\nCapital:", "Jinja expressions other than"),
     "fmt_sentence": ("The capital of {{country}} is", "is not 'Descriptor: {{field}}'"),
+    "fmt_spaces_only": ("Country {{country}}\nCapital", "is not 'Descriptor: {{field}}'"),
+    # the answer follows the target_delimiter ' ', a format writes it after its separator's newline
+    "fmt_newline_sep": ("Country:\n{{country}}\nCapital:", "target_delimiter ' ' is not the whitespace '\\n'"),
 }
+# Multiple-byte choices: characters and UTF-8 bytes disagree (lm-eval's acc_norm divides by characters).
+CAFE = [{"word": "coffee house", "options": ["café", "cafe!"], "label": 1},
+        {"word": "not worldly", "options": ["naïve", "naive"], "label": 0},
+        {"word": "Japan", "options": ["日本", "Nihon"], "label": 0},
+        {"word": "over", "options": ["über", "uber"], "label": 0}]
 
 
 @pytest.fixture
@@ -38,11 +48,15 @@ def lmeval_env(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # the example YAMLs name their data relative to the repository root
     extra = tmp_path / "tasks"
     extra.mkdir()
-    for name, (text, _) in UNVARIABLE.items():
+    cafe = tmp_path / "cafe.jsonl"
+    cafe.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in CAFE), encoding="utf-8")
+    for name, (text, data) in {**{n: (t, CAPITALS) for n, (t, _) in UNVARIABLE.items()},
+                               "fmt_cafe": ("Word: {{word}}\nAnswer:", cafe)}.items():
         (extra / f"{name}.yaml").write_text(
-            f"task: {name}\ndataset_path: json\ntest_split: train\ndataset_kwargs:\n  data_files: {CAPITALS}\n"
+            f"task: {name}\ndataset_path: json\ntest_split: train\ndataset_kwargs:\n  data_files: {data}\n"
             f"output_type: multiple_choice\ndoc_to_text: {json.dumps(text)}\ndoc_to_choice: '{{{{options}}}}'\n"
-            "doc_to_target: label\nmetadata:\n  version: 1.0\n")
+            "doc_to_target: label\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n  - metric: acc_bytes\n"
+            "metadata:\n  version: 1.0\n")
     monkeypatch.setenv(INCLUDE_ENV, os.pathsep.join([str(EXAMPLES), str(extra)]))
 
 
@@ -53,9 +67,33 @@ def test_template_layout_hand_cases():
     assert [f.key for f in layout.fields] == ["premise", "hypothesis"] and layout.output == "Label"
     assert fmt == Format(space="\n\n")
     assert fmt.render(layout, {"premise": "p", "hypothesis": "h"}) == "Premise: p\n\nHypothesis: h\n\nLabel: "
-    for text, why in [("Q: {{q}}\nA: {{a}}\n\nAnswer:", "mix separators or spacings"),
+    # the separators and spaces of the FormatSpread grammar, any casing of the descriptors
+    for text, descs, output, fmt, rendered in [
+        ("Question - {{q}}\nAnswer -", ["Question"], "Answer", Format(separator=" - "), "Question - v\nAnswer - "),
+        ("Q:: {{q}}\nA::", ["Q"], "A", Format(separator=":: "), "Q:: v\nA:: "),
+        ("Question:\n{{q}}\nAnswer:", ["Question"], "Answer", Format(separator=":\n"), "Question:\nv\nAnswer:\n"),
+        ("Question\n{{q}}\nAnswer", ["Question"], "Answer", Format(separator="\n"), "Question\nv\nAnswer\n"),
+        ("QUESTION: {{q}}\nANSWER:", ["QUESTION"], "ANSWER", Format(), "QUESTION: v\nANSWER: "),
+        ("question::: {{q}} || answer:::", ["question"], "answer", Format(separator="::: ", space=" || "),
+         "question::: v || answer::: "),
+        ("Follow-up question -- {{q}}\tFinal answer --", ["Follow-up question"], "Final answer",
+         Format(separator=" -- ", space="\t"), "Follow-up question -- v\tFinal answer -- "),
+        ("### Instruction:\n{{q}}\n\n### Response:", ["### Instruction"], "### Response",
+         Format(separator=":\n", space="\n\n"), "### Instruction:\nv\n\n### Response:\n"),
+    ]:
+        layout, got = template_layout(text)
+        assert [f.descriptor for f in layout.fields] == descs and layout.output == output and got == fmt, text
+        assert got.render(layout, {"q": "v"}) == rendered and rendered.rstrip() == text.replace("{{q}}", "v")
+    # the original casing is kept; the other casings of the grammar recase it
+    layout, fmt = template_layout("QUESTION: {{q}}\nANSWER:")
+    assert fmt.replace({"casing": "title"}).render(layout, {"q": "v"}) == "Question: v\nAnswer: "
+    for text, why in [("Q: {{q}}\nA: {{a}}\n\nAnswer:", "mix spacings"),
+                      ("Q: {{q}}\nA - {{a}}\nAnswer:", "mix separators"),
                       ("Question: {{question}}", "does not end at an output field"),
                       ("Question:{{question}}\nAnswer: ", "does not use the fields' separator"),
+                      ("Question: {{q}}\nAnswer -", "does not use the fields' separator"),
+                      ("Question {{q}}\nAnswer", "is not 'Descriptor: {{field}}'"),
+                      ("Question = {{q}}\nAnswer =", "is not 'Descriptor: {{field}}'"),
                       ("no fields\nAnswer:", "no 'Descriptor: {{field}}' line")]:
         with pytest.raises(LlmgenError, match=why.replace("{", r"\{").replace("}", r"\}")):
             template_layout(text)
@@ -64,7 +102,6 @@ def test_template_layout_hand_cases():
 @pytest.mark.parametrize("task,why", [
     *((name, why) for name, (_, why) in UNVARIABLE.items()),
     ("llmgen_capitals_mc", "is not 'Descriptor: {{field}}'"),
-    ("llmgen_arith_gen", "it is generate_until"),
     ("llmgen_paragraphs_ppl", "it is loglikelihood_rolling"),
     ("llmgen_demo", "it is a group"),
 ])
@@ -143,3 +180,103 @@ def test_formats_use_run_evals_seeded_demonstrations():
     texts = [ev.request(0, i).text.rstrip() for i in range(len(docs))]  # the scored context is rstripped
     assert texts == [task_prompt(None, task, d, i, cfg).rstrip() for i, d in enumerate(docs)]
     assert len({t.split("\n\n")[0] for t in texts}) > 1  # the demonstrations really vary by document
+
+
+# --- generate_until ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task,shots,seed", [("llmgen_gsm8k_style", 2, 3), ("llmgen_arith_gen", 3, 0)])
+def test_generate_until_format_zero_is_lm_evals_context(lmeval_env, tiny_hf, tiny_model_dir, tmp_path, task, shots,
+                                                        seed):
+    # lm-eval builds the contexts (description, its seeded demonstrations + fewshot_delimiter, the
+    # document) and generates with the task's until/max_gen_toks; format 0 must send the same strings
+    # and get the same texts back
+    from llmgen.tasks.lmeval import task_manager
+
+    ref = run_lmeval(make_lm(tiny_hf, open_cache(EvalConfig(model=tiny_model_dir, tasks=[], cache=None))), [task],
+                     num_fewshot=shots, seed=seed)
+    samples = {s["doc_id"]: s for s in ref["samples"][task]}
+    leaf = task_manager().load([task])["tasks"][task]
+    assert samples[0]["arguments"][0][1]["until"] == leaf.config.generation_kwargs["until"]
+    assert samples[0]["arguments"][0][0].count("\nAnswer: ") == shots  # the demonstrations, answered
+    cfg = EvalConfig(model=tiny_model_dir, tasks=[f"lmeval:{task}"], num_fewshot=shots, seed=seed, cache=None,
+                     output_dir=str(tmp_path / "run"))
+    out = run_format_eval(cfg, num_formats=3, backend=tiny_hf, show_progress=False)
+    assert {r["doc_id"]: r["prompt"] for r in out["samples"]} == {i: s["arguments"][0][0] for i, s in samples.items()}
+    assert {r["doc_id"]: r["responses"] for r in out["samples"]} == {i: s["resps"][0] for i, s in samples.items()}
+    # the task's metrics under the names of a plain `lmeval:` run, equal to lm-eval's
+    expected = convert_results(task, {"results": {task: ref["results"][task]}})
+    assert out["results"][f"lmeval:{task}"] == pytest.approx(expected)
+    # the other formats differ from lm-eval's prompt and spell the demonstrations in their own format
+    entry = out["format_spread"][f"lmeval:{task}"]
+    assert set(entry["summary"]) == set(expected) and all(s["formats"] == 3 for s in entry["summary"].values())
+    rows = [json.loads(x) for x in (tmp_path / "run" / "format_samples.jsonl").read_text().splitlines()]
+    for f in entry["formats"][1:]:
+        prompt = next(r["prompt"] for r in rows if r["format_id"] == f["format_id"] and r["doc_id"] == 0)
+        answer = f["format"].split("{}")[-2]  # what precedes the answer in this format, e.g. "\nANSWER - "
+        assert prompt != samples[0]["arguments"][0][0] and prompt.endswith(answer.rstrip())
+        assert prompt.count(answer.rstrip()) == shots + 1, (f["format"], prompt)
+
+
+def test_generate_until_scored_by_the_tasks_own_filters_and_metric(lmeval_env):
+    # gsm8k's definition: strict-match takes "#### N", flexible-extract the last number; exact_match
+    # ignores case, ",", "$", everything up to "#### " and a final "." (hand-computed below)
+    from llmgen.tasks import get_task
+    from llmgen.tasks.lmeval import format_task
+
+    cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:llmgen_gsm8k_style"], cache=None)
+    native, original = format_task(get_task("lmeval:llmgen_gsm8k_style"), cfg)
+    assert original == Format() and native.docs[0]["target"].endswith("#### 18")  # Janet's ducks: 18
+    cases = [("She makes 9 * 2 = $18.\n#### 18", 1.0, 1.0),
+             ("She makes 9 * 2 = $18 every day.", 0.0, 1.0),     # no "#### ": strict-match finds nothing
+             ("#### 18\nThen 20 more.", 1.0, 0.0),               # the last number is 20
+             ("She makes $1,8.\n#### 1,8", 1.0, 1.0),            # "," is ignored on both sides
+             ("#### 16", 0.0, 0.0)]
+    for text, strict, flexible in cases:
+        correct, metrics = native.score_responses([text], 0)
+        assert metrics == {"exact_match/strict-match": strict, "exact_match/flexible-extract": flexible}, text
+        assert correct == [strict == 1.0]
+
+
+def test_generate_until_original_format_equals_plain_lmeval_run(lmeval_env, hf_default, default_model_dir, tmp_path):
+    # the embedded model answers "a + b = c" to some questions: the last-number filter credits them
+    cache = str(tmp_path / "c.sqlite")
+    plain = run_eval(EvalConfig(model=default_model_dir, tasks=["lmeval:llmgen_arith_gen"], cache=cache),
+                     backend=hf_default, show_progress=False)
+    cfg = EvalConfig(model=default_model_dir, tasks=["lmeval:llmgen_arith_gen"], cache=cache)
+    out = run_format_eval(cfg, num_formats=3, backend=hf_default, show_progress=False)
+    name = "lmeval:llmgen_arith_gen"
+    assert plain["results"][name]["exact_match/get-last"] > 0
+    assert out["results"][name] == plain["results"][name]
+    ours = {r["doc_id"]: (r["prompt"], r["responses"], r["metrics"]) for r in out["samples"]}
+    assert ours == {r["doc_id"]: (r["prompt"], r["responses"], r["metrics"]) for r in plain["samples"]
+                    if r["task"] == name}
+    s = out["format_spread"][name]["summary"]["exact_match/get-last"]
+    u = out["uncertainty"][name]["exact_match/get-last"]
+    assert s["original"] == plain["results"][name]["exact_match/get-last"] and s["min"] <= s["original"] <= s["max"]
+    assert u["ci_low"] <= s["original"] <= u["ci_high"] and s["formats"] == 3
+
+
+# --- acc_norm: characters, as lm-eval 0.4.13 ------------------------------------------------------
+
+def test_acc_norm_divides_by_characters_as_lm_eval(lmeval_env, tiny_hf, tiny_model_dir, tmp_path):
+    from llmgen.tasks import METRICS, Scored
+    from llmgen.tasks.lmeval import task_manager
+
+    leaf = task_manager().load(["fmt_cafe"])["tasks"]["fmt_cafe"]
+    doc = list(leaf.eval_docs)[0]  # "café" (4 characters, 5 bytes) vs "cafe!" (5 characters, 5 bytes), gold 1
+    lls = [-4.2, -5.0]
+    # by hand: acc argmax(-4.2, -5.0) = 0; characters -4.2/4 = -1.05 < -5/5 = -1.0 -> 1;
+    # bytes -4.2/5 = -0.84 > -1.0 -> 0
+    want = {"acc": 0.0, "acc_norm": 1.0, "acc_bytes": 0.0}
+    assert leaf.process_results(doc, [(lp, False) for lp in lls]) == want  # lm-eval's own code
+    ours = Scored(choice_logprobs=lls, choices=["café", "cafe!"], gold_index=1)
+    assert {m: METRICS.get(m).score(ours) for m in want} == want
+    # --formats scores with the same rule: every row's acc/acc_norm is lm-eval's on the row's logprobs
+    cfg = EvalConfig(model=tiny_model_dir, tasks=["lmeval:fmt_cafe"], cache=None, output_dir=str(tmp_path / "run"))
+    run_format_eval(cfg, num_formats=3, backend=tiny_hf, show_progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "format_samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * len(CAFE)
+    docs = list(leaf.eval_docs)
+    for r in rows:
+        ref = leaf.process_results(docs[r["doc_id"]], [(lp, False) for lp in r["choice_logprobs"]])
+        assert r["metrics"] == {"acc": ref["acc"], "acc_norm": ref["acc_norm"]}

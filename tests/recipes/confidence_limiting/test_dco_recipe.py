@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -53,6 +54,19 @@ def test_confidence_limiting_end_to_end(tiny_model_dir, tmp_path, one_thread):
     assert all(0.0 <= r["greedy_confidence"] <= 1.0 and len(r["sample_answers"]) == 4 for r in rows)
     for name in ("passk.png", "passk_epochs.png", "confidence.png", "config.json"):
         assert (out / name).stat().st_size > 0
+    # the runner's evaluations in the one schema: one per method and epoch, pass@k as the recipe's curve
+    from llmgen.results import check_results
+
+    assert set(check_results(out)["results"]) == {"ce/epoch0", "ce/epoch1", "dco/epoch0", "dco/epoch1"}
+    for method in ("ce", "dco"):
+        for h in results["methods"][method]:
+            metrics = saved["results"][f"{method}/epoch{h['epoch']}"]
+            for k in ("1", "2", "4"):
+                assert metrics[f"pass@{k}"] == pytest.approx(h["passk"][k]["unbiased"])
+    for r in rows:  # per-problem pass@2 from the runner = 1 - C(n-c, 2) / C(n, 2) on the row's correctness
+        c = sum(r["correct"])
+        assert r["metrics"]["pass@2"] == pytest.approx(1 - math.comb(4 - c, 2) / math.comb(4, 2))
+        assert r["num_correct"] == sum(r["correct"]) and r["task"] == f"{r['method']}/epoch{r['epoch']}"
 
 
 def test_cli_passn_bad_input(tmp_path, capsys):
@@ -104,3 +118,33 @@ def test_cli_passn_with_train_and_test_files(tiny_model_dir, tmp_path, capsys, o
     assert [h["epoch"] for h in hist] == [0, 1] and hist[1]["train"]["steps"] == 2  # 12 problems / batch 6
     rows = read_jsonl(out / "samples.jsonl")
     assert sorted(r["answer"] for r in rows if r["epoch"] == 1) == ["0", "3", "6"]  # the test file's answers
+
+
+def test_passn_evaluation_resumes_from_the_request_cache(tiny_model_dir, tmp_path, one_thread):
+    """pass@k goes through the runner: a second evaluation of the same in-memory weights is served by
+    the request cache (content fingerprint, not id()), with the same numbers; other weights miss."""
+    import torch
+
+    from llmgen.backends.hf import HFBackend
+    from llmgen.cache import RequestCache
+    from llmgen.config import load_config
+    from llmgen.models import load_model
+    from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, evaluate, load_problems
+
+    cfg = load_config(ConfidenceLimitingConfig, None, {"model": tiny_model_dir, "n_train": 1, "n_test": 3,
+                                                       "eval.num_samples": 4, "eval.max_new_tokens": 3, "progress": False})
+    problems = load_problems(cfg)[1]
+    model, tok = load_model(tiny_model_dir)
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    first = evaluate(HFBackend("in-memory", model_obj=model, tokenizer_obj=tok), problems, cfg, seed=1, cache=cache)
+    misses = cache.misses
+    assert misses > 0 and cache.hits == 0
+    again = evaluate(HFBackend("in-memory", model_obj=model, tokenizer_obj=tok), problems, cfg, seed=1, cache=cache)
+    assert cache.misses == misses and cache.hits > 0
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)  # (NaN block_se compares as text)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # other weights: nothing may come from the cache
+    hits = cache.hits
+    evaluate(HFBackend("in-memory", model_obj=model, tokenizer_obj=tok), problems, cfg, seed=1, cache=cache)
+    assert cache.hits == hits and cache.misses > misses
+    cache.close()

@@ -206,7 +206,7 @@ def test_recipe_exhaustive_run_writes_consistent_outputs(tiny_hf, tmp_path):
         assert all(r["prompt"].endswith("\nLarger:") for r in mine) or f["format_id"] != 0
     accs = [f["metrics"]["acc"] for f in entry["formats"]]
     assert entry["spread"] == pytest.approx(max(accs) - min(accs))
-    layout = load_classification_task("comparison", 20).layout
+    layout = load_classification_task("comparison", 20).prompt_layout()
     formats = load_formats(out / "formats_comparison.json")
     assert entry["extremes"]["best"]["format"] == formats[entry["best"]].template(layout)
     assert json.loads((out / "results.json").read_text())["format_spread"]["comparison"]["spread"] == entry["spread"]
@@ -231,7 +231,7 @@ def test_recipe_bandit_on_multiple_choice_with_generation(tiny_hf, tmp_path):
     formats = load_formats(tmp_path / "run" / "formats_topic.json")
     task = load_classification_task("topic", 20)
     for r in rows:  # gold labels follow each format's numbering
-        assert r["target"] in task.answers(formats[r["format_id"]])
+        assert r["target"] in task.format_answers(formats[r["format_id"]])
 
 
 def test_recipe_on_sni_file_with_task_demonstrations(tiny_hf, tmp_path):

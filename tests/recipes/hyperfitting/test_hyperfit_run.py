@@ -69,7 +69,16 @@ def test_tiny_run_writes_every_output(tiny_model_dir, text_file, tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["generators"].keys() == res["generators"].keys()
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and all(name in rows[0] for name in GENERATORS)
+    assert len(rows) == 4 * len(GENERATORS) and {r["task"] for r in rows} == set(GENERATORS)
+    # the one results schema: each generator an evaluation; its per-continuation values average to its metrics
+    from llmgen.results import check_results
+
+    check_results(tmp_path)
+    for name in GENERATORS:
+        mine = [r for r in rows if r["task"] == name]
+        assert [r["doc_id"] for r in mine] == [0, 1, 2, 3] and len({r["prompt"] for r in mine}) == 4
+        for key in ("ttr", "repetition_rate", "longest_loop", "train_overlap", "entropy"):
+            assert saved["results"][name][key] == pytest.approx(sum(r["metrics"][key] for r in mine) / 4)
     assert (tmp_path / "ttr_entropy_vs_epoch.png").stat().st_size > 0
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert json.loads((tmp_path / "config.json").read_text())["num_sequences"] == 8

@@ -40,11 +40,21 @@ def test_sweep_runs_writes_table_and_resumes_without_rerunning(tmp_path, capsys)
     samples = (tmp_path / "cells" / cells[0].stem / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 6 and {"rule", "input", "target", "prediction", "correct"} <= set(json.loads(samples[0]))
 
+    # the cells' evaluations went through the runner and are in the one schema, one per cell and kind
+    from llmgen.results import check_results
+
+    saved = check_results(tmp_path)
+    assert set(saved["results"]) == {f"{c.stem}/{kind}" for c in cells for kind in ("unseen", "seen")}
+    assert saved["results"][f"{cells[0].stem}/unseen"]["exact_match"] == pytest.approx(sum(hit) / len(hit))
+    assert saved["n_samples"][f"{cells[0].stem}/seen"] == 4
+    assert all(p["metrics"]["exact_match"] == float(h) for p, h in zip(preds, hit, strict=True))
+
     stamps = {p: p.stat().st_mtime_ns for p in cells}
     again = run_sweep(tiny_sweep(tmp_path), progress=False)
     assert again["ran"] == 0 and again["skipped"] == 2
     assert {p: p.stat().st_mtime_ns for p in cells} == stamps
     assert again["table"] == first["table"]
+    assert check_results(tmp_path)["results"] == saved["results"]  # reused cells keep their evaluations
 
     # The CLI with the same config (as JSON) resumes too: nothing is retrained.
 

@@ -55,7 +55,7 @@ def test_cli_reports_bad_method(tmp_path, capsys):
     assert "unknown unlearning method 'npx'" in capsys.readouterr().err
 
 
-def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path):
+def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path, monkeypatch):
     ft = finetune(tiny_model_dir, tofu_dir, "full", str(tmp_path / "ft"),
                   load_config(TrainConfig, None, {"max_steps": 2, "lr": 1e-3, "batch_size": 4}), warmup_epochs=0)
     # any model can stand in for the retain-only one here (the bench trains a real one)
@@ -79,10 +79,21 @@ def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path):
         # unlearning lowers the forget-set answer probability (P(a|q)^(1/|a|), EOS included)
         assert curve[-1]["forget.prob"] < curve[0]["forget.prob"], m
     assert saved["eval_rows"] == {"forget": 3, "retain": 3, "real_authors": 3, "world_facts": 3}
-    assert saved["ds_size"] is None and saved["start"]["forget.n"] == 3    # NPO starts at (2/β)·log 2 (policy = reference) and pushes the forget log-likelihood down
+    assert saved["ds_size"] is None and not any(k.endswith(".n") for k in saved["start"])
+    # the results schema of `llmgen eval`: one entry per evaluated model, counts with the task
+    from llmgen.evaluate import EvalConfig, run_eval
+
+    monkeypatch.setenv("LLMGEN_TOFU_DATA", tofu_dir)
+    ev = run_eval(EvalConfig(model=ft, tasks=["tofu_forget10"], limit=1, max_tokens=1, cache=None), show_progress=False)
+    assert set(ev) - {"config", "samples"} <= set(saved)
+    assert set(saved["results"]) == {"tofu_forget10/start", "tofu_forget10/npo", "tofu_forget10/npo_rt"}
+    assert saved["results"]["tofu_forget10/npo"] == {k: v for k, v in saved["methods"]["npo"]["final"].items() if k != "step"}
+    assert saved["tasks"]["tofu_forget10/start"]["counts"] == saved["eval_rows"]
+    # NPO starts at (2/β)·log 2 (policy = reference) and pushes the forget log-likelihood down
     assert saved["methods"]["npo"]["losses"][0] == pytest.approx(20 * 0.6931, rel=1e-3)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["method"] for s in samples} == {"start", "npo", "npo_rt"}
+    assert set(ev["samples"][0]) | {"method", "step"} == set(samples[0])  # the runner's rows, tagged
     assert {s["split"] for s in samples} == {"forget", "retain", "real_authors", "world_facts"}
     assert (out / "curve.png").stat().st_size > 1000 and "| npo_rt |" in (out / "table.md").read_text()
     assert res["plot"].endswith("curve.png")
@@ -91,19 +102,18 @@ def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path):
 def test_chat_prompt_template_is_the_models_own_format(default_model_dir, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from llmgen.evals.tofu import PromptFormat, resolve_prompt_template
+    from llmgen.tasks.tofu import prompt_text
 
     tok = AutoTokenizer.from_pretrained(default_model_dir)
-    template = resolve_prompt_template("chat", tok)
-    q = "Who wrote {this}?"  # braces in the question survive str.format
+    q = "Who wrote {this}?"  # braces in the question stay as they are
     expected = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-    assert PromptFormat(template).prompt(q) == expected
+    assert prompt_text(tok, "chat", q) == expected
     assert expected.endswith("<|im_start|>assistant\n")
-    assert resolve_prompt_template("Q: {question}\nA:", tok) == "Q: {question}\nA:"
+    assert prompt_text(tok, "Q: {question}\nA:", "why?") == "Q: why?\nA:"
     tiny = AutoTokenizer.from_pretrained(tiny_model_dir)
     tiny.chat_template = None
-    with pytest.raises(LlmgenError, match="needs a tokenizer with a chat template"):
-        resolve_prompt_template("chat", tiny)
+    with pytest.raises(LlmgenError, match="has no chat template"):
+        prompt_text(tiny, "chat", q)
 
 
 def test_bad_synthetic_answer_style_is_a_clear_error(tmp_path):
@@ -120,7 +130,8 @@ def test_cli_chat_prompt_without_a_chat_template_is_one_error_line(tiny_model_di
               "--prompt-template", "chat", "-o", str(tmp_path / "ft")])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: prompt template 'chat' needs a tokenizer with a chat template; this model has none"]
+    assert err == ["error: this model's tokenizer has no chat template; use a plain prompt "
+                   "(no --apply-chat-template, no prompt template 'chat')"]
     assert not (tmp_path / "ft" / "model").exists()
 
 

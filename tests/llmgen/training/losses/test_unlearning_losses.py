@@ -244,13 +244,13 @@ def tofu_streams():
     """Real tokenised TOFU training streams (the recipe's own features) from the real TOFU rows."""
     from pathlib import Path
 
-    from llmgen.evals.tofu import PromptFormat
     from llmgen.models import tiny_model
     from llmgen.recipes.npo_unlearning import training_streams
+    from llmgen.tasks.tofu import QA_PROMPT_TEMPLATE
 
     _, tok = tiny_model(seed=0)
     folder = Path(__file__).parents[3] / "fixtures" / "tofu"
-    streams = training_streams({"forget", "retain", "idk"}, str(folder), "forget10", tok, PromptFormat(), 160)
+    streams = training_streams({"forget", "retain", "idk"}, str(folder), "forget10", tok, QA_PROMPT_TEMPLATE, 160)
     return {k: v[:8] for k, v in streams.items()}
 
 
