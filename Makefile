@@ -24,7 +24,7 @@ run: install
 
 test: install
 	bash scripts/install_test_deps.sh
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,6 +22,13 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on a 2-core machine: one thread each (torch's two OpenMP threads per process would
+    # oversubscribe the cores and spin); subprocesses the tests start inherit it
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -215,7 +222,13 @@ def starts_engine(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop)."""
+    """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop).
+
+    Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every engine test goes to one
+    worker, so the session engines start once, and every other test stays with the rest of its file,
+    so module fixtures are built once."""
     for item in items:
-        if item.get_closest_marker("vllm") is None and starts_engine(item):
+        engine = item.get_closest_marker("vllm") is not None or starts_engine(item)
+        if engine and item.get_closest_marker("vllm") is None:
             item.add_marker(pytest.mark.vllm)
+        item.add_marker(pytest.mark.xdist_group("vllm" if engine else item.nodeid.split("::")[0]))
