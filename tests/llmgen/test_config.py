@@ -227,7 +227,7 @@ def test_bench_configs_carry_the_bench_settings():
     from llmgen.recipes.hyperfitting import HyperfittingConfig
     from llmgen.recipes.npo_unlearning import UnlearnConfig
 
-    hf = load_config(HyperfittingConfig, recipe_config("hyperfitting", "bench"))
+    hf = load_config(HyperfittingConfig, recipe_config("hyperfitting", "cpu"))
     assert (hf.num_sequences, hf.seq_len, hf.train.epochs, hf.train.lr, hf.train.batch_size) == (8, 128, 20, 1e-4, 4)
     assert (hf.num_prompts, hf.eval.max_new_tokens, hf.split, hf.citation_blocker) == (12, 96, "stream", False)
     un = load_config(UnlearnConfig, recipe_config("npo_unlearning", "bench"))
