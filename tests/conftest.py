@@ -224,11 +224,12 @@ def starts_engine(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop).
 
-    Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every engine test goes to one
-    worker, so the session engines start once, and every other test stays with the rest of its file,
-    so module fixtures are built once."""
+    Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every test that starts an engine
+    in the pytest process goes to one worker, so the session engines start once; every other test
+    (a test marked ``vllm`` by hand that starts vLLM only in a subprocess, like ``make run``'s) stays
+    with the rest of its file, so module fixtures are built once."""
     for item in items:
-        engine = item.get_closest_marker("vllm") is not None or starts_engine(item)
+        engine = starts_engine(item)
         if engine and item.get_closest_marker("vllm") is None:
             item.add_marker(pytest.mark.vllm)
         item.add_marker(pytest.mark.xdist_group("vllm" if engine else item.nodeid.split("::")[0]))
