@@ -260,14 +260,14 @@ def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict
                    described: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
     """The keys ``llmgen eval`` writes to results.json, one entry per evaluated model
     (``<task>/start`` and ``<task>/<method>`` at its last eval point)."""
-    from llmgen.evaluate import versions
+    from llmgen.results import results_record
 
     keys = {label: f"{task.name}/{label}" for label in finals}
-    return {"model": config.model, "backend": described, "versions": versions(), "seed": config.train.seed,
-            "timings": {"total_s": round(seconds, 2)}, "cache": {"hits": 0, "misses": 0, "path": None},
-            "results": {keys[k]: v for k, v in finals.items()}, "uncertainty": {keys[k]: {} for k in finals},
-            "n_samples": {keys[k]: len(task.docs) for k in finals},
-            "tasks": {keys[k]: task.describe() for k in finals}}
+    return results_record(config=dump_config(config), model=config.model, backend=described, seed=config.train.seed,
+                          timings={"total_s": round(seconds, 2)}, cache={"hits": 0, "misses": 0, "path": None},
+                          results={keys[k]: v for k, v in finals.items()}, uncertainty={keys[k]: {} for k in finals},
+                          n_samples={keys[k]: len(task.docs) for k in finals},
+                          tasks={keys[k]: task.describe() for k in finals})
 
 
 # --- fine-tuning and retain logs ------------------------------------------------------------------
