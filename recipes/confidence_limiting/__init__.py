@@ -45,7 +45,7 @@ class ConfidenceLimitingConfig:
     ``train_data``/``test_data`` point at MATH-format files or folders."""
 
     model: str = "default"
-    output_dir: str = "runs/passn"
+    output_dir: str = "runs/confidence_limiting"
     task: str = "generated"
     train_data: str | None = None
     test_data: str | None = None

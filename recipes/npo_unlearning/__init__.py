@@ -110,7 +110,7 @@ class UnlearnConfig:
     ds_size: int | None = None
     prompt_template: str = QA_PROMPT_TEMPLATE
     synthetic: SyntheticTofuConfig = field(default_factory=SyntheticTofuConfig)  # data=synthetic: its size
-    output_dir: str = "runs/unlearn"
+    output_dir: str = "runs/npo_unlearning"
 
     # TOFU decodes greedily, one answer per question: no sampling settings, no batch size.
     FIXED_KEYS: ClassVar[tuple[str, ...]] = (
