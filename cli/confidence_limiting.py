@@ -22,7 +22,7 @@ FLAGS = {
 }
 
 
-def passn(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
+def confidence_limiting(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
     """Limit confidence for better pass@N (Chen et al. 2025): CE vs DCO(N) fine-tuning.
 
     Settings come from --config FILE and KEY=VALUE overrides (e.g. dco_n=8 train.epochs=2);
@@ -50,4 +50,4 @@ def passn(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    register_config_command(app, "confidence-limiting", passn, "llmgen.recipes.confidence_limiting:ConfidenceLimitingConfig", FLAGS)
+    register_config_command(app, "confidence-limiting", confidence_limiting, "llmgen.recipes.confidence_limiting:ConfidenceLimitingConfig", FLAGS)

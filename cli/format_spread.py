@@ -22,7 +22,7 @@ FLAGS = {
 }
 
 
-def formatspread(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
+def format_spread(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
     """Measure how much accuracy moves across prompt formats (Sclar et al., ICLR 2024).
 
     Settings come from --config FILE and KEY=VALUE overrides (e.g. mode=exhaustive num_formats=50).
@@ -49,5 +49,5 @@ def formatspread(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -
 
 
 def register(app: typer.Typer) -> None:
-    register_config_command(app, "format-spread", formatspread, "llmgen.recipes.format_spread:FormatSpreadConfig",
+    register_config_command(app, "format-spread", format_spread, "llmgen.recipes.format_spread:FormatSpreadConfig",
                             FLAGS)

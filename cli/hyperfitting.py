@@ -22,7 +22,7 @@ FLAGS = {
 }
 
 
-def hyperfit(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
+def hyperfitting(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> None:
     """Hyperfit a model on a few sequences and compare long greedy continuations with the base model.
 
     Settings come from --config FILE and KEY=VALUE overrides (e.g. train.epochs=5 seq_len=128).
@@ -52,4 +52,4 @@ def hyperfit(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -> No
 
 
 def register(app: typer.Typer) -> None:
-    register_config_command(app, "hyperfitting", hyperfit, "llmgen.recipes.hyperfitting:HyperfittingConfig", FLAGS)
+    register_config_command(app, "hyperfitting", hyperfitting, "llmgen.recipes.hyperfitting:HyperfittingConfig", FLAGS)

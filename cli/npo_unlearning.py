@@ -36,7 +36,7 @@ FLAGS = {
 }
 
 
-def unlearn(
+def npo_unlearning(
     ctx: typer.Context,
     config_file: Path | None = CONFIG_OPTION,
     stage: str = typer.Option("unlearn", help="unlearn, finetune or retain-logs (see the command help)."),
@@ -97,4 +97,4 @@ def unlearn(
 
 
 def register(app: typer.Typer) -> None:
-    register_config_command(app, "npo-unlearning", unlearn, "llmgen.recipes.npo_unlearning:UnlearnConfig", FLAGS)
+    register_config_command(app, "npo-unlearning", npo_unlearning, "llmgen.recipes.npo_unlearning:UnlearnConfig", FLAGS)

@@ -303,7 +303,7 @@ class Measurements:
         self.results[name], self.uncertainty[name] = runner["metrics"], runner["uncertainty"]
         if config.progress:
             pk, last = summary["passk"], str(config.kvalues()[-1])
-            print(f"[passn] {self.method} epoch {epoch}: pass@1 {pk['1']['unbiased']:.3f} "
+            print(f"[confidence-limiting] {self.method} epoch {epoch}: pass@1 {pk['1']['unbiased']:.3f} "
                   f"pass@{last} {pk[last]['unbiased']:.3f} greedy acc {summary['greedy_accuracy']:.3f} "
                   f"({self.rows[-1]['seconds']}s)", file=sys.stderr, flush=True)
 
