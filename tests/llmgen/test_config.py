@@ -143,6 +143,11 @@ def test_train_config_types_load():
 
 def test_eval_settings_validate():
     EvalSettings().validate()
+    assert EvalSettings().max_new_tokens is None  # each task's own budget
+    with pytest.raises(LlmgenError, match="eval.max_new_tokens must be a number here"):
+        EvalSettings().validate(task_budget=False)
+    with pytest.raises(LlmgenError, match="eval.top_p must be in"):
+        load_config(EvalSettings, None, ["top_p=0"]).validate()
     with pytest.raises(LlmgenError, match="unknown eval.backend 'tpu'"):
         load_config(EvalSettings, None, ["backend=tpu"]).validate()
 
@@ -219,6 +224,20 @@ def test_committed_config_loads_validates_and_round_trips(path, tmp_path):
     assert load_config(cls, path) == cfg  # a pure function of the file
     (tmp_path / "config.json").write_text(json.dumps(dump_config(cfg)))
     assert load_config(cls, tmp_path / "config.json") == cfg
+
+
+@pytest.mark.parametrize("paper", ["npo_unlearning", "confidence_limiting", "hyperfitting", "format_spread"])
+def test_recipes_without_a_task_budget_refuse_a_null_max_new_tokens(paper):
+    """``eval.max_new_tokens: null`` means "each task's own budget" (``llmgen eval``); a recipe
+    that generates with its own number refuses it before any model loads, not mid-run."""
+    import importlib
+
+    module, _, name = CONFIG_CLASSES[paper].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    tiny = RECIPES / paper / "configs" / "tiny.yaml"
+    _validate(paper, load_config(cls, tiny))
+    with pytest.raises(LlmgenError, match="eval.max_new_tokens must be a number here"):
+        _validate(paper, load_config(cls, tiny, ["eval.max_new_tokens=null"]))
 
 
 def test_bench_configs_carry_the_bench_settings():
