@@ -266,3 +266,17 @@ def test_real_run_folders_config_json_loads_back(recipe_runs):
         cfg.validate()
         assert dump_config(cfg) == json.loads(path.read_text())
         assert cfg.output_dir == str(recipe_runs[name])
+
+
+def test_eval_run_config_json_loads_back(tmp_path):
+    """An ``llmgen eval`` run folder's config.json (``asdict`` of EvalConfig: the shared settings
+    flat beside the run's own fields) loads back through the same loader as the recipes'."""
+    from dataclasses import asdict
+
+    from llmgen.evaluate import EvalConfig
+
+    cfg = EvalConfig(model="m", tasks=["arithmetic", "sentiment"], max_new_tokens=7, batch_size=4, limit=3,
+                     num_samples=2, temperature=0.5, ks=[1, 2], model_args={"dtype": "float32"}, cache=None)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    assert load_config(EvalConfig, tmp_path / "config.json") == cfg
+    assert load_config(EvalConfig, None, ["max_new_tokens=null"]).max_new_tokens is None
