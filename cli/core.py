@@ -83,19 +83,23 @@ def default_eval_dir(task_names: list[str]) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    from llmgen.config import EvalSettings as S  # the settings' defaults: one place (EvalConfig extends it)
+
     @app.command("eval")
     def eval_cmd(
         model: Annotated[str, typer.Option(help="'default', a local folder, a .gguf file or a hub id")] = "default",
         model_args: Annotated[str | None, typer.Option(help="backend args: key=value,... or JSON (dtype, adapter, ...)")] = None,
-        backend: Annotated[str, typer.Option(help="hf, vllm or openai (a server: needs --base-url)")] = "hf",
+        backend: Annotated[str, typer.Option(help="hf, vllm or openai (a server: needs --base-url)")] = S.backend,
         base_url: Annotated[str | None, typer.Option(help="openai backend: server URL(s), comma-separated")] = None,
         tasks: Annotated[str, typer.Option(help="comma-separated task names or task files (.yaml/.jsonl)")] = "arithmetic",
-        limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of each task")] = None,
-        batch_size: Annotated[int, typer.Option(help="prompts per forward pass (hf backend)")] = 16,
-        num_samples: Annotated[int, typer.Option(help="completions per prompt (n)")] = 1,
-        temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
-        top_p: Annotated[float, typer.Option(help="nucleus sampling: keep the top tokens of this total probability")] = 1.0,
-        max_tokens: Annotated[int | None, typer.Option(help="most tokens generated per completion (default: the task's)")] = None,
+        limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of each task")] = S.limit,
+        batch_size: Annotated[int | None, typer.Option(help="prompts per forward pass (hf backend; default: the "
+                                                              "backend's, 16)")] = S.batch_size,
+        num_samples: Annotated[int, typer.Option(help="completions per prompt (n)")] = S.num_samples,
+        temperature: Annotated[float, typer.Option(help="0 = greedy")] = S.temperature,
+        top_p: Annotated[float, typer.Option(help="nucleus sampling: keep the top tokens of this total probability")] = S.top_p,
+        max_tokens: Annotated[int | None, typer.Option(help="most tokens generated per completion (default: the "
+                                                            "task's)")] = S.max_new_tokens,
         seed: Annotated[int, typer.Option(help="sampling and bootstrap seed; same seed, same results")] = 0,
         k: Annotated[str | None, typer.Option("--k", help="pass@k values, comma-separated (default 1,2,4..n)")] = None,
         num_fewshot: Annotated[int | None, typer.Option(help="examples shown before each prompt (default: the task's)")] = None,
@@ -129,7 +133,7 @@ def register(app: typer.Typer) -> None:
                       if output_dir else default_eval_dir(task_names))
         config = EvalConfig(model=model, backend=backend, tasks=task_names,
                             model_args=parse_model_args(model_args), limit=limit, batch_size=batch_size,
-                            num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                            num_samples=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_tokens,
                             seed=seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                             output_dir=run_dir, log_samples=log_samples, cache=None if no_cache else "auto")
         if base_url is not None:

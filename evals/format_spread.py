@@ -51,20 +51,6 @@ def exact_prefix_matching(generation: str, gold: str) -> bool:
     return prefix_match(generation, gold)
 
 
-def probability_ranking(logprobs: Sequence[float], lengths: Sequence[int] | None = None,
-                        normalize: bool = False) -> int:
-    """Index of the highest-scoring answer: summed logprob (reference), or per unit of ``lengths``
-    (token or character counts) with ``normalize``."""
-    if not logprobs:
-        raise LlmgenError("probability ranking needs at least one answer to score")
-    scores = list(logprobs)
-    if normalize:
-        if lengths is None or len(lengths) != len(scores):
-            raise LlmgenError("length-normalised ranking needs the length (token count or characters) of every answer")
-        scores = [s / max(n, 1) for s, n in zip(scores, lengths, strict=True)]
-    return int(np.argmax(scores))
-
-
 # --- the bandit -------------------------------------------------------------------------------------
 
 Evaluate = Callable[[int, int, int], Sequence[bool]]

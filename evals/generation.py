@@ -125,14 +125,6 @@ def token_entropies(logits) -> np.ndarray:
     return -(p * np.where(p > 0, logp, 0.0)).sum(axis=1)
 
 
-def mean_entropy(logits) -> float:
-    """Mean predictive entropy (nats) over generation steps: the paper's confidence measure."""
-    ent = token_entropies(logits)
-    if ent.size == 0:
-        raise LlmgenError("mean entropy of zero steps is undefined")
-    return float(ent.mean())
-
-
 def ngram_overlap(tokens: Sequence[Hashable], reference_ngrams: set[tuple], n: int = 5) -> float:
     """Share of the n-grams of ``tokens`` found in ``reference_ngrams`` (e.g. the training set).
 

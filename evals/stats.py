@@ -12,7 +12,7 @@ Every random function takes a ``seed`` so that ``results.json`` is reproducible.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -114,25 +114,6 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float
     mean = float(arr.mean())
     half = float(sps.t.ppf((1.0 + confidence) / 2.0, arr.size - 1)) * standard_error(arr)
     return mean, mean - half, mean + half
-
-
-def summarize_metrics(rows: Sequence[Mapping[str, object]], seed: int = 0, n_resamples: int = 1000,
-                      confidence: float = 0.95) -> dict[str, dict[str, float]]:
-    """``summarize`` for every numeric metric in a list of per-example metric dicts.
-
-    ``rows`` is e.g. ``[sample["metrics"] for sample in samples]``; a metric missing from some rows
-    is summarised over the rows that have it. Booleans count as 0/1; non-numeric values are skipped.
-    """
-    names: list[str] = []
-    for row in rows:
-        for key, value in row.items():
-            if key not in names and isinstance(value, int | float):
-                names.append(key)
-    out: dict[str, dict[str, float]] = {}
-    for name in names:
-        vals = [float(r[name]) for r in rows if isinstance(r.get(name), int | float)]
-        out[name] = summarize(vals, seed=seed, n_resamples=n_resamples, confidence=confidence)
-    return out
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -31,34 +31,49 @@ BACKENDS = ("hf", "vllm")
 
 @dataclasses.dataclass
 class EvalSettings:
-    """How a recipe evaluates: the backend and the generation settings of its evaluation requests.
+    """How an evaluation runs: the backend and the generation settings of its requests.
 
+    One definition for every evaluation: each recipe nests it under ``eval:`` and ``llmgen eval``'s
+    ``llmgen.evaluate.EvalConfig`` extends it, so a setting has one name and one default everywhere.
+    ``max_new_tokens`` caps each completion (None: each task's own budget, e.g. 200 for TOFU; a
+    recipe whose generation has no such budget sets a number and says so, see :meth:`validate`);
     ``num_samples`` completions per prompt at ``temperature``/``top_p`` (greedy when temperature is
     0); ``limit`` keeps the first N evaluation examples (None: all); ``batch_size`` is the HF
-    backend's batch (None: the backend's default). A recipe that fixes one of these (e.g. TOFU's
-    greedy decoding) lists them in its ``FIXED_KEYS`` and refuses a changed value (:func:`check_fixed`).
+    backend's batch (None: the backend's default, 16). A recipe that fixes one of these (e.g.
+    TOFU's greedy decoding) lists them in its ``FIXED_KEYS`` and refuses a changed value
+    (:func:`check_fixed`).
     """
 
     backend: str = "hf"
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
     num_samples: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
     limit: int | None = None
     batch_size: int | None = None
 
-    def validate(self) -> None:
-        """Check values before any model loads."""
+    def validate(self, task_budget: bool = True) -> None:
+        """Check values before any model loads. ``task_budget=False``: the recipe generates with no
+        task budget to fall back on (its own loop, or tasks it builds with this number), so
+        ``max_new_tokens`` must be a number, not None."""
         if self.backend not in BACKENDS:
             raise LlmgenError(f"unknown eval.backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        if self.max_new_tokens is None and not task_budget:
+            raise LlmgenError("eval.max_new_tokens must be a number here (null means a task's own budget, "
+                              "and this recipe's generation has none)")
+        self.check_values("eval.{}".format)
+
+    def check_values(self, key: Callable[[str], str]) -> None:
+        """The range checks every evaluation shares; ``key`` names a field in the error line
+        (``eval.limit`` in a recipe config, ``--limit`` for ``llmgen eval``)."""
         for name in ("max_new_tokens", "num_samples", "limit", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise LlmgenError(f"eval.{name} must be >= 1, got {value}")
+                raise LlmgenError(f"{key(name)} must be >= 1, got {value}")
         if self.temperature < 0:
-            raise LlmgenError(f"eval.temperature must be >= 0, got {self.temperature}")
+            raise LlmgenError(f"{key('temperature')} must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise LlmgenError(f"eval.top_p must be in (0, 1], got {self.top_p}")
+            raise LlmgenError(f"{key('top_p')} must be in (0, 1], got {self.top_p}")
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +18,36 @@ from llmgen import sharding
 from llmgen.backends import Backend, SamplingConfig, get_backend
 from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
+from llmgen.config import EvalSettings
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.models import cache_dir
 from llmgen.tasks import Renderer, Request, Scored, Task, get_task
 
+#: ``llmgen eval``'s flag for each :class:`EvalConfig` field whose flag is not ``--<field-with-dashes>``
+#: (``cli/core.py`` declares them; ``tests/cli/test_cli.py`` checks every field has one).
+RENAMED_FLAGS = {"max_new_tokens": "--max-tokens", "ks": "--k", "cache": "--no-cache"}
+#: :class:`EvalSettings` fields ``llmgen eval`` has no flag for, each with the reason (none today:
+#: every setting applies to it; the test refuses a field that is neither a flag nor listed here)
+NO_FLAG: dict[str, str] = {}
+
+
+def flag_of(name: str) -> str:
+    """The ``llmgen eval`` flag that sets field ``name``: error lines name what the user typed."""
+    return RENAMED_FLAGS.get(name, "--" + name.replace("_", "-"))
+
 
 @dataclass
-class EvalConfig:
-    """What ``llmgen eval`` runs. ``model_args`` go to the backend (dtype, adapter, ...)."""
+class EvalConfig(EvalSettings):
+    """What ``llmgen eval`` runs: the shared evaluation settings (:class:`EvalSettings`, the
+    ``eval:`` section of every recipe: backend, max_new_tokens, num_samples, temperature, top_p,
+    limit, batch_size, each defined there once) plus what to evaluate and where to write it.
+    ``model_args`` go to the backend (dtype, adapter, ...)."""
 
     model: str = "default"
-    backend: str = "hf"
     tasks: list[str] = field(default_factory=lambda: ["arithmetic"])
     model_args: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None
-    batch_size: int = 16
-    num_samples: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int | None = None
     seed: int = 0
     ks: list[int] | None = None
     num_fewshot: int | None = None
@@ -46,6 +55,23 @@ class EvalConfig:
     output_dir: str | None = None
     log_samples: bool = True
     cache: str | None = "auto"  # "auto" → <cache_dir>/requests.sqlite; None → no cache
+
+    @classmethod
+    def from_settings(cls, settings: EvalSettings, **rest: Any) -> EvalConfig:
+        """A runner config from a recipe's ``eval:`` section plus ``rest`` (model, seed, ...; a
+        settings field named in ``rest`` wins), so no recipe copies the settings field by field."""
+        return cls(**{**{f.name: getattr(settings, f.name) for f in fields(EvalSettings)}, **rest})
+
+    def validate(self) -> None:
+        """The settings' checks against every backend ``llmgen eval`` knows (openai too), each error
+        naming its flag; ``max_new_tokens`` None is each task's own budget."""
+        from llmgen.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        self.check_values(flag_of)
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise LlmgenError(f"--num-fewshot must be >= 0, got {self.num_fewshot}")
 
 
 def resolve_tasks(config: EvalConfig) -> list[Task]:
@@ -58,8 +84,6 @@ def resolve_tasks(config: EvalConfig) -> list[Task]:
         if name in seen:
             raise LlmgenError(f"--tasks names {name!r} twice")
         seen.add(name)
-    if config.limit is not None and config.limit < 1:
-        raise LlmgenError(f"--limit must be >= 1, got {config.limit}")
     tasks = [get_task(name) for name in config.tasks]
     names = [t.name for t in tasks]
     twice = next((n for n in names if names.count(n) > 1), None)
@@ -73,7 +97,13 @@ def resolve_tasks(config: EvalConfig) -> list[Task]:
 
 def sampling_for(task: Task, config: EvalConfig) -> SamplingConfig:
     return SamplingConfig(n=config.num_samples, temperature=config.temperature, top_p=config.top_p,
-                          max_tokens=config.max_tokens or task.max_tokens, stop=task.stop, seed=config.seed)
+                          max_tokens=config.max_new_tokens or task.max_tokens, stop=task.stop, seed=config.seed)
+
+
+def request_chunk(config: EvalConfig) -> int:
+    """Requests per backend call, so the cache commits (and progress moves) every few batches:
+    four batches of ``--batch-size``, at least 64 (the backend's own batch caps it too)."""
+    return max(64, 4 * (config.batch_size or 0))
 
 
 def ks_for(config: EvalConfig) -> list[int]:
@@ -89,19 +119,9 @@ def ks_for(config: EvalConfig) -> list[int]:
 def validate(config: EvalConfig) -> list[Task]:
     """All checks that need no model: tasks, sampling, k values, backend name and arguments, and
     that the run folder can be written (so a bad command fails before the engine starts)."""
-    from llmgen.backends import BACKENDS
     from llmgen.io import check_output_dir
 
-    if config.backend not in BACKENDS:
-        raise LlmgenError(f"unknown backend {config.backend!r} (known: {', '.join(BACKENDS)})")
-    if config.batch_size < 1:
-        raise LlmgenError(f"--batch-size must be >= 1, got {config.batch_size}")
-    if config.num_fewshot is not None and config.num_fewshot < 0:
-        raise LlmgenError(f"--num-fewshot must be >= 0, got {config.num_fewshot}")
-    if config.max_tokens is not None and config.max_tokens < 1:
-        raise LlmgenError(f"--max-tokens must be >= 1, got {config.max_tokens}")
-    if config.num_samples < 1:
-        raise LlmgenError(f"--num-samples must be >= 1, got {config.num_samples}")
+    config.validate()
     if config.output_dir:
         check_output_dir(config.output_dir, overwrite=True)
     check_backend_args(config.backend, config.model_args)
@@ -206,7 +226,7 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     values: dict[str, list] = {}
     if task.output_type == "generate":
         sampling = sampling_for(task, config)
-        outs = cached_generate(backend, prompts, sampling, cache, chunk=max(64, config.batch_size * 4), on_chunk=advance)
+        outs = cached_generate(backend, prompts, sampling, cache, chunk=request_chunk(config), on_chunk=advance)
         ks = ks_for(config) if "pass@k" in task.metrics else []
         for i, (doc, prompt, comps) in enumerate(zip(task.docs, prompts, outs, strict=True)):
             scored = task.score_generation(doc, [c["text"] for c in comps])
@@ -293,7 +313,7 @@ def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cach
     per_doc = [task.doc_requests(d) for d in task.docs]
     flat = [r for rs in per_doc for r in rs]
     bar = progress.add_task(task.name, total=len(flat)) if progress is not None else None
-    outs = run_requests(backend, flat, cache, config.max_tokens,
+    outs = run_requests(backend, flat, cache, config.max_new_tokens,
                         on_batch=(lambda n: progress.advance(bar, n)) if progress is not None else None)
     rows, at = [], 0
     for doc, doc_id, reqs in zip(task.docs, task.doc_ids(), per_doc, strict=True):
@@ -359,8 +379,8 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     own_backend = backend is None
     sharding.start(config.backend)  # under torchrun/accelerate: join the ranks before the model loads
     if backend is None:
-        # --batch-size sets HF's forward batch; vLLM schedules on its own and keeps its default
-        extra = {"batch_size": config.batch_size} if config.backend == "hf" else {}
+        # --batch-size sets HF's forward batch (None: HFBackend's default); vLLM schedules on its own
+        extra = {"batch_size": config.batch_size} if config.backend == "hf" and config.batch_size else {}
         backend = get_backend(config.backend, config.model, **{**extra, **config.model_args})
     t_load = time.time() - t0
     cache = open_cache(config)

@@ -155,7 +155,7 @@ def eval_runs(tmp_path_factory, tiny_hf, hf_default, tiny_model_dir, default_mod
         cfg = EvalConfig(model=model, tasks=["sentiment"], limit=RUN_LIMIT, cache=None,
                          output_dir=str(root / f"{name}_formats"))
         run_format_eval(cfg, RUN_FORMATS, backend=backend, show_progress=False)
-        cfg = EvalConfig(model=model, tasks=[str(capitals)], num_samples=4, temperature=1.0, max_tokens=1, seed=1,
+        cfg = EvalConfig(model=model, tasks=[str(capitals)], num_samples=4, temperature=1.0, max_new_tokens=1, seed=1,
                          cache=None, output_dir=str(root / f"{name}_sampled"))
         run_eval(cfg, backend=backend, show_progress=False)
         runs[f"{name}_formats"], runs[f"{name}_sampled"] = root / f"{name}_formats", root / f"{name}_sampled"

@@ -291,8 +291,10 @@ def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit:
 
 def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache) -> tuple[dict[str, float], list[dict]]:
     """Run one ``lmeval:NAME`` task with lm-eval's evaluator over ``backend``; llmgen's (metrics, rows)."""
+    from llmgen.evaluate import request_chunk
+
     lm_name = task.name[len(PREFIX):]
-    res = run_lmeval(make_lm(backend, cache, seed=config.seed, chunk=max(64, config.batch_size * 4)), [lm_name], config)
+    res = run_lmeval(make_lm(backend, cache, seed=config.seed, chunk=request_chunk(config)), [lm_name], config)
     rows = []
     for sub, samples in sorted(res.get("samples", {}).items()):
         rows += convert_samples(task.name if sub == lm_name else f"{task.name}.{sub}", samples)

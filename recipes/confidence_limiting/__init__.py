@@ -86,7 +86,7 @@ class ConfidenceLimitingConfig:
             raise LlmgenError(f"unknown method {bad[0] if bad else '(none)'!r} (known: {', '.join(METHODS)})")
         check_fixed(self)
         self.train.validate()
-        self.eval.validate()
+        self.eval.validate(task_budget=False)  # the math task is built with this budget
         samples = self.eval.num_samples
         too_big = [k for k in self.ks if k > samples]
         if too_big:
@@ -137,10 +137,9 @@ def eval_config(config: ConfidenceLimitingConfig, seed: int, greedy: bool = Fals
     from llmgen.evaluate import EvalConfig
 
     if greedy:
-        return EvalConfig(model=config.model, num_samples=1, temperature=0.0, max_tokens=config.eval.max_new_tokens,
-                          seed=seed, ks=[1], cache=None)
-    return EvalConfig(model=config.model, num_samples=config.eval.num_samples, temperature=config.eval.temperature,
-                      max_tokens=config.eval.max_new_tokens, seed=seed, ks=config.kvalues(), cache=None)
+        return EvalConfig.from_settings(config.eval, model=config.model, num_samples=1, temperature=0.0, seed=seed,
+                                        ks=[1], cache=None)
+    return EvalConfig.from_settings(config.eval, model=config.model, seed=seed, ks=config.kvalues(), cache=None)
 
 
 def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitingConfig, seed: int = 0,

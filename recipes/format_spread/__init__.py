@@ -68,7 +68,7 @@ class FormatSpreadConfig:
 
 def _check(config: FormatSpreadConfig) -> None:
     check_fixed(config)
-    config.eval.validate()
+    config.eval.validate(task_budget=False)  # the greedy answer's budget
     if config.mode not in MODES:
         raise LlmgenError(f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
     if config.metric not in METRICS:

@@ -98,7 +98,7 @@ class HyperfittingConfig:
         """Check every value before loading a model or writing a file."""
         check_fixed(self)
         self.train.validate()
-        self.eval.validate()
+        self.eval.validate(task_budget=False)  # its own generation loop: eval.max_new_tokens steps
         positive = ("num_sequences", "seq_len", "num_prompts", "prompt_len", "block_n", "ttr_window", "repetition_n", "distinct_n", "overlap_n", "eval_every",
                     "epoch_eval_prompts", "gen_batch_size")
         for name in positive:

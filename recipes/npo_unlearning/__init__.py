@@ -136,7 +136,7 @@ class UnlearnConfig:
         else:
             check_forget_split(self.forget_split, self.data)
         check_fixed(self)
-        self.eval.validate()
+        self.eval.validate(task_budget=False)  # the TOFU tasks are built with this budget
         self.train.validate()
         self.finetune.validate()
         if self.ds_size is not None and self.ds_size < 1:

@@ -323,8 +323,43 @@ def test_eval_reaches_every_config_field():
 
     _, commands = _commands()
     eval_opts = {p.name for p in commands["eval"].params}
-    renamed = {"ks": "k", "cache": "no_cache"}
+    renamed = {"ks": "k", "cache": "no_cache", "max_new_tokens": "max_tokens"}
     assert {renamed.get(f.name, f.name) for f in dataclasses.fields(EvalConfig)} - eval_opts == set()
+
+
+# one value each flag's field refuses, and the error line the field's check gives for it
+BAD_SETTING = {"backend": ("tpu", "unknown backend 'tpu'"), "max_new_tokens": ("0", "must be >= 1, got 0"),
+               "num_samples": ("0", "must be >= 1, got 0"), "temperature": ("-1", "must be >= 0, got -1.0"),
+               "top_p": ("2", "must be in (0, 1], got 2.0"), "limit": ("0", "must be >= 1, got 0"),
+               "batch_size": ("0", "must be >= 1, got 0")}
+
+
+def test_eval_reaches_every_eval_settings_field(tmp_path, capsys):
+    """Every field of the shared ``EvalSettings`` (recipes' ``eval:``, which ``EvalConfig`` extends)
+    is a ``llmgen eval`` flag with the field's default, and the flag's value lands in that field (a
+    bad value gets the field's own error line, naming the flag), or the field is listed in
+    ``evaluate.NO_FLAG`` with a reason: a new field cannot be silently unreachable (issue 13 item 5)."""
+    from llmgen.cli.main import main
+    from llmgen.config import EvalSettings
+    from llmgen.evaluate import NO_FLAG, flag_of
+
+    _, commands = _commands()
+    params = {opt: p for p in commands["eval"].params for opt in p.opts}
+    names = [f.name for f in dataclasses.fields(EvalSettings)]
+    assert set(NO_FLAG) <= set(names) and all(NO_FLAG.values())
+    for f in dataclasses.fields(EvalSettings):
+        if f.name in NO_FLAG:
+            continue
+        flag = flag_of(f.name)
+        assert flag in params, (f.name, flag)
+        assert params[flag].default == f.default, (f.name, params[flag].default, f.default)
+        value, message = BAD_SETTING[f.name]  # a new field needs a case here too
+        with pytest.raises(SystemExit) as exit_info:
+            main(["eval", flag, value, "--tasks", "no_such_task", "--output-dir", str(tmp_path / f.name)])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and err.startswith("error: ") and message in err, (f.name, err)
+        assert f.name == "backend" or err == f"error: {flag} {message}", err
+        assert not (tmp_path / f.name).exists()
 
 
 def test_run_folder_config_json_round_trips(tmp_path):

@@ -11,7 +11,6 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.generation import (
     distinct_n,
     longest_repeated_loop,
-    mean_entropy,
     ngram_overlap,
     ngram_set,
     ngrams,
@@ -109,8 +108,6 @@ def test_entropy_in_nats():
     assert token_entropies(logp)[0] == pytest.approx(1.5 * math.log(2))
     peaked = np.array([[1000.0, 0.0, 0.0]])
     assert token_entropies(peaked)[0] == pytest.approx(0.0, abs=1e-12)
-    steps = np.array([[0.0, 0.0, 0.0, 0.0], [1000.0, 0.0, 0.0, 0.0]])  # ln 4 and 0
-    assert mean_entropy(steps) == pytest.approx(math.log(4) / 2)
 
 
 def test_ngram_overlap():

@@ -17,7 +17,6 @@ from llmgen.evals.stats import (
     paired_bootstrap,
     standard_error,
     summarize,
-    summarize_metrics,
 )
 
 
@@ -77,10 +76,6 @@ def test_summarize_shape_and_nan_handling():
     assert s["ci_low"] <= s["mean"] <= s["ci_high"]
     empty = summarize([float("nan")])
     assert empty["n"] == 0 and math.isnan(empty["mean"])
-    both = summarize_metrics([{"exact_match": 1, "pass@1": 0.5, "note": "x"}, {"exact_match": 0, "pass@1": 0.25}],
-                             n_resamples=100)
-    assert set(both) == {"exact_match", "pass@1"}
-    assert both["pass@1"]["mean"] == pytest.approx(0.375)
 
 
 def test_mcnemar_exact_hand_value_and_scipy_binomtest():

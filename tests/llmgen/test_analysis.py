@@ -103,7 +103,7 @@ def test_compare_refuses_incomparable_runs(eval_runs, tiny_hf, tiny_model_dir, t
     from llmgen.evaluate import EvalConfig, run_eval
 
     def run(name: str, tasks: list[str], limit: int = 3) -> Path:
-        cfg = EvalConfig(model=tiny_model_dir, tasks=tasks, limit=limit, max_tokens=2, cache=None,
+        cfg = EvalConfig(model=tiny_model_dir, tasks=tasks, limit=limit, max_new_tokens=2, cache=None,
                          output_dir=str(tmp_path / name))
         run_eval(cfg, backend=tiny_hf, show_progress=False)
         return tmp_path / name
@@ -298,7 +298,7 @@ def test_report_on_the_run_folders_recipes_write(recipe_runs, eval_runs):
 def _config(model: str, out: Path | None, **kw):
     from llmgen.evaluate import EvalConfig
 
-    return EvalConfig(model=model, tasks=["arithmetic"], limit=3, max_tokens=3, cache=None,
+    return EvalConfig(model=model, tasks=["arithmetic"], limit=3, max_new_tokens=3, cache=None,
                       output_dir=str(out) if out else None, **kw)
 
 

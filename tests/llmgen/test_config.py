@@ -143,6 +143,11 @@ def test_train_config_types_load():
 
 def test_eval_settings_validate():
     EvalSettings().validate()
+    assert EvalSettings().max_new_tokens is None  # each task's own budget
+    with pytest.raises(LlmgenError, match="eval.max_new_tokens must be a number here"):
+        EvalSettings().validate(task_budget=False)
+    with pytest.raises(LlmgenError, match="eval.top_p must be in"):
+        load_config(EvalSettings, None, ["top_p=0"]).validate()
     with pytest.raises(LlmgenError, match="unknown eval.backend 'tpu'"):
         load_config(EvalSettings, None, ["backend=tpu"]).validate()
 
@@ -221,6 +226,20 @@ def test_committed_config_loads_validates_and_round_trips(path, tmp_path):
     assert load_config(cls, tmp_path / "config.json") == cfg
 
 
+@pytest.mark.parametrize("paper", ["npo_unlearning", "confidence_limiting", "hyperfitting", "format_spread"])
+def test_recipes_without_a_task_budget_refuse_a_null_max_new_tokens(paper):
+    """``eval.max_new_tokens: null`` means "each task's own budget" (``llmgen eval``); a recipe
+    that generates with its own number refuses it before any model loads, not mid-run."""
+    import importlib
+
+    module, _, name = CONFIG_CLASSES[paper].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    tiny = RECIPES / paper / "configs" / "tiny.yaml"
+    _validate(paper, load_config(cls, tiny))
+    with pytest.raises(LlmgenError, match="eval.max_new_tokens must be a number here"):
+        _validate(paper, load_config(cls, tiny, ["eval.max_new_tokens=null"]))
+
+
 def test_bench_configs_carry_the_bench_settings():
     """The figure configs hold what bench/*.py runs (spot checks of the settings each figure names)."""
     from llmgen.config import recipe_config
@@ -247,3 +266,17 @@ def test_real_run_folders_config_json_loads_back(recipe_runs):
         cfg.validate()
         assert dump_config(cfg) == json.loads(path.read_text())
         assert cfg.output_dir == str(recipe_runs[name])
+
+
+def test_eval_run_config_json_loads_back(tmp_path):
+    """An ``llmgen eval`` run folder's config.json (``asdict`` of EvalConfig: the shared settings
+    flat beside the run's own fields) loads back through the same loader as the recipes'."""
+    from dataclasses import asdict
+
+    from llmgen.evaluate import EvalConfig
+
+    cfg = EvalConfig(model="m", tasks=["arithmetic", "sentiment"], max_new_tokens=7, batch_size=4, limit=3,
+                     num_samples=2, temperature=0.5, ks=[1, 2], model_args={"dtype": "float32"}, cache=None)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    assert load_config(EvalConfig, tmp_path / "config.json") == cfg
+    assert load_config(EvalConfig, None, ["max_new_tokens=null"]).max_new_tokens is None

@@ -219,7 +219,7 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path))
     monkeypatch.setenv("LLMGEN_TOFU_DATA", str(fixture))
     monkeypatch.setenv("LLMGEN_TOFU_DS_SIZE", "300")
-    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=3, max_tokens=4, cache=None),
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=3, max_new_tokens=4, cache=None),
                    show_progress=False)
     res = out["results"]["tofu_forget10"]
     nine = [res[f"{s}.{m}"] for s in ("retain", "real_authors", "world_facts") for m in ("prob", "rougeL", "truth_ratio")]
@@ -251,7 +251,7 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("LLMGEN_TOFU_DS_SIZE")
     from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source
 
-    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=2, max_tokens=4, cache=None),
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=2, max_new_tokens=4, cache=None),
                    show_progress=False)
     res = out["results"]["tofu_forget10"]
     assert out["tasks"]["tofu_forget10"]["ds_size"] is None and out["tasks"]["tofu_forget10"]["counts"]["forget"] == 2

@@ -53,11 +53,6 @@ def ga_loss(logp: torch.Tensor) -> torch.Tensor:
     return logp.mean()
 
 
-def nll_loss(logp: torch.Tensor) -> torch.Tensor:
-    """Mean negative sequence log-likelihood (summed over each answer's tokens)."""
-    return -logp.mean()
-
-
 def token_mean_logprob(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean log-probability over every scored token of the batch (shapes [B, T]): minus HF's
     causal-LM ``loss``, which the reference uses for GA (forget) and the retain NLL. Long answers

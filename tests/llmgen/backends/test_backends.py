@@ -228,7 +228,7 @@ def test_truncated_flag_reaches_samples_jsonl(tmp_path):
     tiny_model(seed=0, config=TinyConfig(max_position_embeddings=128), save_to=tmp_path / "m")
     rows = {}
     for shots in (0, 3):
-        cfg = EvalConfig(model=str(tmp_path / "m"), tasks=["arithmetic"], limit=2, max_tokens=8, num_fewshot=shots,
+        cfg = EvalConfig(model=str(tmp_path / "m"), tasks=["arithmetic"], limit=2, max_new_tokens=8, num_fewshot=shots,
                          cache=None, output_dir=str(tmp_path / f"run{shots}"))
         run_eval(cfg, show_progress=False)
         rows[shots] = [json.loads(x) for x in (tmp_path / f"run{shots}" / "samples.jsonl").read_text().splitlines()]

@@ -18,7 +18,7 @@ import pytest
 from llmgen.backends import SamplingConfig, get_backend
 from llmgen.evaluate import EvalConfig, run_eval
 
-SAMPLED = dict(tasks=["arithmetic"], num_samples=3, temperature=0.9, top_p=0.95, max_tokens=6, seed=11)
+SAMPLED = dict(tasks=["arithmetic"], num_samples=3, temperature=0.9, top_p=0.95, max_new_tokens=6, seed=11)
 
 
 def _responses(out) -> dict[str, list[str]]:

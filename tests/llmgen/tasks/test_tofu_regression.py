@@ -32,13 +32,13 @@ def _check_rows(rows: list[dict], pinned: list[dict]) -> None:
 def test_tofu_eval_task_numbers_are_the_old_paths(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path))
     monkeypatch.setenv("LLMGEN_TOFU_DATA", str(HERE / "fixtures" / "tofu"))
-    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=5, max_tokens=8, cache=None),
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=5, max_new_tokens=8, cache=None),
                    show_progress=False)
     assert len(out["samples"]) == 20
     _check_rows(out["samples"], OLD["real_forget10"]["samples"])
 
     monkeypatch.delenv("LLMGEN_TOFU_DATA")
-    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget01"], limit=4, max_tokens=8, cache=None),
+    out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget01"], limit=4, max_new_tokens=8, cache=None),
                    show_progress=False)
     _check_rows(out["samples"], OLD["synthetic_forget01"]["samples"])
     res = out["results"]["tofu_forget01"]

@@ -18,7 +18,6 @@ from llmgen.evals.format_spread import (
     exhaustive_spread,
     normalize_answer,
     prefix_match,
-    probability_ranking,
 )
 from llmgen.prompts.formats import Format, load_formats
 from llmgen.tasks.classification import load_classification_task
@@ -47,15 +46,6 @@ def test_normalisation_strips_the_reference_characters():
     assert normalize_answer(" (A).\n") == "a"
     assert normalize_answer("-> Yes <") == "yes"
     assert prefix_match("Yes, because", "yes")
-
-
-def test_probability_ranking_sums_or_normalises():
-    assert probability_ranking([-3.0, -1.0, -2.0]) == 1
-    # a 2-token answer at -4 loses to a 1-token answer at -3 unnormalised, wins per token
-    assert probability_ranking([-4.0, -3.0], [2, 1]) == 1
-    assert probability_ranking([-4.0, -3.0], [2, 1], normalize=True) == 0
-    with pytest.raises(LlmgenError, match="token count"):
-        probability_ranking([-1.0], normalize=True)
 
 
 # --- the bandit -------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path, monkeypatch):
     from llmgen.evaluate import EvalConfig, run_eval
 
     monkeypatch.setenv("LLMGEN_TOFU_DATA", tofu_dir)
-    ev = run_eval(EvalConfig(model=ft, tasks=["tofu_forget10"], limit=1, max_tokens=1, cache=None), show_progress=False)
+    ev = run_eval(EvalConfig(model=ft, tasks=["tofu_forget10"], limit=1, max_new_tokens=1, cache=None), show_progress=False)
     assert set(ev) - {"config", "samples"} <= set(saved)
     assert set(saved["results"]) == {"tofu_forget10/start", "tofu_forget10/npo", "tofu_forget10/npo_rt"}
     assert saved["results"]["tofu_forget10/npo"] == {k: v for k, v in saved["methods"]["npo"]["final"].items() if k != "step"}
