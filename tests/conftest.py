@@ -235,6 +235,19 @@ def xdist_group(item: pytest.Item, engine: bool) -> str:
     return next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in names), item.nodeid.split("::")[0])
 
 
+def _put_in_group(item: pytest.Item, group: str) -> None:
+    """Mark ``item`` for xdist group ``group``, and write the group into its node id as xdist's
+    ``--dist loadgroup`` expects (``<nodeid>@<group>``). xdist 3.8 writes ``item._nodeid``, which
+    pytest 9.2 no longer reads (the id lives in ``item._id``), so without this line every test is
+    scheduled on its own: engines and module fixtures built on both workers."""
+    from _pytest.nodeid import NodeId
+
+    item.add_marker(pytest.mark.xdist_group(group))
+    if item.config.getvalue("loadgroup") and "@" not in item.nodeid and hasattr(item, "_id"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+@pytest.hookimpl(tryfirst=True)  # the markers before xdist's own hook reads them
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop).
 
@@ -247,4 +260,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         engine = starts_engine(item)
         if engine and item.get_closest_marker("vllm") is None:
             item.add_marker(pytest.mark.vllm)
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item, engine)))
+        _put_in_group(item, xdist_group(item, engine))
