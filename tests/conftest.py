@@ -221,15 +221,43 @@ def starts_engine(item: pytest.Item) -> bool:
     return any(_STARTS_VLLM.search(_source(d.func)) for name in names for d in defs.get(name, ()))
 
 
+# Session fixtures that cost tens of seconds and serve tests in several files. A session fixture is
+# built once per xdist worker, so every test that uses one of these goes to one group (one worker).
+SHARED_FIXTURE_GROUPS = {"eval_runs": "run_folders", "recipe_runs": "run_folders"}
+
+
+def xdist_group(item: pytest.Item, engine: bool) -> str:
+    """The xdist group of ``item``: ``vllm`` for a test that starts an engine in the pytest process,
+    the group of a costly shared session fixture it uses, else its file."""
+    if engine:
+        return "vllm"
+    names = set(getattr(item, "fixturenames", ()))
+    return next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in names), item.nodeid.split("::")[0])
+
+
+def _put_in_group(item: pytest.Item, group: str) -> None:
+    """Mark ``item`` for xdist group ``group``, and write the group into its node id as xdist's
+    ``--dist loadgroup`` expects (``<nodeid>@<group>``). xdist 3.8 writes ``item._nodeid``, which
+    pytest 9.2 no longer reads (the id lives in ``item._id``), so without this line every test is
+    scheduled on its own: engines and module fixtures built on both workers."""
+    from _pytest.nodeid import NodeId
+
+    item.add_marker(pytest.mark.xdist_group(group))
+    if item.config.getvalue("loadgroup") and "@" not in item.nodeid and hasattr(item, "_id"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+@pytest.hookimpl(tryfirst=True)  # the markers before xdist's own hook reads them
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that starts a vLLM engine with ``vllm`` (``-m "not vllm"``: the quick local loop).
 
     Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every test that starts an engine
-    in the pytest process goes to one worker, so the session engines start once; every other test
+    in the pytest process goes to one worker, so the session engines start once; so do the tests of
+    each costly shared session fixture (``SHARED_FIXTURE_GROUPS``: the run folders). Every other test
     (a test marked ``vllm`` by hand that starts vLLM only in a subprocess, like ``make run``'s) stays
     with the rest of its file, so module fixtures are built once."""
     for item in items:
         engine = starts_engine(item)
         if engine and item.get_closest_marker("vllm") is None:
             item.add_marker(pytest.mark.vllm)
-        item.add_marker(pytest.mark.xdist_group("vllm" if engine else item.nodeid.split("::")[0]))
+        _put_in_group(item, xdist_group(item, engine))

@@ -12,26 +12,22 @@ Recipes call::
 """
 
 from llmgen.training.config import TrainConfig
-from llmgen.training.losses import (
-    IGNORE_INDEX,
-    LOSSES,
-    LossState,
-    get_loss,
-    is_main_process,
-    model_inputs,
-    register_loss,
-    sequence_logprobs,
-    token_logprobs,
-)
 
 __all__ = [
     "IGNORE_INDEX", "LOSSES", "LossState", "TrainConfig", "TrainResult", "get_loss", "is_main_process", "model_inputs", "register_loss",
     "sequence_logprobs", "token_logprobs", "train",
 ]
+_LOSS_NAMES = frozenset({"IGNORE_INDEX", "LOSSES", "LossState", "get_loss", "is_main_process", "model_inputs",
+                         "register_loss", "sequence_logprobs", "token_logprobs"})
 
 
 def __getattr__(name: str):
-    # The loop imports accelerate/peft; load it only when a caller asks for it.
+    # The losses import torch, the loop accelerate/peft; load them only when a caller asks for them,
+    # so that the CLI (which reads TrainConfig's fields at start-up) starts without torch.
+    if name in _LOSS_NAMES:
+        from llmgen.training import losses
+
+        return getattr(losses, name)
     if name in ("train", "TrainResult"):
         from llmgen.training import loop
 

@@ -24,22 +24,36 @@ def _env(cache: Path) -> dict:
     return env
 
 
-def _eval(prefix: list[str], model: str, out: Path, cache: Path, *extra: str) -> tuple[dict, list[dict], subprocess.CompletedProcess]:
+def _args(model: str, out: Path, *extra: str) -> list[str]:
     # 7 examples: an odd count, so the two ranks get unequal slices
-    cmd = [*prefix, "-m", "llmgen.cli.main", "eval", "--model", model, "--tasks", TASKS, "--limit", "7",
-           "--max-tokens", "6", "--batch-size", "3", "--output-dir", str(out), *extra]
+    return ["eval", "--model", model, "--tasks", TASKS, "--limit", "7", "--max-tokens", "6", "--batch-size", "3",
+            "--output-dir", str(out), *extra]
+
+
+def _read(out: Path) -> tuple[dict, list[dict]]:
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    return json.loads((out / "results.json").read_text()), rows
+
+
+def _eval(prefix: list[str], model: str, out: Path, cache: Path, *extra: str) -> tuple[dict, list[dict], subprocess.CompletedProcess]:
+    cmd = [*prefix, "-m", "llmgen.cli.main", *_args(model, out, *extra)]
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env(cache), timeout=600, cwd=out.parent)
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
-    return json.loads((out / "results.json").read_text()), rows, run
+    return *_read(out), run
 
 
-def test_two_rank_eval_equals_one_process_and_resumes(tmp_path, tiny_model_dir):
+def test_two_rank_eval_equals_one_process_and_resumes(tmp_path, tiny_model_dir, monkeypatch, capsys):
     torchrun = shutil.which("torchrun", path=str(Path(PY).parent)) or shutil.which("torchrun")
     if torchrun is None or not torch.distributed.is_gloo_available():
         pytest.skip("torchrun or gloo not available")
     launch = [torchrun, "--nproc_per_node", "2", "--master_port", str(29000 + os.getpid() % 300)]
-    single, single_rows, _ = _eval([PY], tiny_model_dir, tmp_path / "single", tmp_path / "c0", "--no-cache")
+    # the one-process reference needs no process of its own: the CLI runs here
+    from llmgen.cli.main import main
+
+    monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path / "c0"))
+    main(_args(tiny_model_dir, tmp_path / "single", "--no-cache"))
+    capsys.readouterr()
+    single, single_rows = _read(tmp_path / "single")
     n_requests = single["cache"]["misses"]  # a disabled cache counts every request as a miss
     assert n_requests > 7
 

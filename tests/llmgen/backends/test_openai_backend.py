@@ -172,15 +172,21 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def vllm_server(default_model_dir, tmp_path_factory):
-    """``vllm serve`` of the embedded model on 127.0.0.1, with the engine settings VLLMBackend uses on CPU."""
+    """``vllm serve`` of the embedded model on 127.0.0.1, with the engine settings VLLMBackend uses on CPU.
+
+    One process fewer than vLLM's default: the model runs in the engine-core process (``uni``
+    executor; on CPU vLLM allows it only with ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which the API
+    server's always-separate engine core ignores otherwise), so the server starts two interpreters, not
+    three. Where the model runs does not change what it computes; the tests below check exactly that
+    against the in-process engine."""
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-               VLLM_LOGGING_LEVEL="WARNING")
+               VLLM_LOGGING_LEVEL="WARNING", VLLM_ENABLE_V1_MULTIPROCESSING="0")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", default_model_dir,
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
            "--seed", "0", "--enforce-eager", "--no-enable-chunked-prefill", "--no-enable-prefix-caching",
-           "--disable-log-stats", "--uvicorn-log-level", "warning"]
+           "--distributed-executor-backend", "uni", "--disable-log-stats", "--uvicorn-log-level", "warning"]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"

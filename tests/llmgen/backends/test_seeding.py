@@ -49,8 +49,9 @@ def test_hf_completions_independent_of_batch_cache_and_limit(tiny_model_dir, tmp
 
 
 @pytest.mark.vllm
-def test_vllm_completions_independent_of_batch_cache_and_limit(vllm_default, tmp_path):
-    _three_ways(vllm_default, tmp_path, vllm_default.model_path, "vllm")
+def test_vllm_completions_independent_of_batch_cache_and_limit(vllm_tiny, tmp_path):
+    """The same four runs through vLLM, on the session's tiny engine (the model is not what is tested)."""
+    _three_ways(vllm_tiny, tmp_path, vllm_tiny.model_path, "vllm")
 
 
 def test_seeds_per_sample_and_per_request(tiny_model_dir):
