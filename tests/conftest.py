@@ -240,9 +240,11 @@ def _put_in_group(item: pytest.Item, group: str) -> None:
     ``--dist loadgroup`` expects (``<nodeid>@<group>``). xdist 3.8 writes ``item._nodeid``, which
     pytest 9.2 no longer reads (the id lives in ``item._id``), so without this line every test is
     scheduled on its own: engines and module fixtures built on both workers."""
-    from _pytest.nodeid import NodeId
-
     item.add_marker(pytest.mark.xdist_group(group))
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2; earlier versions read xdist's own rewrite
+    except ImportError:
+        return
     if item.config.getvalue("loadgroup") and "@" not in item.nodeid and hasattr(item, "_id"):
         item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
