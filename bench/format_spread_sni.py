@@ -34,8 +34,8 @@ TASKS = ("task190_snli_classification", "task1612_sick_label_classification",
          "task319_stereoset_classification_profession", "task133_winowhy_reason_plausibility_detection",
          "task069_abductivenli_classification")
 SHOTS = (1, 5)
-# Thompson settings simulated on each exhaustive matrix (budget E, batch B); with 10 formats and 30
-# examples, E = 100 gives each phase 10 pulls of 5 examples: one per arm.
+# Thompson settings simulated on each exhaustive matrix (budget E, batch B); with 10 formats and 20
+# examples, E = 100 gives each phase 10 pulls of 5 examples (one per arm if spread evenly).
 BANDIT = ((60, 5), (100, 5), (140, 5))
 SECTION = "## FormatSpread on SNI tasks"
 PLOT = ROOT / "docs" / "benchmarks" / "format_spread" / "sni_spread.png"
@@ -56,7 +56,7 @@ def cut_instances(text: str, n: int) -> str:
     decoder = json.JSONDecoder()
     pos = start
     for _ in range(n):
-        while text[pos] in " \n\t,":
+        while pos < len(text) and text[pos] in " \n\t,":
             pos += 1
         _, pos = decoder.raw_decode(text, pos)  # raises if the pages end before instance n is complete
     out = text[:pos] + CLOSING

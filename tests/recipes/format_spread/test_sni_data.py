@@ -7,6 +7,7 @@ instance's input back to the file's text (the reference structure read the raw i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from llmgen.tasks.classification import DEMO_POOL, load_sni_task
 ROOT = Path(__file__).parents[3]
 DATA = ROOT / "recipes" / "format_spread" / "data" / "sni"
 CONFIG = ROOT / "recipes" / "format_spread" / "configs" / "sni_cpu.yaml"
+BENCH = ROOT / "bench"
 
 
 def readme_counts() -> dict[str, int]:
@@ -54,3 +56,28 @@ def test_config_points_at_a_committed_file():
     cfg = load_config(FormatSpreadConfig, CONFIG)
     assert cfg.mode == "exhaustive" and cfg.demos_from == "instances"
     assert (ROOT / cfg.task).is_file() and Path(cfg.task).parent == Path("recipes/format_spread/data/sni")
+
+
+def _driver():
+    import sys
+
+    sys.path.insert(0, str(BENCH))  # the driver imports bench/seeds.py and bench/format_spread.py
+    spec = importlib.util.spec_from_file_location("bench_format_spread_sni", BENCH / "format_spread_sni.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cut_keeps_the_source_text_up_to_the_nth_instance(tmp_path):
+    """How the files were made: the source's own characters up to the N-th instance, then the closing."""
+    source = ('{\n    "Definition": ["d \\"q\\""],\n    "Instances":[\n        {"input": "a, }", "output": ["x"]},'
+              '\n\t\t\t{"input": "b", "output": ["y"]},\n\t\t\t{"input": "c", "out')
+    page = tmp_path / "page.lit"
+    page.write_text(json.dumps(source)[1:-1] + "\n")  # as read_file returns it: the JSON string literal
+    driver = _driver()
+    text = driver.cut_instances(driver.join_pages([page]), 2)
+    cut_at = source.index('"output": ["y"]}') + len('"output": ["y"]}')
+    assert text == source[:cut_at] + "\n    ]\n}\n"
+    assert [i["input"] for i in json.loads(text)["Instances"]] == ["a, }", "b"]
+    with pytest.raises(ValueError):  # the third instance is cut off in the page
+        driver.cut_instances(source, 3)
