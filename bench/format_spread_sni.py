@@ -29,14 +29,15 @@ DATA = ROOT / "recipes" / "format_spread" / "data" / "sni"
 CONFIG = ROOT / "recipes" / "format_spread" / "configs" / "sni_cpu.yaml"
 RUNS = ROOT / "runs" / "repro" / "format_spread_sni"
 DOC = ROOT / "docs" / "benchmarks" / "format_spread.md"
-# The five tasks of the paper's set (reference run_evals.sh) with short inputs, in the doc's order.
+# The five tasks of the paper's set (reference run_evals.sh) with short inputs, in the doc's order; the
+# longest prompts last (each shot count runs in this order), so a run cut short loses the costliest.
 TASKS = ("task190_snli_classification", "task1612_sick_label_classification",
-         "task319_stereoset_classification_profession", "task133_winowhy_reason_plausibility_detection",
-         "task069_abductivenli_classification")
+         "task319_stereoset_classification_profession", "task069_abductivenli_classification",
+         "task133_winowhy_reason_plausibility_detection")
 SHOTS = (1, 5)
-# Thompson settings simulated on each exhaustive matrix (budget E, batch B); with 10 formats and 20
-# examples, E = 100 gives each phase 10 pulls of 5 examples (one per arm if spread evenly).
-BANDIT = ((60, 5), (100, 5), (140, 5))
+# Thompson settings simulated on each exhaustive matrix (budget E, batch B); with 6 formats and 16
+# examples (96 evaluations), E = 48 gives each phase 6 pulls of 4 examples.
+BANDIT = ((24, 4), (32, 4), (48, 4))
 SECTION = "## FormatSpread on SNI tasks"
 PLOT = ROOT / "docs" / "benchmarks" / "format_spread" / "sni_spread.png"
 CLOSING = "\n    ]\n}\n"
@@ -115,12 +116,17 @@ def task_figures(run: Path, sims: int) -> dict:
     ex = exhaustive_spread(outcomes)
     lo, hi = spread_interval(outcomes)
     acc = outcomes.mean(axis=1)
-    golds = [r["target"] for r in read_jsonl(run / "format_samples.jsonl", required=["format_id", "target"])
-             if r["format_id"] == 0]
+    rows = read_jsonl(run / "format_samples.jsonl", required=["format_id", "target", "responses"])
+    golds = [r["target"] for r in rows if r["format_id"] == 0]
     majority = max(golds.count(g) for g in set(golds)) / len(golds)
+    answers: dict[int, list[str]] = {}
+    for r in rows:
+        answers.setdefault(r["format_id"], []).append(r["responses"][0])
+    # how constant the model's answer is: per format, the share of its most frequent answer
+    top_answer = float(np.mean([max(a.count(x) for x in set(a)) / len(a) for a in answers.values()]))
     return {"formats": outcomes.shape[0], "examples": outcomes.shape[1], "original": float(acc[0]),
             "min": ex["min"], "max": ex["max"], "spread": ex["spread"], "spread_ci": (lo, hi),
-            "median": float(np.median(acc)), "majority": majority,
+            "median": float(np.median(acc)), "majority": majority, "top_answer": top_answer,
             "best_vs_worst_p": mcnemar(outcomes[ex["best"]], outcomes[ex["worst"]], exact=True).p_value,
             "best_format": entry["formats"][ex["best"]]["format"],
             "worst_format": entry["formats"][ex["worst"]]["format"],
@@ -175,12 +181,14 @@ def section(figures: dict, sims: int, config: str) -> tuple[str, str]:
         "Spread = max − min accuracy over the formats, in points; its 95% interval is the percentile "
         "bootstrap over the examples (2000 resamples, the same examples for every format: "
         "`bench/format_spread.py` `spread_interval`, as the sentiment figure above). Majority = the share of "
-        "the most frequent gold label among the evaluated examples (what a constant answer scores). "
+        "the most frequent gold label among the evaluated examples (what a constant answer scores); top answer = "
+        "per format, the share of the examples that get the model's most frequent answer, averaged over the "
+        "formats (100: one answer for every example). "
         "p = exact McNemar test of the best against the worst format on the same examples; best and "
         "worst are chosen after looking, so p is optimistic.",
         "",
-        "| task | shots | original | worst | best | spread [95% CI] | median | majority | p best vs worst |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | shots | original | worst | best | spread [95% CI] | median | majority | top answer | p best vs worst |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in TASKS:
         for shots in SHOTS:
@@ -188,6 +196,7 @@ def section(figures: dict, sims: int, config: str) -> tuple[str, str]:
             lines.append(f"| {task} | {shots} | {100 * f['original']:.1f} | {100 * f['min']:.1f} | "
                          f"{100 * f['max']:.1f} | **{100 * f['spread']:.1f}** [{100 * f['spread_ci'][0]:.1f}, "
                          f"{100 * f['spread_ci'][1]:.1f}] | {100 * f['median']:.1f} | {100 * f['majority']:.1f} | "
+                         f"{100 * f['top_answer']:.0f} | "
                          f"{f['best_vs_worst_p']:.3g} |")
     spreads = {shots: [100 * figures[t, shots]["spread"] for t in TASKS] for shots in SHOTS}
     lines += ["", f"![spread per task, 1- vs 5-shot](format_spread/{PLOT.name})", "",
