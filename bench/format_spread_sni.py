@@ -257,7 +257,7 @@ def replace_section(doc: str, text: str) -> str:
         return doc.rstrip("\n") + "\n\n" + text
     start = doc.index(SECTION)
     nxt = doc.find("\n## ", start + len(SECTION))
-    return doc[:start] + text + (doc[nxt + 1:] if nxt >= 0 else "")
+    return doc[:start] + text + (doc[nxt:] if nxt >= 0 else "")
 
 
 def report_main(args) -> None:
