@@ -12,6 +12,7 @@ Two jobs:
   task the spread with a 95% bootstrap interval over examples, and the Thompson bandit simulated on
   the same exhaustive outcomes (``bench/format_spread.py``'s ``simulate``).
 
+    .venv/bin/python bench/format_spread_sni.py [--reuse]     # 10 runs, ~25 min on one shared thread
     .venv/bin/python bench/format_spread_sni.py cut PAGE.lit [PAGE.lit ...] --instances 50 --out FILE
 """
 
