@@ -65,9 +65,24 @@ def simulate(outcomes: np.ndarray, rule: str, budget: int, batch: int, runs: int
         found.append((res.best == ex["best"]) + (res.worst == ex["worst"]))
     return {"rule": rule, "budget": budget, "batch": batch, "runs": runs,
             "mean_err_max": float(np.mean(err_max)), "mean_err_min": float(np.mean(err_min)),
+            "max_within_2_points": float(np.mean(np.array(err_max) <= 2)),
+            "min_within_2_points": float(np.mean(np.array(err_min) <= 2)),
             "p95_err": float(np.percentile(np.maximum(err_max, err_min), 95)),
             "within_2_points": float(np.mean(both)), "evaluations_fraction": float(np.mean(frac)),
             "max_fraction": float(np.max(frac))}
+
+
+def spread_interval(outcomes: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the spread (max − min accuracy over formats).
+
+    Resamples examples with replacement, the same draw for every format (the formats are evaluated
+    on the same examples), and takes the spread of each resample's per-format accuracies.
+    """
+    n = outcomes.shape[1]
+    rng = np.random.default_rng(seed)
+    boot = [np.ptp(outcomes[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(resamples)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def budgets(n_formats: int, n: int) -> list[tuple[int, int]]:
@@ -139,10 +154,7 @@ def report(config: str, run: Path, entry: dict, outcomes: np.ndarray, sims: list
     ex = exhaustive_spread(outcomes)
     acc = outcomes.mean(axis=1)
     n_formats, n = outcomes.shape
-    # 95% percentile-bootstrap interval of the spread over examples (same examples resampled for all formats).
-    rng = np.random.default_rng(0)
-    boot = [np.ptp(outcomes[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(2000)]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
+    lo, hi = spread_interval(outcomes)
     cfg_rel = Path(config).relative_to(ROOT) if Path(config).is_absolute() else config
     cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     # A nested config.json (eval: ...) comes from `--config`; a flat one from the flags the command had before.
