@@ -57,7 +57,7 @@ def test_claims_follow_the_per_seed_differences():
     checks = driver.claims(runs, [16, 64])
     falls, above = checks.values()
     assert all(ok for _, ok in falls.values())
-    assert falls["pass@64, CE epoch 1 -> 3"][0] == pytest.approx([-0.2, -0.2, -0.2])
+    assert falls["pass@64, CE epoch 1 → 3"][0] == pytest.approx([-0.2, -0.2, -0.2])
     assert above["pass@16, DCO - CE at epoch 1"] == ([0.0, 0.0, 0.0], False)
     assert above["pass@64, DCO - CE at epoch 3"][1] is True
     assert driver.overall_verdict(["shown", "partly"]) == "partly"
