@@ -30,6 +30,7 @@ from seeds import ROOT, SEEDS, band_plot, direction, fmt, llmgen_command, run_lo
 CONFIG = ROOT / "recipes" / "confidence_limiting" / "configs" / "cpu.yaml"
 DOC = ROOT / "docs" / "benchmarks" / "confidence_limiting.md"
 PLOT_DIR = "confidence_limiting"  # next to the doc
+METHODS = ("ce", "dco")
 MARK = "<!-- seeds: written by bench/confidence_limiting.py -->"
 CLAIMS = ("CE's pass@N at large N falls with more epochs", "DCO's pass@N stays above CE's there")
 SHORT = dict(zip(CLAIMS, ("CE's pass@N falls", "DCO above CE"), strict=True))
@@ -65,13 +66,23 @@ def run_seeds(args) -> tuple[list[dict], float]:
 # --- figures across seeds ------------------------------------------------------------------------
 
 def curves(runs: list[dict]) -> tuple[list[int], list[int | float], dict[str, dict]]:
-    """``(ks, epochs, per method {epoch: evaluation row per seed})`` at the epochs every run measured
-    for both methods (DCO's refill could end a run early)."""
+    """``(ks, epochs, per method {epoch: evaluation row per seed})``.
+
+    The recipe evaluates both methods at the same optimizer steps (every epoch's worth of CE steps)
+    and at the end of training. DCO's refill skips candidates, so its ``train.epochs`` passes over
+    the training problems end after fewer steps (an epoch label such as 2.75): its end-of-training
+    row stands at the last epoch, where CE's run also ends after the same passes over the data."""
     ks = runs[0]["ks"]
-    methods = ("ce", "dco")
-    epochs = sorted(set.intersection(*({h["epoch"] for h in r["methods"][m]} for r in runs for m in methods)))
-    rows = {m: {e: [next(h for h in r["methods"][m] if h["epoch"] == e) for r in runs] for e in epochs}
-            for m in methods}
+    end = runs[0]["config"]["train"]["epochs"]
+
+    def at(run: dict, method: str, epoch: float) -> dict | None:
+        hist = run["methods"][method]
+        exact = next((h for h in hist if h["epoch"] == epoch), None)
+        return hist[-1] if exact is None and epoch == end else exact
+
+    measured = sorted(set.intersection(*({h["epoch"] for h in r["methods"]["ce"]} for r in runs)))
+    epochs = [e for e in measured if all(at(r, m, e) is not None for r in runs for m in METHODS)]
+    rows = {m: {e: [at(r, m, e) for r in runs] for e in epochs} for m in METHODS}
     return ks, epochs, rows
 
 
@@ -193,15 +204,20 @@ def report(runs: list[dict], config: str, plots: list[str], wall_s: float) -> tu
         "| method | epoch | " + " | ".join(f"pass@{k}" for k in ks) + " |",
         "|---|---|" + "---|" * len(ks),
     ]
-    for m in ("ce", "dco"):
+    for m in METHODS:
         for e in epochs:
             lines.append(f"| {m} | {e} | " + " | ".join(fmt(passk(rows[m][e], k)) for k in ks) + " |")
+    ends = [(r["seed"], r["methods"]["dco"][-1]) for r in runs]
+    lines += ["", f"DCO's row at epoch {epochs[-1]} is its end of training, after {t['epochs']:g} passes over the "
+              "training problems like CE's; its refill skipped candidates (F <= threshold), so that came at "
+              + ", ".join(f"step {h['step']} (epoch label {h['epoch']}, seed {seed})" for seed, h in ends)
+              + f", against CE's step {runs[0]['methods']['ce'][-1]['step']}. Its earlier rows are at CE's steps."]
     lines += ["", *(f"![{p}]({PLOT_DIR}/{p})" for p in plots), "",
               "## Confidence and training (mean [95% CI] across seeds)", "",
               "| method | epoch | greedy accuracy | confidence of wrong greedy answers | wrong with confidence > 0.5 "
-              "| distinct answers of 64 | mean train loss | DCO candidates dropped (cumulative) |",
+              "| distinct answers of 64 | mean train loss (CE, or DCO's F-weighted NLL) | DCO candidates dropped (cumulative) |",
               "|---|---|---|---|---|---|---|---|"]
-    for m in ("ce", "dco"):
+    for m in METHODS:
         for e in epochs:
             hs = rows[m][e]
             train = [h.get("train", {}) for h in hs]
@@ -212,7 +228,7 @@ def report(runs: list[dict], config: str, plots: list[str], wall_s: float) -> tu
                          f"{_cell([x.get('mean_loss') for x in train] if e else None, 4)} | "
                          f"{_cell([x.get('refill_dropped') for x in train] if m == 'dco' and e else None, 1)} |")
     ce_last = rows["ce"][epochs[-1]]
-    summary = (f"**{overall}** ({len(runs)} seeds, 95% t): " + "; ".join(f"{SHORT[c]}: {w}" for c, w in words.items())
+    summary = (f"**{overall}** ({len(runs)} seed{'s' * (len(runs) > 1)}, 95% t): " + "; ".join(f"{SHORT[c]}: {w}" for c, w in words.items())
                + f". CE pass@{big} epoch 1 → {epochs[-1]}: {fmt(passk(rows['ce'][epochs[1]], big))} → "
                f"{fmt(passk(ce_last, big))}; DCO − CE pass@{big} at epoch {epochs[-1]}: "
                f"{fmt(checked[CLAIMS[1]][f'pass@{big}, DCO - CE at epoch {epochs[-1]}'][0])}; "
@@ -226,11 +242,11 @@ def plot(runs: list[dict], folder: Path) -> list[str]:
     n = runs[0]["config"]["dco_n"]
     by_k = [(f"{m.upper()} pass@k", {f"epoch {e}": [list(v) for v in zip(*(passk(rows[m][e], k) for k in ks),
                                                                           strict=True)] for e in epochs})
-            for m in ("ce", "dco")]
+            for m in METHODS]
     band_plot(folder / "seeds_passk_vs_k.png", ks, by_k, "k", "pass@k after each epoch, mean and 95% t band over "
               f"{len(runs)} seeds", logx=True)
     by_epoch = [(f"pass@{k}", {m.upper(): [list(v) for v in zip(*(passk(rows[m][e], k) for e in epochs),
-                                                                strict=True)] for m in ("ce", "dco")})
+                                                                strict=True)] for m in METHODS})
                 for k in dict.fromkeys((1, n, ks[-1])) if k in ks]
     band_plot(folder / "seeds_passk_vs_epoch.png", epochs, by_epoch, "epoch", "CE vs DCO over epochs, mean and "
               f"95% t band over {len(runs)} seeds")

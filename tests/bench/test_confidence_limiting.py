@@ -37,10 +37,10 @@ def test_seed_argv_builds_from_committed_config(tmp_path):
     assert config.kvalues() == KS and config.eval.num_samples == 64
 
 
-def _run(seed: int, ce: dict[int, float], dco: dict[int, float]) -> dict:
+def _run(seed: int, ce: dict[float, float], dco: dict[float, float]) -> dict:
     """A results.json with the same pass@k at every k (enough for the checks)."""
     def rows(values):
-        return [{"epoch": e, "step": 4 * e, "passk": {str(k): {"unbiased": v} for k in KS}, "greedy_accuracy": v,
+        return [{"epoch": e, "step": round(4 * e), "passk": {str(k): {"unbiased": v} for k in KS}, "greedy_accuracy": v,
                  "confidence_incorrect": None, "overconfident_wrong": 0.0, "distinct_answers": 5.0,
                  "train": {"mean_loss": 1.0, "refill_dropped": 3} if e else {}} for e, v in values.items()]
     config = {"dco_n": 16, "difficulty": 2, "task_seed": 0, "dco_threshold": 0.1,
@@ -52,13 +52,17 @@ def _run(seed: int, ce: dict[int, float], dco: dict[int, float]) -> dict:
 
 def test_claims_follow_the_per_seed_differences():
     # CE falls 0.8 -> 0.6 in every seed; DCO above CE by 0.05 +- 0.01 at epochs 2, 3, tied at epoch 1
-    runs = [_run(s, {0: 0.5, 1: 0.8 + d, 2: 0.7 + d, 3: 0.6 + d}, {0: 0.5, 1: 0.8 + d, 2: 0.75 + 2 * d, 3: 0.65 + 2 * d})
+    # seed 2's DCO run ends early (refill): its end-of-training row (epoch 2.75) stands at epoch 3
+    runs = [_run(s, {0: 0.5, 1: 0.8 + d, 2: 0.7 + d, 3: 0.6 + d},
+                 {0: 0.5, 1: 0.8 + d, 2: 0.75 + 2 * d, (3 if s < 2 else 2.75): 0.65 + 2 * d})
             for s, d in enumerate((0.0, 0.01, -0.01))]
+    assert driver.curves(runs)[1] == [0, 1, 2, 3]
     checks = driver.claims(runs, [16, 64])
     falls, above = checks.values()
     assert all(ok for _, ok in falls.values())
     assert falls["pass@64, CE epoch 1 → 3"][0] == pytest.approx([-0.2, -0.2, -0.2])
     assert above["pass@16, DCO - CE at epoch 1"] == ([0.0, 0.0, 0.0], False)
+    assert above["pass@64, DCO - CE at epoch 3"][0] == pytest.approx([0.05, 0.06, 0.04])
     assert above["pass@64, DCO - CE at epoch 3"][1] is True
     assert driver.overall_verdict(["shown", "partly"]) == "partly"
     assert driver.overall_verdict(["not shown", "not shown"]) == "not shown"
