@@ -197,7 +197,7 @@ def report(runs: list[dict], config: str, plots: list[str], wall_s: float) -> tu
         "",
         f"Wall time: {wall_s / 60:.1f} min for the {len(runs)} seeds ("
         + ", ".join(f"{r['wall_s'] / 60:.1f}" for r in runs) + " min each) on the 2-core CPU shared with "
-        "five other jobs (load average ~10-13).",
+        "other jobs (load average up to ~13), one torch thread, so per-seed times follow the load.",
         "",
         f"## pass@k after each epoch (k = {', '.join(map(str, ks))}; epoch 0 = the base model)",
         "",
@@ -212,6 +212,13 @@ def report(runs: list[dict], config: str, plots: list[str], wall_s: float) -> tu
               "training problems like CE's; its refill skipped candidates (F <= threshold), so that came at "
               + ", ".join(f"step {h['step']} (epoch label {h['epoch']}, seed {seed})" for seed, h in ends)
               + f", against CE's step {runs[0]['methods']['ce'][-1]['step']}. Its earlier rows are at CE's steps."]
+    lines += ["", f"Per seed (pass@{n} / pass@{big}; the base model's row differs only in its samples):", "",
+              "| method | epoch | " + " | ".join(f"seed {r['seed']}" for r in runs) + " |",
+              "|---|---|" + "---|" * len(runs)]
+    for m in METHODS:
+        for e in epochs:
+            lines.append(f"| {m} | {e} | " + " | ".join(
+                f"{a:.3f} / {b:.3f}" for a, b in zip(passk(rows[m][e], n), passk(rows[m][e], big), strict=True)) + " |")
     lines += ["", *(f"![{p}]({PLOT_DIR}/{p})" for p in plots), "",
               "## Confidence and training (mean [95% CI] across seeds)", "",
               "| method | epoch | greedy accuracy | confidence of wrong greedy answers | wrong with confidence > 0.5 "
