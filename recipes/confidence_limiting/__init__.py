@@ -37,6 +37,7 @@ from llmgen.training.config import TrainConfig
 from llmgen.training.losses.dco import check_normalization
 
 METHODS = ("ce", "dco")
+EVAL_ROWS = 64  # sampled sequences decoded together by the HF backend
 
 
 @dataclass
@@ -76,7 +77,7 @@ class ConfidenceLimitingConfig:
         *(f"train.{n}" for n in ("model", "data", "data_format", "prompt_field", "answer_field", "text_field",
                                  "split", "loss", "loss_args", "eval_every", "output_dir", "resume", "progress",
                                  "save_final")),
-        "eval.top_p", "eval.limit", "eval.batch_size")  # n_test sizes the test set; HF batch 16
+        "eval.top_p", "eval.limit", "eval.batch_size")  # n_test sizes the test set; HF batch EVAL_ROWS
 
     def validate(self) -> None:
         if isinstance(self.dco_n, bool) or not isinstance(self.dco_n, int) or self.dco_n < 1:
@@ -243,7 +244,11 @@ def _backend_for(model, tokenizer, config: ConfidenceLimitingConfig, save_dir: P
     from llmgen.backends.hf import HFBackend
 
     if config.eval.backend == "hf":
-        return HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=16)
+        # The HF backend batches requests with all their samples; one problem per batch lets its
+        # samples share the prompt's forward pass (HFBackend._prefill's common prefix) instead of
+        # 16 different prompts each run num_samples times.
+        per_batch = max(1, EVAL_ROWS // config.eval.num_samples)
+        return HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=per_batch)
     target = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
     target.save_pretrained(save_dir, safe_serialization=True)
     tokenizer.save_pretrained(save_dir)
