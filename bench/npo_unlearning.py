@@ -1,212 +1,282 @@
-"""CPU benchmark: GA vs NPO vs NPO+RT on a synthetic TOFU set with the embedded SmolLM2-135M.
+"""Reproduction driver (not a test): GA vs NPO vs NPO+RT unlearning, 3 seeds, 95% intervals.
 
-Not a test. Stages (each cached in the output folder, so a rerun skips what is done):
-1. take the synthetic TOFU set from llmgen's cache (10 authors x 8 facts with TOFU-length answers; forget = the last
-   20% = 2 authors, 16 questions);
-2. fine-tune the embedded model on ``full`` (the model to unlearn) and, separately, on the retain
-   split only (the reference for forget quality), in the model's chat format, then save the retain
-   model's "retain logs";
-3. unlearn the forget split with GA, NPO and NPO+RT for the same steps (15 epochs of the forget
-   set at batch 4), evaluating every 15 steps;
-4. write ``docs/benchmarks/npo_unlearning.md`` with the table, the claims checked with numbers, the
-   training-log trajectories and the plot path.
+Zhang et al. (2024), "Negative Preference Optimization": on TOFU, gradient ascent (GA) destroys
+model utility within a few epochs while NPO's utility stays near its start over the same steps, and
+NPO with a retain loss (NPO+RT) reaches higher forget quality than GA at equal utility. This driver
+runs the committed CPU config (``recipes/npo_unlearning/configs/cpu.yaml``: the embedded
+SmolLM2-135M, synthetic TOFU, forget01, open-unlearning's schedule) through the CLI:
 
-Run: ``.venv/bin/python bench/npo_unlearning.py [--out runs/bench_unlearning] [--threads 2]`` (about
-30 minutes on 2 idle cores).
+1. once, shared by every seed: ``--stage retain-logs`` (the retain-only reference model and its
+   forget-set truth ratios; TOFU ships one set of retain logs per split, so do we);
+2. per seed S: ``--stage finetune finetune.seed=S`` (the model to unlearn: the seed sets the
+   fine-tuning order, so every seed unlearns a different start model), then the unlearn stage with
+   ``train.seed=S`` from that model.
+
+With 8 forget questions and an effective batch of 32 every optimizer step is the full forget set,
+so ``train.seed`` alone would leave GA and NPO identical across seeds; the per-seed fine-tune is
+what makes the interval a real across-seed spread.
+
+    .venv/bin/python bench/npo_unlearning.py [--seeds 0 1 2] [--reuse]
+
+``--reuse`` keeps stages whose outputs already exist (resume after an interruption); the stage
+wall times are kept in ``<runs>/timings.json`` so a resumed driver still reports the full time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import time
 from pathlib import Path
 
+from seeds import ROOT, SEEDS, band_plot, direction, fmt, interval, llmgen_command, run_logged, verdict
+
+CONFIG = ROOT / "recipes" / "npo_unlearning" / "configs" / "cpu.yaml"
+DOC = ROOT / "docs" / "benchmarks" / "npo_unlearning.md"
+PLOT_NAME = "seeds_vs_step.png"
+COMMAND = "npo-unlearning"
+METHODS = ("ga", "npo", "npo_rt")
+# Text after this heading in the doc is the earlier single-seed record; the driver keeps it as is.
+EARLIER = "## Earlier single-seed runs (before issue 18)"
+COLLAPSE, KEEP = 0.5, 0.8  # GA "collapses": below 50% of its start utility; NPO "stays": >= 80%
+
+
+def stage_argv(config: str | Path, runs: Path, seed: int | None, stage: str, extra: list[str]) -> list[str]:
+    """The CLI call of one stage; ``seed`` None for the shared retain-logs stage."""
+    logs = f"retain_logs={runs / 'retain_logs.json'}"
+    if stage == "retain-logs":
+        return llmgen_command(COMMAND, config, ["--stage", "retain-logs", logs, f"output_dir={runs / 'retain'}", *extra])
+    folder = runs / f"seed{seed}"
+    if stage == "finetune":
+        return llmgen_command(COMMAND, config, ["--stage", "finetune", f"finetune.seed={seed}",
+                                                f"output_dir={folder}", *extra])
+    return llmgen_command(COMMAND, config, [f"model={folder / 'model'}", logs, f"train.seed={seed}",
+                                            f"output_dir={folder / 'unlearn'}", *extra])
+
+
+def stage_done(runs: Path, seed: int | None, stage: str) -> bool:
+    """Whether a stage's final output exists (the unlearn stage's results.json is rewritten after
+    each method, so only one with the plot entry, written last, is complete)."""
+    if stage == "retain-logs":
+        return (runs / "retain_logs.json").is_file()
+    if stage == "finetune":
+        return (runs / f"seed{seed}" / "model" / "config.json").is_file()
+    results = runs / f"seed{seed}" / "unlearn" / "results.json"
+    return results.is_file() and "plot" in json.loads(results.read_text(encoding="utf-8"))
+
+
+def run_stages(args) -> tuple[list[dict], dict[str, float]]:
+    """Every seed's unlearn ``results.json`` and the wall seconds of each stage."""
+    runs = Path(args.runs)
+    timing_file = runs / "timings.json"
+    timings = json.loads(timing_file.read_text(encoding="utf-8")) if args.reuse and timing_file.is_file() else {}
+    plan = [(None, "retain-logs")] + [(s, st) for s in args.seeds for st in ("finetune", "unlearn")]
+    from llmgen.io import atomic_write_json
+
+    for seed, stage in plan:
+        name = stage if seed is None else f"seed{seed}_{stage}"
+        if args.reuse and stage_done(runs, seed, stage):
+            continue
+        argv = stage_argv(args.config, runs, seed, stage, args.override)
+        print(" ".join(argv), flush=True)
+        timings[name] = round(run_logged(argv, runs / f"{name}.log"), 1)
+        atomic_write_json(timing_file, timings)
+    results = []
+    for seed in args.seeds:
+        folder = runs / f"seed{seed}"
+        res = json.loads((folder / "unlearn" / "results.json").read_text(encoding="utf-8"))
+        ft = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
+        results.append({"seed": seed, "finetune": ft, **res})
+    return results, timings
+
+
+# --- figures across seeds ---------------------------------------------------------------------------
+
+
+def common_steps(runs: list[dict]) -> list[int]:
+    """Eval steps present for every method in every seed (0 = the start model)."""
+    sets = [{p["step"] for p in r["methods"][m]["curve"]} for r in runs for m in METHODS]
+    return sorted(set.intersection(*sets))
+
+
+def along(runs: list[dict], method: str, key: str, steps: list[int]) -> list[list[float]]:
+    """Per seed, ``key`` at each of ``steps`` on ``method``'s curve."""
+    return [[next(p[key] for p in r["methods"][method]["curve"] if p["step"] == s) for s in steps] for r in runs]
+
+
+def log10(values: list[list[float]]) -> list[list[float]]:
+    """log10 of forget quality (a KS p-value spanning orders of magnitude); floored at 1e-300."""
+    return [[math.log10(max(v, 1e-300)) for v in row] for row in values]
+
+
+def utility_fraction(runs: list[dict], method: str, steps: list[int]) -> list[list[float]]:
+    """Model utility at each step as a fraction of the seed's start utility."""
+    return [[v / r["start"]["model_utility"] for v in row]
+            for r, row in zip(runs, along(runs, method, "model_utility", steps), strict=True)]
+
+
+def best_fq_at_utility(run: dict, method: str, floor: float) -> float:
+    """Highest forget quality among ``method``'s eval points (start included) whose utility is at
+    least ``floor`` × the start utility: "forget quality at equal utility" on a coarse curve."""
+    mu0 = run["start"]["model_utility"]
+    return max(p["forget_quality"] for p in run["methods"][method]["curve"] if p["model_utility"] >= floor * mu0)
+
+
+def claim(values: list[float], sign: int, threshold: float) -> str:
+    """``shown`` when the 95% interval of ``values`` lies on the ``sign`` side of ``threshold``,
+    ``partly`` when only the mean does, ``not shown`` otherwise."""
+    mean = interval(values)[0]
+    if direction([v - threshold for v in values], sign):
+        return "shown"
+    return "partly" if (mean - threshold) * sign > 0 else "not shown"
+
+
+def checks(runs: list[dict], steps: list[int]) -> dict[str, tuple[str, list[float]]]:
+    """The target shape's three parts: name -> (word, per-seed values it rests on)."""
+    ga_final = [row[-1] for row in utility_fraction(runs, "ga", steps)]
+    npo_min = [min(row) for row in utility_fraction(runs, "npo", steps)]
+    gap = [math.log10(max(best_fq_at_utility(r, "npo_rt", KEEP), 1e-300))
+           - math.log10(max(best_fq_at_utility(r, "ga", KEEP), 1e-300)) for r in runs]
+    return {"ga_collapses": (claim(ga_final, -1, COLLAPSE), ga_final),
+            "npo_stays": (claim(npo_min, +1, KEEP), npo_min),
+            "npo_rt_fq": (claim(gap, +1, 0.0), gap)}
+
+
+def shape_verdict(words: list[str]) -> str:
+    """The target shape as a whole: ``shown`` only when every part is, ``not shown`` when none is
+    even partly, ``partly`` in between."""
+    return verdict([w == "shown" for w in words]) if "shown" in words else (
+        "partly" if "partly" in words else "not shown")
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+def report(runs: list[dict], timings: dict[str, float], config: str, earlier: str) -> tuple[str, str]:
+    """The Markdown page and the one-line summary for docs/benchmarks.md."""
+    n, steps = len(runs), common_steps(runs)
+    found = checks(runs, steps)
+    shape = shape_verdict([w for w, _ in found.values()])
+    cfg = runs[0]["config"]
+    tr, ft, syn = cfg["train"], cfg["finetune"], cfg["synthetic"]
+    counts = runs[0].get("eval_rows", {})
+    total = sum(timings.values())
+    rel = Path(config).relative_to(ROOT) if Path(config).is_absolute() else Path(config)
+    words = {"ga_collapses": f"GA's utility collapses (final < {COLLAPSE:.0%} of its start)",
+             "npo_stays": f"NPO's utility stays >= {KEEP:.0%} of its start at every eval point",
+             "npo_rt_fq": f"NPO+RT reaches higher forget quality than GA at equal utility (>= {KEEP:.0%} of start)"}
+    lines = [
+        f"# NPO unlearning on CPU: GA vs NPO vs NPO+RT, {n} seed{'s' * (n > 1)}", "",
+        "Paper: Zhang, Lin, Bai, Mei, \"Negative Preference Optimization\" (2024), on TOFU (Maini et al. 2024).",
+        "Target shape (issue 18): GA's utility collapses while NPO's stays >= 80% of its start over the same",
+        "steps; NPO+RT reaches higher forget quality than GA at equal utility.", "",
+        f"**Result: {shape}** ({n} seeds; mean [95% Student-t interval] across seeds, `bench/seeds.py`, "
+        "multiplier 4.30 at n = 3).", "",
+        "| claim | per-seed figure | mean [95% CI] | verdict |", "|---|---|---|---|",
+        f"| {words['ga_collapses']} | GA final utility / start | {fmt(found['ga_collapses'][1])} | "
+        f"{found['ga_collapses'][0]} |",
+        f"| {words['npo_stays']} | NPO lowest utility / start | {fmt(found['npo_stays'][1])} | {found['npo_stays'][0]} |",
+        f"| {words['npo_rt_fq']} | log10 FQ(NPO+RT) - log10 FQ(GA), best point at utility >= {KEEP:.0%} of start | "
+        f"{fmt(found['npo_rt_fq'][1], 2)} | {found['npo_rt_fq'][0]} |", "",
+        "A claim is *shown* when the 95% interval lies on the claimed side of its threshold, *partly* when only",
+        "the mean does. Forget quality is the KS-test p-value of the forget set's truth ratios against the",
+        "retain-only model's (higher = closer to never having seen the forget set); model utility the harmonic",
+        "mean of probability, ROUGE-L and truth ratio on the retain, real-authors and world-facts sets.", "",
+        "## Setup (scaled down from the paper; the method and schedule are not)", "",
+        "| | paper / open-unlearning | this run |", "|---|---|---|",
+        "| model | Llama-2-7b-chat, TOFU fine-tune | SmolLM2-135M-Instruct (embedded), fp32, CPU, one thread |",
+        f"| data | TOFU, 200 authors x 20 facts; forget01/05/10 | synthetic TOFU, {syn['n_authors']} authors x 8 facts, "
+        f"`{syn['answer_style']}` answers; `{cfg['forget_split']}` = the last author ({counts.get('forget', '?')} "
+        "questions) |",
+        f"| fine-tune (model to unlearn) | 5 epochs, lr 1e-5, batch 16, warm-up epoch + linear decay, wd 0.01 | "
+        f"{ft['epochs']:g} epochs, lr {ft['lr']:g}, batch {ft['batch_size']}, warm-up epoch + {ft['schedule']} decay, "
+        f"wd {ft['weight_decay']:g}; `finetune.seed` = the seed |",
+        f"| unlearning | 10 epochs, lr 1e-5, effective batch 32, warm-up epoch + linear decay, wd 0.01 | "
+        f"{tr['epochs']:g} epochs, lr {tr['lr']:g}, batch {tr['batch_size']} x accumulation {tr['grad_accum']}, "
+        f"warm-up {cfg['warmup_epochs']:g} epoch + {tr['schedule']} decay, wd {tr['weight_decay']:g}, clip "
+        f"{tr['max_grad_norm']:g}: {runs[0]['methods']['ga']['steps']} optimizer steps |",
+        f"| evaluation | ds_size 300, greedy 200 tokens | each set cut to {cfg['eval']['limit']} rows "
+        f"({', '.join(f'{k} {v}' for k, v in counts.items())}), greedy {cfg['eval']['max_new_tokens']} tokens, "
+        f"every {tr['eval_every']} steps and at the end |", "",
+        "Cuts, all for time (one training example costs ~2 s on this shared CPU): 20 -> 4 authors, evaluation sets",
+        "cut to 16 rows, 64-token answers. The unlearning schedule's 10 epochs of an 8-question forget set at",
+        "an effective batch of 32 is only 3 optimizer steps (TOFU's forget01 has 40 questions: ~10 steps; forget10",
+        "~125), and every step sees the whole forget set. The fine-tune runs at lr 1e-4 (TOFU: 1e-5 over",
+        "1250 steps) because 20 steps at 1e-5 do not memorise the set.", "",
+        f"Config: `{rel}`. Command: `.venv/bin/python bench/npo_unlearning.py` (= the three stages of the config's "
+        "header through `llmgen npo-unlearning`, seeds 0, 1, 2; the retain-only reference is shared).", "",
+        f"Wall time of the driver: {total / 60:.1f} min (" + ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.items())
+        + " min; one torch thread on the 2-core machine shared with other jobs).", "",
+        "## Along the steps (mean [95% CI] across seeds)", "",
+        "| method | step | model utility | utility / start | forget quality | log10 forget quality | forget prob |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in METHODS:
+        mu, frac = along(runs, m, "model_utility", steps), utility_fraction(runs, m, steps)
+        fq, prob = along(runs, m, "forget_quality", steps), along(runs, m, "forget.prob", steps)
+        for i, s in enumerate(steps):
+            lines.append(f"| {m} | {s} | {fmt([r[i] for r in mu])} | {fmt([r[i] for r in frac], 2)} | "
+                         f"{fmt([r[i] for r in fq])} | {fmt([r[i] for r in log10(fq)], 2)} | "
+                         f"{fmt([r[i] for r in prob])} |")
+    lines += ["", f"![model utility and log10 forget quality vs step, mean and 95% band over {n} seeds]"
+              f"(npo_unlearning/{PLOT_NAME})", "", "## Per seed", "",
+              "| seed | fine-tune final loss | start utility | start forget quality | " +
+              " | ".join(f"{m} final utility / FQ" for m in METHODS) + " |", "|---" * (4 + len(METHODS)) + "|"]
+    for r in runs:
+        cells = [f"{r['methods'][m]['final']['model_utility']:.3f} / {r['methods'][m]['final']['forget_quality']:.3g}"
+                 for m in METHODS]
+        lines.append(f"| {r['seed']} | {r['finetune']['final_loss']:.3f} | {r['start']['model_utility']:.3f} | "
+                     f"{r['start']['forget_quality']:.3g} | " + " | ".join(cells) + " |")
+    lines += ["", "Run folders (git-ignored): `runs/repro/npo/seedS/unlearn/results.json`, `samples.jsonl`.", ""]
+    if earlier:
+        lines += [earlier.rstrip(), ""]
+    summary = (f"{shape}: GA final utility {fmt(found['ga_collapses'][1], 2)} of start, NPO lowest "
+               f"{fmt(found['npo_stays'][1], 2)}, log10 FQ NPO+RT - GA at >= 80% utility "
+               f"{fmt(found['npo_rt_fq'][1], 2)} ({n} seeds, 95% t; driver {total / 60:.0f} min)")
+    return "\n".join(lines), summary
+
+
+def earlier_record(doc: Path) -> str:
+    """The doc's earlier single-seed section (kept verbatim), or the whole old page the first time."""
+    if not doc.is_file():
+        return ""
+    text = doc.read_text(encoding="utf-8")
+    if EARLIER in text:
+        return text[text.index(EARLIER):]
+    body = text.split("\n", 1)[1] if text.startswith("# ") else text  # the old page, demoted one level
+    body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+    return (f"{EARLIER}\n\nThe page before this driver: one seed of `bench/npo_unlearning.py`'s old single-run mode "
+            "(its own schedule: constant lr 2e-5, batch 4, no warm-up, no weight decay; 10-20 authors; forget20). "
+            "Its run folders are not kept; the command lines below no longer run (the driver now runs the "
+            "committed config through the CLI).\n" + body)
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/bench_unlearning")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--authors", type=int, default=10, help="synthetic authors (8 facts each)")
-    ap.add_argument("--forget-percent", type=int, default=20)
-    ap.add_argument("--eval-limit", type=int, default=40, help="rows per evaluation set")
-    ap.add_argument("--ft-epochs", type=float, default=3.0)
-    ap.add_argument("--ft-lr", type=float, default=1e-4)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--eval-every", type=int, default=15)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--methods", default="ga,npo,npo_rt")
-    ap.add_argument("--max-grad-norm", type=float, default=0.0, help="gradient clipping (0 = none)")
-    ap.add_argument("--answer-style", default="long", choices=("short", "long"),
-                    help="synthetic answers: one clause or TOFU-length (~35 tokens)")
-    ap.add_argument("--max-length", type=int, default=160)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--beta", type=float, default=None, help="NPO β (None: the method default 0.1)")
-    ap.add_argument("--prompt", default="chat",
-                    help="prompt template: 'chat' (the model's chat format) or a template with {question}")
-    ap.add_argument("--run-name", default="unlearn")
-    ap.add_argument("--report-only", action="store_true", help="only rewrite --doc from the run's results.json")
-    ap.add_argument("--doc", default="docs/benchmarks/npo_unlearning.md")
-    args = ap.parse_args()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(CONFIG))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every stage")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "npo"))
+    p.add_argument("--reuse", action="store_true", help="keep stages whose outputs exist")
+    p.add_argument("--doc", default=str(DOC))
+    args = p.parse_args()
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from llmgen.io import atomic_write_text
-    from llmgen.models import default_model_path
-    from llmgen.recipes.npo_unlearning import UnlearnConfig, finetune, make_retain_logs, run
-    from llmgen.tasks.tofu import SyntheticTofuConfig, synthetic_source
 
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    forget = f"forget{args.forget_percent:02d}"
-    # the one synthetic source (llmgen's cache), with this benchmark's split and sizes
-    data = synthetic_source(SyntheticTofuConfig(n_authors=args.authors, seed=0, forget_percents=(args.forget_percent,),
-                                                retain_eval_size=args.eval_limit, answer_style=args.answer_style))
-    # this benchmark's own schedule (constant lr, no warm-up, batch 8), not the TOFU defaults
-    ft_kw = dict(epochs=args.ft_epochs, lr=args.ft_lr, batch_size=8, grad_accum=1, warmup_epochs=0.0,
-                 max_length=args.max_length, weight_decay=0.0, prompt_template=args.prompt)
-    models = {}
-    for name, split in (("finetuned", "full"), ("retain_only", f"retain{100 - args.forget_percent}")):
-        folder = out / name / "model"
-        if not args.report_only and not (folder / "config.json").is_file():
-            t = time.perf_counter()
-            finetune(str(default_model_path()), str(data), split, str(out / name), **ft_kw)
-            timings[f"finetune_{split}_s"] = time.perf_counter() - t
-        models[name] = str(folder)
-    logs = out / "retain_logs.json"
-    if not args.report_only and not logs.is_file():
-        make_retain_logs(models["retain_only"], str(data), forget, str(logs), eval_limit=args.eval_limit,
-                         prompt_template=args.prompt)
-
-    t = time.perf_counter()
-    cfg = UnlearnConfig(model=models["finetuned"], data=str(data), forget_split=forget,
-                        methods=args.methods.split(","), retain_logs=str(logs), steps=args.steps,
-                        eval_every=args.eval_every, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                        max_new_tokens=args.max_new_tokens, eval_limit=args.eval_limit, beta=args.beta,
-                        prompt_template=args.prompt, grad_accum=1, warmup_epochs=0.0, schedule="constant",
-                        weight_decay=0.0, max_grad_norm=args.max_grad_norm or None,
-                        output_dir=str(out / args.run_name))
-    timing_file = out / args.run_name / "bench_timings.json"
-    if args.report_only:  # rewrite the page from a finished run's results.json
-        results = json.loads((out / args.run_name / "results.json").read_text())
-        if timing_file.is_file():
-            timings = json.loads(timing_file.read_text())
-    else:
-        results = run(cfg)
-        timings["unlearn_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0
-        atomic_write_text(timing_file, json.dumps(timings))
-    atomic_write_text(args.doc, report(results, cfg, ft_kw, timings, out, args))
-    print(json.dumps(timings, indent=1))
-    print(Path(args.doc).read_text())
-
-
-def _cli_args(args) -> list[str]:
-    """The non-default arguments of this run, to print the command that reproduces it."""
-    import sys
-
-    argv, kept = sys.argv[1:], []
-    skip = False
-    for a in argv:  # drop what does not change the run: --report-only and --doc PATH
-        if skip:
-            skip = False
-        elif a == "--doc":
-            skip = True
-        elif a != "--report-only" and not a.startswith("--doc="):
-            kept.append(a)
-    return ["bench/npo_unlearning.py", *kept]
-
-
-def _log_windows(path: Path, every: int) -> str:
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    rows = [r for r in rows if "forget_logprob" in r]
-    if not rows or every <= 0:
-        return "no training log"
-    parts = []
-    for end in range(every, rows[-1]["step"] + 1, every):
-        win = [r for r in rows if end - every < r["step"] <= end]
-        lp = sum(r["forget_logprob"] for r in win) / len(win)
-        w = [r["npo_weight"] for r in win if "npo_weight" in r]
-        parts.append(f"steps {end - every + 1}-{end}: log-lik {lp:.1f}" + (f", weight {sum(w) / len(w):.2f}" if w else ""))
-    return "; ".join(parts)
-
-
-def _collapse_verdict(ga_frac: float, npo_frac: float) -> str:
-    """The paper's claim in words, from the final utilities as fractions of the start value."""
-    if ga_frac < 0.5 and npo_frac >= 0.8:
-        return "GA collapses while NPO stays near its start: shown."
-    if ga_frac < 0.1 and npo_frac >= 0.4:
-        return ("GA collapses while NPO keeps a large part of its start utility: the gap is shown; "
-                "'stays near its start' (≥ 80%) is not.")
-    return "GA collapses, NPO stays near start: NOT shown at these settings."
-
-
-def _best_fq_at_utility(curve: list[dict], floor: float) -> float | None:
-    ok = [p["forget_quality"] for p in curve if p["step"] > 0 and p["model_utility"] >= floor]
-    return max(ok) if ok else None
-
-
-def report(results: dict, cfg, ft_kw: dict, timings: dict, out: Path, args) -> str:
-    from llmgen.recipes.npo_unlearning import markdown_table
-
-    start = results["start"]
-    mu0, fq0 = start["model_utility"], start["forget_quality"]
-    lines = [
-        "# Unlearning benchmark: GA vs NPO vs NPO+RT (synthetic TOFU, SmolLM2-135M, CPU)", "",
-        f"Produced by `bench/npo_unlearning.py` (`{' '.join(_cli_args(args))}`). Synthetic TOFU set: {args.authors} "
-        f"fictitious authors x 8 facts with `{args.answer_style}` answers, forget split `{cfg.forget_split}` (the "
-        f"last {args.forget_percent}% of authors); each evaluation set (forget, retain, real authors, world facts) "
-        f"cut to {args.eval_limit} rows; 5 perturbed answers per forget/retain question, 3 for the utility sets. "
-        f"Prompt: `{args.prompt}`.",
-        f"Base model fine-tuned on `full` (full fine-tuning, {ft_kw}); the retain-only reference model "
-        "is the same fine-tuning on the retain split.",
-        f"Unlearning: full fine-tuning, {cfg.steps} steps, batch {cfg.batch_size}, lr {cfg.lr} (constant, "
-        f"AdamW), β = 0.1, α = 1 (NPO+RT), gradient clipping {cfg.max_grad_norm}, evaluation every "
-        f"{cfg.eval_every} steps.", "",
-        f"Start (fine-tuned) model: forget quality {fq0:.3g}, model utility {mu0:.3f}.", "",
-        "## Final eval point per method", "", markdown_table(results),
-        "## Trajectories (step: forget quality / model utility)", "",
-    ]
-    for m, r in results["methods"].items():
-        pts = ", ".join(f"{p['step']}: {p['forget_quality']:.3g} / {p['model_utility']:.3f}" for p in r["curve"])
-        lines.append(f"- **{m}**: {pts}")
-    lines += ["", "## Forget log-likelihood and NPO weight (training log, mean over the steps up to each eval)", "",
-              "Summed answer log-likelihood of the forget batch, and NPO's per-example weight "
-              "2σ(β(log πθ − log πref)) where the loss has one:", ""]
-    for m in results["methods"]:
-        lines.append(f"- **{m}**: " + _log_windows(out / args.run_name / m / "metrics.jsonl", cfg.eval_every))
-    lines += ["", "## The paper's claims, checked", ""]
-    ms = results["methods"]
-    if "ga" in ms and "npo" in ms:
-        ga_mu, npo_mu = ms["ga"]["final"]["model_utility"], ms["npo"]["final"]["model_utility"]
-        lines.append(f"- After {cfg.steps} steps GA's model utility is {ga_mu:.3f} ({ga_mu / mu0:.0%} of the start "
-                     f"{mu0:.3f}); NPO's is {npo_mu:.3f} ({npo_mu / mu0:.0%}). "
-                     + _collapse_verdict(ga_mu / mu0, npo_mu / mu0))
-        steps = [p["step"] for p in ms["ga"]["curve"]]
-        by_step = {m: {p["step"]: p["model_utility"] for p in ms[m]["curve"]} for m in ("ga", "npo")}
-        lines.append("- Model utility GA / NPO at each evaluation: " + ", ".join(
-            f"step {st}: {by_step['ga'][st]:.3f} / {by_step['npo'].get(st, float('nan')):.3f}" for st in steps) + ".")
-    if "ga" in ms and "npo_rt" in ms:
-        for frac in (0.9, 0.8, 0.5):
-            floor = frac * mu0
-            g, n = _best_fq_at_utility(ms["ga"]["curve"], floor), _best_fq_at_utility(ms["npo_rt"]["curve"], floor)
-            gs = "none" if g is None else f"{g:.3g}"
-            ns = "none" if n is None else f"{n:.3g}"
-            verdict = ("NPO+RT higher" if n is not None and (g is None or n > g) else
-                       "GA higher or equal" if g is not None else "neither reaches it")
-            lines.append(f"- Best forget quality among eval points with utility ≥ {frac:.0%} of start "
-                         f"({floor:.3f}): GA {gs}, NPO+RT {ns} → {verdict}.")
-    lines += ["", f"Plot (utility vs forget quality per method, and utility vs step): `{results['plot']}`.",
-              f"Full results: `{out / args.run_name / 'results.json'}`, generations: `{out / args.run_name / 'samples.jsonl'}`.",
-              "", "Wall time on this (shared, 2-core) machine: "
-              + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()), ""]
-    return "\n".join(lines)
+    start = time.time()
+    runs, timings = run_stages(args)
+    doc = Path(args.doc)
+    text, summary = report(runs, timings, args.config, earlier_record(doc))
+    steps = common_steps(runs)
+    panels = [("model utility", {m: along(runs, m, "model_utility", steps) for m in METHODS}),
+              ("log10 forget quality", {m: log10(along(runs, m, "forget_quality", steps)) for m in METHODS})]
+    plot = doc.parent / doc.stem / PLOT_NAME  # next to the page it belongs to
+    band_plot(plot, steps, panels, "unlearning step",
+              f"GA / NPO / NPO+RT, SmolLM2-135M, synthetic forget01, {len(runs)} seeds (mean, 95% t band)")
+    atomic_write_text(doc, text)
+    print(summary)
+    print(f"wrote {doc} and {plot} ({time.time() - start:.0f} s)")
 
 
 if __name__ == "__main__":
