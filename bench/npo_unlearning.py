@@ -246,6 +246,7 @@ def earlier_record(doc: Path) -> str:
         return text[text.index(EARLIER):]
     body = text.split("\n", 1)[1] if text.startswith("# ") else text  # the old page, demoted one level
     body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+    body = body.replace("](unlearning/", "](npo_unlearning/")  # the old image links named a folder that is not there
     return (f"{EARLIER}\n\nThe page before this driver: one seed of `bench/npo_unlearning.py`'s old single-run mode "
             "(its own schedule: constant lr 2e-5, batch 4, no warm-up, no weight decay; 10-20 authors; forget20). "
             "Its run folders are not kept; the command lines below no longer run (the driver now runs the "
