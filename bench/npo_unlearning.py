@@ -6,15 +6,18 @@ NPO with a retain loss (NPO+RT) reaches higher forget quality than GA at equal u
 runs the committed CPU config (``recipes/npo_unlearning/configs/cpu.yaml``: the embedded
 SmolLM2-135M, synthetic TOFU, forget01, open-unlearning's schedule) through the CLI:
 
-1. once, shared by every seed: ``--stage retain-logs`` (the retain-only reference model and its
-   forget-set truth ratios; TOFU ships one set of retain logs per split, so do we);
-2. per seed S: ``--stage finetune finetune.seed=S`` (the model to unlearn: the seed sets the
-   fine-tuning order, so every seed unlearns a different start model), then the unlearn stage with
-   ``train.seed=S`` from that model.
+1. once: ``--stage retain-logs`` (the retain-only reference model and its forget-set truth ratios;
+   TOFU ships one set of retain logs per split, so do we) and ``--stage finetune`` (the model to
+   unlearn, ``finetune.seed`` = the first seed);
+2. per seed S: the unlearn stage with ``train.seed=S`` from that one model.
 
-With 8 forget questions and an effective batch of 32 every optimizer step is the full forget set,
-so ``train.seed`` alone would leave GA and NPO identical across seeds; the per-seed fine-tune is
-what makes the interval a real across-seed spread.
+Why one fine-tune: a fine-tune per seed (the honest across-seed variance) does not fit the 3 seeds
+into the session's CPU time (~7 min each, next to ~30 min of unlearning per seed). With a shared
+start model, 8 forget questions and an effective batch of 32, every optimizer step of GA and NPO is
+the whole forget set, so ``train.seed`` only permutes rows inside a batch and leaves them unchanged;
+the seed changes NPO+RT's retain batches only. So seeds after the first train NPO+RT alone
+(:func:`seed_methods`) and take GA's and NPO's curves from the first seed: their intervals have
+zero width by construction, and the page says so.
 
     .venv/bin/python bench/npo_unlearning.py [--seeds 0 1 2] [--reuse]
 
@@ -42,52 +45,66 @@ EARLIER = "## Earlier single-seed runs (before issue 18)"
 COLLAPSE, KEEP = 0.5, 0.8  # GA "collapses": below 50% of its start utility; NPO "stays": >= 80%
 
 
-def stage_argv(config: str | Path, runs: Path, seed: int | None, stage: str, extra: list[str]) -> list[str]:
-    """The CLI call of one stage; ``seed`` None for the shared retain-logs stage."""
-    logs = f"retain_logs={runs / 'retain_logs.json'}"
+def seed_methods(seed: int, first: int) -> list[str]:
+    """The methods the unlearn stage of ``seed`` trains: all for the first seed; for the others only
+    those with a second data stream (NPO+RT's retain batches), the only ones ``train.seed`` changes
+    when the fine-tuned model is shared (GA and NPO see the whole forget set at every step)."""
+    from llmgen.training.losses.unlearning import METHODS as LOSSES
+
+    return list(METHODS) if seed == first else [m for m in METHODS if len(LOSSES[m]["streams"]) > 1]
+
+
+def stage_argv(config: str | Path, runs: Path, seed: int, stage: str, extra: list[str], first: int = 0) -> list[str]:
+    """The CLI call of one stage (``seed`` is the fine-tuning seed for the shared fine-tune)."""
+    logs, model = f"retain_logs={runs / 'retain_logs.json'}", runs / "finetune"
     if stage == "retain-logs":
         return llmgen_command(COMMAND, config, ["--stage", "retain-logs", logs, f"output_dir={runs / 'retain'}", *extra])
-    folder = runs / f"seed{seed}"
     if stage == "finetune":
-        return llmgen_command(COMMAND, config, ["--stage", "finetune", f"finetune.seed={seed}",
-                                                f"output_dir={folder}", *extra])
-    return llmgen_command(COMMAND, config, [f"model={folder / 'model'}", logs, f"train.seed={seed}",
-                                            f"output_dir={folder / 'unlearn'}", *extra])
+        return llmgen_command(COMMAND, config, ["--stage", "finetune", f"finetune.seed={seed}", f"output_dir={model}",
+                                                *extra])
+    methods = f"methods=[{','.join(seed_methods(seed, first))}]"
+    return llmgen_command(COMMAND, config, [f"model={model / 'model'}", logs, f"train.seed={seed}", methods,
+                                            f"output_dir={runs / f'seed{seed}'}", *extra])
 
 
-def stage_done(runs: Path, seed: int | None, stage: str) -> bool:
+def stage_done(runs: Path, seed: int, stage: str) -> bool:
     """Whether a stage's final output exists (the unlearn stage's results.json is rewritten after
     each method, so only one with the plot entry, written last, is complete)."""
     if stage == "retain-logs":
         return (runs / "retain_logs.json").is_file()
     if stage == "finetune":
-        return (runs / f"seed{seed}" / "model" / "config.json").is_file()
-    results = runs / f"seed{seed}" / "unlearn" / "results.json"
+        return (runs / "finetune" / "model" / "config.json").is_file()
+    results = runs / f"seed{seed}" / "results.json"
     return results.is_file() and "plot" in json.loads(results.read_text(encoding="utf-8"))
 
 
 def run_stages(args) -> tuple[list[dict], dict[str, float]]:
-    """Every seed's unlearn ``results.json`` and the wall seconds of each stage."""
-    runs = Path(args.runs)
+    """Every seed's unlearn ``results.json`` (GA and NPO filled in from the first seed's, see
+    :func:`seed_methods`; ``shared`` lists them) and the wall seconds of each stage."""
+    runs, first = Path(args.runs), args.seeds[0]
     timing_file = runs / "timings.json"
     timings = json.loads(timing_file.read_text(encoding="utf-8")) if args.reuse and timing_file.is_file() else {}
-    plan = [(None, "retain-logs")] + [(s, st) for s in args.seeds for st in ("finetune", "unlearn")]
+    plan = [(first, "retain-logs"), (first, "finetune")] + [(s, "unlearn") for s in args.seeds]
     from llmgen.io import atomic_write_json
 
     for seed, stage in plan:
-        name = stage if seed is None else f"seed{seed}_{stage}"
+        name = stage if stage != "unlearn" else f"seed{seed}_unlearn"
         if args.reuse and stage_done(runs, seed, stage):
             continue
-        argv = stage_argv(args.config, runs, seed, stage, args.override)
+        argv = stage_argv(args.config, runs, seed, stage, args.override, first)
         print(" ".join(argv), flush=True)
         timings[name] = round(run_logged(argv, runs / f"{name}.log"), 1)
         atomic_write_json(timing_file, timings)
+    ft = json.loads((runs / "finetune" / "finetune.json").read_text(encoding="utf-8"))
     results = []
     for seed in args.seeds:
-        folder = runs / f"seed{seed}"
-        res = json.loads((folder / "unlearn" / "results.json").read_text(encoding="utf-8"))
-        ft = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
-        results.append({"seed": seed, "finetune": ft, **res})
+        res = json.loads((runs / f"seed{seed}" / "results.json").read_text(encoding="utf-8"))
+        results.append({"seed": seed, "finetune": ft, "shared": [], **res,
+                        "dirs": dict.fromkeys(res["methods"], res["config"]["output_dir"])})
+    for r in results[1:]:
+        r["shared"] = [m for m in METHODS if m not in r["methods"]]
+        r["dirs"] = {m: r["dirs"].get(m, results[0]["dirs"][m]) for m in METHODS}
+        r["methods"] = {m: r["methods"].get(m, results[0]["methods"][m]) for m in METHODS}
     return results, timings
 
 
@@ -133,7 +150,7 @@ def claim(values: list[float], sign: int, threshold: float) -> str:
 
 
 def checks(runs: list[dict], steps: list[int]) -> dict[str, tuple[str, list[float]]]:
-    """The target shape's three parts: name -> (word, per-seed values it rests on)."""
+    """The target shape's parts: name -> (word, per-seed values it rests on)."""
     ga_final = [row[-1] for row in utility_fraction(runs, "ga", steps)]
     npo_min = [min(row) for row in utility_fraction(runs, "npo", steps)]
     gap = [math.log10(max(best_fq_at_utility(r, "npo_rt", KEEP), 1e-300))
@@ -141,6 +158,15 @@ def checks(runs: list[dict], steps: list[int]) -> dict[str, tuple[str, list[floa
     return {"ga_collapses": (claim(ga_final, -1, COLLAPSE), ga_final),
             "npo_stays": (claim(npo_min, +1, KEEP), npo_min),
             "npo_rt_fq": (claim(gap, +1, 0.0), gap)}
+
+
+def forget_logprob(folder: Path, method: str, step: int) -> float | None:
+    """Mean summed answer log-likelihood of the forget batches up to ``step`` (the training log's
+    ``forget_logprob``): how far a method has pushed the forget answers down."""
+    path = folder / method / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    vals = [r["forget_logprob"] for r in rows if "forget_logprob" in r and r["step"] == step]
+    return sum(vals) / len(vals) if vals else None
 
 
 def shape_verdict(words: list[str]) -> str:
@@ -157,8 +183,10 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
     """The Markdown page and the one-line summary for docs/benchmarks.md."""
     n, steps = len(runs), common_steps(runs)
     found = checks(runs, steps)
-    shape = shape_verdict([w for w, _ in found.values()])
+    first = shape_verdict([found["ga_collapses"][0], found["npo_stays"][0]])
+    shape = shape_verdict([first, found["npo_rt_fq"][0]])
     cfg = runs[0]["config"]
+    ft_seed = cfg["finetune"]["seed"]
     tr, ft, syn = cfg["train"], cfg["finetune"], cfg["synthetic"]
     counts = runs[0].get("eval_rows", {})
     total = sum(timings.values())
@@ -173,7 +201,9 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
         "steps; NPO+RT reaches higher forget quality than GA at equal utility.", "",
         f"**Result: {shape}** ({n} seeds; mean [95% Student-t interval] across seeds, `bench/seeds.py`, "
         "multiplier 4.30 at n = 3).", "",
-        "| claim | per-seed figure | mean [95% CI] | verdict |", "|---|---|---|---|",
+        f"1. GA's utility collapses while NPO's stays >= 80% of its start over the same steps: **{first}**.",
+        f"2. NPO+RT reaches higher forget quality than GA at equal utility: **{found['npo_rt_fq'][0]}**.", "",
+        "| part | per-seed figure | mean [95% CI] | verdict |", "|---|---|---|---|",
         f"| {words['ga_collapses']} | GA final utility / start | {fmt(found['ga_collapses'][1])} | "
         f"{found['ga_collapses'][0]} |",
         f"| {words['npo_stays']} | NPO lowest utility / start | {fmt(found['npo_stays'][1])} | {found['npo_stays'][0]} |",
@@ -191,7 +221,7 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
         "questions) |",
         f"| fine-tune (model to unlearn) | 5 epochs, lr 1e-5, batch 16, warm-up epoch + linear decay, wd 0.01 | "
         f"{ft['epochs']:g} epochs, lr {ft['lr']:g}, batch {ft['batch_size']}, warm-up epoch + {ft['schedule']} decay, "
-        f"wd {ft['weight_decay']:g}; `finetune.seed` = the seed |",
+        f"wd {ft['weight_decay']:g}; one model for every seed (`finetune.seed` {ft_seed}) |",
         f"| unlearning | 10 epochs, lr 1e-5, effective batch 32, warm-up epoch + linear decay, wd 0.01 | "
         f"{tr['epochs']:g} epochs, lr {tr['lr']:g}, batch {tr['batch_size']} x accumulation {tr['grad_accum']}, "
         f"warm-up {cfg['warmup_epochs']:g} epoch + {tr['schedule']} decay, wd {tr['weight_decay']:g}, clip "
@@ -199,13 +229,19 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
         f"| evaluation | ds_size 300, greedy 200 tokens | each set cut to {cfg['eval']['limit']} rows "
         f"({', '.join(f'{k} {v}' for k, v in counts.items())}), greedy {cfg['eval']['max_new_tokens']} tokens, "
         f"every {tr['eval_every']} steps and at the end |", "",
-        "Cuts, all for time (one training example costs ~2 s on this shared CPU): 20 -> 4 authors, evaluation sets",
-        "cut to 16 rows, 64-token answers. The unlearning schedule's 10 epochs of an 8-question forget set at",
-        "an effective batch of 32 is only 3 optimizer steps (TOFU's forget01 has 40 questions: ~10 steps; forget10",
-        "~125), and every step sees the whole forget set. The fine-tune runs at lr 1e-4 (TOFU: 1e-5 over",
-        "1250 steps) because 20 steps at 1e-5 do not memorise the set.", "",
+        "Cuts, all for time (one training example costs ~2.5 s and one evaluation ~2.5 min on this shared CPU):",
+        "20 -> 4 authors, evaluation sets cut to 8 rows, 64-token answers, evaluation at the start and the end",
+        "only. The unlearning schedule's 10 epochs of an 8-question forget set at an effective batch of 32 is",
+        "only 3 optimizer steps (TOFU's forget01 has 40 questions: ~10 steps; forget10 ~125), and every step",
+        "sees the whole forget set. The fine-tune runs at lr 1e-4 (TOFU: 1e-5 over 1250 steps) because 20",
+        "steps at 1e-5 would not memorise the set.", "",
+        "**Seeds.** One fine-tuned model for all seeds (a fine-tune per seed did not fit the session's CPU time),",
+        "so the seed is the unlearning run's `train.seed`. With the whole forget set in every step, that seed",
+        "cannot change GA or NPO (it only permutes rows inside a batch): seeds 1 and 2 train NPO+RT only, whose",
+        "retain batches it does change, and GA's and NPO's figures are seed 0's (zero-width intervals). The",
+        "intervals therefore measure NPO+RT's retain-batch noise, not the spread over start models.", "",
         f"Config: `{rel}`. Command: `.venv/bin/python bench/npo_unlearning.py` (= the three stages of the config's "
-        "header through `llmgen npo-unlearning`, seeds 0, 1, 2; the retain-only reference is shared).", "",
+        "header through `llmgen npo-unlearning`, seeds 0, 1, 2).", "",
         f"Wall time of the driver: {total / 60:.1f} min (" + ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.items())
         + " min; one torch thread on the 2-core machine shared with other jobs).", "",
         "## Along the steps (mean [95% CI] across seeds)", "",
@@ -219,6 +255,13 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
             lines.append(f"| {m} | {s} | {fmt([r[i] for r in mu])} | {fmt([r[i] for r in frac], 2)} | "
                          f"{fmt([r[i] for r in fq])} | {fmt([r[i] for r in log10(fq)], 2)} | "
                          f"{fmt([r[i] for r in prob])} |")
+    lines += ["", "Forget log-likelihood (summed over the answer, mean of the forget batches at each step, from "
+              "the training log; the start model's is the first step's):", ""]
+    for m in METHODS:
+        per_step = [[forget_logprob(Path(r["dirs"][m]), m, s) for s in steps if s > 0] for r in runs]
+        if all(v is not None for row in per_step for v in row):
+            lines.append(f"- **{m}**: " + ", ".join(f"step {s}: {fmt([row[i] for row in per_step], 1)}"
+                                                   for i, s in enumerate(x for x in steps if x > 0)))
     lines += ["", f"![model utility and log10 forget quality vs step, mean and 95% band over {n} seeds]"
               f"(npo_unlearning/{PLOT_NAME})", "", "## Per seed", "",
               "| seed | fine-tune final loss | start utility | start forget quality | " +
@@ -228,7 +271,8 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
                  for m in METHODS]
         lines.append(f"| {r['seed']} | {r['finetune']['final_loss']:.3f} | {r['start']['model_utility']:.3f} | "
                      f"{r['start']['forget_quality']:.3g} | " + " | ".join(cells) + " |")
-    lines += ["", "Run folders (git-ignored): `runs/repro/npo/seedS/unlearn/results.json`, `samples.jsonl`.", ""]
+    lines += ["", "Run folders (git-ignored): `runs/repro/npo/seedS/results.json`, `samples.jsonl`; GA and NPO "
+              "of seeds 1 and 2 are seed 0's (see Seeds).", ""]
     if earlier:
         lines += [earlier.rstrip(), ""]
     summary = (f"{shape}: GA final utility {fmt(found['ga_collapses'][1], 2)} of start, NPO lowest "

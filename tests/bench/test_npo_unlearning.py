@@ -37,17 +37,34 @@ def _config(argv: list[str]) -> tuple[str, UnlearnConfig]:
 
 def test_stages_from_committed_config(driver, tmp_path):
     runs = tmp_path / "runs"
-    stage, retain = _config(driver.stage_argv(driver.CONFIG, runs, None, "retain-logs", []))
+    stage, retain = _config(driver.stage_argv(driver.CONFIG, runs, 0, "retain-logs", []))
     assert stage == "retain-logs" and retain.retain_logs == str(runs / "retain_logs.json")
-    stage, ft = _config(driver.stage_argv(driver.CONFIG, runs, 2, "finetune", []))
-    assert stage == "finetune" and ft.finetune.seed == 2 and ft.output_dir == str(runs / "seed2")
+    stage, ft = _config(driver.stage_argv(driver.CONFIG, runs, 0, "finetune", []))
+    assert stage == "finetune" and ft.finetune.seed == 0
     # retain-logs and finetune both write <output_dir>/model: they must not share a folder
     assert retain.output_dir != ft.output_dir
-    stage, un = _config(driver.stage_argv(driver.CONFIG, runs, 2, "unlearn", []))
-    assert stage == "unlearn" and un.train.seed == 2 and un.model == str(runs / "seed2" / "model")
-    assert un.retain_logs == retain.retain_logs and un.output_dir == str(runs / "seed2" / "unlearn")
+    stage, first = _config(driver.stage_argv(driver.CONFIG, runs, 0, "unlearn", [], first=0))
+    assert stage == "unlearn" and first.model == str(Path(ft.output_dir) / "model")
+    assert first.retain_logs == retain.retain_logs and first.methods == ["ga", "npo", "npo_rt"]
     # the reference schedule the issue fixes (lr 1e-5, effective batch 32, warm-up + linear, wd 0.01)
-    t = un.train
-    assert (t.lr, t.batch_size * t.grad_accum, t.schedule, t.weight_decay, un.warmup_epochs) == (1e-5, 32, "linear",
-                                                                                                0.01, 1.0)
-    assert un.methods == list(driver.METHODS)
+    t = first.train
+    assert (t.lr, t.batch_size * t.grad_accum, t.schedule, t.weight_decay, first.warmup_epochs) == (
+        1e-5, 32, "linear", 0.01, 1.0)
+    _, later = _config(driver.stage_argv(driver.CONFIG, runs, 2, "unlearn", [], first=0))
+    assert later.train.seed == 2 and later.output_dir != first.output_dir and later.model == first.model
+
+
+def test_later_seeds_train_only_seed_dependent_methods(driver):
+    """GA and NPO read the forget stream alone: with the forget set inside one batch, train.seed
+    cannot change them, so only NPO+RT (forget + retain streams) is rerun for later seeds."""
+    from llmgen.training.losses.unlearning import METHODS
+
+    assert [len(METHODS[m]["streams"]) for m in ("ga", "npo", "npo_rt")] == [1, 1, 2]
+    assert driver.seed_methods(1, first=0) == ["npo_rt"]
+    assert driver.seed_methods(0, first=0) == ["ga", "npo", "npo_rt"]
+    # ... which holds only while the committed config's forget split fits in one micro-batch
+    from llmgen.recipes.npo_unlearning import data_source
+    from llmgen.tasks.tofu import forget_config, load_tofu
+
+    cfg = load_config(UnlearnConfig, driver.CONFIG)
+    assert len(load_tofu(data_source(cfg), forget_config(cfg.forget_split))) <= cfg.train.batch_size
