@@ -291,7 +291,7 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
               " | ".join(f"{m} final utility / FQ" for m in METHODS) + " |", "|---" * (4 + len(METHODS)) + "|"]
     for r in runs:
         cells = [f"{r['methods'][m]['final']['model_utility']:.3f} / {r['methods'][m]['final']['forget_quality']:.3g}"
-                 for m in METHODS]
+                 + (" (seed 0's)" if m in r["shared"] else "") for m in METHODS]
         lines.append(f"| {r['seed']} | {r['finetune']['final_loss']:.3f} | {r['start']['model_utility']:.3f} | "
                      f"{r['start']['forget_quality']:.3g} | " + " | ".join(cells) + " |")
     lines += ["", "Run folders (git-ignored): `runs/repro/npo/seedS/results.json`, `samples.jsonl`; GA and NPO "
@@ -315,6 +315,8 @@ def reading(runs: list[dict], steps: list[int]) -> list[str]:
         return f"{fmt(start)} -> {fmt(end)}"
 
     lp = [[logged(Path(r["dirs"]["ga"]), "ga", "forget_logprob", s) for s in (1, last)] for r in runs[:1]]
+    lrs = applied_lrs(Path(runs[0]["dirs"]["ga"]), "ga")
+    moving = sum(v > 0 for v in lrs)
     weight = [logged(Path(runs[0]["dirs"]["npo"]), "npo", "npo_weight", s) for s in range(1, last + 1)]
     return [
         "## Reading the numbers", "",
@@ -331,9 +333,9 @@ def reading(runs: list[dict], steps: list[int]) -> list[str]:
         "made later in training, where GA runs away and NPO's weight has gone to 0.",
         "- **Why nothing collapses.** The reference schedule is defined in epochs of the forget set; on an "
         f"{n_forget}-question forget set 10 epochs at an effective batch of 32 are {last} optimizer steps, of which the "
-        "warm-up step has lr 0. The paper's GA collapse on TOFU happens over tens to ~125 steps of a 7B model "
-        "(forget05/forget10); at 2 updates of lr <= 1e-5 GA has not started to run away, so there is no collapse "
-        "for NPO to avoid. NPO's \"stays >= 80%\" is then true but says nothing about the contrast the paper draws.",
+        f"warm-up step has lr 0. The paper's GA collapse on TOFU happens over tens to ~125 steps of a 7B model "
+        f"(forget05/forget10); at {moving} updates of lr <= {max(lrs):.0e} GA has not started to run away, so there is "
+        "no collapse for NPO to avoid. NPO's \"stays >= 80%\" is then true but says nothing about the contrast the paper draws.",
         "- **Forget quality resolution.** The KS test compares "
         f"{n_forget} truth ratios with {n_forget} of the retain-only model: the p-value takes a handful of values, "
         "so equal forget qualities across methods mean the same KS distance, not the same distributions.",
