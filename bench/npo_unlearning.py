@@ -327,9 +327,10 @@ def reading(runs: list[dict], steps: list[int]) -> list[str]:
         + (f"{lp[0][0]:.2f} nats at step 1, {lp[0][1]:.2f} at step {last}." if None not in lp[0] else "not logged."),
         "- **NPO = GA here.** NPO's weight 2σ(βΔ) in the training log is "
         + (", ".join(f"{w:.3f}" for w in weight) if None not in weight else "not logged")
-        + " at steps 1.." + str(last) + ": NPO's gradient is GA's times that weight, and Adam's update does not "
-        "change with a constant scale of the gradient, so until the weight falls (once the forget log-likelihood "
-        "has dropped well below the reference's) NPO takes GA's steps. The paper's difference between them is "
+        + " at steps 1.." + str(last) + ": at weight ~1 NPO's gradient is that of GA on summed answer "
+        "log-likelihoods, which for answers of similar length points where GA's per-token mean does (~|y| times "
+        "larger); clipping to norm 1 and Adam's per-parameter normalisation remove the scale, so until the weight "
+        "falls (once the forget log-likelihood has dropped well below the reference's) NPO takes GA's steps. The paper's difference between them is "
         "made later in training, where GA runs away and NPO's weight has gone to 0.",
         "- **Why nothing collapses.** The reference schedule is defined in epochs of the forget set; on an "
         f"{n_forget}-question forget set 10 epochs at an effective batch of 32 are {last} optimizer steps, of which the "
