@@ -20,12 +20,11 @@ earlier toy runs (``configs/bench.yaml``, ``bench_long.yaml``; the doc's "earlie
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from seeds import ROOT, SEEDS, band_plot, direction, fmt, llmgen_command, run_logged, verdict
+from seeds import ROOT, band_plot, direction, fmt, llmgen_command, run_logged, seed_parser, verdict
 
 CONFIG = ROOT / "recipes" / "confidence_limiting" / "configs" / "cpu.yaml"
 DOC = ROOT / "docs" / "benchmarks" / "confidence_limiting.md"
@@ -270,14 +269,8 @@ def write_doc(doc: Path, section: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(CONFIG))
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every seed")
-    p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "confidence_limiting"))
-    p.add_argument("--reuse", action="store_true", help="keep seeds whose results.json exists")
+    p = seed_parser(__doc__.splitlines()[0], CONFIG, "confidence_limiting", DOC)
     p.add_argument("--runs-only", action="store_true", help="run the seeds, write no doc")
-    p.add_argument("--doc", default=str(DOC))
     args = p.parse_args()
 
     start = time.time()

@@ -14,11 +14,20 @@ then writes ``docs/benchmarks/hyperfitting.md`` and the plot from the run folder
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from seeds import ROOT, SEEDS, band_plot, direction, fmt, interval, llmgen_command, run_logged, verdict
+from seeds import (
+    ROOT,
+    band_plot,
+    direction,
+    fmt,
+    interval,
+    llmgen_command,
+    run_logged,
+    seed_parser,
+    verdict,
+)
 
 CONFIG = ROOT / "recipes" / "hyperfitting" / "configs" / "cpu.yaml"
 DOC = ROOT / "docs" / "benchmarks" / "hyperfitting.md"
@@ -197,14 +206,8 @@ def _by_epoch(runs: list[dict], key: str) -> tuple[list[int], list[list[float]]]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(CONFIG))
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p = seed_parser(__doc__.splitlines()[0], CONFIG, "hyperfitting", DOC)
     p.add_argument("--seed-keys", nargs="+", default=["train.seed"], help="config keys the seed is written to")
-    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every seed")
-    p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "hyperfitting"))
-    p.add_argument("--reuse", action="store_true", help="keep seeds whose results.json exists")
-    p.add_argument("--doc", default=str(DOC))
     p.add_argument("--check", default=None, help="a `llmgen hyperfitting --config` run folder to compare with seed 0")
     args = p.parse_args()
 

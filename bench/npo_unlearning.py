@@ -27,13 +27,22 @@ wall times are kept in ``<runs>/timings.json`` so a resumed driver still reports
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
-from seeds import ROOT, SEEDS, band_plot, direction, fmt, interval, llmgen_command, run_logged, verdict
+from seeds import (
+    ROOT,
+    band_plot,
+    direction,
+    fmt,
+    interval,
+    llmgen_command,
+    run_logged,
+    seed_parser,
+    verdict,
+)
 
 CONFIG = ROOT / "recipes" / "npo_unlearning" / "configs" / "cpu.yaml"
 DOC = ROOT / "docs" / "benchmarks" / "npo_unlearning.md"
@@ -364,13 +373,7 @@ def earlier_record(doc: Path) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(CONFIG))
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every stage")
-    p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / "npo"))
-    p.add_argument("--reuse", action="store_true", help="keep stages whose outputs exist")
-    p.add_argument("--doc", default=str(DOC))
+    p = seed_parser(__doc__.splitlines()[0], CONFIG, "npo", DOC)
     args = p.parse_args()
 
     from llmgen.io import atomic_write_text

@@ -9,6 +9,7 @@ zero in the paper's direction.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -24,6 +25,19 @@ def llmgen_command(command: str, config: str | Path, overrides: Sequence[str]) -
     """``llmgen <command> --config FILE key=value ...`` with the console script of this interpreter."""
     exe = Path(sys.executable).with_name("llmgen")
     return [str(exe), *command.split(), "--config", str(config), *overrides]
+
+
+def seed_parser(description: str, config: Path, runs: str, doc: Path) -> argparse.ArgumentParser:
+    """The arguments every seed driver takes: the committed config, the seeds, extra overrides, the run
+    folder, ``--reuse`` (keep finished runs, so an interrupted driver resumes) and the page it writes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=str(config))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for every run")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "repro" / runs))
+    p.add_argument("--reuse", action="store_true", help="keep runs whose outputs exist")
+    p.add_argument("--doc", default=str(doc))
+    return p
 
 
 def run_logged(argv: Sequence[str], log: Path, threads: int = 1) -> float:

@@ -245,7 +245,7 @@ def _put_in_group(item: pytest.Item, group: str) -> None:
         from _pytest.nodeid import NodeId  # pytest >= 9.2; earlier versions read xdist's own rewrite
     except ImportError:
         return
-    if item.config.getvalue("loadgroup") and "@" not in item.nodeid and hasattr(item, "_id"):
+    if getattr(item.config.option, "loadgroup", False) and "@" not in item.nodeid and hasattr(item, "_id"):
         item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
