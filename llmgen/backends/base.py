@@ -288,6 +288,7 @@ class Backend(ABC):
     batch_size: int = 16  # requests per call to the model; the request cache commits after each
     GENERATION_OPTIONS: frozenset[str] = frozenset()  # the SamplingConfig.OPTIONS this backend honours exactly
     in_memory: bool = False  # a model object held by the caller (fingerprinted by hashing its weights)
+    _fingerprint: str | None = None  # set on first use of ``fingerprint``
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32") -> None:
         from llmgen.models import resolve_model
@@ -308,8 +309,6 @@ class Backend(ABC):
         if self._fingerprint is None:
             self._fingerprint = self._compute_fingerprint()
         return self._fingerprint
-
-    _fingerprint: str | None = None
 
     def _compute_fingerprint(self) -> str:
         from llmgen.models import model_fingerprint
