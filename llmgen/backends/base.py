@@ -5,6 +5,10 @@ chat messages through ``llmgen.prompts.chat``), left-truncation of prompts longe
 context, per-request seeds, the tokenisation of (context, continuation) pairs (``encode_pair``), and
 rolling-window loglikelihood. A backend implements only the model-facing parts:
 ``_generate_tokens`` (token ids in, completions out) and ``loglikelihood_tokens``.
+
+Generation options beyond sampling (fixed length ignoring EOS, the full-distribution entropy of every
+step, an n-gram block) are ``SamplingConfig`` fields; a backend lists the ones it can honour exactly in
+``GENERATION_OPTIONS`` and refuses the others with one error line before generating.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Union
 
 from llmgen.errors import LlmgenError
 from llmgen.prompts.chat import Prompt, apply_chat_template, render_prompt
@@ -24,9 +28,57 @@ log = logging.getLogger("llmgen")
 
 
 
+class NgramBlock:
+    """Forbid any next token that would complete an n-gram of ``sequences`` (Hyperfitting's citation
+    blocker: no 5-gram of the training data is copied).
+
+    It travels inside ``SamplingConfig.block_ngrams``, so each request carries its own block. Its
+    identity is the content hash of the n-gram set (``digest``): two blocks with the same n-grams are
+    equal, and the request cache key holds ``n`` and that hash (``to_dict``), never the sequences.
+    The context of a step is the last ``n - 1`` ids of prompt + continuation so far.
+    """
+
+    def __init__(self, sequences: Sequence[Sequence[int]], n: int = 5) -> None:
+        from llmgen.evals.generation import ngram_set
+
+        if n < 2:
+            raise LlmgenError(f"an n-gram block needs n >= 2, got {n}")
+        self.n = n
+        grams = sorted(ngram_set(([int(t) for t in s] for s in sequences), n))
+        self.digest = hashlib.sha256(f"{n}:{grams}".encode()).hexdigest()
+        self.next_tokens: dict[tuple[int, ...], frozenset[int]] = {}
+        for gram in grams:
+            self.next_tokens[gram[:-1]] = self.next_tokens.get(gram[:-1], frozenset()) | {gram[-1]}
+
+    def blocked(self, context: Sequence[int]) -> frozenset[int]:
+        """Token ids that may not follow ``context``."""
+        if len(context) < self.n - 1:
+            return frozenset()
+        return self.next_tokens.get(tuple(context[len(context) - self.n + 1:]), frozenset())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "sha256": self.digest}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NgramBlock) and (self.n, self.digest) == (other.n, other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.n, self.digest))
+
+    def __repr__(self) -> str:
+        return f"NgramBlock(n={self.n}, sha256={self.digest[:12]}…, contexts={len(self.next_tokens)})"
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to generate. ``temperature == 0`` is greedy, which allows only ``n == 1``."""
+    """How to generate. ``temperature == 0`` is greedy, which allows only ``n == 1``.
+
+    ``ignore_eos`` generates exactly ``max_tokens`` tokens (EOS is a token like any other; stop
+    strings still stop). ``return_entropy`` adds the entropy (nats) of the model's full next-token
+    distribution at every step to the completion (raw model, before temperature, top-p or a block).
+    ``block_ngrams`` forbids tokens that would complete one of its n-grams. The three default to off
+    and enter ``to_dict`` (and so the cache key) only when set, so other requests keep their keys.
+    """
 
     n: int = 1
     temperature: float = 0.0
@@ -34,6 +86,11 @@ class SamplingConfig:
     max_tokens: int = 64
     stop: tuple[str, ...] = ()
     seed: int | None = 0
+    ignore_eos: bool = False
+    return_entropy: bool = False
+    block_ngrams: NgramBlock | None = None
+
+    OPTIONS = ("ignore_eos", "return_entropy", "block_ngrams")  # off unless set; not every backend has them
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -46,19 +103,54 @@ class SamplingConfig:
             raise LlmgenError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
             raise LlmgenError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.block_ngrams is not None and not isinstance(self.block_ngrams, NgramBlock):
+            raise LlmgenError(f"block_ngrams must be an NgramBlock, got {type(self.block_ngrams).__name__}")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def options(self) -> set[str]:
+        """The generation options of ``OPTIONS`` this setting turns on."""
+        return {name for name in self.OPTIONS if getattr(self, name)}
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.OPTIONS}
+        for name in self.options():
+            value = getattr(self, name)
+            out[name] = value.to_dict() if isinstance(value, NgramBlock) else value
+        return out
+
+
+@dataclass(frozen=True)
+class TokenPrompt:
+    """A prompt given as token ids: sent to the model as they are, never decoded and re-tokenised.
+
+    For prompts cut from tokenised text (Hyperfitting's held-out prefixes), where decoding and
+    encoding again need not give the same ids. Its per-request seed and cache key come from the ids.
+    """
+
+    ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(int(t) for t in self.ids))
+        if not self.ids:
+            raise LlmgenError("a token prompt needs at least one token id")
+
+    @property
+    def seed_text(self) -> str:
+        """The string ``request_seed`` hashes for this prompt (no text prompt starts with it)."""
+        return "\x00token-ids:" + ",".join(map(str, self.ids))
+
+
+GenPrompt = Union[Prompt, TokenPrompt]  # noqa: UP007 - a runtime alias, as Prompt
 
 
 @dataclass
 class Completion:
-    """One generated continuation. ``logprobs[i]`` is the raw model logprob of ``token_ids[i]``.
+    """One generated continuation. ``logprobs[i]`` is the raw model logprob of ``token_ids[i]``;
+    ``entropies[i]`` (with ``SamplingConfig.return_entropy``) the entropy of the step's distribution.
 
     ``truncated`` says the prompt was longer than ``max_length - max_tokens`` tokens and lost its
     beginning (left-truncation, as lm-eval does), so a score on it is not a score on the full prompt.
@@ -69,6 +161,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str  # "stop" (EOS or stop string) or "length"
     truncated: bool = False
+    entropies: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,15 +286,34 @@ class Backend(ABC):
 
     name: str = "base"
     batch_size: int = 16  # requests per call to the model; the request cache commits after each
+    GENERATION_OPTIONS: frozenset[str] = frozenset()  # the SamplingConfig.OPTIONS this backend honours exactly
+    in_memory: bool = False  # a model object held by the caller (fingerprinted by hashing its weights)
+    _fingerprint: str | None = None  # set on first use of ``fingerprint``
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32") -> None:
-        from llmgen.models import model_fingerprint, resolve_model
+        from llmgen.models import resolve_model
 
         self.model_name = model
         self.model_path = resolve_model(model)
         self.adapter = adapter
         self.dtype = dtype
-        self.fingerprint = model_fingerprint(self.model_path) + (f"+{model_fingerprint(adapter)}" if adapter else "")
+
+    @property
+    def fingerprint(self) -> str:
+        """What identifies the model's weights in cache keys, computed on first use and kept.
+
+        Lazy because only a persistent request cache needs it, and for an in-memory model it is a
+        hash of every weight (about a second for SmolLM2). The value is a snapshot: a backend over
+        a model whose weights change afterwards must be built again.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
+        from llmgen.models import model_fingerprint
+
+        return model_fingerprint(self.model_path) + (f"+{model_fingerprint(self.adapter)}" if self.adapter else "")
 
     @property
     @abstractmethod
@@ -222,25 +334,38 @@ class Backend(ABC):
         return self.max_length - 1
 
     # --- generation -----------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig | Sequence[SamplingConfig]
+    def generate(self, prompts: Sequence[GenPrompt], sampling: SamplingConfig | Sequence[SamplingConfig]
                  ) -> list[list[Completion]]:
         """Per prompt, ``sampling.n`` completions.
 
-        A prompt is a string or a list of chat messages; ``sampling`` is one setting for all prompts
-        or one per prompt. Each completion depends only on its prompt, its settings and its seed.
+        A prompt is a string, a list of chat messages or a ``TokenPrompt``; ``sampling`` is one
+        setting for all prompts or one per prompt. Each completion depends only on its prompt, its
+        settings and its seed.
         """
         requests = self.prepare_generation(prompts, sampling)
         return self._generate_tokens(requests) if requests else []
 
-    def prepare_generation(self, prompts: Sequence[Prompt], sampling: SamplingConfig | Sequence[SamplingConfig]
+    def check_options(self, settings: Sequence[SamplingConfig]) -> None:
+        """One error line for a generation option this backend cannot honour exactly."""
+        asked = set().union(*(s.options() for s in settings)) if settings else set()
+        missing = sorted(asked - self.GENERATION_OPTIONS)
+        if missing:
+            raise LlmgenError(f"the {self.name} backend cannot generate with {', '.join(missing)} "
+                              f"(the hf backend can)")
+
+    def prepare_generation(self, prompts: Sequence[GenPrompt], sampling: SamplingConfig | Sequence[SamplingConfig]
                            ) -> list[GenerationRequest]:
         """Render, tokenise, left-truncate and seed each prompt (the same on every backend)."""
         settings = per_request(sampling, len(prompts))
+        self.check_options(settings)
         tok, limit = self.tokenizer, self.max_length
         requests, n_truncated = [], 0
         for prompt, s in zip(prompts, settings, strict=True):
-            text = render_prompt(tok, prompt)
-            ids = tok(text, add_special_tokens=False)["input_ids"]
+            if isinstance(prompt, TokenPrompt):
+                text, ids = prompt.seed_text, list(prompt.ids)
+            else:
+                text = render_prompt(tok, prompt)
+                ids = tok(text, add_special_tokens=False)["input_ids"]
             room = limit - s.max_tokens
             if room < 1:
                 raise LlmgenError(f"max_tokens {s.max_tokens} leaves no room for a prompt in this model's "
@@ -322,9 +447,11 @@ class Backend(ABC):
         return prompt
 
     def describe(self) -> dict[str, Any]:
+        """The backend's settings for results.json. An in-memory model's fingerprint is there only if
+        a cache key needed it (hashing every weight just to describe the backend is not worth it)."""
+        fp = self._fingerprint if self.in_memory else self.fingerprint
         return {"backend": self.name, "model": self.model_name, "model_path": self.model_path,
-                "adapter": self.adapter, "dtype": self.dtype, "fingerprint": self.fingerprint,
-                "max_length": self.max_length}
+                "adapter": self.adapter, "dtype": self.dtype, "fingerprint": fp, "max_length": self.max_length}
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release the model (and for vLLM, the engine process)."""

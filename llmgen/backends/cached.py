@@ -3,9 +3,12 @@
 A key hashes everything a result depends on: the model's fingerprint (content hash for in-memory
 models), the adapter, the backend, the dtype, the context length (it decides truncation), the
 request kind, the request itself (the rendered prompt text, the pair, or the text) and, for
-generation, every sampling setting including the seed. Requests not in the cache go to the backend
-in batches of ``backend.batch_size``; each batch is committed before the next starts, so a killed
-run loses at most one batch, and ``on_batch`` (a progress callback) moves once per batch.
+generation, every sampling setting including the seed (an n-gram block by its content hash, see
+``NgramBlock``). Requests not in the cache go to the backend in batches of ``backend.batch_size``;
+each batch is committed before the next starts, so a killed run loses at most one batch, and
+``on_batch`` (a progress callback) moves once per batch. A disabled cache (``RequestCache(None)``)
+keeps nothing, so its keys only find repeated requests within one call, on one model: they leave the
+fingerprint out and an in-memory model is never hashed.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from typing import Any
 from llmgen.backends.base import (
     Backend,
     Completion,
+    GenPrompt,
     LoglikelihoodResult,
     RollingResult,
     SamplingConfig,
+    TokenPrompt,
     per_request,
 )
 from llmgen.cache import RequestCache, request_key
-from llmgen.prompts.chat import Prompt, render_prompt
+from llmgen.prompts.chat import render_prompt
 
 KEY_VERSION = 2  # bump when a backend's results for the same key change (2: per-request seeds)
 
@@ -48,14 +53,19 @@ class CachedBackend:
     def key(self, kind: str, **request: Any) -> str:
         """The cache key of one request of ``kind``."""
         b = self.backend
-        return request_key(v=KEY_VERSION, fp=b.fingerprint, adapter=b.adapter, backend=b.name, dtype=str(b.dtype),
+        fp = b.fingerprint if self.cache.path is not None else None
+        return request_key(v=KEY_VERSION, fp=fp, adapter=b.adapter, backend=b.name, dtype=str(b.dtype),
                            max_length=b.max_length, kind=kind, **request)
 
-    def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig | Sequence[SamplingConfig],
+    def generate(self, prompts: Sequence[GenPrompt], sampling: SamplingConfig | Sequence[SamplingConfig],
                  on_batch: Progress = None) -> list[list[Completion]]:
+        """Text and chat prompts are keyed by their rendered text, ``TokenPrompt``s by their ids."""
         settings = per_request(sampling, len(prompts))
-        texts = [render_prompt(self.backend.tokenizer, p) for p in prompts]
-        keys = [self.key("generate", prompt=t, sampling=s.to_dict()) for t, s in zip(texts, settings, strict=True)]
+        self.backend.check_options(settings)
+        texts = [p if isinstance(p, TokenPrompt) else render_prompt(self.backend.tokenizer, p) for p in prompts]
+        keys = [self.key("generate", sampling=s.to_dict(),
+                         **({"prompt_ids": list(t.ids)} if isinstance(t, TokenPrompt) else {"prompt": t}))
+                for t, s in zip(texts, settings, strict=True)]
 
         def compute(idx: list[int]) -> list[list[dict]]:
             outs = self.backend.generate([texts[i] for i in idx], [settings[i] for i in idx])

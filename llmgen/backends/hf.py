@@ -3,9 +3,14 @@
 Generation does not use ``model.generate``: each sequence (each sample of each request) draws its
 tokens from its own ``torch.Generator`` seeded from (seed, prompt), so a completion is the same
 whatever batch it shares, and the loop computes only what is asked for: the logprob of the chosen
-token (one ``logsumexp`` per row, no full-vocabulary ``log_softmax`` kept per step), stop strings
+token (``log_softmax`` as vLLM computes it, only the chosen entry kept: ``logit - logsumexp`` loses
+float32 digits on large logits, ~1e-5 in a greedy perplexity of SmolLM2), stop strings
 checked on the last few decoded tokens, finished rows dropped from the batch and its KV cache.
 Logprobs are the raw model logprobs, not the temperature-warped ones, to match what vLLM reports.
+It honours every ``SamplingConfig`` option: ``ignore_eos`` keeps a row going past EOS,
+``return_entropy`` adds the entropy of each step's full raw distribution (``evals.generation.
+token_entropies``), and ``block_ngrams`` is a logits processor that sets a blocked token's score to
+``-inf`` before the choice (logprob and entropy stay those of the raw model).
 
 Scoring left-pads the (context + continuation minus its last token) inputs so every continuation
 ends at the last position, and projects only the last ``max continuation`` positions to the
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult, truncate_at_stop
+from llmgen.evals.generation import token_entropies
 from llmgen.models import load_model
 
 _DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither the config nor the tokenizer says
@@ -29,7 +35,8 @@ def content_fingerprint(model) -> str:
     """A hash of an in-memory model's weights (names, shapes, dtypes and bytes), for cache keys.
 
     Two processes holding the same weights get the same key; any changed weight gives another.
-    sha256 over 135M fp32 parameters takes about a second, once per backend.
+    sha256 over 135M fp32 parameters takes about a second, so ``HFBackend`` computes it only when a
+    cache key needs it (``Backend.fingerprint``), once per backend.
     """
     import hashlib
 
@@ -42,6 +49,7 @@ def content_fingerprint(model) -> str:
 
 class HFBackend(Backend):
     name = "hf"
+    GENERATION_OPTIONS = frozenset({"ignore_eos", "return_entropy", "block_ngrams"})
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", device: str | None = None,
                  batch_size: int = 16, model_obj=None, tokenizer_obj=None, max_length: int | None = None) -> None:
@@ -58,12 +66,15 @@ class HFBackend(Backend):
             self.model_name = self.model_path = model
             self.adapter, self.dtype = adapter, dtype
             self.model, self._tok = model_obj, tokenizer_obj
-            self.fingerprint = content_fingerprint(model_obj)
+            self.in_memory = True  # fingerprinted by content, lazily (_compute_fingerprint)
             self.device = next(model_obj.parameters()).device
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
         self._max_length = max_length or self._context_length()
+
+    def _compute_fingerprint(self) -> str:
+        return content_fingerprint(self.model) if self.in_memory else super()._compute_fingerprint()
 
     @property
     def tokenizer(self):
@@ -157,12 +168,16 @@ class HFBackend(Backend):
         active = list(range(n))  # original row of each batch row
         ids: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
+        ents: list[list[float] | None] = [[] if r.sampling.return_entropy else None for r in reqs]
         finish = ["length"] * n
         step = 0
         while active:
             rows = torch.tensor(active, device=dev)
-            chosen = self._choose(logits, temps[rows], top_ps[rows], [gens[r] for r in active])
-            chosen_lp = (logits.gather(1, chosen[:, None])[:, 0] - logits.logsumexp(-1)).tolist()
+            scores = self._block(logits, [(reqs[r], ids[r]) for r in active])
+            chosen = self._choose(scores, temps[rows], top_ps[rows], [gens[r] for r in active])
+            chosen_lp = logits.log_softmax(-1).gather(1, chosen[:, None])[:, 0].tolist()
+            step_ent = (token_entropies(logits.cpu().numpy()).tolist()
+                        if any(ents[r] is not None for r in active) else None)
             is_eos = torch.isin(chosen, eos).tolist()
             chosen_l = chosen.tolist()
             step += 1
@@ -170,8 +185,10 @@ class HFBackend(Backend):
             for b, r in enumerate(active):
                 ids[r].append(chosen_l[b])
                 lps[r].append(chosen_lp[b])
+                if ents[r] is not None:
+                    ents[r].append(step_ent[b])  # type: ignore[index]
                 stop = reqs[r].sampling.stop
-                if is_eos[b]:
+                if is_eos[b] and not reqs[r].sampling.ignore_eos:
                     finish[r] = "stop"
                 elif stop and truncate_at_stop(tok.decode(ids[r][-stop_window[r]:]), stop)[1]:
                     finish[r] = "stop"
@@ -191,11 +208,30 @@ class HFBackend(Backend):
             logits = out.logits[:, -1, :].float()
         comps = []
         for r, req in enumerate(reqs):
-            text_ids = ids[r][:-1] if ids[r] and ids[r][-1] in eos.tolist() else ids[r]
+            ended = finish[r] == "stop" and ids[r] and ids[r][-1] in eos.tolist()
+            text_ids = ids[r][:-1] if ended else ids[r]
             text, _ = truncate_at_stop(tok.decode(text_ids, skip_special_tokens=True), req.sampling.stop)
             comps.append(Completion(text=text, token_ids=ids[r], logprobs=lps[r], finish_reason=finish[r],
-                                    truncated=req.truncated))
+                                    truncated=req.truncated, entropies=ents[r]))
         return comps
+
+    @staticmethod
+    def _block(logits: torch.Tensor, rows: list[tuple[GenerationRequest, list[int]]]) -> torch.Tensor:
+        """The scores the next token is chosen from: ``logits`` with the tokens each row's
+        ``block_ngrams`` forbids after its prompt + continuation so far set to ``-inf``. ``logits``
+        itself is left as it is: logprobs and entropies are the raw model's."""
+        scores = logits
+        for b, (req, new) in enumerate(rows):
+            block = req.sampling.block_ngrams
+            if block is None:
+                continue
+            k = block.n - 1  # the context an n-gram continues
+            context = new[-k:] if len(new) >= k else req.token_ids[max(0, len(req.token_ids) - (k - len(new))):] + new
+            ban = sorted(block.blocked(context))
+            if ban:
+                scores = logits.clone() if scores is logits else scores
+                scores[b, ban] = float("-inf")
+        return scores
 
     @staticmethod
     def _choose(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, gens: list) -> torch.Tensor:

@@ -196,7 +196,14 @@ class OpenAIBackend(Backend):
         self.served_model = adapter or served_model or listed[0]["id"]
         entry = next((m for m in listed if m.get("id") == self.served_model), listed[0])
         self._max_length = max_length or entry.get("max_model_len") or self._tok.model_max_length
-        self.fingerprint = f"{self.fingerprint}@{self.served_model}"
+
+    GENERATION_OPTIONS = frozenset({"ignore_eos"})  # vLLM's server extension; no full distribution, no logits hook
+
+    def _compute_fingerprint(self) -> str:
+        """The weights' fingerprint and the served name (the adapter is a name on the server, not a folder)."""
+        from llmgen.models import model_fingerprint
+
+        return f"{model_fingerprint(self.model_path)}@{self.served_model}"
 
     @property
     def max_length(self) -> int:
@@ -228,6 +235,8 @@ class OpenAIBackend(Backend):
                                       "max_tokens": s.max_tokens, "logprobs": 0, "skip_special_tokens": True}
             if s.stop:
                 params["stop"] = list(s.stop)
+            if s.ignore_eos:
+                params["ignore_eos"] = True
             if req.seeds:
                 params["seed"] = req.seeds[0]
             choices = self._complete(list(req.token_ids), **params)

@@ -154,6 +154,10 @@ class VLLMBackend(Backend):
 
             self._lora = LoRARequest("adapter", 1, str(Path(adapter).resolve()))
 
+    # vLLM reports top-k logprobs, not the full distribution's entropy, and has no per-request logits
+    # hook in this version: return_entropy and block_ngrams are refused (Backend.check_options)
+    GENERATION_OPTIONS = frozenset({"ignore_eos"})
+
     @property
     def tokenizer(self):
         return self.llm.get_tokenizer()
@@ -173,6 +177,7 @@ class VLLMBackend(Backend):
 
         params = [SamplingParams(n=r.sampling.n, temperature=r.sampling.temperature, top_p=r.sampling.top_p,
                                  max_tokens=r.sampling.max_tokens, stop=list(r.sampling.stop) or None,
+                                 ignore_eos=r.sampling.ignore_eos,
                                  seed=r.seeds[0] if r.seeds else None, logprobs=0) for r in requests]
         inputs = [{"prompt_token_ids": list(r.token_ids)} for r in requests]
         outs = self.llm.generate(inputs, params, lora_request=self._lora, use_tqdm=False)

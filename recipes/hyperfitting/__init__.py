@@ -6,10 +6,12 @@ token) and compares three generators on 32-token prompts cut from held-out seque
 model greedy, the base model with top-p sampling, and the hyperfitted model greedy (optionally
 also with the "citation blocker", which forbids completing any 5-gram of the training set).
 
-Generation is a hand-written loop over HF with a KV cache rather than a backend call, because the
-paper's confidence measure needs the *full* next-token distribution at every step (its entropy),
-which neither ``generate`` outputs nor vLLM's top-k logprobs give cheaply. Continuations run to a
-fixed length and do not stop at EOS, as in the paper.
+Generation goes through the backend interface behind the request cache (``HFBackend`` over the
+in-memory model, ``CachedBackend`` with ``requests.sqlite`` in the run folder, so a rerun finds its
+continuations): prompts are ``TokenPrompt``s (token-id prefixes of held-out text, never re-tokenised),
+continuations run to a fixed length past EOS (``ignore_eos``), as in the paper, and carry the entropy
+of the *full* next-token distribution at every step (``return_entropy``, the paper's confidence
+measure); the citation blocker is ``block_ngrams``. Only the HF backend has all three.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llmgen.backends.base import Completion, NgramBlock, SamplingConfig, TokenPrompt
+from llmgen.backends.cached import CachedBackend
+from llmgen.cache import RequestCache
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.generation import (
@@ -32,7 +38,6 @@ from llmgen.evals.generation import (
     perplexity,
     repetition_rate,
     self_bleu,
-    token_entropies,
     type_token_ratio,
 )
 from llmgen.training.config import TrainConfig
@@ -87,7 +92,7 @@ class HyperfittingConfig:
     progress: bool = True
 
     # Set by the recipe: plain-text sequences of seq_len tokens, the ce loss, per-epoch measurements,
-    # one train/ folder; generation is a hand-written HF loop (gen_batch_size), greedy or one sample.
+    # one train/ folder; generation is the HF backend (gen_batch_size requests a batch), greedy or one sample.
     FIXED_KEYS: ClassVar[tuple[str, ...]] = (
         *(f"train.{n}" for n in ("model", "data", "data_format", "prompt_field", "answer_field", "text_field",
                                  "split", "max_length", "loss", "loss_args", "eval_every", "output_dir", "resume",
@@ -120,127 +125,42 @@ class HyperfittingConfig:
             raise LlmgenError(f"epoch_eval_len must be at least 1, got {self.epoch_eval_len}")
 
 
-# --- the citation blocker ------------------------------------------------------------------------
+# --- generation through the backend -------------------------------------------------------------
 
 
-class CitationBlocker:
-    """Forbid any next token that would complete an n-gram (default 5) of the training data.
-
-    Callable like an HF ``LogitsProcessor`` (``(input_ids [B, T], scores [B, V]) -> scores``), so it
-    also plugs into ``model.generate(logits_processor=[...])``. The context is the last n - 1 token
-    ids of prompt + continuation so far; blocked candidates get ``-inf``.
-    """
-
-    def __init__(self, sequences: Sequence[Sequence[int]], n: int = 5) -> None:
-        if n < 2:
-            raise LlmgenError(f"the citation blocker needs n >= 2, got {n}")
-        self.n = n
-        self.next_tokens: dict[tuple[int, ...], set[int]] = {}
-        for gram in ngram_set(sequences, n):
-            self.next_tokens.setdefault(gram[:-1], set()).add(gram[-1])
-
-    def blocked(self, context: Sequence[int]) -> set[int]:
-        """Token ids that may not follow ``context``."""
-        if len(context) < self.n - 1:
-            return set()
-        return self.next_tokens.get(tuple(context[len(context) - self.n + 1:]), set())
-
-    def __call__(self, input_ids, scores):
-        for row, ids in enumerate(input_ids.tolist()):
-            ban = self.blocked(ids)
-            if ban:
-                scores[row, sorted(ban)] = -math.inf
-        return scores
-
-
-# --- generation with full distributions ----------------------------------------------------------
-
-
-@dataclass
-class Generations:
-    """Continuations of a batch of prompts: ids, raw-model logprob and entropy of every step."""
-
-    token_ids: list[list[int]]
-    logprobs: list[list[float]]
-    entropies: list[list[float]]
-
-    def head(self, prompts: int, tokens: int) -> Generations:
-        """The first ``tokens`` steps of the first ``prompts`` continuations."""
-        return Generations(*([row[:tokens] for row in rows[:prompts]]
-                             for rows in (self.token_ids, self.logprobs, self.entropies)))
-
-
-def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, greedy: bool = True,
-             top_p: float = 1.0, temperature: float = 1.0, seed: int = 0, blocker: CitationBlocker | None = None,
-             batch_size: int = 8) -> Generations:
-    """Continue equal-length token prompts for exactly ``max_new_tokens`` steps.
-
-    Entropy and logprob are those of the model's own distribution (temperature 1, before top-p
-    or the blocker), which is what the paper reports. Sampling uses one ``torch.Generator`` per
-    batch seeded from ``seed`` and the batch index, so results do not depend on what ran before.
-    """
-    import torch
-
-    if not prompts:
-        raise LlmgenError("no prompts to continue")
-    if len({len(p) for p in prompts}) != 1 or not prompts[0]:
-        raise LlmgenError("prompts must be non-empty and all of the same length (cut from token sequences)")
-    device = next(model.parameters()).device
-    out = Generations([], [], [])
+@contextmanager
+def evaluating(model) -> Iterator[None]:
+    """``model.eval()`` for a measurement, the training mode restored after (it runs mid-training)."""
     was_training = model.training
     model.eval()
     try:
-        for b in range(0, len(prompts), batch_size):
-            ids = torch.tensor([list(p) for p in prompts[b : b + batch_size]], dtype=torch.long, device=device)
-            gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + b)
-            new, lps, ents = _generate_batch(model, ids, max_new_tokens, greedy, top_p, temperature, gen, blocker)
-            out.token_ids += new
-            out.logprobs += lps
-            out.entropies += ents
+        yield
     finally:
         model.train(was_training)
-    return out
 
 
-def _generate_batch(model, ids, steps, greedy, top_p, temperature, gen, blocker):
-    import torch
-
-    context = ids
-    past = None
-    cur = ids
-    new_tokens, logprobs, entropies = [], [], []
-    with torch.no_grad():
-        for _ in range(steps):
-            out = model(input_ids=cur, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            entropies.append(torch.as_tensor(token_entropies(logp.cpu().numpy())))
-            scores = logits.clone()
-            if blocker is not None:
-                scores = blocker(context, scores)
-            if greedy:
-                nxt = scores.argmax(dim=-1)
-            else:
-                nxt = _sample_top_p(scores / temperature, top_p, gen).to(scores.device)
-            logprobs.append(logp.gather(1, nxt[:, None])[:, 0])
-            new_tokens.append(nxt)
-            cur = nxt[:, None]
-            context = torch.cat([context, cur], dim=1)
-    return (torch.stack(new_tokens, 1).tolist(), torch.stack(logprobs, 1).tolist(),
-            torch.stack(entropies, 1).tolist())
+def continuation_sampling(length: int, *, top_p: float | None = None, temperature: float = 1.0, seed: int = 0,
+                          block: NgramBlock | None = None) -> SamplingConfig:
+    """The paper's continuations: exactly ``length`` tokens (EOS ignored) with each step's entropy;
+    greedy, or top-p sampling where ``top_p`` is given. Entropy and logprob are those of the model's
+    own distribution (temperature 1, before top-p or the block), which is what the paper reports."""
+    if top_p is None:
+        return SamplingConfig(max_tokens=length, ignore_eos=True, return_entropy=True, block_ngrams=block)
+    return SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=length, seed=seed, ignore_eos=True,
+                          return_entropy=True, block_ngrams=block)
 
 
-def _sample_top_p(scores, top_p: float, gen):
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches ``top_p``."""
-    import torch
+def continue_prompts(model, tokenizer, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
+                     cache: RequestCache, batch_size: int = 8) -> list[Completion]:
+    """One completion per token prompt, from the model as it is now (a new backend each call: its
+    content fingerprint is a snapshot of the weights, which training changes)."""
+    from llmgen.backends.hf import HFBackend
 
-    probs = torch.softmax(scores.cpu(), dim=-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
-    sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-    pick = torch.multinomial(sorted_p, 1, generator=gen)
-    return order.gather(1, pick)[:, 0]
+    if not prompts:
+        raise LlmgenError("no prompts to continue")
+    backend = HFBackend("in-memory:hyperfitting", model_obj=model, tokenizer_obj=tokenizer, batch_size=batch_size)
+    with evaluating(model):
+        return [c[0] for c in CachedBackend(backend, cache).generate([TokenPrompt(p) for p in prompts], sampling)]
 
 
 def heldout_scores(model, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> tuple[list[float], list[float]]:
@@ -255,18 +175,13 @@ def heldout_scores(model, sequences: Sequence[Sequence[int]], batch_size: int = 
     device = next(model.parameters()).device
     logprobs: list[float] = []
     entropies: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for b in range(0, len(sequences), batch_size):
-                ids = torch.tensor([list(s) for s in sequences[b : b + batch_size]], dtype=torch.long, device=device)
-                logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
-                logprobs += logp[:, :-1].gather(-1, ids[:, 1:, None]).flatten().tolist()
-                p = logp.exp()  # -Σ p log p per position, 0·log 0 = 0
-                entropies += (-(p * logp.masked_fill(p == 0, 0.0)).sum(-1)).flatten().tolist()
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        for b in range(0, len(sequences), batch_size):
+            ids = torch.tensor([list(s) for s in sequences[b : b + batch_size]], dtype=torch.long, device=device)
+            logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+            logprobs += logp[:, :-1].gather(-1, ids[:, 1:, None]).flatten().tolist()
+            p = logp.exp()  # -Σ p log p per position, 0·log 0 = 0
+            entropies += (-(p * logp.masked_fill(p == 0, 0.0)).sum(-1)).flatten().tolist()
     return logprobs, entropies
 
 
@@ -281,21 +196,23 @@ def heldout_point(model, sequences: Sequence[Sequence[int]], batch_size: int) ->
 # --- metrics -------------------------------------------------------------------------------------
 
 
-def generation_metrics(gens: Generations, tokenizer, train_ngrams: set[tuple], config: HyperfittingConfig) -> dict:
-    """Every metric of the paper for one generator, averaged over prompts."""
+def generation_metrics(gens: Sequence[Completion], tokenizer, train_ngrams: set[tuple],
+                       config: HyperfittingConfig) -> dict:
+    """Every metric of the paper for one generator (one completion per prompt), averaged over prompts."""
     import numpy as np
 
-    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in gens.token_ids]
-    per = lambda f: float(np.mean([f(t) for t in gens.token_ids]))  # noqa: E731
+    ids = [c.token_ids for c in gens]
+    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in ids]
+    per = lambda f: float(np.mean([f(t) for t in ids]))  # noqa: E731
     return {
         "ttr": per(lambda t: type_token_ratio(t, config.ttr_window)),
-        f"distinct_{config.distinct_n}": distinct_n(gens.token_ids, config.distinct_n),
+        f"distinct_{config.distinct_n}": distinct_n(ids, config.distinct_n),
         "self_bleu": self_bleu(texts) if len(texts) > 1 else float("nan"),
         "repetition_rate": per(lambda t: repetition_rate(t, config.repetition_n)),
         "longest_loop": per(longest_repeated_loop),
-        "entropy": float(np.mean([e for row in gens.entropies for e in row])),  # on its own continuation
+        "entropy": float(np.mean([e for c in gens for e in c.entropies or ()])),  # on its own continuation
         "train_overlap": per(lambda t: ngram_overlap(t, train_ngrams, config.overlap_n)),
-        "generated_perplexity": perplexity(lp for row in gens.logprobs for lp in row),
+        "generated_perplexity": perplexity(lp for c in gens for lp in c.logprobs),
     }
 
 
@@ -308,7 +225,7 @@ def run(config: HyperfittingConfig) -> dict:
     """Train to near-zero loss, compare generators, write the run folder; returns ``results``."""
     import torch
 
-    from llmgen.io import atomic_write_json, atomic_write_jsonl
+    from llmgen.io import atomic_write_json
     from llmgen.models import load_model
     from llmgen.recipes.hyperfitting.text_sources import chunk_documents, document_sequences, iter_documents
 
@@ -325,21 +242,34 @@ def run(config: HyperfittingConfig) -> dict:
                                  seed=config.train.seed, pool_tokens=config.pool_tokens)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", dump_config(config))
+    cache = RequestCache(out / "requests.sqlite")  # a rerun of this run folder finds its continuations
+    try:
+        results = _compare(config, model, tok, chunks, cache, out, started)
+    finally:
+        cache.close()
+    if config.save_model:
+        model.save_pretrained(out / "model", safe_serialization=True)
+        tok.save_pretrained(out / "model")
+    return results
+
+
+def _compare(config: HyperfittingConfig, model, tok, chunks, cache: RequestCache, out: Path, started: float) -> dict:
+    """The base model's generators, hyperfitting with per-epoch points, the hyperfitted model's
+    generators; writes samples.jsonl, results.json and the plots."""
+    from llmgen.io import atomic_write_json, atomic_write_jsonl
 
     prompts = [s[: config.prompt_len] for s in chunks.heldout]
     train_ngrams = ngram_set(chunks.train, config.overlap_n)
-    blocker = CitationBlocker(chunks.train, config.block_n) if config.citation_blocker else None
     epoch_prompts = prompts[: config.epoch_eval_prompts]
     epoch_len = config.epoch_eval_len or config.eval.max_new_tokens
-    last_gens: list[Generations] = []  # the latest per-epoch generations
+    full = continuation_sampling(config.eval.max_new_tokens)
 
-    def greedy(m, prompt_set, length, block=None) -> Generations:
-        return generate(m, prompt_set, length, blocker=block, batch_size=config.gen_batch_size)
+    def continuations(m, prompt_set, sampling: SamplingConfig) -> list[Completion]:
+        return continue_prompts(m, tok, prompt_set, sampling, cache, config.gen_batch_size)
 
-    def epoch_point(m, epoch: int, train_loss: float | None, gens: Generations | None = None,
-                    heldout: dict[str, float] | None = None) -> dict:
-        gens = gens or greedy(m, epoch_prompts, epoch_len)
-        last_gens[:] = [gens]
+    def epoch_point(m, epoch: int, train_loss: float | None, heldout: dict[str, float] | None = None) -> dict:
+        # the same request as a final generator's when the settings agree: the cache answers it once
+        gens = continuations(m, epoch_prompts, continuation_sampling(epoch_len))
         metrics = generation_metrics(gens, tok, train_ngrams, config) if len(epoch_prompts) > 1 else {}
         heldout = heldout or heldout_point(m, chunks.heldout, config.gen_batch_size)
         point = {"epoch": epoch, "train_loss": train_loss, **metrics, **heldout}
@@ -350,12 +280,10 @@ def run(config: HyperfittingConfig) -> dict:
     # The base model, before any training.
     _log(config, f"base model: {len(prompts)} prompts x {config.eval.max_new_tokens} tokens")
     base_heldout = heldout_point(model, chunks.heldout, config.gen_batch_size)
-    gens = {"base_greedy": greedy(model, prompts, config.eval.max_new_tokens),
-            "base_top_p": generate(model, prompts, config.eval.max_new_tokens, greedy=False, top_p=config.eval.top_p,
-                                   temperature=config.eval.temperature, seed=config.train.seed,
-                                   batch_size=config.gen_batch_size)}
-    # Greedy decoding is prefix-consistent, so epoch 0 is a slice of the base greedy run.
-    epochs = [epoch_point(model, 0, None, gens["base_greedy"].head(len(epoch_prompts), epoch_len), base_heldout)]
+    top_p = continuation_sampling(config.eval.max_new_tokens, top_p=config.eval.top_p,
+                                  temperature=config.eval.temperature, seed=config.train.seed)
+    gens = {"base_greedy": continuations(model, prompts, full), "base_top_p": continuations(model, prompts, top_p)}
+    epochs = [epoch_point(model, 0, None, base_heldout)]
 
     # Hyperfitting through the shared training loop, measured every `eval_every` epochs.
     train_log, model = _hyperfit(config, model, tok, chunks.train, out, epochs, epoch_point)
@@ -363,11 +291,10 @@ def run(config: HyperfittingConfig) -> dict:
     if epochs[-1].get("step") != train_log["steps"]:
         raise RuntimeError("the training loop skipped its final evaluation")
     hf_heldout = {k: epochs[-1][k] for k in base_heldout}
-    # When the last per-epoch measurement covered every prompt at full length, it is the final run.
-    same = epoch_len == config.eval.max_new_tokens and len(epoch_prompts) == len(prompts)
-    gens["hyperfitted_greedy"] = last_gens[0] if same and last_gens else greedy(model, prompts, config.eval.max_new_tokens)
-    if blocker is not None:
-        gens["hyperfitted_greedy_blocked"] = greedy(model, prompts, config.eval.max_new_tokens, blocker)
+    gens["hyperfitted_greedy"] = continuations(model, prompts, full)
+    if config.citation_blocker:
+        blocked = continuation_sampling(config.eval.max_new_tokens, block=NgramBlock(chunks.train, config.block_n))
+        gens["hyperfitted_greedy_blocked"] = continuations(model, prompts, blocked)
 
     generators = {}
     for name, g in gens.items():
@@ -385,12 +312,9 @@ def run(config: HyperfittingConfig) -> dict:
         "seconds": round(time.time() - started, 1),
     }
     extra["plots"] = _plots(out, epochs, train_log)
-    results = _record(config, generators, rows, extra, started)
+    results = _record(config, generators, rows, extra, started, cache)
     atomic_write_jsonl(out / "samples.jsonl", rows)
     atomic_write_json(out / "results.json", results)
-    if config.save_model:
-        model.save_pretrained(out / "model", safe_serialization=True)
-        tok.save_pretrained(out / "model")
     return results
 
 
@@ -402,17 +326,17 @@ def _log(config: HyperfittingConfig, msg: str) -> None:
 ROW_METRICS = ("ttr", "repetition_rate", "longest_loop", "entropy", "train_overlap")  # per continuation
 
 
-def _row_metrics(g: Generations, i: int, train_ngrams: set[tuple], config: HyperfittingConfig) -> dict[str, float]:
+def _row_metrics(c: Completion, train_ngrams: set[tuple], config: HyperfittingConfig) -> dict[str, float]:
     """One continuation's values of the per-continuation metrics (``generation_metrics`` averages them)."""
     import numpy as np
 
-    t = g.token_ids[i]
+    t = c.token_ids
     return {"ttr": type_token_ratio(t, config.ttr_window), "repetition_rate": repetition_rate(t, config.repetition_n),
-            "longest_loop": float(longest_repeated_loop(t)), "entropy": float(np.mean(g.entropies[i])),
+            "longest_loop": float(longest_repeated_loop(t)), "entropy": float(np.mean(c.entropies)),
             "train_overlap": ngram_overlap(t, train_ngrams, config.overlap_n)}
 
 
-def _samples(tok, prompts, heldout, gens: dict[str, Generations], train_ngrams: set[tuple],
+def _samples(tok, prompts, heldout, gens: dict[str, list[Completion]], train_ngrams: set[tuple],
              config: HyperfittingConfig) -> list[dict]:
     """One row per generator and prompt in the one samples schema (``task`` = the generator)."""
     rows = []
@@ -420,13 +344,13 @@ def _samples(tok, prompts, heldout, gens: dict[str, Generations], train_ngrams: 
         for i, prompt in enumerate(prompts):
             rows.append({"task": name, "doc_id": i, "prompt": tok.decode(prompt, skip_special_tokens=True),
                          "target": tok.decode(heldout[i][config.prompt_len:], skip_special_tokens=True),
-                         "responses": [tok.decode(g.token_ids[i], skip_special_tokens=True)],
-                         "metrics": _row_metrics(g, i, train_ngrams, config)})
+                         "responses": [tok.decode(g[i].token_ids, skip_special_tokens=True)],
+                         "metrics": _row_metrics(g[i], train_ngrams, config)})
     return rows
 
 
 def _record(config: HyperfittingConfig, generators: dict[str, dict], rows: list[dict], extra: dict,
-            started: float) -> dict:
+            started: float, cache: RequestCache) -> dict:
     """results.json in the one schema: each generator is an evaluation of the held-out prompts; the
     teacher-forced held-out perplexity/entropy (a training-side measurement) sit in its metrics."""
     from llmgen.evaluate import uncertainty
@@ -437,8 +361,9 @@ def _record(config: HyperfittingConfig, generators: dict[str, dict], rows: list[
                for name, g in generators.items()}
     return results_record(
         config=dump_config(config), model=config.model,
-        backend={"name": "hf-loop", "model": config.model, "dtype": config.train.model_dtype},
+        backend={"name": "hf", "model": config.model, "dtype": config.train.model_dtype},
         seed=config.train.seed, timings={"total_s": round(time.time() - started, 2)}, results=metrics,
+        cache={"hits": cache.hits, "misses": cache.misses, "path": str(cache.path)},
         uncertainty={n: {m: uncertainty(by[n], m, config.train.seed) for m in ROW_METRICS} for n in generators},
         n_samples={n: len(by[n]) for n in generators},
         tasks={n: {"name": n, "output_type": "generate", "metrics": list(metrics[n]), "num_examples": len(by[n]),

@@ -1,4 +1,5 @@
-"""Hyperfitting protocol: text chunks, bad input, seeded generation, the citation blocker."""
+"""Hyperfitting protocol: text chunks, bad input, held-out scores (its generation options, the citation
+blocker included, are the backend's: tests/llmgen/backends/test_generation_options.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import pytest
 import torch
 
 from llmgen.errors import LlmgenError
-from llmgen.evals.generation import ngram_set, ngrams, token_entropies
 from llmgen.models import byte_tokenizer, tiny_model
-from llmgen.recipes.hyperfitting import CitationBlocker, HyperfittingConfig, generate, heldout_point
+from llmgen.recipes.hyperfitting import HyperfittingConfig, heldout_point
 from llmgen.recipes.hyperfitting.text_sources import (
     chunk_documents,
     document_sequences,
@@ -126,67 +126,3 @@ def test_config_rejects_bad_values():
     with pytest.raises(LlmgenError, match="eval.backend: set by the HyperfittingConfig recipe"):
         load_config(HyperfittingConfig, None, {"eval.backend": "vllm"}).validate()
     HyperfittingConfig().validate()  # the paper's defaults are valid
-
-
-def _prompts(n=4, length=8):
-    tok = byte_tokenizer()
-    return [tok(f"prompt {i}: ", add_special_tokens=False)["input_ids"][:length] for i in range(n)]
-
-
-def test_greedy_matches_hf_generate_and_is_deterministic(tiny):
-    model, _ = tiny
-    prompts = _prompts()
-    a = generate(model, prompts, 12, batch_size=3)
-    b = generate(model, prompts, 12, batch_size=4)
-    assert a.token_ids == b.token_ids  # batching does not change greedy output
-    ref = model.generate(torch.tensor(prompts), max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                         pad_token_id=0)
-    assert ref[:, 8:].tolist() == a.token_ids
-    # greedy is prefix-consistent: the recipe reuses a long run's head for the epoch-0 point
-    short = generate(model, prompts[:2], 5)
-    assert a.head(2, 5).token_ids == short.token_ids
-    for long_row, short_row in zip(a.head(2, 5).entropies, short.entropies, strict=True):
-        assert long_row == pytest.approx(short_row, abs=1e-5)
-
-
-def test_entropy_and_logprobs_match_a_full_forward_pass(tiny):
-    model, _ = tiny
-    prompts = _prompts(2)
-    g = generate(model, prompts, 6)
-    full = torch.tensor([p + t for p, t in zip(prompts, g.token_ids, strict=True)])
-    with torch.no_grad():
-        logits = model(full).logits[:, 7:-1].float()
-    for row in range(2):
-        assert g.entropies[row] == pytest.approx(token_entropies(logits[row].numpy()).tolist(), abs=1e-4)
-        lp = torch.log_softmax(logits[row], -1).gather(1, torch.tensor(g.token_ids[row])[:, None])[:, 0]
-        assert g.logprobs[row] == pytest.approx(lp.tolist(), abs=1e-4)
-
-
-def test_top_p_sampling_is_seeded(tiny):
-    model, _ = tiny
-    prompts = _prompts()
-    a = generate(model, prompts, 10, greedy=False, top_p=0.9, seed=3)
-    b = generate(model, prompts, 10, greedy=False, top_p=0.9, seed=3)
-    c = generate(model, prompts, 10, greedy=False, top_p=0.9, seed=4)
-    assert a.token_ids == b.token_ids
-    assert a.token_ids != c.token_ids
-
-
-def test_blocker_never_emits_a_blocked_ngram(tiny):
-    model, _ = tiny
-    prompts = _prompts(6)
-    # "Training data" = exactly what greedy decoding produces, so unblocked greedy copies it all.
-    plain = generate(model, prompts, 24)
-    train = [p + t for p, t in zip(prompts, plain.token_ids, strict=True)]
-    blocked_grams = ngram_set(train, 5)
-    blocker = CitationBlocker(train, n=5)
-    g = generate(model, prompts, 24, blocker=blocker)
-    for p, t in zip(prompts, g.token_ids, strict=True):
-        seq = p + t
-        # every 5-gram that ends on a generated token
-        new_grams = ngrams(seq[len(p) - 4:], 5)
-        assert new_grams and not set(new_grams) & blocked_grams
-    assert g.token_ids != plain.token_ids
-    assert blocker.blocked(train[0][:4]) == {train[0][4]}
-    with pytest.raises(LlmgenError):
-        CitationBlocker(train, n=1)

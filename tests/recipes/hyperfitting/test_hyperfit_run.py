@@ -84,11 +84,17 @@ def test_tiny_run_writes_every_output(tiny_model_dir, text_file, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["num_sequences"] == 8
 
 
-def test_run_is_deterministic_with_a_seed(tiny_model_dir, text_file, tmp_path):
-    a = run(_config(tiny_model_dir, text_file, tmp_path / "a", **{"train.epochs": 1, "train.seed": 5}))
-    b = run(_config(tiny_model_dir, text_file, tmp_path / "b", **{"train.epochs": 1, "train.seed": 5}))
-    assert (tmp_path / "a" / "samples.jsonl").read_text() == (tmp_path / "b" / "samples.jsonl").read_text()
-    assert a["generators"] == b["generators"]
+def test_run_is_deterministic_and_a_rerun_resumes_from_its_cache(tiny_model_dir, text_file, tmp_path):
+    """A rerun into the same folder trains to the same weights (content fingerprints match), so the
+    request cache in the run folder answers every continuation, with the same numbers."""
+    cfg = _config(tiny_model_dir, text_file, tmp_path, **{"train.epochs": 1, "train.seed": 5})
+    a = run(cfg)
+    samples = (tmp_path / "samples.jsonl").read_text()
+    assert a["cache"]["misses"] > 0 and a["cache"]["path"] == str(tmp_path / "requests.sqlite")
+    b = run(cfg)
+    assert b["cache"]["misses"] == 0 and b["cache"]["hits"] == a["cache"]["hits"] + a["cache"]["misses"]
+    assert (tmp_path / "samples.jsonl").read_text() == samples
+    assert a["generators"] == b["generators"] and a["epochs"] == b["epochs"]
 
 
 def test_bad_input_fails_before_writing(tiny_model_dir, text_file, tmp_path):
