@@ -1,6 +1,7 @@
 """bench/npo_unlearning.py: every stage's CLI call builds a valid config from the committed cpu.yaml."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -46,10 +47,14 @@ def test_stages_from_committed_config(driver, tmp_path):
     stage, first = _config(driver.stage_argv(driver.CONFIG, runs, 0, "unlearn", [], first=0))
     assert stage == "unlearn" and first.model == str(Path(ft.output_dir) / "model")
     assert first.retain_logs == retain.retain_logs and first.methods == ["ga", "npo", "npo_rt"]
-    # the reference schedule the issue fixes (lr 1e-5, effective batch 32, warm-up + linear, wd 0.01)
+    # the reference schedule (lr 1e-5, warm-up epoch + linear decay, wd 0.01, 10 epochs) with the batch
+    # scaled to the 8-question forget set so the run takes TOFU forget01's ~12 optimizer steps
+    # (10 * 40 // 32) instead of 3: each step's batch holds the whole forget set
     t = first.train
-    assert (t.lr, t.batch_size * t.grad_accum, t.schedule, t.weight_decay, first.warmup_epochs) == (
-        1e-5, 32, "linear", 0.01, 1.0)
+    assert (t.lr, t.schedule, t.weight_decay, first.warmup_epochs, t.epochs) == (1e-5, "linear", 0.01, 1.0, 10.0)
+    forget = 8  # forget01 of the synthetic set: its last author's 8 facts (SyntheticTofuConfig)
+    steps = math.ceil(t.epochs * math.ceil(forget / t.batch_size) / t.grad_accum)  # llmgen.training.loop's count
+    assert t.batch_size >= forget and 10 <= steps <= 12
     _, later = _config(driver.stage_argv(driver.CONFIG, runs, 2, "unlearn", [], first=0))
     assert later.train.seed == 2 and later.output_dir != first.output_dir and later.model == first.model
 
