@@ -6,9 +6,9 @@ token) and compares three generators on 32-token prompts cut from held-out seque
 model greedy, the base model with top-p sampling, and the hyperfitted model greedy (optionally
 also with the "citation blocker", which forbids completing any 5-gram of the training set).
 
-Generation goes through the backend interface behind the request cache (``HFBackend`` over the
-in-memory model, ``CachedBackend`` with ``requests.sqlite`` in the run folder, so a rerun finds its
-continuations): prompts are ``TokenPrompt``s (token-id prefixes of held-out text, never re-tokenised),
+Generation goes through the runner's request path (``llmgen.evaluate.run_requests``: ``generate``
+requests to ``HFBackend`` over the in-memory model behind ``CachedBackend``, with ``requests.sqlite``
+in the run folder, so a rerun finds its continuations): prompts are ``TokenPrompt``s (token-id prefixes of held-out text, never re-tokenised),
 continuations run to a fixed length past EOS (``ignore_eos``), as in the paper, and carry the entropy
 of the *full* next-token distribution at every step (``return_entropy``, the paper's confidence
 measure); the citation blocker is ``block_ngrams``. Only the HF backend has all three.
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from llmgen.backends.base import Completion, NgramBlock, SamplingConfig, TokenPrompt
-from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
@@ -155,12 +154,15 @@ def continue_prompts(model, tokenizer, prompts: Sequence[Sequence[int]], samplin
     """One completion per token prompt, from the model as it is now (a new backend each call: its
     content fingerprint is a snapshot of the weights, which training changes)."""
     from llmgen.backends.hf import HFBackend
+    from llmgen.evaluate import run_requests
+    from llmgen.tasks import Request
 
     if not prompts:
         raise LlmgenError("no prompts to continue")
     backend = HFBackend("in-memory:hyperfitting", model_obj=model, tokenizer_obj=tokenizer, batch_size=batch_size)
+    requests = [Request("generate", TokenPrompt(p), sampling=sampling) for p in prompts]
     with evaluating(model):
-        return [c[0] for c in CachedBackend(backend, cache).generate([TokenPrompt(p) for p in prompts], sampling)]
+        return [c[0] for c in run_requests(backend, requests, cache)]  # the runner's request path (cached)
 
 
 def heldout_scores(model, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> tuple[list[float], list[float]]:
