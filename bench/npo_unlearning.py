@@ -13,7 +13,7 @@ SmolLM2-135M, synthetic TOFU, forget01, open-unlearning's schedule) through the 
 
 Why one fine-tune: a fine-tune per seed (the honest across-seed variance) does not fit the 3 seeds
 into the session's CPU time (~7 min each, next to ~30 min of unlearning per seed). With a shared
-start model, 8 forget questions and an effective batch of 32, every optimizer step of GA and NPO is
+start model and a batch that holds all 8 forget questions, every optimizer step of GA and NPO is
 the whole forget set, so ``train.seed`` only permutes rows inside a batch and leaves them unchanged;
 the seed changes NPO+RT's retain batches only. So seeds after the first train NPO+RT alone
 (:func:`seed_methods`) and take GA's and NPO's curves from the first seed: their intervals have
@@ -50,7 +50,7 @@ PLOT_NAME = "seeds_vs_step.png"
 COMMAND = "npo-unlearning"
 METHODS = ("ga", "npo", "npo_rt")
 # Text after this heading in the doc is the earlier single-seed record; the driver keeps it as is.
-EARLIER = "## Earlier single-seed runs (before issue 18)"
+EARLIER = "## Earlier runs"
 COLLAPSE, KEEP = 0.5, 0.8  # GA "collapses": below 50% of its start utility; NPO "stays": >= 80%
 
 
@@ -259,11 +259,13 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
         f"| evaluation | ds_size 300, greedy 200 tokens | each set cut to {cfg['eval']['limit']} rows "
         f"({', '.join(f'{k} {v}' for k, v in counts.items())}), greedy {cfg['eval']['max_new_tokens']} tokens, "
         + (f"every {tr['eval_every']} steps and at the end |" if tr["eval_every"] else "at the start and the end |"), "",
-        "Cuts, all for time (one training example costs ~2.5 s and one evaluation ~2.5 min on this shared CPU):",
-        "20 -> 4 authors, evaluation sets cut to 8 rows, 64-token answers, evaluation at the start and the end",
-        "only. The unlearning schedule's 10 epochs of an 8-question forget set at an effective batch of 32 is",
-        "only 3 optimizer steps (TOFU's forget01 has 40 questions: ~10 steps; forget10 ~125), and every step",
-        f"sees the whole forget set. The learning rates those steps apply are {', '.join(f'{v:.2g}' for v in lrs)} "
+        "Cuts, all for time (one training example costs ~1-2.5 s and one evaluation 1-2.5 min on this CPU):",
+        f"20 -> 4 authors, evaluation sets cut to {cfg['eval']['limit']} rows, {cfg['eval']['max_new_tokens']}-token "
+        "answers, few evaluation points. The batch is scaled with the forget set: TOFU's forget01 (40 questions) at "
+        "an effective batch of 32 is 10 * 40 // 32 = 12 optimizer steps, each on 80% of the forget set; this "
+        f"{tr['batch_size'] * tr['grad_accum']}-example batch on the 8-question set gives "
+        f"{runs[0]['methods']['ga']['steps']} steps, each on all of it (a batch of 32 on 8 questions gives 3 steps: the "
+        f"first run below). The learning rates those steps apply are {', '.join(f'{v:.2g}' for v in lrs)} "
         "(one warm-up step, which starts at 0 as in the HF Trainer the reference code uses, then linear",
         f"decay): {sum(v > 0 for v in lrs)} of the {len(lrs)} updates move the weights. The fine-tune runs at lr 1e-4 (TOFU: 1e-5 over 1250 steps) because 20",
         "steps at 1e-5 would not memorise the set.", "",
@@ -274,8 +276,8 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
         "intervals therefore measure NPO+RT's retain-batch noise, not the spread over start models.", "",
         f"Config: `{rel}`. Command: `.venv/bin/python bench/npo_unlearning.py` (= the three stages of the config's "
         "header through `llmgen npo-unlearning`, seeds 0, 1, 2).", "",
-        f"Wall time of the driver: {total / 60:.1f} min (" + ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.items())
-        + " min; one torch thread on the 2-core machine shared with other jobs).", "",
+        f"Wall time of the driver (the sum of its stages): {total / 60:.1f} min (" + ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.items())
+        + " min; one torch thread per process on the 2-core machine).", "",
         "## Along the steps (mean [95% CI] across seeds)", "",
         "| method | step | model utility | utility / start | forget quality | log10 forget quality | forget prob |",
         "|---|---|---|---|---|---|---|",
@@ -303,7 +305,9 @@ def report(runs: list[dict], timings: dict[str, float], config: str, earlier: st
                  + (" (seed 0's)" if m in r["shared"] else "") for m in METHODS]
         lines.append(f"| {r['seed']} | {r['finetune']['final_loss']:.3f} | {r['start']['model_utility']:.3f} | "
                      f"{r['start']['forget_quality']:.3g} | " + " | ".join(cells) + " |")
-    lines += ["", "Run folders (git-ignored): `runs/repro/npo/seedS/results.json`, `samples.jsonl`; GA and NPO "
+    run_dir = Path(runs[0]["dirs"]["ga"]).resolve().parent
+    run_dir = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
+    lines += ["", f"Run folders (git-ignored): `{run_dir}/seedS/results.json`, `samples.jsonl`; GA and NPO "
               "of seeds 1 and 2 are seed 0's (see Seeds).", ""]
     lines += reading(runs, steps)
     if earlier:
@@ -342,7 +346,7 @@ def reading(runs: list[dict], steps: list[int]) -> list[str]:
         "falls (once the forget log-likelihood has dropped well below the reference's) NPO takes GA's steps. The paper's difference between them is "
         "made later in training, where GA runs away and NPO's weight has gone to 0.",
         "- **Why nothing collapses.** The reference schedule is defined in epochs of the forget set; on an "
-        f"{n_forget}-question forget set 10 epochs at an effective batch of 32 are {last} optimizer steps, of which the "
+        f"{n_forget}-question forget set its 10 epochs are {last} optimizer steps here, of which the "
         f"warm-up step has lr 0. The paper's GA collapse on TOFU happens over tens to ~125 steps of a 7B model "
         f"(forget05/forget10); at {moving} updates of lr <= {max(lrs):.0e} GA has not started to run away, so there is "
         "no collapse for NPO to avoid. NPO's \"stays >= 80%\" is then true but says nothing about the contrast the paper draws.",
@@ -366,7 +370,7 @@ def earlier_record(doc: Path) -> str:
     body = text.split("\n", 1)[1] if text.startswith("# ") else text  # the old page, demoted one level
     body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
     body = body.replace("](unlearning/", "](npo_unlearning/")  # the old image links named a folder that is not there
-    return (f"{EARLIER}\n\nThe page before this driver: one seed of `bench/npo_unlearning.py`'s old single-run mode "
+    return (f"{EARLIER}\n\n### Single-seed runs before issue 18\n\nThe page before this driver: one seed of `bench/npo_unlearning.py`'s old single-run mode "
             "(its own schedule: constant lr 2e-5, batch 4, no warm-up, no weight decay; 10-20 authors; forget20). "
             "Its run folders are not kept; the command lines below no longer run (the driver now runs the "
             "committed config through the CLI).\n" + body)
