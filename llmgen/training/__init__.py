@@ -17,8 +17,8 @@ __all__ = [
     "IGNORE_INDEX", "LOSSES", "LossState", "TrainConfig", "TrainResult", "get_loss", "is_main_process", "model_inputs", "register_loss",
     "sequence_logprobs", "token_logprobs", "train",
 ]
-_LOSS_NAMES = frozenset({"IGNORE_INDEX", "LOSSES", "LossState", "get_loss", "is_main_process", "model_inputs",
-                         "register_loss", "sequence_logprobs", "token_logprobs"})
+_LOOP_NAMES = frozenset({"train", "TrainResult"})
+_LOSS_NAMES = frozenset(__all__) - _LOOP_NAMES - {"TrainConfig"}  # the rest of __all__ is llmgen.training.losses'
 
 
 def __getattr__(name: str):
@@ -28,7 +28,7 @@ def __getattr__(name: str):
         from llmgen.training import losses
 
         return getattr(losses, name)
-    if name in ("train", "TrainResult"):
+    if name in _LOOP_NAMES:
         from llmgen.training import loop
 
         return getattr(loop, name)
