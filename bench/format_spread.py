@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from seeds import ROOT, llmgen_command, run_logged
+from seeds import ROOT, SEEDS, fmt, llmgen_command, run_logged
 
 CONFIG = ROOT / "recipes" / "format_spread" / "configs" / "cpu.yaml"
 DOC = ROOT / "docs" / "benchmarks" / "format_spread.md"
@@ -212,6 +212,59 @@ def report(config: str, run: Path, entry: dict, outcomes: np.ndarray, sims: list
     return "\n".join(lines), summary
 
 
+SEEDS_START, SEEDS_END = "<!-- seeds: bench/format_spread.py --seeds -->", "<!-- /seeds -->"
+
+
+def seed_section(config: str, runs: list[tuple[int, Path, float]]) -> str:
+    """The spread of the committed config across seeds: each seed samples its own 50 formats and its
+    own demonstration and example order (the recipe's ``seed``), so the interval covers the choice
+    of formats, which the bootstrap over examples of one run does not."""
+    rows, spreads, lows, highs, originals = [], [], [], [], []
+    for seed, run, wall in runs:
+        entry = next(iter(json.loads((run / "results.json").read_text(encoding="utf-8"))["format_spread"].values()))
+        acc = outcome_matrix(run).mean(axis=1)
+        lo, hi = spread_interval(outcome_matrix(run))
+        worst = next(f["format"] for f in entry["formats"] if f["format_id"] == entry["worst"])
+        spreads.append(100 * (acc.max() - acc.min()))
+        lows.append(100 * acc.min())
+        highs.append(100 * acc.max())
+        originals.append(100 * acc[0])
+        rows.append(f"| {seed} | {acc[0]:.1%} | {acc.min():.1%} | {acc.max():.1%} | {spreads[-1]:.1f} "
+                    f"[{100 * lo:.1f}, {100 * hi:.1f}] | `{worst!r}` | {wall:.0f} s |")
+    return "\n".join([
+        SEEDS_START, f"## Across seeds ({len(runs)} runs of `{config}`, `seed=S`)", "",
+        "Each seed samples its own formats, demonstration and example order. Mean [95% Student-t interval] "
+        f"across the seeds (`bench/seeds.py`): spread **{fmt(spreads, 1)} points**, worst format {fmt(lows, 1)}%, "
+        f"best {fmt(highs, 1)}%, original format {fmt(originals, 1)}%.", "",
+        "| seed | original | worst | best | spread, points [95% bootstrap over examples] | worst format | wall |",
+        "|---|---|---|---|---|---|---|", *rows, "", SEEDS_END])
+
+
+def run_seeds(args) -> None:
+    """``llmgen format-spread --config ... seed=S`` for each seed (a finished run folder is kept with
+    ``--reuse``), then the across-seeds section of the page, after its hand-written part."""
+    from llmgen.io import atomic_write_text
+
+    runs = []
+    for seed in args.seeds:
+        run = Path(args.run).parent / f"seed{seed}"
+        wall = 0.0
+        if not (args.reuse and (run / "results.json").is_file()):
+            argv = llmgen_command("format-spread", args.config, [f"seed={seed}", f"output_dir={run}", *args.override])
+            print(" ".join(argv), flush=True)
+            wall = run_logged(argv, run.with_suffix(".log"))
+        wall = wall or json.loads((run / "results.json").read_text(encoding="utf-8"))["timings"]["total_s"]
+        runs.append((seed, run, wall))
+    doc = Path(args.out)
+    text = doc.read_text(encoding="utf-8")
+    if SEEDS_START in text:
+        text = text[:text.index(SEEDS_START)] + text[text.index(SEEDS_END) + len(SEEDS_END):].lstrip("\n")
+    rel = Path(args.config).resolve()
+    rel = rel.relative_to(ROOT) if rel.is_relative_to(ROOT) else rel
+    atomic_write_text(doc, text.rstrip("\n") + "\n\n" + seed_section(str(rel), runs) + "\n")
+    print(f"wrote the across-seeds section of {doc}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(CONFIG))
@@ -227,9 +280,14 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=20, help="examples for --batching")
     p.add_argument("--shots", type=int, default=1, help="shots for --batching")
     p.add_argument("--seed", type=int, default=0, help="seed for --batching")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help=f"run the config for these seeds (e.g. {' '.join(map(str, SEEDS))}) and write the across-seeds section")
     args = p.parse_args()
     if args.batching:
         batching(args)
+        return
+    if args.seeds:
+        run_seeds(args)
         return
 
     from llmgen.io import atomic_write_text
