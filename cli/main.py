@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 
 from llmgen.errors import LlmgenError
+from llmgen.plugins import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -42,11 +43,16 @@ def _global_options(
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", envvar="LLMGEN_CACHE", show_envvar=True,
                                                    help="where converted models and the request cache live "
                                                         "(default ~/.cache/llmgen)")] = None,
+    plugin: Annotated[list[str] | None, typer.Option("--plugin", help="import MODULE (or a .py file) first, so "
+                                                     "that what it registers (a loss, an unlearning method, a "
+                                                     "backend, a task) can be named; repeatable; default "
+                                                     "$LLMGEN_PLUGINS, comma-separated")] = None,
 ) -> None:
     """Fine-tune, prompt and evaluate language models (five papers made usable)."""
     if cache_dir is not None:
         os.environ["LLMGEN_CACHE"] = str(cache_dir.expanduser())
     set_log_levels(verbose)
+    load_plugins(plugin)
 
 
 def set_log_levels(verbose: bool) -> None:
