@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import llmgen.training.checkpoint as ckpt
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, dumps
-from llmgen.training import checkpoint as ckpt
 from llmgen.training.config import SCHEDULES, TrainConfig
 from llmgen.training.data import (
     batch_indices,
