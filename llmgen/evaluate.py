@@ -7,71 +7,37 @@ a minute of engine start-up, and leaves no run folder behind.
 
 from __future__ import annotations
 
-import platform
+import dataclasses
+import inspect
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from llmgen import sharding
 from llmgen.backends import Backend, SamplingConfig, get_backend
+from llmgen.backends.base import encode_pair
 from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
-from llmgen.config import EvalSettings
 from llmgen.errors import LlmgenError
-from llmgen.evals.passk import default_ks, pass_at_k
-from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.eval_config import (  # noqa: F401  (re-exported: the runner's public names)
+    NO_FLAG,
+    RENAMED_FLAGS,
+    EvalConfig,
+    flag_of,
+    ks_for,
+    request_chunk,
+    sampling_for,
+)
+from llmgen.evals.stats import summarize
+from llmgen.io import atomic_write_json, atomic_write_jsonl, check_output_dir
 from llmgen.models import cache_dir
+from llmgen.prompts.chat import render_prompt
+from llmgen.results import results_record, versions  # noqa: F401  (versions: re-exported)
 from llmgen.tasks import Renderer, Request, Scored, Task, get_task
-
-#: ``llmgen eval``'s flag for each :class:`EvalConfig` field whose flag is not ``--<field-with-dashes>``
-#: (``cli/core.py`` declares them; ``tests/cli/test_cli.py`` checks every field has one).
-RENAMED_FLAGS = {"max_new_tokens": "--max-tokens", "ks": "--k", "cache": "--no-cache"}
-#: :class:`EvalSettings` fields ``llmgen eval`` has no flag for, each with the reason (none today:
-#: every setting applies to it; the test refuses a field that is neither a flag nor listed here)
-NO_FLAG: dict[str, str] = {}
-
-
-def flag_of(name: str) -> str:
-    """The ``llmgen eval`` flag that sets field ``name``: error lines name what the user typed."""
-    return RENAMED_FLAGS.get(name, "--" + name.replace("_", "-"))
-
-
-@dataclass
-class EvalConfig(EvalSettings):
-    """What ``llmgen eval`` runs: the shared evaluation settings (:class:`EvalSettings`, the
-    ``eval:`` section of every recipe: backend, max_new_tokens, num_samples, temperature, top_p,
-    limit, batch_size, each defined there once) plus what to evaluate and where to write it.
-    ``model_args`` go to the backend (dtype, adapter, ...)."""
-
-    model: str = "default"
-    tasks: list[str] = field(default_factory=lambda: ["arithmetic"])
-    model_args: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    ks: list[int] | None = None
-    num_fewshot: int | None = None
-    apply_chat_template: bool = False
-    output_dir: str | None = None
-    log_samples: bool = True
-    cache: str | None = "auto"  # "auto" → <cache_dir>/requests.sqlite; None → no cache
-
-    @classmethod
-    def from_settings(cls, settings: EvalSettings, **rest: Any) -> EvalConfig:
-        """A runner config from a recipe's ``eval:`` section plus ``rest`` (model, seed, ...; a
-        settings field named in ``rest`` wins), so no recipe copies the settings field by field."""
-        return cls(**{**{f.name: getattr(settings, f.name) for f in fields(EvalSettings)}, **rest})
-
-    def validate(self) -> None:
-        """The settings' checks against every backend ``llmgen eval`` knows (openai too), each error
-        naming its flag; ``max_new_tokens`` None is each task's own budget."""
-        from llmgen.backends import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
-        self.check_values(flag_of)
-        if self.num_fewshot is not None and self.num_fewshot < 0:
-            raise LlmgenError(f"--num-fewshot must be >= 0, got {self.num_fewshot}")
+from llmgen.tasks.lmeval import evaluate_lmeval_task
+from llmgen.tasks.scoring import pass_at_k_metrics
 
 
 def resolve_tasks(config: EvalConfig) -> list[Task]:
@@ -95,32 +61,9 @@ def resolve_tasks(config: EvalConfig) -> list[Task]:
     return tasks
 
 
-def sampling_for(task: Task, config: EvalConfig) -> SamplingConfig:
-    return SamplingConfig(n=config.num_samples, temperature=config.temperature, top_p=config.top_p,
-                          max_tokens=config.max_new_tokens or task.max_tokens, stop=task.stop, seed=config.seed)
-
-
-def request_chunk(config: EvalConfig) -> int:
-    """Requests per backend call, so the cache commits (and progress moves) every few batches:
-    four batches of ``--batch-size``, at least 64 (the backend's own batch caps it too)."""
-    return max(64, 4 * (config.batch_size or 0))
-
-
-def ks_for(config: EvalConfig) -> list[int]:
-    ks = config.ks or default_ks(config.num_samples)
-    for k in ks:
-        if k > config.num_samples:
-            raise LlmgenError(f"pass@{k} needs at least {k} samples per problem, got --num-samples {config.num_samples}")
-        if k < 1:
-            raise LlmgenError(f"pass@k needs k >= 1, got {k}")
-    return sorted(set(ks))
-
-
 def validate(config: EvalConfig) -> list[Task]:
     """All checks that need no model: tasks, sampling, k values, backend name and arguments, and
     that the run folder can be written (so a bad command fails before the engine starts)."""
-    from llmgen.io import check_output_dir
-
     config.validate()
     if config.output_dir:
         check_output_dir(config.output_dir, overwrite=True)
@@ -134,8 +77,6 @@ def validate(config: EvalConfig) -> list[Task]:
 
 def backend_arg_names(backend: str) -> set[str] | None:
     """Keyword arguments the backend accepts (``--model-args``); None when it takes any."""
-    import inspect
-
     if backend == "hf":
         from llmgen.backends.hf import HFBackend as cls
     else:
@@ -146,8 +87,6 @@ def backend_arg_names(backend: str) -> set[str] | None:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         if backend != "vllm":
             return None
-        import dataclasses
-
         from vllm.engine.arg_utils import EngineArgs  # the rest goes to vllm.LLM as engine arguments
 
         names |= {f.name for f in dataclasses.fields(EngineArgs)}
@@ -202,18 +141,47 @@ def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: Ev
     return backend.format_prompt(task.build_messages(doc, renderer, config.num_fewshot, doc_id), chat=True)
 
 
+def task_sampling(backend: Backend, task: Task, config: EvalConfig) -> SamplingConfig:
+    """A generation task's sampling: its own settings (an lm-eval task's ``generation_kwargs``), else the runner's."""
+    return task.generation_sampling(backend) or sampling_for(task, config)
+
+
+def generation_row(task: Task, doc_id: int, prompt: str, comps: list[dict], ks: Sequence[int]) -> dict[str, Any]:
+    """One generation document's row: its responses scored by the task's one scorer
+    (``Task.score_responses``: filters, the metric registry) plus ``pass@k`` from the per-sample outcomes.
+    Plain ``llmgen eval`` and ``--formats`` both build their rows here."""
+    doc = task.docs[doc_id]
+    responses = [c["text"] for c in comps]
+    correct, metrics = task.score_responses(responses, doc_id)
+    return {"task": task.name, "doc_id": doc_id, "prompt": prompt, "target": task.target_of(doc),
+            "gold": task.gold_answer(doc), "responses": responses, "filtered": task.filtered(responses),
+            "correct": list(correct), "response_logprobs": [c["logprob"] for c in comps],
+            "response_tokens": [c["num_tokens"] for c in comps],
+            "metrics": {**metrics, **pass_at_k_metrics(correct, ks)}, "truncated": any(c["truncated"] for c in comps)}
+
+
+def choice_row(task: Task, doc_id: int, prompt: str, scores: list[dict]) -> dict[str, Any]:
+    """One multiple-choice document's row: the choices' loglikelihoods scored by the task's metrics
+    (``Task.score_choices``); shared by plain ``llmgen eval`` and ``--formats``."""
+    doc = task.docs[doc_id]
+    lps = [s["logprob"] for s in scores]
+    scored = task.score_choices(doc, lps, doc_id)
+    return {"task": task.name, "doc_id": doc_id, "prompt": prompt, "target": scored.choices[scored.gold_index],
+            "responses": scored.predictions, "choice_logprobs": lps, "correct": scored.correct,
+            "truncated": any(s["truncated"] for s in scores), "metrics": scored.values}
+
+
 def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
                   renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
     """Score one task; returns (aggregate metrics, per-example rows).
 
-    Requests go through the request cache; per-document values come from ``task.score`` and the
-    corpus values from ``task.aggregate`` (means, or perplexity ratios for rolling tasks).
+    Requests go through the request cache; per-document values come from the task's scorer
+    (``generation_row`` / ``choice_row``) and the corpus values from ``task.aggregate`` (means, or
+    perplexity ratios for rolling tasks).
     """
     if task.output_type == "requests":
         return evaluate_request_task(backend, task, config, cache, progress)
     if task.output_type == "lmeval":
-        from llmgen.tasks.lmeval import evaluate_lmeval_task
-
         return evaluate_lmeval_task(backend, task, config, cache)
     prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
     bar = progress.add_task(task.name, total=len(task.docs)) if progress is not None else None
@@ -225,19 +193,10 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
     rows: list[dict] = []
     values: dict[str, list] = {}
     if task.output_type == "generate":
-        sampling = sampling_for(task, config)
+        sampling = task_sampling(backend, task, config)
         outs = cached_generate(backend, prompts, sampling, cache, chunk=request_chunk(config), on_chunk=advance)
         ks = ks_for(config) if "pass@k" in task.metrics else []
-        for i, (doc, prompt, comps) in enumerate(zip(task.docs, prompts, outs, strict=True)):
-            scored = task.score_generation(doc, [c["text"] for c in comps])
-            metrics = task.score(doc, scored)
-            for k in ks:
-                metrics[f"pass@{k}"] = pass_at_k(len(scored.correct), sum(scored.correct), k)
-            rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": task.target_of(doc),
-                         "gold": scored.gold, "responses": scored.responses, "filtered": scored.predictions,
-                         "correct": scored.correct, "response_logprobs": [c["logprob"] for c in comps],
-                         "response_tokens": [c["num_tokens"] for c in comps],
-                         "metrics": metrics, "truncated": any(c["truncated"] for c in comps)})
+        rows = [generation_row(task, i, prompt, comps, ks) for i, (prompt, comps) in enumerate(zip(prompts, outs, strict=True))]
     elif task.output_type == "multiple_choice":
         pairs, spans = [], []
         for doc, prompt in zip(task.docs, prompts, strict=True):
@@ -245,14 +204,8 @@ def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: Reque
             spans.append((len(pairs), len(choices)))
             pairs += [(prompt, task.choice_prefix + c) for c in choices]
         scores = cached_loglikelihood(backend, pairs, cache, on_chunk=None)
-        for i, (doc, prompt, (s, n)) in enumerate(zip(task.docs, prompts, spans, strict=True)):
-            choices = task.choices_of(doc)
-            lps = [scores[s + j]["logprob"] for j in range(n)]
-            gold = task.gold_index(doc, i)
-            metrics = task.score(doc, Scored(choice_logprobs=lps, choices=choices, gold_index=gold))
-            rows.append({"task": task.name, "doc_id": i, "prompt": prompt, "target": choices[gold],
-                         "responses": [choices[max(range(n), key=lps.__getitem__)]], "choice_logprobs": lps,
-                         "truncated": any(scores[s + j]["truncated"] for j in range(n)), "metrics": metrics})
+        for i, (prompt, (s, n)) in enumerate(zip(prompts, spans, strict=True)):
+            rows.append(choice_row(task, i, prompt, scores[s:s + n]))
             advance(1)
     else:
         scored_texts = CachedBackend(backend, cache).loglikelihood_rolling(prompts, on_batch=advance)
@@ -275,11 +228,6 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     """Outputs of mixed requests, in order: a ``LoglikelihoodResult`` per loglikelihood request,
     the completions per generate request. Each kind goes to the backend in one cached call;
     ``max_tokens`` (``--max-tokens``) replaces the generation budget of every generate request."""
-    import dataclasses
-
-    from llmgen.backends.base import encode_pair
-    from llmgen.prompts.chat import render_prompt
-
     cached = CachedBackend(backend, cache)
     tok = backend.tokenizer
     outputs: list = [None] * len(requests)
@@ -308,8 +256,6 @@ def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cach
     """Score a task that builds its own requests (``output_type: requests``, e.g. TOFU): every
     document's requests in one pass through the cache, ``task.score_outputs`` per document,
     ``task.aggregate_rows`` over the rows."""
-    from llmgen.prompts.chat import render_prompt
-
     per_doc = [task.doc_requests(d) for d in task.docs]
     flat = [r for rs in per_doc for r in rs]
     bar = progress.add_task(task.name, total=len(flat)) if progress is not None else None
@@ -331,21 +277,7 @@ def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cach
 
 def uncertainty(rows: list[dict], metric: str, seed: int) -> dict[str, float]:
     """Standard error and bootstrap interval of a metric from its per-example values."""
-    from llmgen.evals.stats import summarize
-
     return summarize([r["metrics"][metric] for r in rows], seed=seed)
-
-
-def versions() -> dict[str, str]:
-    import importlib
-
-    out = {"python": platform.python_version()}
-    for mod in ("llmgen", "torch", "transformers", "vllm", "peft", "accelerate"):
-        try:
-            out[mod] = importlib.import_module(mod).__version__
-        except Exception:
-            pass
-    return out
 
 
 def evaluate_tasks(backend: Backend, tasks: Sequence[Task], config: EvalConfig, cache: RequestCache,
@@ -372,8 +304,6 @@ def evaluate_tasks(backend: Backend, tasks: Sequence[Task], config: EvalConfig, 
 
 def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate every task; write ``config.json``, ``results.json``, ``samples.jsonl`` to the run folder."""
-    from llmgen.results import results_record
-
     tasks = validate(config)
     t0 = time.time()
     own_backend = backend is None

@@ -11,7 +11,9 @@ their own keys beside these (a pass@k curve, a sweep table); ``llmgen compare`` 
 
 from __future__ import annotations
 
+import importlib
 import math
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,23 @@ RESULTS_KEYS = ("model", "backend", "versions", "seed", "timings", "results", "u
 SAMPLE_KEYS = ("task", "doc_id", "prompt", "target", "responses", "metrics")
 
 
+def versions() -> dict[str, str]:
+    """Python's and the installed libraries' versions (the import is what a run already loaded)."""
+    out = {"python": platform.python_version()}
+    for mod in ("llmgen", "torch", "transformers", "vllm", "peft", "accelerate"):
+        try:
+            out[mod] = importlib.import_module(mod).__version__
+        except Exception:
+            pass
+    return out
+
+
 def results_record(*, config: dict[str, Any], model: str, backend: dict[str, Any], seed: int,
                    timings: dict[str, float], results: dict[str, dict[str, float]],
                    uncertainty: dict[str, dict[str, dict[str, float]]], n_samples: dict[str, int],
                    tasks: dict[str, dict[str, Any]], cache: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``results.json`` dict in the one schema (``extra``: a recipe's own keys, added beside)."""
-    from llmgen.evaluate import versions
-
     out = {"config": config, "model": model, "backend": backend, "versions": versions(), "seed": seed,
            "timings": timings, "cache": cache or {}, "results": results, "uncertainty": uncertainty,
            "n_samples": n_samples, "tasks": tasks}

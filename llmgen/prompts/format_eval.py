@@ -32,19 +32,34 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llmgen.backends import get_backend
 from llmgen.errors import LlmgenError
+from llmgen.evals.format_spread import atomic_perturbations, bandit_spread, check_budget, exhaustive_spread
 from llmgen.evaluate import (
     EvalConfig,
     cached_generate,
     cached_loglikelihood,
+    choice_row,
+    generation_row,
+    ks_for,
     open_cache,
-    sampling_for,
+    task_sampling,
     uncertainty,
     validate,
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl
 from llmgen.prompts.formats import Format, Layout, sample_formats, save_formats
-from llmgen.tasks import Renderer, Task
+from llmgen.prompts.render import (  # noqa: F401  (re-exported: their old home)
+    choice_pairs,
+    format_renderer,
+    generation_prompt,
+    scored_context,
+    task_layout,
+)
+from llmgen.results import results_record
+from llmgen.tasks import Task
+from llmgen.tasks.lmeval import format_task
+from llmgen.tasks.scoring import choice_scores, generation_scores
 
 BANDIT_BATCH = 20  # B: examples per arm pull (the paper's default)
 ONE_CALL = 1 << 20  # requests per backend call: all of them, so the engine schedules every format together
@@ -64,59 +79,53 @@ class Request:
     gold_index: int | None = None  # the gold answer's index (None: the first answer equal to ``gold``)
 
 
-def scored_context(text: str) -> tuple[str, str]:
-    """(context, whitespace the continuation starts with): the context never ends in whitespace."""
-    context = text.rstrip()
-    return context, text[len(context):]
-
-
-def choice_pairs(text: str, answers: Sequence[str], backend=None, chat: bool = False) -> list[tuple[str, str]]:
-    """The (context, continuation) pairs ranked for one rendered prompt (see the module docstring)."""
-    context, tail = scored_context(text)
-    if chat:  # the chat template separates the answer; the rendered text ends the user turn
-        return [(backend.format_prompt(context, chat=True), a) for a in answers]
-    return [(context, tail + a) for a in answers]
-
-
-def generation_prompt(text: str, backend=None, chat: bool = False) -> str:
-    context, _ = scored_context(text)
-    return backend.format_prompt(context, chat=True) if chat else context
-
-
 # --- scoring -----------------------------------------------------------------------------------------
+
+Row = dict[str, Any]
+
 
 @dataclass
 class Scorer:
-    """What turns requests into rows: the backend, the cache, and how responses are judged.
+    """What turns requests into rows: the backend, the cache, the sampling, and the one scorer.
 
-    ``is_correct(response, request)`` judges one generation; ``sample_metrics(correct)`` turns a
-    request's per-sample correctness into its metrics (exact match, pass@k); a task that scores its
-    responses itself (an lm-eval task: its own filters and metric code) gives
-    ``generation_metrics(responses, request) -> (correct, metrics)`` instead. ``normalize`` makes
-    the ranking outcome the per-character normalised one (``acc_norm``).
+    Every score comes from the per-document scoring functions of ``llmgen.tasks.scoring`` (the
+    filters, the metric registry, pass@k), the code plain ``llmgen eval`` scores with. An eval task's
+    evaluator passes the runner's own row builders (``generation_row(request, prompt, completions)``,
+    ``choice_row(request, context, scores)``: ``evaluate.generation_row`` / ``choice_row``), so format
+    0 of ``--formats`` gives plain ``llmgen eval``'s rows. Without them a request is scored on its own
+    gold and answers: generations by ``metrics`` (FormatSpread: ``exact_prefix_match``), rankings by
+    ``acc`` and ``acc_norm``, the outcome (``correct``) being ``acc_norm`` when ``normalize``, else ``acc``.
     """
 
     backend: Any
     cache: Any
     task_name: str
     sampling: Any = None
-    is_correct: Callable[[str, Request], bool] | None = None
-    sample_metrics: Callable[[list[bool]], dict[str, float]] | None = None
     chat: bool = False
     normalize: bool = False
-    generation_metrics: Callable[[list[str], Request], tuple[list[bool], dict[str, float]]] | None = None
+    metrics: tuple[str, ...] = ("exact_prefix_match",)
+    generation_row: Callable[[Request, str, list[dict]], Row] | None = None
+    choice_row: Callable[[Request, str, list[dict]], Row] | None = None
+
+    def score_generation(self, r: Request, prompt: str, comps: list[dict]) -> Row:
+        if self.generation_row is not None:
+            return self.generation_row(r, prompt, comps)
+        scored = generation_scores(self.metrics, [], r.gold, [c["text"] for c in comps])
+        return {"prompt": prompt, "responses": scored.responses, "correct": scored.correct, "metrics": scored.values}
+
+    def score_choices(self, r: Request, context: str, scores: list[dict]) -> Row:
+        if self.choice_row is not None:
+            return self.choice_row(r, context, scores)
+        answers = list(r.answers)  # type: ignore[arg-type]
+        gold = r.gold_index if r.gold_index is not None else answers.index(r.gold) if r.gold in answers else -1
+        scored = choice_scores(("acc", "acc_norm"), answers, [s["logprob"] for s in scores], gold,
+                               outcome="acc_norm" if self.normalize else "acc")
+        return {"prompt": context, "responses": scored.predictions, "choice_logprobs": scored.choice_logprobs,
+                "correct": scored.correct, "metrics": scored.values}
 
 
 def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
-    """Rows for ``requests``, in order; ranking and generation requests each go to the backend in one call.
-
-    Ranking: the summed logprob of each continuation picks the answer (``acc``, the reference's
-    probability ranking), and per character of the answer (``acc_norm``); both are the metric
-    registry's ``acc``/``acc_norm`` (``llmgen.tasks.choice_prediction``, lm-eval 0.4.13's formula),
-    the same code plain ``llmgen eval`` scores with.
-    """
-    from llmgen.tasks import METRICS, Scored, choice_prediction
-
+    """Rows for ``requests``, in order; ranking and generation requests each go to the backend in one call."""
     ranked = [r for r in requests if r.answers is not None]
     generated = [r for r in requests if r.answers is None]
     rows: dict[int, dict] = {}
@@ -125,30 +134,16 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
     scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL) if flat else []
     at = 0
     for r, ps in zip(ranked, pairs, strict=True):
-        lps = [s["logprob"] for s in scores[at:at + len(ps)]]
+        rows[id(r)] = {**scorer.score_choices(r, ps[0][0], scores[at:at + len(ps)]), "continuations": [c for _, c in ps]}
         at += len(ps)
-        answers = list(r.answers)  # type: ignore[arg-type]
-        gold = r.gold_index if r.gold_index is not None else answers.index(r.gold) if r.gold in answers else -1
-        scored = Scored(choice_logprobs=lps, choices=answers, gold_index=gold)
-        metrics = {m: METRICS.get(m).score(scored) for m in ("acc", "acc_norm")}
-        pred = answers[choice_prediction(lps, [1.0] * len(lps))]
-        rows[id(r)] = {"prompt": ps[0][0], "continuations": [c for _, c in ps], "responses": [pred],
-                       "choice_logprobs": lps, "correct": [bool(metrics["acc_norm" if scorer.normalize else "acc"])],
-                       "metrics": metrics}
     if generated:
-        if scorer.generation_metrics is None and (scorer.is_correct is None or scorer.sample_metrics is None):
-            raise LlmgenError("generation requests need a correctness rule and sample metrics")
+        if scorer.sampling is None:
+            raise LlmgenError("generation requests need sampling settings")
         prompts = [generation_prompt(r.text, scorer.backend, scorer.chat) for r in generated]
         outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL)
         for r, prompt, comps in zip(generated, prompts, outs, strict=True):
-            texts = [c["text"] for c in comps]
-            if scorer.generation_metrics is not None:
-                correct, metrics = scorer.generation_metrics(texts, r)
-            else:
-                correct = [scorer.is_correct(t, r) for t in texts]  # type: ignore[misc]
-                metrics = scorer.sample_metrics(correct)  # type: ignore[misc]
-            rows[id(r)] = {"prompt": prompt, "responses": texts, "correct": correct, "metrics": metrics}
-    return [{"task": scorer.task_name, "format_id": r.arm, "doc_id": r.doc_id, "target": r.gold, **rows[id(r)]}
+            rows[id(r)] = scorer.score_generation(r, prompt, comps)
+    return [{"task": scorer.task_name, "doc_id": r.doc_id, "target": r.gold, **rows[id(r)], "format_id": r.arm}
             for r in requests]
 
 
@@ -156,8 +151,9 @@ class FormatEvaluator:
     """Scores (format, example range) pulls through ``score_requests`` and keeps every row.
 
     ``request(arm, doc_id)`` builds one request. Called as ``evaluator(arm, start, stop)`` it is the
-    bandit's ``evaluate`` (0/1 outcome: the first sample's correctness); ``evaluate(pulls)`` scores
-    many pulls in one backend batch (an exhaustive run is one call).
+    bandit's ``evaluate``: its 0/1 outcome is a row's ``correct[0]``, the task's first metric
+    (``pass@k`` aside) on the first sample (``llmgen.tasks.scoring.outcome_metric``); ``evaluate(pulls)``
+    scores many pulls in one backend batch (an exhaustive run is one call).
     """
 
     def __init__(self, request: Callable[[int, int], Request], scorer: Scorer) -> None:
@@ -184,8 +180,6 @@ class FormatEvaluator:
 def search(evaluator: FormatEvaluator, num_formats: int, num_docs: int, budget: int | None = None,
            batch: int = BANDIT_BATCH, seed: int = 0, rule: str = "thompson") -> dict[str, Any]:
     """Every format on every example in one batch (``budget`` None), or the budgeted bandit."""
-    from llmgen.evals.format_spread import bandit_spread, exhaustive_spread
-
     if budget is None:
         outcomes = evaluator.evaluate([(arm, 0, num_docs) for arm in range(num_formats)])
         ex = exhaustive_spread(outcomes)
@@ -210,8 +204,6 @@ def spread_entry(evaluator: FormatEvaluator, info: dict, formats: Sequence[Forma
     """``format_spread[task]``: per-format metrics (fully evaluated formats), pulls, summary, the search's
     ``best``/``worst`` format ids and ``extremes`` (their accuracy on the search's 0/1 outcome, template,
     example prompt), the spread between them and the atomic perturbations."""
-    from llmgen.evals.format_spread import atomic_perturbations
-
     succ, cnt = info["pulls"]["successes"], info["pulls"]["counts"]
     aggs = [_mean_metrics(evaluator.rows_of(i)) if cnt[i] == num_docs else None for i in range(len(formats))]
     done = [i for i, a in enumerate(aggs) if a is not None]
@@ -258,8 +250,6 @@ def format_results(config: dict, model: str, backend, seed: int, entries: dict[s
         unc[name] = {m: uncertainty(rows0, m, seed) for m in results[name]}
         original_rows += [{k: v for k, v in r.items() if k != "format_id"} for r in rows0]
         all_rows += sorted(ev.rows, key=lambda r: (r["format_id"], r["doc_id"]))
-    from llmgen.results import results_record
-
     out = results_record(config=config, model=model, backend=backend.describe(), seed=seed,
                          timings={"total_s": round(time.time() - started, 2)}, results=results, uncertainty=unc,
                          n_samples={n: len(ev.rows_of(0)) for n, ev in evaluators.items()}, tasks=tasks,
@@ -282,35 +272,9 @@ def write_format_run(run: str | Path, out: dict, original_rows: list[dict], all_
 
 # --- llmgen eval --formats ---------------------------------------------------------------------------
 
-def task_layout(task: Task) -> Layout:
-    """The FormatSpread layout of a task declared as fields; a clear error for plain templates."""
-    if task.template is not None:
-        raise LlmgenError(f"task {task.name!r} is a plain template, not fields with descriptors: "
-                          "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
-    if task.output_type == "requests":
-        raise LlmgenError(f"task {task.name!r} builds its own requests; --formats needs a task scored per response")
-    if task.answer_key is not None:
-        raise LlmgenError(f"task {task.name!r} enumerates options; run it with `llmgen format-spread`")
-    return task.prompt_layout()
-
-
-def format_renderer(fmt: Format, task: Task) -> Renderer:
-    """A ``Task`` renderer that spells examples in ``fmt`` (the query ends at the open output field)."""
-    layout = task_layout(task)
-    keys = [k for _, k in task.input_fields]
-
-    def render(fields: Sequence[tuple[str, str]], output_descriptor: str, output: str) -> str:
-        values = {k: text for k, (_, text) in zip(keys, fields, strict=True)}
-        return fmt.render(layout, values, answer=output or None)
-
-    return render
-
-
 def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequence[Format]) -> FormatEvaluator:
-    """A ``FormatEvaluator`` over an eval ``Task``: its demonstrations, choices, correctness and metrics."""
-    from llmgen.evals.passk import pass_at_k
-    from llmgen.evaluate import ks_for
-
+    """A ``FormatEvaluator`` over an eval ``Task``: its demonstrations and choices, scored by the
+    runner's own row builders (the task's one scorer), so format 0 gives plain ``llmgen eval``'s rows."""
     renderers = [format_renderer(f, task) for f in formats]
     ranked = task.output_type == "multiple_choice"
 
@@ -322,17 +286,10 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
         return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)), task.gold_index(doc))
 
     ks = ks_for(config) if "pass@k" in task.metrics else []
-
-    def sample_metrics(correct: list[bool]) -> dict[str, float]:
-        metrics = {m: sum(correct) / len(correct) for m in ("exact_match", "contains") if m in task.metrics}
-        return {**metrics, **{f"pass@{k}": pass_at_k(len(correct), sum(correct), k) for k in ks}}
-
-    own = getattr(task, "score_responses", None)  # a task with its own filters and metric code (lm-eval's)
-    sampling = None if ranked else task.generation_sampling(backend) if own else sampling_for(task, config)
-    scorer = Scorer(backend, cache, task.name, sampling=sampling,
-                    is_correct=lambda text, r: task.is_correct(text, task.docs[r.doc_id]),
-                    sample_metrics=sample_metrics, chat=config.apply_chat_template,
-                    generation_metrics=(lambda texts, r: own(texts, r.doc_id)) if own else None)
+    scorer = Scorer(backend, cache, task.name, sampling=None if ranked else task_sampling(backend, task, config),
+                    chat=config.apply_chat_template,
+                    generation_row=lambda r, prompt, comps: generation_row(task, r.doc_id, prompt, comps, ks),
+                    choice_row=lambda r, context, scores: choice_row(task, r.doc_id, context, scores))
     return FormatEvaluator(request, scorer)
 
 
@@ -350,8 +307,6 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
     tasks = validate(config)
     originals: dict[str, Format] = {}  # an lm-eval task's own spelling of its fields is its format 0
     if any(t.output_type == "lmeval" for t in tasks):
-        from llmgen.tasks.lmeval import format_task
-
         converted = {t.name: format_task(t, config) for t in tasks if t.output_type == "lmeval"}
         originals = {name: fmt for name, (_, fmt) in converted.items()}
         tasks = [converted[t.name][0] if t.name in converted else t for t in tasks]
@@ -359,16 +314,12 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
     sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed, original=originals.get(t.name))
             for t in tasks}
     if budget is not None:
-        from llmgen.evals.format_spread import check_budget
-
         for t in tasks:
             check_budget(budget, min(BANDIT_BATCH, len(t.docs)), len(t.docs), len(sets[t.name]))
 
     t0 = time.time()
     own = backend is None
     if own:
-        from llmgen.backends import get_backend
-
         backend = get_backend(config.backend, config.model, **config.model_args)
     cache = open_cache(config)
     entries, evaluators = {}, {}

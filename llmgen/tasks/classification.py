@@ -36,7 +36,7 @@ from llmgen.prompts.formats import (
     parse_input,
 )
 from llmgen.registry import Registry
-from llmgen.tasks import Task
+from llmgen.tasks.base import Task
 
 MAX_CLASSES = 50
 
@@ -479,9 +479,18 @@ def task_summary(task: Task) -> Mapping[str, object]:
             "classes": list(classes_of(task)), "num_options": num_options(task), "num_examples": len(task.docs)}
 
 
+def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> Task:
+    """A FormatSpread classification task for ``llmgen eval``: the recipe's own ``Task``, split as the
+    recipe splits it (the demonstration pool are the few-shot documents), ranked by loglikelihood."""
+    task = load_classification_task(name, n=n + DEMO_POOL, seed=0)
+    if task.answer_key is not None:
+        raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen format-spread`")
+    pool, examples = demo_pool_split(task.docs, seed=0)  # the FormatSpread recipe's split
+    task.docs, task.fewshot_docs, task.num_fewshot = examples, pool, num_fewshot
+    return task
+
+
 def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
-    from llmgen.tasks import classification_eval_task
-
     for name in ("sentiment", "parity", "comparison"):
         registry.register(name, lambda name=name: classification_eval_task(name))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmgen.errors import LlmgenError
+from llmgen.io import read_jsonl
 
 DATA_DIR_ENV = "LLMGEN_DATA_DIR"
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
@@ -79,8 +80,6 @@ def load_local(path: Path, split: str = "train") -> list[dict[str, Any]]:
             raise LlmgenError(f"{path} is a folder but not a `save_to_disk` dataset (no dataset_dict.json or state.json)")
         return _rows(_pick_split(datasets.load_from_disk(str(path)), split, str(path)))
     if path.suffix.lower() == ".jsonl":  # llmgen's own JSONL reader: line-numbered errors
-        from llmgen.io import read_jsonl
-
         return read_jsonl(path)
     if not path.exists():
         raise LlmgenError(f"data file not found: {path}")

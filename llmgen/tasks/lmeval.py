@@ -24,13 +24,15 @@ from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
+from llmgen.eval_config import request_chunk
 from llmgen.prompts.formats import Field, Format, Layout
-from llmgen.tasks import Task
+from llmgen.prompts.render import choice_pairs, format_renderer, generation_prompt
+from llmgen.tasks.base import Task
 
 if TYPE_CHECKING:
     from llmgen.backends import Backend
     from llmgen.cache import RequestCache
-    from llmgen.evaluate import EvalConfig
+    from llmgen.eval_config import EvalConfig
 
 PREFIX = "lmeval:"
 INCLUDE_ENV = "LLMGEN_LMEVAL_INCLUDE_PATH"
@@ -87,8 +89,6 @@ def list_lmeval_tasks(pattern: str | None = None) -> list[str]:
 def load_lmeval_task(name: str) -> Task:
     """An llmgen Task standing for an lm-eval task or group; the definition is loaded (and its data
     read) here, so an unknown name or a broken YAML fails before any model loads."""
-    from llmgen.tasks import Task
-
     lm_name = name[len(PREFIX):]
     tm = task_manager()
     if lm_name not in tm.all_tasks:
@@ -291,8 +291,6 @@ def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit:
 
 def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache) -> tuple[dict[str, float], list[dict]]:
     """Run one ``lmeval:NAME`` task with lm-eval's evaluator over ``backend``; llmgen's (metrics, rows)."""
-    from llmgen.evaluate import request_chunk
-
     lm_name = task.name[len(PREFIX):]
     res = run_lmeval(make_lm(backend, cache, seed=config.seed, chunk=request_chunk(config)), [lm_name], config)
     rows = []
@@ -477,8 +475,6 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     document's (context, continuation) pairs, a generate_until document's context), so a template
     this cannot reproduce is refused in one line before any model loads.
     """
-    from llmgen.prompts.format_eval import choice_pairs, format_renderer, generation_prompt
-
     lm_name = task.name[len(PREFIX):]
     why = f"--formats cannot vary lm-eval task {lm_name!r}: "
     leaves = list(task_manager().load([lm_name])["tasks"].values())

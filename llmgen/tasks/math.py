@@ -18,6 +18,7 @@ from typing import Any
 
 from llmgen.errors import LlmgenError
 from llmgen.io import read_json, read_jsonl
+from llmgen.tasks.base import Task
 from llmgen.tasks.math_answers import extract_boxed
 
 
@@ -231,9 +232,51 @@ def generate_task(n_train: int, n_test: int, difficulty: int = 2, seed: int = 0,
     return sides[False], sides[True]
 
 
+# --- eval tasks -----------------------------------------------------------------------------------
+
+def make_arithmetic(n: int = 200, steps: int = 1, seed: int = 1234, num_fewshot: int = 3) -> Task:
+    """The ``arithmetic`` eval tasks: ``n`` distinct problems of the one arithmetic generator."""
+    rng = random.Random(seed)
+    docs, seen = [], set()
+    while len(docs) < n + 8:
+        d = arithmetic_problem(rng, steps)
+        if d["question"] not in seen:
+            seen.add(d["question"])
+            docs.append(d)
+    return Task(
+        name="arithmetic" if steps == 1 else f"arithmetic_{steps}step", docs=docs[8:], fewshot_docs=docs[:8],
+        num_fewshot=num_fewshot, input_fields=[("Question", "question")], output_descriptor="Answer",
+        metrics=("exact_match", "pass@k"), extract="first_number", stop=("\n",), max_tokens=16,
+        description=f"generated {steps}-step arithmetic word problems with exact integer answers",
+    )
+
+
+
+def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
+              max_tokens: int = 16, description: str = "") -> Task:
+    """Direct-answer math problems (``{"problem", "answer"}`` docs), graded by math equivalence.
+
+    One definition for ``llmgen eval --tasks math_generated_d*`` and the pass@N recipe's pass@k
+    evaluation: the prompt is ``Problem: ...\nAnswer:`` (``tasks.math.direct_prompt``), responses
+    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``."""
+    return Task(name=name, docs=docs, fewshot_docs=list(fewshot_docs), num_fewshot=num_fewshot,
+                input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
+                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=max_tokens,
+                description=description)
+
+
+def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
+    """The pass@N recipe's generated math problems (direct answers), graded by math equivalence.
+
+    The documents are the test side of the one generated split (``math_tasks.generate_task``), the
+    few-shot examples its train side; ``llmgen confidence-limiting`` trains on the train side only."""
+    train, test = generate_task(n_train=8, n_test=n, difficulty=difficulty, seed=0)
+    to_doc = lambda p: {"problem": p.problem, "answer": p.answer}  # noqa: E731
+    return math_task(f"math_generated_d{difficulty}", [to_doc(p) for p in test], [to_doc(p) for p in train],
+                     num_fewshot=3, description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
+
+
 def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
-    from llmgen.tasks import math_eval_task
-
     for d in (1, 2, 3):
         registry.register(f"math_generated_d{d}", lambda d=d: math_eval_task(d))

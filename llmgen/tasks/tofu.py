@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_jsonl
-from llmgen.tasks import Request, Task  # llmgen.tasks imports this module inside functions only
+from llmgen.tasks.base import Request, Task
 
 FORGET_PERCENTS = (1, 5, 10)
 FORGET_SPLITS = tuple(f"forget{p:02d}" for p in FORGET_PERCENTS)
@@ -447,10 +447,27 @@ def load_eval_sets(source: str | os.PathLike, forget: str, limit: int | None = N
     return {role: load_tofu(source, cfg)[:limit] for role, cfg in eval_configs(forget).items()}
 
 
+def tofu_data_source() -> str:
+    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set, the
+    same folder ``llmgen npo-unlearning --data synthetic`` reads (``llmgen.tasks.tofu.synthetic_source``)."""
+    return os.environ.get("LLMGEN_TOFU_DATA") or synthetic_source()
+
+
+def tofu_eval_task(forget_split: str) -> Task:
+    """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
+    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task
+    (``llmgen.tasks.tofu.TofuTask``). The four sets are read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU
+    uses 300) keeps the first N rows of each, and ``--limit`` cuts each set further."""
+    ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
+    if ds_size is not None and not ds_size.strip().isdigit():
+        raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer, got {ds_size!r}")
+    logs = os.environ.get("LLMGEN_TOFU_RETAIN_LOGS")
+    return tofu_task(tofu_data_source(), forget_split, ds_size=int(ds_size) if ds_size else None,
+                     retain_ratios=load_retain_logs(logs) if logs else None)
+
+
 def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
-    from llmgen.tasks import tofu_eval_task
-
     for split in ("forget01", "forget05", "forget10"):
         registry.register(f"tofu_{split}", lambda split=split: tofu_eval_task(split))
 

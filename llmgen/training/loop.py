@@ -20,7 +20,8 @@ from typing import Any
 
 import llmgen.training.checkpoint as ckpt
 from llmgen.errors import LlmgenError
-from llmgen.io import atomic_write_json, atomic_write_jsonl, dumps
+from llmgen.io import atomic_write_json, atomic_write_jsonl, dumps, read_json
+from llmgen.models import load_model, load_tokenizer
 from llmgen.training.config import SCHEDULES, TrainConfig
 from llmgen.training.data import (
     batch_indices,
@@ -147,16 +148,12 @@ def _load_tokenizer(config: TrainConfig, model, tokenizer):
     if model is None and not config.model:
         raise LlmgenError("no model: pass model= or set TrainConfig.model")
     if tokenizer is None and config.model:
-        from llmgen.models import load_tokenizer
-
         tokenizer = load_tokenizer(config.model)
     return tokenizer
 
 
 def _load_model(config: TrainConfig, model):
     if model is None:
-        from llmgen.models import load_model
-
         model, _ = load_model(config.model, dtype=config.model_dtype)
     return model
 
@@ -517,8 +514,6 @@ def check_resume(config: TrainConfig) -> None:
     out = Path(config.output_dir)
     found = ckpt.latest_checkpoint(out)
     if found is not None:
-        from llmgen.io import read_json
-
         _check_same_run(read_json(found / ckpt.STATE_FILE).get("config", {}), config)
     elif (out / "results.json").exists() or (out / "final").exists():
         raise LlmgenError(f"cannot resume: {out} holds a finished run and no checkpoint (use --save-every); "

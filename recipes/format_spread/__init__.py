@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
-from llmgen.evals.format_spread import check_budget, exact_prefix_matching
+from llmgen.evals.format_spread import check_budget
 from llmgen.io import atomic_write_json
 from llmgen.prompts.format_eval import (
     FormatEvaluator,
@@ -147,8 +147,7 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
     try:
         scorer = Scorer(backend, RequestCache(None), task.name, chat=config.chat, normalize=config.normalize,
                         sampling=SamplingConfig(temperature=0.0, max_tokens=config.eval.max_new_tokens),
-                        is_correct=lambda text, r: exact_prefix_matching(text, r.gold),
-                        sample_metrics=lambda correct: {"exact_prefix_match": float(correct[0])})
+                        metrics=("exact_prefix_match",))  # llmgen.tasks.scoring's exact_prefix_matching
         evaluator = FormatEvaluator(task_requests(task, formats, demos, examples, config.metric), scorer)
         if config.chat:  # e.g. a chat template the model lacks: fail before writing
             backend.format_prompt("check", chat=True)
