@@ -159,7 +159,8 @@ def test_cli_base_url(tmp_path, scripted, tiny_model_dir):
     assert len(sa.bodies) > 0 and len(sb.bodies) > 0
     bad = subprocess.run([sys.executable, "-m", "llmgen.cli.main", "eval", "--base-url", "http://x:1"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: --base-url needs --backend openai"
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: --base-url needs a server backend (openai, openai-chat, openai-completions), not hf")
 
 
 # --- a real `vllm serve` ------------------------------------------------------------------------
