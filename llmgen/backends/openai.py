@@ -28,6 +28,7 @@ Only the standard library is used (``urllib``), so the backend adds no dependenc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -289,15 +290,19 @@ class OpenAIBackend(Backend):
         listed = list_models(self.pool, max_retries)
         self.served_model = adapter or served_model or listed[0]["id"]
         entry = next((m for m in listed if m.get("id") == self.served_model), listed[0])
+        self._entry = {k: v for k, v in entry.items() if k != "created"}  # "created" is the listing's time
         self._max_length = max_length or entry.get("max_model_len") or self._tok.model_max_length
 
     GENERATION_OPTIONS = frozenset({"ignore_eos"})  # vLLM's server extension; no full distribution, no logits hook
 
     def _compute_fingerprint(self) -> str:
-        """The weights' fingerprint and the served name (the adapter is a name on the server, not a folder)."""
+        """The local weights' fingerprint (the tokenizer's source), the served name (the adapter is a
+        name on the server, not a folder) and a hash of the server's ``/v1/models`` entry for it (its
+        ``root``, context length, ...), so a server serving other weights under the name gets other keys."""
         from llmgen.models import model_fingerprint
 
-        return f"{model_fingerprint(self.model_path)}@{self.served_model}"
+        served = hashlib.sha256(json.dumps(self._entry, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return f"{model_fingerprint(self.model_path)}@{self.served_model}#{served}"
 
     @property
     def max_length(self) -> int:
