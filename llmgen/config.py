@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from llmgen.backends import backend_class
+from llmgen.backends import backend_class, backend_names
 from llmgen.errors import LlmgenError
 
 T = TypeVar("T")
@@ -58,8 +58,8 @@ class EvalSettings:
         ``max_new_tokens`` must be a number, not None."""
         try:
             backend_class(self.backend)  # the backend registry: every backend, plugins' included
-        except LlmgenError as e:
-            raise LlmgenError(f"eval.backend: {e}") from None
+        except LlmgenError:
+            raise LlmgenError(f"unknown eval.backend {self.backend!r} (known: {', '.join(backend_names())})") from None
         if self.max_new_tokens is None and not task_budget:
             raise LlmgenError("eval.max_new_tokens must be a number here (null means a task's own budget, "
                               "and this recipe's generation has none)")

@@ -44,7 +44,7 @@ def test_every_built_in_backend_is_found_by_walking_the_package():
         assert backend_class(name).name == name and BACKENDS.get(name) is backend_class(name)
     with pytest.raises(LlmgenError, match=r"unknown backend 'nope' \(known: hf, openai, openai-chat"):
         backend_class("nope")
-    with pytest.raises(LlmgenError, match="eval.backend: unknown backend 'nope'"):
+    with pytest.raises(LlmgenError, match=r"unknown eval.backend 'nope' \(known: hf, openai"):
         EvalSettings(backend="nope").validate()
 
 
