@@ -315,6 +315,7 @@ class Backend(ABC):
     name: str = "base"
     TASK_TYPES: frozenset[str] | None = None  # the task output types it runs; None: all of them
     CHAT: bool = False  # prompts always go through a chat template (the server's): tasks send chat messages
+    SHARDABLE: bool = True  # one instance per rank under torchrun (llmgen.sharding); vLLM parallelises itself
     batch_size: int = 16  # requests per call to the model; the request cache commits after each
     GENERATION_OPTIONS: frozenset[str] = frozenset()  # the SamplingConfig.OPTIONS this backend honours exactly
     in_memory: bool = False  # a model object held by the caller (fingerprinted by hashing its weights)

@@ -130,6 +130,7 @@ def default_max_model_len(model_path: str) -> int:
 
 @register_backend("vllm")
 class VLLMBackend(Backend):
+    SHARDABLE = False  # one engine per process: data_parallel_size / tensor_parallel_size instead
 
     @classmethod
     def accepted_args(cls) -> set[str]:

@@ -123,3 +123,12 @@ def test_a_plugin_backend_runs_through_the_cli(tmp_path, tiny_model_dir):
     assert bad.returncode == 2 and errors == ["error: --model-args: the tagged-hf backend has no argument 'colour' "
                                               "(known: dtype, tag)"]
     assert not Path(tmp_path / "bad").exists()
+
+
+def test_sharding_asks_the_registry(monkeypatch):
+    from llmgen import sharding
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LlmgenError, match="runs the hf or openai backends, not vllm"):
+        sharding.start("vllm")
+    assert [n for n in backend_names() if not backend_class(n).SHARDABLE] == ["vllm"]
