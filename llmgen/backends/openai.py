@@ -93,10 +93,10 @@ def map_concurrent(fn: Callable[[Any], Any], items: Sequence[Any], concurrency: 
         return list(pool.map(fn, items))
 
 
-def parse_base_urls(base_url: str | Sequence[str] | None) -> list[str]:
+def parse_base_urls(base_url: str | Sequence[str] | None, backend: str = "openai") -> list[str]:
     """``"http://a/v1,http://b/v1"`` (or a list) → clean URLs ending in ``/v1``; checked before any request."""
     if base_url is None:
-        raise LlmgenError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        raise LlmgenError(f"the {backend} backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
     parts = base_url.split(",") if isinstance(base_url, str) else list(base_url)
     urls = []
     for part in (p.strip().rstrip("/") for p in parts):
@@ -277,7 +277,7 @@ class OpenAIBackend(Backend):
         read from ``$api_key_env`` (default ``$OPENAI_API_KEY``)."""
         from llmgen.models import load_tokenizer
 
-        urls = parse_base_urls(base_url)
+        urls = parse_base_urls(base_url, self.name)
         if concurrency < 1:
             raise LlmgenError(f"concurrency must be >= 1, got {concurrency}")
         super().__init__(model, None, dtype)

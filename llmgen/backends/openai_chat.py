@@ -70,7 +70,7 @@ class ServerTextBackend(Backend):
         takes the first one ``/v1/models`` lists. The API key is ``$api_key_env`` (default
         ``$OPENAI_API_KEY``; none for a local server). ``batch_size`` requests go out per call
         from the request cache (committed after each)."""
-        urls = parse_base_urls(base_url)
+        urls = parse_base_urls(base_url, self.name)
         if concurrency < 1:
             raise LlmgenError(f"concurrency must be >= 1, got {concurrency}")
         self.model_name, self.model_path, self.adapter, self.dtype = model, None, None, None

@@ -210,3 +210,21 @@ def test_completions_backend_sends_text_and_cuts_stops_itself(api):
         be.generate([[{"role": "user", "content": "hi"}]], SamplingConfig(max_tokens=2))
     with pytest.raises(LlmgenError, match="serves no model 'gpt-9'"):
         get_backend("openai-chat", "gpt-9", base_url=url)
+
+
+@pytest.mark.parametrize("mode", ["html", "shape"])
+def test_token_backend_checks_answers_before_the_cache_stores_them(tmp_path, api, tiny_model_dir, mode):
+    """The `openai` (token-id) backend behind the request cache: a bad answer is one error line and
+    the cache stays empty."""
+    from llmgen.backends.cached import CachedBackend
+    from llmgen.cache import RequestCache
+
+    url, srv = api(mode=mode)
+    cache = RequestCache(tmp_path / "requests.sqlite")
+    cached = CachedBackend(get_backend("openai", tiny_model_dir, base_url=url), cache)
+    with pytest.raises(LlmgenError, match="not JSON|without a list of choices") as e:
+        cached.generate(["Hello"], SamplingConfig(max_tokens=2))
+    assert "\n" not in str(e.value) and len(cache) == 0
+    with pytest.raises(LlmgenError):
+        cached.loglikelihood([("Hello", " world")])
+    assert len(cache) == 0 and len(srv.bodies) == 2
