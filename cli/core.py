@@ -89,8 +89,11 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         model: Annotated[str, typer.Option(help="'default', a local folder, a .gguf file or a hub id")] = "default",
         model_args: Annotated[str | None, typer.Option(help="backend args: key=value,... or JSON (dtype, adapter, ...)")] = None,
-        backend: Annotated[str, typer.Option(help="hf, vllm or openai (a server: needs --base-url)")] = S.backend,
-        base_url: Annotated[str | None, typer.Option(help="openai backend: server URL(s), comma-separated")] = None,
+        backend: Annotated[str, typer.Option(help="hf, vllm, or a server (needs --base-url): openai (token ids), "
+                                                  "openai-chat, openai-completions")] = S.backend,
+        base_url: Annotated[str | None, typer.Option(help="server backends: server URL(s), comma-separated")] = None,
+        api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="server backends: the environment "
+                                                        "variable holding the API key (default OPENAI_API_KEY)")] = None,
         tasks: Annotated[str, typer.Option(help="comma-separated task names or task files (.yaml/.jsonl)")] = "arithmetic",
         limit: Annotated[int | None, typer.Option(help="evaluate only the first N examples of each task")] = S.limit,
         batch_size: Annotated[int | None, typer.Option(help="prompts per forward pass (hf backend; default: the "
@@ -136,10 +139,10 @@ def register(app: typer.Typer) -> None:
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_tokens,
                             seed=seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                             output_dir=run_dir, log_samples=log_samples, cache=None if no_cache else "auto")
-        if base_url is not None:
-            if backend != "openai":
-                raise LlmgenError("--base-url needs --backend openai")
+        if base_url is not None:  # a backend without a base_url argument refuses it (check_backend_args)
             config.model_args["base_url"] = base_url
+        if api_key_env is not None:  # the variable's name, never the key: config.json may hold it
+            config.model_args["api_key_env"] = api_key_env
         if formats is not None:
             from llmgen.prompts.format_eval import run_format_eval
 

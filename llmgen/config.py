@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+from llmgen.backends import backend_class, backend_names
 from llmgen.errors import LlmgenError
 
 T = TypeVar("T")
-BACKENDS = ("hf", "vllm")
 
 
 @dataclasses.dataclass
@@ -56,8 +56,10 @@ class EvalSettings:
         """Check values before any model loads. ``task_budget=False``: the recipe generates with no
         task budget to fall back on (its own loop, or tasks it builds with this number), so
         ``max_new_tokens`` must be a number, not None."""
-        if self.backend not in BACKENDS:
-            raise LlmgenError(f"unknown eval.backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        try:
+            backend_class(self.backend)  # the backend registry: every backend, plugins' included
+        except LlmgenError:
+            raise LlmgenError(f"unknown eval.backend {self.backend!r} (known: {', '.join(backend_names())})") from None
         if self.max_new_tokens is None and not task_budget:
             raise LlmgenError("eval.max_new_tokens must be a number here (null means a task's own budget, "
                               "and this recipe's generation has none)")

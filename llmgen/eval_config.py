@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from llmgen.backends import BACKENDS, SamplingConfig
+from llmgen.backends import SamplingConfig, backend_class
 from llmgen.config import EvalSettings
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks
@@ -55,8 +55,7 @@ class EvalConfig(EvalSettings):
     def validate(self) -> None:
         """The settings' checks against every backend ``llmgen eval`` knows (openai too), each error
         naming its flag; ``max_new_tokens`` None is each task's own budget."""
-        if self.backend not in BACKENDS:
-            raise LlmgenError(f"unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        backend_class(self.backend)  # unknown: one line listing the registered backends
         self.check_values(flag_of)
         if self.num_fewshot is not None and self.num_fewshot < 0:
             raise LlmgenError(f"--num-fewshot must be >= 0, got {self.num_fewshot}")

@@ -8,7 +8,6 @@ a minute of engine start-up, and leaves no run folder behind.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmgen import sharding
-from llmgen.backends import Backend, SamplingConfig, get_backend
+from llmgen.backends import SECRET_ARGS, Backend, SamplingConfig, backend_class, get_backend
 from llmgen.backends.base import encode_pair
 from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
@@ -69,6 +68,7 @@ def validate(config: EvalConfig) -> list[Task]:
         check_output_dir(config.output_dir, overwrite=True)
     check_backend_args(config.backend, config.model_args)
     tasks = resolve_tasks(config)
+    check_backend_tasks(config.backend, tasks)
     for t in tasks:
         sampling_for(t, config)
     ks_for(config)
@@ -76,33 +76,41 @@ def validate(config: EvalConfig) -> list[Task]:
 
 
 def backend_arg_names(backend: str) -> set[str] | None:
-    """Keyword arguments the backend accepts (``--model-args``); None when it takes any."""
-    if backend == "hf":
-        from llmgen.backends.hf import HFBackend as cls
-    else:
-        from llmgen.backends.vllm_engine import VLLMBackend as cls
-    params = inspect.signature(cls.__init__).parameters
-    names = {n for n, p in params.items() if n not in ("self", "model")
-             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        if backend != "vllm":
-            return None
-        from vllm.engine.arg_utils import EngineArgs  # the rest goes to vllm.LLM as engine arguments
-
-        names |= {f.name for f in dataclasses.fields(EngineArgs)}
-    return names
+    """Keyword arguments the backend accepts (``--model-args``); None when it takes any. The
+    backend registry answers (``Backend.accepted_args``), so a plugin's backend is checked too."""
+    return backend_class(backend).accepted_args()
 
 
 def check_backend_args(backend: str, model_args: dict[str, Any]) -> None:
-    """An unknown ``--model-args`` key is one error line naming it, before any model loads."""
+    """An unknown ``--model-args`` key, or a secret, is one error line naming it, before any model loads.
+
+    An API key is refused, not redacted: ``model_args`` is written to config.json (and from there
+    to results.json and the report) so that a run can be rerun from its folder; a key left out of
+    it would make that folder lie, so the key never enters the config and comes from the environment."""
+    secret = sorted(SECRET_ARGS & set(model_args))
+    if secret:
+        raise LlmgenError(f"--model-args {secret[0]}=... would be written to config.json: put the key in "
+                          f"$OPENAI_API_KEY, or in a variable named by --api-key-env NAME")
+    cls = backend_class(backend)
     if not model_args:
         return
-    known = backend_arg_names(backend)
+    known = cls.accepted_args()
     unknown = sorted(set(model_args) - known) if known is not None else []
+    if "base_url" in unknown:
+        raise LlmgenError(f"--base-url needs a server backend (openai, openai-chat, openai-completions), "
+                          f"not {backend}")
     if unknown:
         public = sorted(n for n in known if not n.endswith("_obj"))
         hint = f" (known: {', '.join(public)})" if len(public) <= 12 else ""
         raise LlmgenError(f"--model-args: the {backend} backend has no argument {unknown[0]!r}{hint}")
+
+
+def check_backend_tasks(backend: str, tasks: Sequence[Task]) -> None:
+    """A task the backend cannot run (a loglikelihood task on a text-only API) is one error line
+    naming it, before any request."""
+    cls = backend_class(backend)
+    for t in tasks:
+        cls.check_task(t.name, t.output_type)
 
 
 def open_cache(config: EvalConfig) -> RequestCache:
@@ -135,8 +143,9 @@ def cached_loglikelihood(backend: Backend, pairs: Sequence[tuple[str, str]], cac
 
 def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: EvalConfig,
                 renderer: Renderer | None = None) -> str:
-    """The text sent to the model for one document: plain, or chat messages through the chat template."""
-    if not config.apply_chat_template or task.output_type == "loglikelihood_rolling":
+    """The text sent to the model for one document: plain, or chat messages through the chat template
+    (always for a chat backend such as openai-chat, whose server applies it)."""
+    if not (config.apply_chat_template or backend.CHAT) or task.output_type == "loglikelihood_rolling":
         return task.build_prompt(doc, renderer, config.num_fewshot, doc_id)
     return backend.format_prompt(task.build_messages(doc, renderer, config.num_fewshot, doc_id), chat=True)
 

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from llmgen.backends import backend_class
 from llmgen.backends.base import Backend, per_request
 from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
@@ -46,9 +47,9 @@ def start(backend_name: str) -> int:
     world = world_size()
     if world == 1 or _GROUP is not None:
         return world
-    if backend_name == "vllm":
-        raise LlmgenError("sharded evaluation runs the hf or openai backend; for vLLM use one process with "
-                          "--model-args data_parallel_size=N (or tensor_parallel_size=N)")
+    if not backend_class(backend_name).SHARDABLE:  # the backend registry knows
+        raise LlmgenError(f"sharded evaluation runs the hf or openai backends, not {backend_name}; for vLLM use one "
+                          "process with --model-args data_parallel_size=N (or tensor_parallel_size=N)")
     import torch
     import torch.distributed as dist
 

@@ -13,19 +13,42 @@ step, an n-gram block) are ``SamplingConfig`` fields; a backend lists the ones i
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import logging
 import re
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Union
 
 from llmgen.errors import LlmgenError
 from llmgen.prompts.chat import Prompt, apply_chat_template, render_prompt
+from llmgen.registry import Registry
+from llmgen.training.modeling import is_peft
 
 log = logging.getLogger("llmgen")
 
+BACKENDS: Registry[type[Backend]] = Registry("backend")  # filled by @register_backend in each backend module
+SECRET_ARGS = frozenset({"api_key"})  # never an argument: it would be written to config.json (env var instead)
+
+
+def register_backend(name: str):
+    """Class decorator: ``@register_backend("hf")`` makes ``--backend hf`` build this class.
+
+    A backend is one module (in this package, found by walking it, or a ``--plugin`` file): the
+    class says its name, its arguments (``__init__``'s, see ``Backend.accepted_args``), the task
+    types it runs (``TASK_TYPES``) and how it scores a model held in memory (``from_model``)."""
+
+    def add(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        BACKENDS.register(name, cls)
+        return cls
+
+    return add
 
 
 class NgramBlock:
@@ -202,6 +225,11 @@ class GenerationRequest:
     truncated: bool
 
 
+def model_dtype(model: Any) -> str:
+    """A torch model's parameter dtype as a backend argument (``torch.bfloat16`` → ``"bfloat16"``)."""
+    return str(getattr(model, "dtype", "float32")).removeprefix("torch.")
+
+
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Token ids of (context, continuation), tokenised together and split (lm-eval's convention).
 
@@ -285,6 +313,9 @@ class Backend(ABC):
     """Generation and scoring over one model (optionally with a LoRA adapter)."""
 
     name: str = "base"
+    TASK_TYPES: frozenset[str] | None = None  # the task output types it runs; None: all of them
+    CHAT: bool = False  # prompts always go through a chat template (the server's): tasks send chat messages
+    SHARDABLE: bool = True  # one instance per rank under torchrun (llmgen.sharding); vLLM parallelises itself
     batch_size: int = 16  # requests per call to the model; the request cache commits after each
     GENERATION_OPTIONS: frozenset[str] = frozenset()  # the SamplingConfig.OPTIONS this backend honours exactly
     in_memory: bool = False  # a model object held by the caller (fingerprinted by hashing its weights)
@@ -437,6 +468,44 @@ class Backend(ABC):
             counts[i] += r.num_tokens
         return [RollingResult(totals[i], counts[i], len(re.split(r"\s+", t)), len(t.encode("utf-8")))
                 for i, t in enumerate(texts)]
+
+    # --- the registry's questions -------------------------------------------------------------
+    @classmethod
+    def accepted_args(cls) -> set[str] | None:
+        """Keyword arguments ``--model-args`` may give (``__init__``'s, less ``model``); None: any."""
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return {n for n, p in params.items() if n not in ("self", "model")
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    @classmethod
+    def check_task(cls, task_name: str, output_type: str) -> None:
+        """One error line, before any request, for a task this backend cannot run."""
+        if cls.TASK_TYPES is not None and output_type not in cls.TASK_TYPES:
+            raise LlmgenError(f"the {cls.name} backend cannot run task {task_name!r}: it is a {output_type} task "
+                              f"and this backend runs only {', '.join(sorted(cls.TASK_TYPES))} tasks "
+                              f"(text out, no token logprobs); use --backend openai, vllm or hf")
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, save_dir: str | Path, dtype: str | None = None,
+                   label: str = "in-memory", **kwargs: Any) -> Backend:
+        """This backend over a model a recipe holds in memory (a peft model is merged first).
+
+        By default the weights are saved to ``save_dir`` and loaded from there (an engine reads a
+        folder, so the folder is the model's name and ``label`` is unused); ``dtype`` defaults to
+        the model's own. ``HFBackend`` overrides this to score the object itself."""
+        folder = Path(save_dir)
+        shutil.rmtree(folder, ignore_errors=True)  # engines are cached per path: never reuse stale weights
+        target = copy.deepcopy(model).merge_and_unload() if is_peft(model) else model
+        target.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        return cls(str(folder), dtype=dtype or model_dtype(model), **kwargs)
+
+    def request_prompt(self, prompt: GenPrompt) -> Any:
+        """What a generation request sends and the request cache keys: a ``TokenPrompt`` as it is,
+        text as it is, chat messages rendered by the local chat template."""
+        return prompt if isinstance(prompt, TokenPrompt) else render_prompt(self.tokenizer, prompt)
 
     # --- misc -----------------------------------------------------------------------------------
     def format_prompt(self, prompt: Prompt, chat: bool = False, system: str | None = None) -> str:

@@ -28,7 +28,6 @@ from llmgen.backends.base import (
     per_request,
 )
 from llmgen.cache import RequestCache, request_key
-from llmgen.prompts.chat import render_prompt
 
 KEY_VERSION = 2  # bump when a backend's results for the same key change (2: per-request seeds)
 
@@ -59,10 +58,11 @@ class CachedBackend:
 
     def generate(self, prompts: Sequence[GenPrompt], sampling: SamplingConfig | Sequence[SamplingConfig],
                  on_batch: Progress = None) -> list[list[Completion]]:
-        """Text and chat prompts are keyed by their rendered text, ``TokenPrompt``s by their ids."""
+        """Text and chat prompts are keyed by what the backend sends (``Backend.request_prompt``: the
+        rendered text, or a chat server's messages), ``TokenPrompt``s by their ids."""
         settings = per_request(sampling, len(prompts))
         self.backend.check_options(settings)
-        texts = [p if isinstance(p, TokenPrompt) else render_prompt(self.backend.tokenizer, p) for p in prompts]
+        texts = [self.backend.request_prompt(p) for p in prompts]  # text, or messages for a chat server
         keys = [self.key("generate", sampling=s.to_dict(),
                          **({"prompt_ids": list(t.ids)} if isinstance(t, TokenPrompt) else {"prompt": t}))
                 for t, s in zip(texts, settings, strict=True)]

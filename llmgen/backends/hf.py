@@ -24,7 +24,15 @@ from collections.abc import Sequence
 
 import torch
 
-from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult, truncate_at_stop
+from llmgen.backends.base import (
+    Backend,
+    Completion,
+    GenerationRequest,
+    LoglikelihoodResult,
+    model_dtype,
+    register_backend,
+    truncate_at_stop,
+)
 from llmgen.evals.generation import token_entropies
 from llmgen.models import load_model
 
@@ -47,8 +55,8 @@ def content_fingerprint(model) -> str:
     return "mem-" + h.hexdigest()[:16]
 
 
+@register_backend("hf")
 class HFBackend(Backend):
-    name = "hf"
     GENERATION_OPTIONS = frozenset({"ignore_eos", "return_entropy", "block_ngrams"})
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", device: str | None = None,
@@ -72,6 +80,13 @@ class HFBackend(Backend):
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
         self._max_length = max_length or self._context_length()
+
+    @classmethod
+    def from_model(cls, model, tokenizer, save_dir=None, dtype: str | None = None, label: str = "in-memory",
+                   **kwargs) -> HFBackend:
+        """The model object itself, scored where it lives (no copy, no folder: ``save_dir`` unused);
+        ``label`` is its name in results."""
+        return cls(label, model_obj=model, tokenizer_obj=tokenizer, dtype=dtype or model_dtype(model), **kwargs)
 
     def _compute_fingerprint(self) -> str:
         return content_fingerprint(self.model) if self.in_memory else super()._compute_fingerprint()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult
+from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult, register_backend
 from llmgen.errors import LlmgenError
 
 # key -> [engine, number of open backends on it]; the engine shuts down when the last one closes.
@@ -128,8 +128,22 @@ def default_max_model_len(model_path: str) -> int:
     return min(DEFAULT_MAX_MODEL_LEN, own) if own else DEFAULT_MAX_MODEL_LEN
 
 
+@register_backend("vllm")
 class VLLMBackend(Backend):
-    name = "vllm"
+    SHARDABLE = False  # one engine per process: data_parallel_size / tensor_parallel_size instead
+
+    @classmethod
+    def accepted_args(cls) -> set[str]:
+        """``__init__``'s named arguments and every ``vllm.EngineArgs`` field (the rest of
+        ``--model-args`` goes to ``vllm.LLM`` as engine arguments)."""
+        import dataclasses
+        import inspect
+
+        from vllm.engine.arg_utils import EngineArgs
+
+        params = inspect.signature(cls.__init__).parameters
+        named = {n for n, p in params.items() if n not in ("self", "model") and p.kind is not p.VAR_KEYWORD}
+        return named | {f.name for f in dataclasses.fields(EngineArgs)}
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", seed: int = 0,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None,

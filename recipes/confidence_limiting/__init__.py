@@ -19,7 +19,6 @@ epoch) and ``confidence.png`` (greedy-answer confidence vs correctness across ep
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llmgen.backends import backend_on_model
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
@@ -240,19 +240,11 @@ def train_window(rows: Sequence[dict], after: int, upto: int) -> dict[str, Any]:
 
 
 def _backend_for(model, tokenizer, config: ConfidenceLimitingConfig, save_dir: Path):
-    from llmgen.backends import get_backend
-    from llmgen.backends.hf import HFBackend
-
-    if config.eval.backend == "hf":
-        # The HF backend batches requests with all their samples; one problem per batch lets its
-        # samples share the prompt's forward pass (HFBackend._prefill's common prefix) instead of
-        # 16 different prompts each run num_samples times.
-        per_batch = max(1, EVAL_ROWS // config.eval.num_samples)
-        return HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=per_batch)
-    target = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    target.save_pretrained(save_dir, safe_serialization=True)
-    tokenizer.save_pretrained(save_dir)
-    return get_backend("vllm", str(save_dir))
+    # The HF backend batches requests with all their samples; one problem per batch lets its
+    # samples share the prompt's forward pass (HFBackend._prefill's common prefix) instead of
+    # 16 different prompts each run num_samples times.
+    extra = {"batch_size": max(1, EVAL_ROWS // config.eval.num_samples)} if config.eval.backend == "hf" else {}
+    return backend_on_model(config.eval.backend, model, tokenizer, save_dir, dtype=config.train.model_dtype, **extra)
 
 
 def load_problems(config: ConfidenceLimitingConfig) -> tuple[list[MathProblem], list[MathProblem]]:

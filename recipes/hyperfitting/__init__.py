@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llmgen.backends import backend_on_model
 from llmgen.backends.base import Completion, NgramBlock, SamplingConfig, TokenPrompt
 from llmgen.cache import RequestCache
 from llmgen.config import EvalSettings, check_fixed, dump_config
@@ -153,13 +154,13 @@ def continue_prompts(model, tokenizer, prompts: Sequence[Sequence[int]], samplin
                      cache: RequestCache, batch_size: int = 8) -> list[Completion]:
     """One completion per token prompt, from the model as it is now (a new backend each call: its
     content fingerprint is a snapshot of the weights, which training changes)."""
-    from llmgen.backends.hf import HFBackend
     from llmgen.evaluate import run_requests
     from llmgen.tasks import Request
 
     if not prompts:
         raise LlmgenError("no prompts to continue")
-    backend = HFBackend("in-memory:hyperfitting", model_obj=model, tokenizer_obj=tokenizer, batch_size=batch_size)
+    backend = backend_on_model("hf", model, tokenizer, None, dtype="float32", label="in-memory:hyperfitting",
+                               batch_size=batch_size)
     requests = [Request("generate", TokenPrompt(p), sampling=sampling) for p in prompts]
     with evaluating(model):
         return [c[0] for c in run_requests(backend, requests, cache)]  # the runner's request path (cached)

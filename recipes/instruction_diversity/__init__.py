@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llmgen.backends import backend_on_model
 from llmgen.config import EvalSettings, check_fixed, dump_config, load_config
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json
@@ -187,14 +188,13 @@ def cell_task(name: str, rows: list[dict], max_new_tokens: int):
 def evaluate_cell(model, tokenizer, tasks: list, batch_size: int, cache) -> tuple[dict, dict, list[dict]]:
     """Greedy continuations of each task through the runner on the in-memory model (HF backend):
     ``(results, uncertainty, rows)`` in the one schema."""
-    from llmgen.backends.hf import HFBackend
     from llmgen.cache import RequestCache
     from llmgen.evaluate import EvalConfig, evaluate_tasks
 
     was_training = model.training
     model.eval()
     try:
-        backend = HFBackend("in-memory", model_obj=model, tokenizer_obj=tokenizer, batch_size=batch_size)
+        backend = backend_on_model("hf", model, tokenizer, None, dtype="float32", batch_size=batch_size)
         cfg = EvalConfig(batch_size=batch_size, cache=None)
         results, unc, rows, _ = evaluate_tasks(backend, tasks, cfg, cache if cache is not None else RequestCache(None))
     finally:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llmgen.backends import backend_on_model
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -225,20 +225,10 @@ class Evaluator:
                 cfg.use_cache = use_cache
 
     def _backend(self, model, label: str):
-        from llmgen.backends import get_backend
-
-        if self.config.eval.backend == "hf":
-            return get_backend("hf", f"in-memory:{label}", model_obj=model, tokenizer_obj=self.tokenizer)
-        # vLLM loads from disk: save this eval point's weights into its own folder (engines are
-        # cached per path, so a reused path would score stale weights).
-        from llmgen.training.modeling import is_peft
-
-        folder = Path(self.config.output_dir) / "eval_models" / label
-        shutil.rmtree(folder, ignore_errors=True)
-        to_save = copy.deepcopy(model).merge_and_unload() if is_peft(model) else model
-        to_save.save_pretrained(folder, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder)
-        return get_backend("vllm", str(folder), dtype=self.config.train.model_dtype)
+        # hf scores the object; vLLM gets this eval point's weights in their own folder
+        return backend_on_model(self.config.eval.backend, model, self.tokenizer,
+                                Path(self.config.output_dir) / "eval_models" / label,
+                                dtype=self.config.train.model_dtype, label=f"in-memory:{label}")
 
 
 def score_task(backend, task: TofuTask) -> tuple[dict[str, float], list[dict]]:

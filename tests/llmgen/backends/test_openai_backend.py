@@ -159,7 +159,8 @@ def test_cli_base_url(tmp_path, scripted, tiny_model_dir):
     assert len(sa.bodies) > 0 and len(sb.bodies) > 0
     bad = subprocess.run([sys.executable, "-m", "llmgen.cli.main", "eval", "--base-url", "http://x:1"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: --base-url needs --backend openai"
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: --base-url needs a server backend (openai, openai-chat, openai-completions), not hf")
 
 
 # --- a real `vllm serve` ------------------------------------------------------------------------
@@ -242,3 +243,47 @@ def test_server_scores_and_samples_like_the_engine(vllm_server, vllm_default, de
     for a, b in zip(served.generate(prompts, sampling), vllm_default.generate(prompts, sampling), strict=True):
         assert [c.token_ids for c in a] == [c.token_ids for c in b]
         assert [c.text for c in a] == [c.text for c in b]
+
+
+def _rows(run: Path) -> dict[int, dict]:
+    return {r["doc_id"]: r for r in map(json.loads, (run / "samples.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.vllm
+def test_chat_endpoint_answers_as_the_engine_with_the_chat_template(vllm_server, vllm_default, default_model_dir,
+                                                                    tmp_path):
+    """`llmgen eval --backend openai-chat` on `vllm serve` gives the greedy answers of `--backend vllm
+    --apply-chat-template` (the server applies the model's chat template to the task's messages), and
+    `--formats 3` runs through it."""
+    from llmgen.evaluate import EvalConfig, run_eval
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "llmgen.cli.main", "eval", "--backend", "openai-chat",
+                               "--base-url", vllm_server, "--tasks", "arithmetic", "--limit", "8", "--no-cache", *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    chat = cli("--output-dir", str(tmp_path / "chat"))
+    assert chat.returncode == 0, chat.stderr[-3000:]
+    local = run_eval(EvalConfig(model=default_model_dir, backend="vllm", tasks=["arithmetic"], limit=8, cache=None,
+                                apply_chat_template=True), backend=vllm_default, show_progress=False)
+    served = _rows(tmp_path / "chat")
+    assert {r["doc_id"]: r["responses"] for r in local["samples"]} == {i: r["responses"] for i, r in served.items()}
+    res = json.loads((tmp_path / "chat" / "results.json").read_text())
+    assert res["results"] == local["results"] and res["backend"]["requests"] == 8
+    assert res["backend"]["served_model"] == default_model_dir and res["backend"]["completion_tokens"] > 0
+
+    formats = cli("--formats", "3", "--output-dir", str(tmp_path / "formats"))
+    assert formats.returncode == 0, formats.stderr[-3000:]
+    spread = json.loads((tmp_path / "formats" / "results.json").read_text())
+    assert spread["backend"]["backend"] == "openai-chat" and spread["backend"]["requests"] >= 8
+
+
+@pytest.mark.vllm
+def test_text_completions_endpoint_generates_as_the_engine(vllm_server, vllm_default):
+    """`openai-completions` sends text (the server tokenises it): greedy text as the engine's."""
+    served = get_backend("openai-completions", "default", base_url=vllm_server, concurrency=4)
+    prompts = ["The capital of France is", "Question: what is 2 + 3?\nAnswer:", "Once upon a time"]
+    sampling = SamplingConfig(max_tokens=12, stop=("\n",))
+    assert ([c[0].text for c in served.generate(prompts, sampling)]
+            == [c[0].text for c in vllm_default.generate(prompts, sampling)])
+    assert served.describe()["requests"] == 3 and served.describe()["tokenization"] == "server"
