@@ -45,7 +45,7 @@ from llmgen.tasks.tofu import (
     tofu_task,
 )
 from llmgen.training.config import TrainConfig
-from llmgen.training.losses.unlearning import METHODS, check_beta, check_method
+from llmgen.training.losses.unlearning import get_method, method_args
 
 # "I don't know"-style answers for IdkDPO (TOFU ships 100 such lines; a handful suffices here).
 IDK_ANSWERS = ["I don't know.", "I'm not sure about that.", "I have no information on that.",
@@ -84,9 +84,10 @@ class UnlearnConfig:
     open-unlearning's, :func:`unlearn_train`; ``train.max_steps`` overrides ``train.epochs``;
     ``train.eval_every`` in steps, 0: start and end only; ``train.save_final`` keeps each model);
     ``finetune`` is the fine-tuning stages' (TOFU's, :func:`finetune_train`). Both warm up for
-    ``warmup_epochs`` epochs, counted as TOFU does (:func:`warmup_steps`). ``beta``/``alpha``/
-    ``gamma``/``delta``/``ga_reduction``/``kl_reduction`` left as None take each method's default
-    (``llmgen.training.losses.unlearning.DEFAULT_ARGS``). ``synthetic`` sizes the generated set (authors, seed,
+    ``warmup_epochs`` epochs, counted as TOFU does (:func:`warmup_steps`). ``methods`` names any
+    registered unlearning method (``llmgen.training.losses.unlearning.UNLEARNING_METHODS``, plugins'
+    included); ``method_args`` sets a method's own arguments by method (``method_args.npo.beta=0.2``
+    leaves SimNPO's β 4.5 alone), the rest keep that method's defaults. ``synthetic`` sizes the generated set (authors, seed,
     forget splits, answer style: ``long`` gives TOFU-length answers). ``ds_size`` keeps the first
     N rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
     ``eval.limit`` cuts further (quick runs).
@@ -97,12 +98,7 @@ class UnlearnConfig:
     forget_split: str = "forget10"
     methods: list[str] = field(default_factory=lambda: ["npo"])
     retain_logs: str | None = None
-    beta: float | None = None
-    alpha: float | None = None
-    gamma: float | None = None
-    delta: float | None = None
-    ga_reduction: str | None = None
-    kl_reduction: str | None = None
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     warmup_epochs: float = 1.0
     train: TrainConfig = field(default_factory=unlearn_train)
     finetune: TrainConfig = field(default_factory=finetune_train)
@@ -117,19 +113,24 @@ class UnlearnConfig:
         *(f"{s}.{n}" for s in ("train", "finetune") for n in RECIPE_TRAIN_FIELDS),
         "eval.num_samples", "eval.temperature", "eval.top_p", "eval.batch_size")
 
-    def method_args(self, method: str) -> dict[str, float | str]:
-        given = {k: getattr(self, k) for k in ("beta", "alpha", "gamma", "delta", "ga_reduction", "kl_reduction")}
-        allowed = set(check_method(method))  # the method's own arguments
-        return check_method(method, {k: v for k, v in given.items() if k in allowed})
+    def args_of(self, method: str) -> dict[str, Any]:
+        """``method``'s full arguments: its registered defaults with ``method_args[method]`` over them."""
+        return method_args(get_method(method), self.method_args.get(method))
 
     def validate(self) -> None:
         """Every check that can fail, before anything is loaded or written."""
         if not self.methods:
             raise LlmgenError("no unlearning method given")
-        if self.beta is not None:
-            check_beta(self.beta)
+        stray = sorted(set(self.method_args) - set(self.methods))
+        if stray:
+            raise LlmgenError(f"method_args.{stray[0]}: not one of this run's methods ({', '.join(self.methods)}); "
+                              f"arguments are set per method, e.g. method_args.{self.methods[0]}.beta=0.2")
         for m in self.methods:
-            self.method_args(m)
+            self.args_of(m)
+            unknown = [n for n in get_method(m).streams if n not in STREAMS]
+            if unknown:
+                raise LlmgenError(f"method {m!r} reads a data stream {unknown[0]!r} this recipe does not make "
+                                  f"(it makes {', '.join(STREAMS)})")
         check_answer_style(self.synthetic.answer_style, "synthetic.answer_style")
         if self.data == SYNTHETIC:
             check_forget_split(self.forget_split, percents=self.synthetic.forget_percents)
@@ -164,6 +165,9 @@ def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epoch
 
 # --- data -----------------------------------------------------------------------------------------
 
+STREAMS = ("forget", "retain", "idk")
+"""The data streams the recipe builds (:func:`training_streams`); a method reads some of them."""
+
 
 def data_source(config: UnlearnConfig) -> str:
     """The TOFU folder or hub id; ``synthetic`` is the cached generated set (written once, shared
@@ -183,7 +187,7 @@ def qa_features(rows: list[dict], tokenizer, template: str, max_length: int, nam
 
 
 def training_streams(names: set[str], source: str, forget: str, tokenizer, template: str, max_length: int) -> dict:
-    """The named streams (``METHODS[m]["streams"]``): forget answers, retain answers, and "I don't
+    """The named streams (``get_method(m).streams``): forget answers, retain answers, and "I don't
     know" answers to the forget questions."""
     forget_rows = load_tofu(source, forget_config(forget))
     streams = {"forget": qa_features(forget_rows, tokenizer, template, max_length, "forget")}
@@ -353,10 +357,10 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": dump_config(config), "data": source, "ds_size": config.ds_size,
                                "eval_rows": task.describe()["counts"], "start": start, "methods": {}}
     # Tokenised once, for every method: the union of the streams the methods read.
-    all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
+    all_streams = training_streams({n for m in config.methods for n in get_method(m).streams}, source,
                                    config.forget_split, tok, config.prompt_template, config.train.max_length)
     for method in config.methods:
-        args = config.method_args(method)
+        args = config.args_of(method)
         curve: list[dict[str, Any]] = [{"step": 0, **start}]
 
         def eval_fn(model, step, method=method, curve=curve):
@@ -369,7 +373,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
         tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / method), progress=False,
                        warmup_steps=warmup_steps(len(all_streams["forget"]), config.train.batch_size,
                                                  config.train.grad_accum, config.warmup_epochs))
-        streams = {k: v for k, v in all_streams.items() if k in METHODS[method]["streams"]}  # forget first
+        streams = {k: all_streams[k] for k in get_method(method).streams}  # the method's order: forget first
         trained = train(tcfg, model=net, tokenizer=tok, train_dataset=streams, eval_fn=eval_fn)
         results["methods"][method] = {"args": args, "curve": curve, "final": curve[-1], "steps": trained.steps,
                                       "train_seconds": trained.train_seconds,
