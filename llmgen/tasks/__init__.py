@@ -764,33 +764,6 @@ def math_eval_task(difficulty: int = 2, n: int = 200) -> Task:
                      num_fewshot=3, description=f"generated multi-step arithmetic/algebra (difficulty {difficulty}), exact answers")
 
 
-def tofu_data_source() -> str:
-    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set, the
-    same folder ``llmgen npo-unlearning --data synthetic`` reads (``llmgen.tasks.tofu.synthetic_source``)."""
-    import os
-
-    from llmgen.tasks.tofu import synthetic_source
-
-    return os.environ.get("LLMGEN_TOFU_DATA") or synthetic_source()
-
-
-def tofu_eval_task(forget_split: str) -> Task:
-    """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
-    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task
-    (``llmgen.tasks.tofu.TofuTask``). The four sets are read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU
-    uses 300) keeps the first N rows of each, and ``--limit`` cuts each set further."""
-    import os
-
-    from llmgen.tasks.tofu import load_retain_logs, tofu_task
-
-    ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
-    if ds_size is not None and not ds_size.strip().isdigit():
-        raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer, got {ds_size!r}")
-    logs = os.environ.get("LLMGEN_TOFU_RETAIN_LOGS")
-    return tofu_task(tofu_data_source(), forget_split, ds_size=int(ds_size) if ds_size else None,
-                     retain_ratios=load_retain_logs(logs) if logs else None)
-
-
 _PLUGINS_LOADED = False
 
 
