@@ -58,9 +58,9 @@ def seed_methods(seed: int, first: int) -> list[str]:
     """The methods the unlearn stage of ``seed`` trains: all for the first seed; for the others only
     those with a second data stream (NPO+RT's retain batches), the only ones ``train.seed`` changes
     when the fine-tuned model is shared (GA and NPO see the whole forget set at every step)."""
-    from llmgen.training.losses.unlearning import METHODS as LOSSES
+    from llmgen.training.losses.unlearning import get_method
 
-    return list(METHODS) if seed == first else [m for m in METHODS if len(LOSSES[m]["streams"]) > 1]
+    return list(METHODS) if seed == first else [m for m in METHODS if len(get_method(m).streams) > 1]
 
 
 def stage_argv(config: str | Path, runs: Path, seed: int, stage: str, extra: list[str], first: int = 0) -> list[str]:

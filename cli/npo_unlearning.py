@@ -62,7 +62,7 @@ def npo_unlearning(
 
     output, forget = Path(config.output_dir), config.forget_split
     check_output_dir(output, overwrite=True)  # stages share the folder; a file in the way fails now
-    ft_kw = dict(warmup_epochs=config.warmup_epochs, prompt_template=config.prompt_template)
+    ft_kw = dict(warmup_epochs=config.warmup_epochs, prompt_template=config.prompt_template, answer_tag=config.answer_tag)
     if stage == "finetune":
         folder = finetune(config.model, data_source(config), "full", str(output), config.finetune, **ft_kw)
         console.print(f"fine-tuned model: {folder}")
@@ -75,7 +75,8 @@ def npo_unlearning(
                         if train_retain else config.model)
         make_retain_logs(retain_model, source, forget, config.retain_logs, eval_limit=config.eval_size(),
                          backend=config.eval.backend, dtype=config.finetune.model_dtype,
-                         prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens)
+                         prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens,
+                         answer_tag=config.answer_tag)
         console.print(f"retain-model logs: {config.retain_logs} (model {retain_model})")
         return
     results = run(config)

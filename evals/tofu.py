@@ -145,24 +145,22 @@ def example_metrics(role: str, answer: tuple[float, int], base: tuple[float, int
 def summarize(per_set: Mapping[str, Mapping[str, Sequence[float]]],
               retain_ratios: Sequence[float] | None = None) -> dict[str, float]:
     """TOFU's aggregates from per-example values by set (``{"forget": {"prob": [...], ...}}``):
-    ``<set>.prob`` and ``<set>.rougeL`` (means), ``<set>.truth_ratio`` (:func:`truth_ratio_score`),
+    ``<set>.truth_ratio`` (:func:`truth_ratio_score`), ``<set>.<metric>`` the mean of every other
+    per-row metric a task reports (``prob``, ``rougeL`` and any a task adds: none is dropped),
     ``forget_quality`` (with ``retain_ratios`` and a forget set) and ``model_utility`` (with the
     three utility sets). Counts are not metrics: the caller reports them apart."""
     by_set: dict[str, dict[str, float]] = {}
     for role, values in per_set.items():
         if not values.get("prob"):
             raise LlmgenError(f"TOFU {role} set is empty")
-        by_set[role] = {"prob": float(np.mean(values["prob"])),
-                        "truth_ratio": truth_ratio_score(values["truth_ratio"], forget=role == "forget")}
-        if values.get("rougeL"):
-            by_set[role]["rougeL"] = float(np.mean(values["rougeL"]))
+        by_set[role] = {m: truth_ratio_score(v, forget=role == "forget") if m == "truth_ratio" else float(np.mean(v))
+                        for m, v in values.items() if len(v)}
     flat: dict[str, float] = {}
     if retain_ratios is not None and "forget" in per_set:
         flat["forget_quality"] = forget_quality(per_set["forget"]["truth_ratio"], retain_ratios)
     if all(s in by_set for s in UTILITY_SPLITS):
         flat["model_utility"] = model_utility(by_set)
     for role, vals in by_set.items():
-        for m in UTILITY_METRICS:
-            if m in vals:
-                flat[f"{role}.{m}"] = vals[m]
+        order = [m for m in UTILITY_METRICS if m in vals] + sorted(m for m in vals if m not in UTILITY_METRICS)
+        flat.update({f"{role}.{m}": vals[m] for m in order})
     return flat

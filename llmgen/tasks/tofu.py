@@ -16,8 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmgen.backends.base import SamplingConfig
 from llmgen.errors import LlmgenError
-from llmgen.io import atomic_write_jsonl
+from llmgen.evals.tofu import example_metrics, summarize
+from llmgen.io import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from llmgen.models import cache_dir
+from llmgen.prompts.chat import render_prompt
 from llmgen.tasks.base import Request, Task
 
 FORGET_PERCENTS = (1, 5, 10)
@@ -89,8 +93,6 @@ def _local_files(folder: Path, config: str) -> tuple[str, list[str]] | None:
 def _read_json_rows(path: Path) -> list[dict]:
     """JSON lines (the hub's ``.json`` files are JSON lines) or one JSON array of objects."""
     import json
-
-    from llmgen.io import read_jsonl
 
     text = path.read_text(encoding="utf-8").lstrip()
     if text.startswith("["):
@@ -241,7 +243,7 @@ _LONG_FACTS: dict[str, tuple[str, str]] = {
 }
 ANSWER_STYLES = ("short", "long")
 QA_PROMPT_TEMPLATE = "Question: {question}\nAnswer: "
-"""TOFU's prompt for base models (Phi-1.5); chat models use their chat format."""
+"""The ``default`` family's prompt as a format string (TOFU's for base models: Phi-1.5, StableLM, Pythia)."""
 
 _REAL_AUTHORS = [("Jane Austen", "Pride and Prejudice"), ("George Orwell", "Nineteen Eighty-Four"),
                  ("Leo Tolstoy", "War and Peace"), ("Gabriel Garcia Marquez", "One Hundred Years of Solitude"),
@@ -409,8 +411,6 @@ def synthetic_source(cfg: SyntheticTofuConfig | None = None) -> str:
     import json
     from dataclasses import asdict
 
-    from llmgen.models import cache_dir
-
     cfg = cfg or SyntheticTofuConfig()
     check_answer_style(cfg.answer_style)
     params = asdict(cfg)
@@ -447,25 +447,6 @@ def load_eval_sets(source: str | os.PathLike, forget: str, limit: int | None = N
     return {role: load_tofu(source, cfg)[:limit] for role, cfg in eval_configs(forget).items()}
 
 
-def tofu_data_source() -> str:
-    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set, the
-    same folder ``llmgen npo-unlearning --data synthetic`` reads (``llmgen.tasks.tofu.synthetic_source``)."""
-    return os.environ.get("LLMGEN_TOFU_DATA") or synthetic_source()
-
-
-def tofu_eval_task(forget_split: str) -> Task:
-    """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
-    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task
-    (``llmgen.tasks.tofu.TofuTask``). The four sets are read once, here; ``$LLMGEN_TOFU_DS_SIZE`` (TOFU
-    uses 300) keeps the first N rows of each, and ``--limit`` cuts each set further."""
-    ds_size = os.environ.get("LLMGEN_TOFU_DS_SIZE")
-    if ds_size is not None and not ds_size.strip().isdigit():
-        raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer, got {ds_size!r}")
-    logs = os.environ.get("LLMGEN_TOFU_RETAIN_LOGS")
-    return tofu_task(tofu_data_source(), forget_split, ds_size=int(ds_size) if ds_size else None,
-                     retain_ratios=load_retain_logs(logs) if logs else None)
-
-
 def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
     for split in ("forget01", "forget05", "forget10"):
@@ -474,46 +455,113 @@ def register_tasks(registry) -> None:
 
 # --- prompts ----------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class ModelTemplate:
+    """A model family's question/answer template, as TOFU's ``config/model_config.yaml``
+    (``question_start_tag``, ``question_end_tag``, ``answer_tag``) and open-unlearning's
+    ``configs/model/*.yaml`` ``template_args`` (``user_start_tag``, ``user_end_tag``,
+    ``asst_start_tag``) define it: ``bos + question_start + q + question_end + answer_tag + a``.
+    ``bos`` is the text of the BOS token the family's tokenizer adds (TOFU and open-unlearning
+    tokenise with ``add_special_tokens=True`` in training and evaluation; Llama-2's adds ``<s>``,
+    Phi's adds none). It is written into the prompt text, which every path then tokenises without
+    special tokens, so fine-tuning, unlearning and evaluation see the same ids."""
+
+    name: str
+    question_start: str
+    question_end: str
+    answer_tag: str
+    bos: str = ""
+
+
+MODEL_TEMPLATES: dict[str, ModelTemplate] = {
+    "llama2": ModelTemplate("llama2", "[INST] ", " [/INST]", "", bos="<s>"),
+    "phi": ModelTemplate("phi", "Question: ", "\n", "Answer: "),
+    "default": ModelTemplate("default", "Question: ", "\n", "Answer: "),
+}
+"""TOFU's model families (``llama2-7b``, ``phi``; ``stablelm`` and ``pythia-1.4`` share phi's tags)
+and the generic default (phi's tags, no BOS)."""
+DEFAULT_TEMPLATE = "default"
 CHAT_TEMPLATE = "chat"
 """A prompt template meaning "the model's own chat format": the question is the single user turn,
-rendered by ``llmgen.prompts.chat.apply_chat_template`` (TOFU prompts chat models such as
-Llama-2-chat in their chat format and base models with ``Question: ...\\nAnswer: ``)."""
+rendered by ``llmgen.prompts.chat.apply_chat_template`` (open-unlearning's ``apply_chat_template: True``)."""
+
+ANSWER_TAGS = ("context", "scored")
+DEFAULT_ANSWER_TAG = "context"
+"""Where a family's answer tag (``Answer: ``) goes. ``context`` (the default, open-unlearning's
+``preprocess_chat_instance``: the tag ends the prompt and is masked): the tag is the same text for
+every answer, so scoring it measures the template, not the answer, and pulls every length-normalised
+probability and truth ratio towards the tag's own probability; the unlearning losses (open-unlearning's)
+mask it too, so training and evaluation score the same tokens. ``scored`` (TOFU's
+``convert_raw_data_to_model_format``: only ``question_start + q + question_end`` is masked) reproduces
+TOFU's own numbers for Phi-style templates. Llama-2's tag is empty: both agree there."""
 MAX_NEW_TOKENS = 200
 """TOFU's generation budget (``generation.max_length: 200`` in its eval configs; the reference
 counts the prompt in it, llmgen gives the answer all 200 tokens)."""
 
 
 def check_prompt_template(template: str) -> str:
-    """``template`` if it is ``"chat"`` or a format string with one ``{question}`` field."""
-    if template == CHAT_TEMPLATE:
+    """``template`` if it is a family of :data:`MODEL_TEMPLATES`, ``"chat"`` or a format string with
+    one ``{question}`` field."""
+    if template == CHAT_TEMPLATE or template in MODEL_TEMPLATES:
         return template
     try:
         template.format(question="q")
     except (KeyError, IndexError, ValueError) as e:
-        raise LlmgenError(f"prompt template {template!r} must be 'chat' or a format string with {{question}} ({e})") from None
+        raise LlmgenError(f"prompt template {template!r} must be a model family ({', '.join(MODEL_TEMPLATES)}), "
+                          f"'chat' or a format string with {{question}} ({e})") from None
     return template
 
 
+def check_answer_tag(answer_tag: str) -> str:
+    if answer_tag not in ANSWER_TAGS:
+        raise LlmgenError(f"unknown answer_tag {answer_tag!r} (use {' or '.join(ANSWER_TAGS)})")
+    return answer_tag
+
+
+def qa_pair(template: str, question: str, answer: str, answer_tag: str = DEFAULT_ANSWER_TAG):
+    """``(context, scored text)`` of one question and answer: the one definition fine-tuning,
+    unlearning (:func:`qa_texts`) and evaluation (:meth:`TofuTask.doc_requests`) use. A family
+    template puts its answer tag in the context or, with ``answer_tag="scored"``, in front of the
+    answer; ``"chat"`` gives one user message (a backend renders it with the chat template); a
+    format string is the whole context. Trailing spaces of a text context go with the answer
+    (``Answer:`` + `` The``), as the backends' ``encode_pair`` scores them, so training masks
+    exactly the tokens evaluation does not score."""
+    family = MODEL_TEMPLATES.get(template)
+    if family is None:
+        if template == CHAT_TEMPLATE:
+            return [{"role": "user", "content": question}], answer
+        context = template.format(question=question)
+    else:
+        context = family.bos + family.question_start + question + family.question_end
+        if check_answer_tag(answer_tag) == "scored":
+            return context, family.answer_tag + answer
+        context += family.answer_tag
+    stripped = context.rstrip(" ")
+    return stripped, context[len(stripped):] + answer
+
+
 def question_prompt(template: str, question: str):
-    """The prompt of one question: ``template`` filled in, or for ``"chat"`` one user message
-    (a backend renders it through the model's chat template)."""
-    if template == CHAT_TEMPLATE:
-        return [{"role": "user", "content": question}]
-    return template.format(question=question)
+    """The generation prompt of one question: the context with the answer tag (chat: one user message)."""
+    return qa_pair(template, question, "", "context")[0]
+
+
+def qa_texts(tokenizer, template: str, question: str, answer: str,
+             answer_tag: str = DEFAULT_ANSWER_TAG) -> tuple[str, str]:
+    """:func:`qa_pair` as text (chat messages rendered by the chat template): what training masks
+    and what it scores. The text carries its own BOS (family templates, chat templates), so it is
+    tokenised without special tokens. A model without a chat template fails here, in one line."""
+    context, scored = qa_pair(template, question, answer, answer_tag)
+    return render_prompt(tokenizer, context), scored
 
 
 def prompt_text(tokenizer, template: str, question: str) -> str:
-    """The text a question's prompt stands for (chat messages rendered by the chat template): what
-    training scores the answer after. A model without a chat template fails here, in one line."""
-    from llmgen.prompts.chat import render_prompt
-
-    return render_prompt(tokenizer, question_prompt(template, question))
+    """The text of a question's generation prompt (chat messages rendered by the chat template)."""
+    return qa_texts(tokenizer, template, question, "")[0]
 
 
 def generation_sampling(max_new_tokens: int = MAX_NEW_TOKENS):
     """Greedy decoding that stops at EOS only (TOFU's ``model.generate(do_sample=False)``)."""
-    from llmgen.backends.base import SamplingConfig
-
     if max_new_tokens < 1:
         raise LlmgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     return SamplingConfig(n=1, temperature=0.0, max_tokens=max_new_tokens, stop=())
@@ -533,8 +581,6 @@ def forget_truth_ratios(rows: Sequence[dict]) -> list[float]:
 def save_retain_logs(path: str | os.PathLike, rows: Sequence[dict], meta: dict | None = None) -> Path:
     """Save a retain-only model's forget-set truth ratios (for forget quality later), with the
     per-example rows they come from (the runner's ``samples.jsonl`` schema)."""
-    from llmgen.io import atomic_write_json
-
     ratios = forget_truth_ratios(rows)
     if not ratios:
         raise LlmgenError("retain logs need forget-set rows")
@@ -544,8 +590,6 @@ def save_retain_logs(path: str | os.PathLike, rows: Sequence[dict], meta: dict |
 
 def load_retain_logs(path: str | os.PathLike | None) -> list[float]:
     """Forget-set truth ratios of the retain-only model; a clear error when missing."""
-    from llmgen.io import read_json
-
     if path is None:
         raise LlmgenError(f"forget quality needs retain-model logs (--retain-logs); {RETAIN_LOGS_HINT}")
     if not Path(path).is_file():
@@ -571,26 +615,24 @@ class TofuTask(Task):
     of ``llmgen.evals.tofu``."""
 
     retain_ratios: list[float] | None = None
-    prompt_template: str = QA_PROMPT_TEMPLATE
+    prompt_template: str = DEFAULT_TEMPLATE
+    answer_tag: str = DEFAULT_ANSWER_TAG
     ds_size: int | None = None
 
     def doc_requests(self, doc: dict) -> list[Request]:
-        prompt = question_prompt(self.prompt_template, doc["question"])
         answers = [doc["answer"], doc[BASE_ANSWER_KEY[doc["split"]]], *doc["perturbed_answer"]]
-        gen_prompt = prompt.rstrip(" ") if isinstance(prompt, str) else prompt  # the answer's space is generated
-        return [*(Request("loglikelihood", prompt, a, eos=True) for a in answers),
-                Request("generate", gen_prompt, sampling=generation_sampling(self.max_tokens))]
+        scored = [qa_pair(self.prompt_template, doc["question"], a, self.answer_tag) for a in answers]
+        prompt = question_prompt(self.prompt_template, doc["question"])  # the answer's space is generated
+        return [*(Request("loglikelihood", ctx, a, eos=True) for ctx, a in scored),
+                Request("generate", prompt, sampling=generation_sampling(self.max_tokens))]
 
     def score_outputs(self, doc: dict, outputs: list) -> dict[str, float]:
-        from llmgen.evals.tofu import example_metrics
-
         scores = [(r.logprob, r.num_tokens) for r in outputs[:-1]]
         generation = outputs[-1][0].text.strip()
         return example_metrics(doc["split"], scores[0], scores[1], scores[2:], generation, doc["answer"])
 
     def aggregate_rows(self, rows: list[dict]) -> dict[str, float]:
-        from llmgen.evals.tofu import summarize
-
+        """TOFU's aggregates of every per-row metric the rows carry (``summarize`` drops none)."""
         per_set: dict[str, dict[str, list[float]]] = {}
         for r in rows:
             for m, v in r["metrics"].items():
@@ -598,7 +640,8 @@ class TofuTask(Task):
         return summarize(per_set, self.retain_ratios)
 
     def describe(self) -> dict:
-        return {**super().describe(), "ds_size": self.ds_size, "prompt_template": self.prompt_template}
+        return {**super().describe(), "ds_size": self.ds_size, "prompt_template": self.prompt_template,
+                "answer_tag": self.answer_tag}
 
 
 def tofu_docs(sets: dict[str, Sequence[dict]]) -> list[dict]:
@@ -606,9 +649,10 @@ def tofu_docs(sets: dict[str, Sequence[dict]]) -> list[dict]:
     return [{**row, "split": role} for role, rows in sets.items() for row in rows]
 
 
-def tofu_task(source: str | os.PathLike, forget: str, ds_size: int | None = None, retain_ratios: Sequence[float] | None = None,
-              prompt_template: str = QA_PROMPT_TEMPLATE, max_new_tokens: int = MAX_NEW_TOKENS,
-              roles: Sequence[str] = EVAL_SPLITS) -> TofuTask:
+def tofu_task(source: str | os.PathLike, forget: str, ds_size: int | None = REFERENCE_DS_SIZE,
+              retain_ratios: Sequence[float] | None = None, prompt_template: str = DEFAULT_TEMPLATE,
+              max_new_tokens: int = MAX_NEW_TOKENS, roles: Sequence[str] = EVAL_SPLITS,
+              answer_tag: str = DEFAULT_ANSWER_TAG) -> TofuTask:
     """The TOFU task of one forget split over the sets ``roles`` (all four by default; retain logs
     need the forget set only), each cut to its first ``ds_size`` rows."""
     unknown = [r for r in roles if r not in BASE_ANSWER_KEY]
@@ -622,4 +666,36 @@ def tofu_task(source: str | os.PathLike, forget: str, ds_size: int | None = None
                     max_tokens=max_new_tokens,
                     description=f"TOFU evaluation, forget split {forget} (data: {source}; ds_size {ds_size})",
                     retain_ratios=list(retain_ratios) if retain_ratios is not None else None,
-                    prompt_template=check_prompt_template(prompt_template), ds_size=ds_size)
+                    prompt_template=check_prompt_template(prompt_template), answer_tag=check_answer_tag(answer_tag),
+                    ds_size=ds_size)
+
+
+def tofu_data_source() -> str:
+    """``$LLMGEN_TOFU_DATA`` (a TOFU folder or hub id), else the synthetic TOFU-format set, the
+    same folder ``llmgen npo-unlearning --data synthetic`` reads (:func:`synthetic_source`)."""
+    return os.environ.get("LLMGEN_TOFU_DATA") or synthetic_source()
+
+
+def env_ds_size() -> int | None:
+    """``$LLMGEN_TOFU_DS_SIZE``: a positive integer, ``all`` (every row), or unset: TOFU's 300."""
+    value = os.environ.get("LLMGEN_TOFU_DS_SIZE", "").strip()
+    if not value:
+        return REFERENCE_DS_SIZE
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise LlmgenError(f"LLMGEN_TOFU_DS_SIZE must be a positive integer or 'all', got {value!r}")
+    return int(value)
+
+
+def tofu_eval_task(forget_split: str) -> TofuTask:
+    """TOFU's evaluation (probability, ROUGE-L, truth ratio, model utility; forget quality when
+    ``$LLMGEN_TOFU_RETAIN_LOGS`` names a retain model's logs) as an eval task. The four sets are read
+    once, here, each cut to its first ``$LLMGEN_TOFU_DS_SIZE`` rows (default TOFU's 300, ``all``: every
+    row; ``--limit`` cuts further); ``$LLMGEN_TOFU_PROMPT_TEMPLATE`` and ``$LLMGEN_TOFU_ANSWER_TAG``
+    pick the model family's template and where its answer tag goes (defaults: ``default``, ``context``)."""
+    logs = os.environ.get("LLMGEN_TOFU_RETAIN_LOGS")
+    return tofu_task(tofu_data_source(), forget_split, ds_size=env_ds_size(),
+                     retain_ratios=load_retain_logs(logs) if logs else None,
+                     prompt_template=os.environ.get("LLMGEN_TOFU_PROMPT_TEMPLATE") or DEFAULT_TEMPLATE,
+                     answer_tag=os.environ.get("LLMGEN_TOFU_ANSWER_TAG") or DEFAULT_ANSWER_TAG)

@@ -78,15 +78,17 @@ def _ids(tokenizer, text: str, special: bool = True) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> Features | None:
+def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int,
+                         add_special_tokens: bool = True) -> Features | None:
     """Tokenise ``prompt + answer + EOS``; labels cover the answer and EOS only.
 
     The prompt is tokenised on its own and the prompt+answer string as a whole; tokens shared
     by both (the common prefix) are masked. This stays right when a tokenizer merges across the
-    boundary. Returns None when truncation leaves no answer token.
+    boundary. Returns None when truncation leaves no answer token. ``add_special_tokens=False``
+    for a prompt that carries its own BOS text (a model family's template, a chat template).
     """
-    prompt_ids = _ids(tokenizer, prompt)
-    full = _ids(tokenizer, prompt + answer) + [tokenizer.eos_token_id]
+    prompt_ids = _ids(tokenizer, prompt, add_special_tokens)
+    full = _ids(tokenizer, prompt + answer, add_special_tokens) + [tokenizer.eos_token_id]
     n_prompt = 0
     while n_prompt < min(len(prompt_ids), len(full) - 1) and prompt_ids[n_prompt] == full[n_prompt]:
         n_prompt += 1
@@ -104,14 +106,16 @@ def encode_text(tokenizer, text: str, max_length: int) -> Features | None:
 
 
 def prompt_answer_dataset(records: Sequence[Mapping], tokenizer, prompt_field: str = "prompt",
-                          answer_field: str = "answer", max_length: int = 512, name: str = "data") -> list[Features]:
+                          answer_field: str = "answer", max_length: int = 512, name: str = "data",
+                          add_special_tokens: bool = True) -> list[Features]:
     """Answer-only-loss features from records; clear errors for missing fields or nothing left."""
     out = []
     for i, r in enumerate(records):
         for f in (prompt_field, answer_field):
             if f not in r or r[f] is None:
                 raise LlmgenError(f"{name} row {i + 1}: missing field {f!r}")
-        feat = encode_prompt_answer(tokenizer, str(r[prompt_field]), str(r[answer_field]), max_length)
+        feat = encode_prompt_answer(tokenizer, str(r[prompt_field]), str(r[answer_field]), max_length,
+                                    add_special_tokens)
         if feat is not None:
             out.append(feat)
     if not out:
@@ -182,10 +186,12 @@ def pad_collate(features: Sequence[Features], pad_token_id: int) -> dict:
 
 
 def check_features(data: Any, name: str = "train_dataset") -> list[Features]:
-    """Accept a list of feature dicts (or a ``datasets.Dataset`` of them) and check its shape."""
+    """Accept a list of feature dicts (or a ``datasets.Dataset`` of them) and check its shape. A
+    ``Sequence`` is kept as it is, so one that builds its rows when read (IdkDPO's answers drawn
+    afresh each time, ``llmgen.recipes.npo_unlearning.IdkRows``) keeps doing so."""
     if data is None:
         raise LlmgenError(f"no {name}: pass a dataset or set TrainConfig.data")
-    rows = list(data)
+    rows = data if isinstance(data, Sequence) else list(data)
     if not rows:
         raise LlmgenError(f"empty dataset: {name} has no rows")
     for i, r in enumerate(rows):

@@ -18,7 +18,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,31 +30,34 @@ from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from llmgen.tasks.tofu import (
+    DEFAULT_ANSWER_TAG,
+    DEFAULT_TEMPLATE,
     MAX_NEW_TOKENS,
-    QA_PROMPT_TEMPLATE,
+    REFERENCE_DS_SIZE,
     SYNTHETIC,
     SyntheticTofuConfig,
     TofuTask,
     check_answer_style,
+    check_answer_tag,
     check_forget_split,
     check_prompt_template,
     forget_config,
     load_retain_logs,
     load_tofu,
     prompt_text,
+    qa_texts,
     retain_config,
     save_retain_logs,
     synthetic_source,
     tofu_task,
 )
 from llmgen.training.config import TrainConfig
-from llmgen.training.losses.unlearning import METHODS, check_beta, check_method
+from llmgen.training.data import Features, prompt_answer_dataset
+from llmgen.training.losses.unlearning import get_method, method_args
 
-# "I don't know"-style answers for IdkDPO (TOFU ships 100 such lines; a handful suffices here).
-IDK_ANSWERS = ["I don't know.", "I'm not sure about that.", "I have no information on that.",
-               "That is not something I know.", "I cannot answer that.", "I'm afraid I don't have that information.",
-               "I am unable to recall that.", "I have no idea.", "Sorry, I don't know the answer to that.",
-               "That's beyond my knowledge."]
+IDK_FILE = "idontknow.jsonl"
+"""TOFU's "I don't know" answers (``data/idontknow.jsonl`` of locuslab/tofu, 100 lines of plain text,
+shipped unchanged as ``llmgen/data/idontknow.jsonl``; open-unlearning's ``data/idk.jsonl``)."""
 
 
 def unlearn_train() -> TrainConfig:
@@ -62,9 +68,11 @@ def unlearn_train() -> TrainConfig:
 
 
 def finetune_train() -> TrainConfig:
-    """TOFU's ``config/finetune.yaml``/``finetune.py``: 5 epochs, batch 16, lr 1e-5, weight decay
-    0.01, linear decay after one warm-up epoch, max length 500."""
-    return TrainConfig(lr=1e-5, epochs=5.0, batch_size=16, grad_accum=1, weight_decay=0.01, schedule="linear",
+    """TOFU's ``config/finetune.yaml``/``finetune.py``: 5 epochs, effective batch 32, lr 1e-5, weight
+    decay 0.01, linear decay after one warm-up epoch, max length 500. TOFU's batch 16 per device ran
+    on 2 GPUs (its README: ``torchrun --nproc_per_node=2``), so 32 per optimizer step: its released
+    ``checkpoint-625`` is 4000 rows × 5 epochs / 32. On one process that is 16 × accumulation 2."""
+    return TrainConfig(lr=1e-5, epochs=5.0, batch_size=16, grad_accum=2, weight_decay=0.01, schedule="linear",
                        lora_alpha=32, max_length=500, save_final=False)
 
 
@@ -84,12 +92,17 @@ class UnlearnConfig:
     open-unlearning's, :func:`unlearn_train`; ``train.max_steps`` overrides ``train.epochs``;
     ``train.eval_every`` in steps, 0: start and end only; ``train.save_final`` keeps each model);
     ``finetune`` is the fine-tuning stages' (TOFU's, :func:`finetune_train`). Both warm up for
-    ``warmup_epochs`` epochs, counted as TOFU does (:func:`warmup_steps`). ``beta``/``alpha``/
-    ``gamma``/``delta``/``ga_reduction``/``kl_reduction`` left as None take each method's default
-    (``llmgen.training.losses.unlearning.DEFAULT_ARGS``). ``synthetic`` sizes the generated set (authors, seed,
+    ``warmup_epochs`` epochs, counted as TOFU does (:func:`warmup_steps`). ``methods`` names any
+    registered unlearning method (``llmgen.training.losses.unlearning.UNLEARNING_METHODS``, plugins'
+    included); ``method_args`` sets a method's own arguments by method (``method_args.npo.beta=0.2``
+    leaves SimNPO's β 4.5 alone), the rest keep that method's defaults. ``synthetic`` sizes the generated set (authors, seed,
     forget splits, answer style: ``long`` gives TOFU-length answers). ``ds_size`` keeps the first
-    N rows of each evaluation set as TOFU does (300; None: all rows, recorded in results.json);
-    ``eval.limit`` cuts further (quick runs).
+    N rows of each evaluation set, TOFU's 300 by default (``config/eval_everything.yaml``; null: all
+    rows; recorded in results.json); ``eval.limit`` cuts further (quick runs). ``prompt_template`` is
+    a model family of ``llmgen.tasks.tofu.MODEL_TEMPLATES`` (``llama2``, ``phi``, ``default``), ``chat``
+    or a format string, the same for fine-tuning, unlearning and evaluation; ``answer_tag`` puts the
+    family's answer tag in the context (``context``, open-unlearning's, the default) or scores it
+    with the answer (``scored``, TOFU's); see ``llmgen.tasks.tofu.DEFAULT_ANSWER_TAG`` for why.
     """
 
     model: str = "default"
@@ -97,18 +110,14 @@ class UnlearnConfig:
     forget_split: str = "forget10"
     methods: list[str] = field(default_factory=lambda: ["npo"])
     retain_logs: str | None = None
-    beta: float | None = None
-    alpha: float | None = None
-    gamma: float | None = None
-    delta: float | None = None
-    ga_reduction: str | None = None
-    kl_reduction: str | None = None
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     warmup_epochs: float = 1.0
     train: TrainConfig = field(default_factory=unlearn_train)
     finetune: TrainConfig = field(default_factory=finetune_train)
     eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=MAX_NEW_TOKENS))
-    ds_size: int | None = None
-    prompt_template: str = QA_PROMPT_TEMPLATE
+    ds_size: int | None = REFERENCE_DS_SIZE
+    prompt_template: str = DEFAULT_TEMPLATE
+    answer_tag: str = DEFAULT_ANSWER_TAG
     synthetic: SyntheticTofuConfig = field(default_factory=SyntheticTofuConfig)  # data=synthetic: its size
     output_dir: str = "runs/npo_unlearning"
 
@@ -117,19 +126,24 @@ class UnlearnConfig:
         *(f"{s}.{n}" for s in ("train", "finetune") for n in RECIPE_TRAIN_FIELDS),
         "eval.num_samples", "eval.temperature", "eval.top_p", "eval.batch_size")
 
-    def method_args(self, method: str) -> dict[str, float | str]:
-        given = {k: getattr(self, k) for k in ("beta", "alpha", "gamma", "delta", "ga_reduction", "kl_reduction")}
-        allowed = set(check_method(method))  # the method's own arguments
-        return check_method(method, {k: v for k, v in given.items() if k in allowed})
+    def args_of(self, method: str) -> dict[str, Any]:
+        """``method``'s full arguments: its registered defaults with ``method_args[method]`` over them."""
+        return method_args(get_method(method), self.method_args.get(method))
 
     def validate(self) -> None:
         """Every check that can fail, before anything is loaded or written."""
         if not self.methods:
             raise LlmgenError("no unlearning method given")
-        if self.beta is not None:
-            check_beta(self.beta)
+        stray = sorted(set(self.method_args) - set(self.methods))
+        if stray:
+            raise LlmgenError(f"method_args.{stray[0]}: not one of this run's methods ({', '.join(self.methods)}); "
+                              f"arguments are set per method, e.g. method_args.{self.methods[0]}.beta=0.2")
         for m in self.methods:
-            self.method_args(m)
+            self.args_of(m)
+            unknown = [n for n in get_method(m).streams if n not in STREAMS]
+            if unknown:
+                raise LlmgenError(f"method {m!r} reads a data stream {unknown[0]!r} this recipe does not make "
+                                  f"(it makes {', '.join(STREAMS)})")
         check_answer_style(self.synthetic.answer_style, "synthetic.answer_style")
         if self.data == SYNTHETIC:
             check_forget_split(self.forget_split, percents=self.synthetic.forget_percents)
@@ -144,6 +158,7 @@ class UnlearnConfig:
         if self.warmup_epochs < 0:
             raise LlmgenError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         check_prompt_template(self.prompt_template)
+        check_answer_tag(self.answer_tag)
 
     def eval_size(self) -> int | None:
         """Rows kept per evaluation set: the smaller of ``ds_size`` and ``eval.limit``."""
@@ -164,6 +179,9 @@ def warmup_steps(n_examples: int, batch_size: int, grad_accum: int, warmup_epoch
 
 # --- data -----------------------------------------------------------------------------------------
 
+STREAMS = ("forget", "retain", "idk")
+"""The data streams the recipe builds (:func:`training_streams`); a method reads some of them."""
+
 
 def data_source(config: UnlearnConfig) -> str:
     """The TOFU folder or hub id; ``synthetic`` is the cached generated set (written once, shared
@@ -172,28 +190,66 @@ def data_source(config: UnlearnConfig) -> str:
 
 
 def qa_features(rows: list[dict], tokenizer, template: str, max_length: int, name: str,
-                answers: list[str] | None = None) -> list[dict]:
-    """Tokenised prompt/answer features (loss on answer tokens + EOS), TOFU's training format; the
-    prompt is the one the evaluation scores (``llmgen.tasks.tofu.prompt_text``)."""
-    from llmgen.training.data import prompt_answer_dataset
-
-    records = [{"prompt": prompt_text(tokenizer, template, r["question"]), "answer": answers[i] if answers else r["answer"]}
+                answers: list[str] | None = None, answer_tag: str = DEFAULT_ANSWER_TAG) -> list[dict]:
+    """Tokenised prompt/answer features (loss on the scored text + EOS), TOFU's training format; the
+    texts are the ones the evaluation scores (``llmgen.tasks.tofu.qa_texts``), BOS included, so they
+    are tokenised without special tokens."""
+    records = [dict(zip(("prompt", "answer"), qa_texts(tokenizer, template, r["question"],
+                                                       answers[i] if answers else r["answer"], answer_tag), strict=True))
                for i, r in enumerate(rows)]
-    return prompt_answer_dataset(records, tokenizer, max_length=max_length, name=name)
+    return prompt_answer_dataset(records, tokenizer, max_length=max_length, name=name, add_special_tokens=False)
 
 
-def training_streams(names: set[str], source: str, forget: str, tokenizer, template: str, max_length: int) -> dict:
-    """The named streams (``METHODS[m]["streams"]``): forget answers, retain answers, and "I don't
-    know" answers to the forget questions."""
+def idk_answers(source: str | os.PathLike | None = None) -> list[str]:
+    """TOFU's "I don't know" answers: ``idontknow.jsonl`` beside a local TOFU folder when it has one,
+    else the copy shipped with llmgen (one answer per line, stripped, as TOFU reads them)."""
+    local = Path(source) / IDK_FILE if source is not None else None
+    path = local if local is not None and local.is_file() else Path(str(files("llmgen") / "data" / IDK_FILE))
+    answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not answers:
+        raise LlmgenError(f"{path} has no answers")
+    return answers
+
+
+class IdkRows(Sequence):
+    """IdkDPO's "I don't know" stream: row ``i`` answers forget question ``i`` with an answer drawn at
+    random from ``answers`` every time the row is read, as TOFU's ``TextForgetDatasetDPOQA.__getitem__``
+    and open-unlearning's ``QAwithIdkDataset.item_with_idk`` draw one (``torch.randint``) per item.
+    The draws come from one generator seeded with the run seed, so the same run repeats them (a
+    resumed run draws afresh from the seed)."""
+
+    def __init__(self, questions: Sequence[str], answers: Sequence[str], encode: Callable[[str, str], Features],
+                 seed: int) -> None:
+        self.questions, self.answers, self.encode = list(questions), list(answers), encode
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.encode(self.questions[i], self.answers[self.rng.randrange(len(self.answers))])
+
+
+def training_streams(names: set[str], source: str, forget: str, tokenizer, template: str, max_length: int,
+                     answer_tag: str = DEFAULT_ANSWER_TAG, seed: int = 0) -> dict:
+    """The named streams (``get_method(m).streams``): forget answers, retain answers, and "I don't
+    know" answers to the forget questions (:class:`IdkRows`, drawn with ``seed``)."""
     forget_rows = load_tofu(source, forget_config(forget))
-    streams = {"forget": qa_features(forget_rows, tokenizer, template, max_length, "forget")}
+    streams: dict[str, Any] = {"forget": qa_features(forget_rows, tokenizer, template, max_length, "forget",
+                                                     answer_tag=answer_tag)}
     if "retain" in names:
-        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, template, max_length, "retain")
+        streams["retain"] = qa_features(load_tofu(source, retain_config(forget)), tokenizer, template, max_length,
+                                        "retain", answer_tag=answer_tag)
     if "idk" in names:
         # Row i of "idk" answers forget question i; the IdkDPO losses register "idk" as aligned,
         # so the loop draws both streams in the same order and each pair shares its question.
-        idk = [IDK_ANSWERS[i % len(IDK_ANSWERS)] for i in range(len(forget_rows))]
-        streams["idk"] = qa_features(forget_rows, tokenizer, template, max_length, "idk", answers=idk)
+        def encode(question: str, answer: str) -> Features:
+            return qa_features([{"question": question, "answer": answer}], tokenizer, template, max_length, "idk",
+                               answer_tag=answer_tag)[0]
+
+        streams["idk"] = IdkRows([r["question"] for r in forget_rows], idk_answers(source), encode, seed)
     return streams
 
 
@@ -264,7 +320,8 @@ def results_schema(config: UnlearnConfig, task: TofuTask, finals: dict[str, dict
 
 
 def finetune(model: str, data: str, split: str, output_dir: str, train: TrainConfig | None = None, *,
-             warmup_epochs: float = 1.0, prompt_template: str = QA_PROMPT_TEMPLATE) -> str:
+             warmup_epochs: float = 1.0, prompt_template: str = DEFAULT_TEMPLATE,
+             answer_tag: str = DEFAULT_ANSWER_TAG) -> str:
     """Fine-tune ``model`` on one TOFU split (``full`` for the model to unlearn, ``retainNN`` for
     the retain-only reference) with the answer-only cross-entropy; returns a plain model folder
     (LoRA adapters are merged in, so the result loads anywhere). ``train`` defaults to TOFU's
@@ -276,7 +333,7 @@ def finetune(model: str, data: str, split: str, output_dir: str, train: TrainCon
     train = train or finetune_train()
     prompt_text(load_tokenizer(model), check_prompt_template(prompt_template), "?")  # fails before loading
     net, tok = load_model(model, dtype=train.model_dtype)
-    feats = qa_features(load_tofu(data, split), tok, prompt_template, train.max_length, split)
+    feats = qa_features(load_tofu(data, split), tok, prompt_template, train.max_length, split, answer_tag=answer_tag)
     tcfg = replace(train, loss="ce", output_dir=str(Path(output_dir) / "train"), progress=False,
                    warmup_steps=warmup_steps(len(feats), train.batch_size, train.grad_accum, warmup_epochs))
     result = train_loop(tcfg, model=net, tokenizer=tok, train_dataset=feats)
@@ -291,8 +348,9 @@ def finetune(model: str, data: str, split: str, output_dir: str, train: TrainCon
 
 
 def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: str,
-                     prompt_template: str = QA_PROMPT_TEMPLATE, eval_limit: int | None = None,
-                     backend: str = "hf", dtype: str = "float32", max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+                     prompt_template: str = DEFAULT_TEMPLATE, eval_limit: int | None = REFERENCE_DS_SIZE,
+                     backend: str = "hf", dtype: str = "float32", max_new_tokens: int = MAX_NEW_TOKENS,
+                     answer_tag: str = DEFAULT_ANSWER_TAG) -> str:
     """Evaluate a retain-only model on the forget split (the TOFU task's forget set, through the
     runner) and save its truth ratios with the per-example rows (the "retain logs" that forget
     quality compares against). Computed once per (model family, split); ``eval_limit`` must match
@@ -300,7 +358,7 @@ def make_retain_logs(retain_model: str, data: str, forget_split: str, out_path: 
     from llmgen.backends import get_backend
 
     task = tofu_task(data, forget_split, ds_size=eval_limit, prompt_template=prompt_template,
-                     max_new_tokens=max_new_tokens, roles=("forget",))
+                     max_new_tokens=max_new_tokens, roles=("forget",), answer_tag=answer_tag)
     be = get_backend(backend, retain_model, dtype=dtype)
     try:
         metrics, rows = score_task(be, task)
@@ -330,7 +388,8 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     source = data_source(config)
     task = tofu_task(source, config.forget_split, ds_size=config.eval_size(), retain_ratios=retain_ratios,
-                     prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens)
+                     prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens,
+                     answer_tag=config.answer_tag)
     prompt_text(load_tokenizer(config.model), config.prompt_template, "?")  # no chat template: fails now
     main = is_main_process()
     if main:
@@ -341,12 +400,14 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     start, start_rows = evaluator(start_model, "start")
     samples = _samples(start_rows, "start", 0)
     results: dict[str, Any] = {"config": dump_config(config), "data": source, "ds_size": config.ds_size,
+                               "prompt_template": config.prompt_template, "answer_tag": config.answer_tag,
                                "eval_rows": task.describe()["counts"], "start": start, "methods": {}}
     # Tokenised once, for every method: the union of the streams the methods read.
-    all_streams = training_streams({n for m in config.methods for n in METHODS[m]["streams"]}, source,
-                                   config.forget_split, tok, config.prompt_template, config.train.max_length)
+    all_streams = training_streams({n for m in config.methods for n in get_method(m).streams}, source,
+                                   config.forget_split, tok, config.prompt_template, config.train.max_length,
+                                   config.answer_tag, config.train.seed)
     for method in config.methods:
-        args = config.method_args(method)
+        args = config.args_of(method)
         curve: list[dict[str, Any]] = [{"step": 0, **start}]
 
         def eval_fn(model, step, method=method, curve=curve):
@@ -359,7 +420,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
         tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / method), progress=False,
                        warmup_steps=warmup_steps(len(all_streams["forget"]), config.train.batch_size,
                                                  config.train.grad_accum, config.warmup_epochs))
-        streams = {k: v for k, v in all_streams.items() if k in METHODS[method]["streams"]}  # forget first
+        streams = {k: all_streams[k] for k in get_method(method).streams}  # the method's order: forget first
         trained = train(tcfg, model=net, tokenizer=tok, train_dataset=streams, eval_fn=eval_fn)
         results["methods"][method] = {"args": args, "curve": curve, "final": curve[-1], "steps": trained.steps,
                                       "train_seconds": trained.train_seconds,

@@ -62,9 +62,9 @@ def test_stages_from_committed_config(driver, tmp_path):
 def test_later_seeds_train_only_seed_dependent_methods(driver):
     """GA and NPO read the forget stream alone: with the forget set inside one batch, train.seed
     cannot change them, so only NPO+RT (forget + retain streams) is rerun for later seeds."""
-    from llmgen.training.losses.unlearning import METHODS
+    from llmgen.training.losses.unlearning import get_method
 
-    assert [len(METHODS[m]["streams"]) for m in ("ga", "npo", "npo_rt")] == [1, 1, 2]
+    assert [len(get_method(m).streams) for m in ("ga", "npo", "npo_rt")] == [1, 1, 2]
     assert driver.seed_methods(1, first=0) == ["npo_rt"]
     assert driver.seed_methods(0, first=0) == ["ga", "npo", "npo_rt"]
     # ... which holds only while the committed config's forget split fits in one micro-batch

@@ -370,8 +370,9 @@ def test_run_folder_config_json_round_trips(tmp_path):
     from llmgen.recipes.npo_unlearning import UnlearnConfig
 
     cfg = config_options(UnlearnConfig, None, ["--method", "ga,npo_rt", "train.lr=3e-4", "--steps", "5",
-                                               "eval.limit=7", "beta=0.2", "train.adam_betas=[0.8, 0.9]"], FLAGS)
+                                               "eval.limit=7", "method_args.npo_rt.beta=0.2", "train.adam_betas=[0.8, 0.9]"], FLAGS)
     assert cfg.methods == ["ga", "npo_rt"] and cfg.train.max_steps == 5 and cfg.train.adam_betas == (0.8, 0.9)
+    assert cfg.method_args == {"npo_rt": {"beta": 0.2}} and cfg.args_of("npo_rt")["beta"] == 0.2
     path = tmp_path / "config.json"
     path.write_text(json.dumps(dump_config(cfg)))
     assert config_options(UnlearnConfig, path, [], FLAGS) == cfg

@@ -234,3 +234,35 @@ def test_evals_modules_are_pure_functions():
                 assert not any(n == b or n.startswith(b + ".") for b in banned_modules), (path.name, n)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id != "open", path.name
+
+
+def test_summarize_keeps_every_per_row_metric():
+    """A metric a task adds to its rows reaches the aggregates (its mean), next to TOFU's own."""
+    per_set = {s: {"prob": [0.5, 0.3], "truth_ratio": [0.25, 0.5], "rougeL": [1.0, 0.5], "answer_words": [3.0, 6.0]}
+               for s in ("forget", "retain", "real_authors", "world_facts")}
+    flat = summarize(per_set)
+    assert flat["forget.answer_words"] == 4.5 and flat["world_facts.answer_words"] == 4.5
+    assert flat["retain.truth_ratio"] == pytest.approx((0.75 + 0.5) / 2) and flat["forget.prob"] == pytest.approx(0.4)
+    assert flat["model_utility"] == pytest.approx(summarize({s: {k: v for k, v in m.items() if k != "answer_words"}
+                                                              for s, m in per_set.items()})["model_utility"])
+
+
+def test_tofu_task_aggregation_keeps_an_added_metric():
+    """A TofuTask subclass reporting one more per-row metric: ``aggregate_rows`` keeps it per set."""
+    from dataclasses import dataclass
+
+    from llmgen.tasks.tofu import TofuTask, tofu_task
+
+    @dataclass
+    class WithLength(TofuTask):
+        def score_outputs(self, doc, outputs):
+            return {**super().score_outputs(doc, outputs), "answer_words": float(len(doc["answer"].split()))}
+
+    base = tofu_task(FIXTURE, "forget10", ds_size=2)
+    task = WithLength(**{f: getattr(base, f) for f in base.__dataclass_fields__})
+    rows = [{"split": d["split"], "metrics": {"prob": 0.5, "truth_ratio": 0.5, "rougeL": 0.5,
+                                              "answer_words": float(len(d["answer"].split()))}} for d in task.docs]
+    agg = task.aggregate_rows(rows)
+    for split in ("forget", "retain", "real_authors", "world_facts"):
+        words = [len(d["answer"].split()) for d in task.docs if d["split"] == split]
+        assert agg[f"{split}.answer_words"] == pytest.approx(sum(words) / len(words))

@@ -254,5 +254,5 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     out = run_eval(EvalConfig(model=tiny_model_dir, tasks=["tofu_forget10"], limit=2, max_new_tokens=4, cache=None),
                    show_progress=False)
     res = out["results"]["tofu_forget10"]
-    assert out["tasks"]["tofu_forget10"]["ds_size"] is None and out["tasks"]["tofu_forget10"]["counts"]["forget"] == 2
+    assert out["tasks"]["tofu_forget10"]["ds_size"] == 300 and out["tasks"]["tofu_forget10"]["counts"]["forget"] == 2
     assert list(tmp_path.glob("tofu-synthetic/*")) == [Path(data_source(UnlearnConfig()))]

@@ -1,8 +1,12 @@
 """Unlearning losses: GA, GD, KL, NPO (+RT, +KL), IdkDPO and SimNPO, as open-unlearning computes them.
 
-The math is written as pure functions of log-probability tensors, so each can be checked by hand
-on tiny tensors; thin wrappers register them in the training loss registry
-(``llmgen.training.losses.LOSSES``), where ``TrainConfig.loss`` picks them by name.
+This module holds the math, as pure functions of log-probability tensors (each checked by hand on
+tiny tensors), the terms the methods combine, and the method registry (:func:`register_method`,
+:data:`UNLEARNING_METHODS`). Each method is one small module beside this one with its own defaults,
+as open-unlearning's ``src/trainer/unlearn/<method>.py`` + ``configs/trainer/<Method>.yaml``:
+``ga.py``, ``gd.py``, ``kl.py``, ``npo.py`` (+ ``npo_kl``), ``npo_rt.py``, ``idkdpo.py`` (+ ``_rt``),
+``simnpo.py`` (+ ``_rt``). A new method is one such module, in the package or in a plugin
+(``llmgen --plugin my_method.py``); ``llmgen npo-unlearning`` runs any registered method.
 
 Reductions follow the reference code (locuslab/open-unlearning ``src/trainer/unlearn/*.py`` and
 ``src/trainer/utils.py``), because they set the relative strength of the terms:
@@ -25,13 +29,27 @@ Plain ``npo`` / ``ga`` / ``simnpo`` / ``idkdpo`` have no retain term. ``gd`` is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from llmgen.errors import LlmgenError
+from llmgen.registry import Registry
+from llmgen.training.losses import (
+    IGNORE_INDEX,
+    LossFn,
+    LossState,
+    get_loss,
+    loss_aligned_streams,
+    loss_needs_reference,
+    loss_streams,
+    model_inputs,
+    register_loss,
+    token_logprobs,
+)
 
 # --- pure loss math -------------------------------------------------------------------------------
 
@@ -109,57 +127,92 @@ def kl_batchmean(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor
     return kl.sum() / kl.numel()
 
 
-# --- registry wrappers ----------------------------------------------------------------------------
+# --- the method registry --------------------------------------------------------------------------
 
-#: Methods available to the recipe and CLI, with the streams they read and whether they need the
-#: reference model; "aligned" streams are paired row by row with the forget stream.
-METHODS: dict[str, dict[str, Any]] = {
-    "ga": {"streams": ("forget",), "reference": False},
-    "gd": {"streams": ("forget", "retain"), "reference": False},
-    "kl": {"streams": ("forget", "retain"), "reference": True},
-    "npo": {"streams": ("forget",), "reference": True},
-    "npo_rt": {"streams": ("forget", "retain"), "reference": True},
-    "npo_kl": {"streams": ("forget", "retain"), "reference": True},
-    "idkdpo": {"streams": ("forget", "idk"), "reference": True, "aligned": ("idk",)},
-    "idkdpo_rt": {"streams": ("forget", "idk", "retain"), "reference": True, "aligned": ("idk",)},
-    "simnpo": {"streams": ("forget",), "reference": False},
-    "simnpo_rt": {"streams": ("forget", "retain"), "reference": False},
-}
 
-DEFAULT_ARGS: dict[str, dict[str, float | str]] = {
-    "ga": {"gamma": 1.0, "ga_reduction": "mean"},
-    "gd": {"gamma": 1.0, "alpha": 1.0, "ga_reduction": "mean"},
-    "kl": {"gamma": 1.0, "alpha": 1.0, "ga_reduction": "mean", "kl_reduction": "batchmean"},
-    "npo": {"beta": 0.1, "gamma": 1.0},
-    "npo_rt": {"beta": 0.1, "gamma": 1.0, "alpha": 1.0},
-    "npo_kl": {"beta": 0.1, "gamma": 1.0, "alpha": 1.0, "kl_reduction": "batchmean"},
-    "idkdpo": {"beta": 0.1, "gamma": 1.0},
-    "idkdpo_rt": {"beta": 0.1, "gamma": 1.0, "alpha": 1.0},
-    "simnpo": {"beta": 4.5, "delta": 0.0, "gamma": 0.125},
-    "simnpo_rt": {"beta": 4.5, "delta": 0.0, "gamma": 0.125, "alpha": 1.0},
-}
-"""Each method's arguments and defaults (open-unlearning's trainer configs: NPO β 0.1, SimNPO
-β 4.5, δ 0, γ 0.125; α 1 and γ 1 elsewhere)."""
+@dataclass(frozen=True)
+class UnlearningMethod:
+    """One unlearning method: its loss (registered in ``LOSSES`` under the same name), its own
+    arguments with their defaults (open-unlearning's ``configs/trainer/<Method>.yaml``
+    ``method_args``), the data streams it reads and whether it needs the reference model.
+    ``choices`` names the arguments that pick a form rather than a number (first value: the
+    reference's). A method registered with ``register_loss`` alone has no declared arguments: its
+    ``method_args`` pass through unchecked (``declared`` False)."""
+
+    name: str
+    defaults: Mapping[str, float | str]
+    streams: tuple[str, ...]
+    reference: bool
+    aligned: tuple[str, ...] = ()
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    declared: bool = True
+
+
+UNLEARNING_METHODS: Registry[UnlearningMethod] = Registry("unlearning method")
 
 CHOICE_ARGS: dict[str, tuple[str, ...]] = {"ga_reduction": ("mean", "sum"), "kl_reduction": ("batchmean", "answer")}
-"""Arguments that name a form rather than a number; the first value is the reference's."""
+"""The shipped methods' arguments that name a form rather than a number; the first value is the reference's."""
 
 
-def check_method(method: str, args: Mapping[str, Any] | None = None) -> dict[str, float | str]:
-    """Validate a method name and its arguments before any training; returns the full arguments."""
-    if method not in METHODS:
-        raise LlmgenError(f"unknown unlearning method {method!r} (known: {', '.join(sorted(METHODS))})")
+def register_method(name: str, defaults: Mapping[str, float | str], streams: tuple[str, ...] = ("forget",),
+                    reference: bool = False, aligned: tuple[str, ...] = ()) -> Callable[[LossFn], LossFn]:
+    """Register an unlearning method: ``@register_method("npo", {"beta": 0.1, "gamma": 1.0},
+    reference=True)`` over ``fn(model, batch, state)``. The loss lands in the training loss registry
+    (so ``llmgen train --loss NAME`` runs it too) and the method in :data:`UNLEARNING_METHODS`, which
+    ``llmgen npo-unlearning`` reads; ``state.args`` holds the method's arguments, defaults filled in.
+    Works the same from a plugin (``llmgen --plugin my_method.py``)."""
+
+    def add(fn: LossFn) -> LossFn:
+        method = UnlearningMethod(name, dict(defaults), tuple(streams), reference, tuple(aligned),
+                                  {k: CHOICE_ARGS[k] for k in defaults if k in CHOICE_ARGS})
+
+        def loss_fn(model, batch, state):
+            return fn(model, batch, replace(state, args=method_args(method, state.args)))
+
+        loss_fn.__name__, loss_fn.__doc__ = fn.__name__, fn.__doc__
+        register_loss(name, needs_reference=reference, streams=streams, aligned=aligned)(loss_fn)
+        UNLEARNING_METHODS.register(name, method)
+        return fn
+
+    return add
+
+
+def get_method(name: str) -> UnlearningMethod:
+    """The method registered as ``name``: the loss modules of this package are imported first (each
+    registers its own methods), then plugins' methods are found as registered. A loss registered
+    with ``register_loss`` alone is a method too when it reads a ``forget`` stream."""
+    if name not in UNLEARNING_METHODS:
+        try:
+            fn = get_loss(name)  # imports every loss module of the package on first need
+        except LlmgenError:
+            fn = None
+        if name in UNLEARNING_METHODS:
+            return UNLEARNING_METHODS.get(name)
+        streams = loss_streams(fn) if fn is not None else None
+        if fn is None or not streams or streams[0] != "forget":
+            known = ", ".join(UNLEARNING_METHODS) or "none"
+            raise LlmgenError(f"unknown unlearning method {name!r} (known: {known}; a plugin can add one "
+                              "with register_method or register_loss(streams=('forget', ...)))")
+        return UnlearningMethod(name, {}, tuple(streams), loss_needs_reference(fn), loss_aligned_streams(fn),
+                                declared=False)
+    return UNLEARNING_METHODS.get(name)
+
+
+def method_args(method: UnlearningMethod, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``method``'s arguments: its defaults with ``args`` over them, each checked (β > 0, α, γ ≥ 0,
+    forms among their choices); an argument the method does not take is an error naming its own."""
     given = {k: v for k, v in (args or {}).items() if v is not None}
-    unknown = sorted(set(given) - set(DEFAULT_ARGS[method]))
+    if not method.declared:
+        return given
+    unknown = sorted(set(given) - set(method.defaults))
     if unknown:
-        known = ", ".join(sorted(DEFAULT_ARGS[method])) or "none"
-        raise LlmgenError(f"method {method!r} takes no argument {unknown[0]!r} (its arguments: {known})")
-    merged = {**DEFAULT_ARGS[method], **given}
-    out: dict[str, float | str] = {}
-    for k, v in merged.items():
-        if k in CHOICE_ARGS:
-            if v not in CHOICE_ARGS[k]:
-                raise LlmgenError(f"unknown {k} {v!r} (use {' or '.join(CHOICE_ARGS[k])})")
+        known = ", ".join(sorted(method.defaults)) or "none"
+        raise LlmgenError(f"method {method.name!r} takes no argument {unknown[0]!r} (its arguments: {known})")
+    out: dict[str, Any] = {}
+    for k, v in {**method.defaults, **given}.items():
+        if k in method.choices:
+            if v not in method.choices[k]:
+                raise LlmgenError(f"unknown {k} {v!r} (use {' or '.join(method.choices[k])})")
             out[k] = str(v)
         elif k == "beta":
             out[k] = check_beta(v)
@@ -173,67 +226,84 @@ def check_method(method: str, args: Mapping[str, Any] | None = None) -> dict[str
     return out
 
 
-def _register() -> None:
-    from llmgen.training.losses import IGNORE_INDEX, LOSSES, model_inputs, register_loss, token_logprobs
-
-    def tokens(model, part):
-        return token_logprobs(model, *model_inputs(part))
-
-    def retain_term(model, batch, state, kind: str, args) -> tuple[torch.Tensor, dict[str, Any]]:
-        part = batch["retain"]
-        if kind == "nll":
-            term = -token_mean_logprob(*tokens(model, part))
-            return args["alpha"] * term, {"retain_nll": term.detach()}
-        input_ids, attention_mask, labels = model_inputs(part)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        ref = state.ref_logits(part)
-        if args["kl_reduction"] == "batchmean":
-            term = kl_batchmean(logits, ref)
-        else:
-            term = kl_ref_policy(logits[:, :-1], ref[:, :-1], labels[:, 1:] != IGNORE_INDEX)
-        return args["alpha"] * term, {"retain_kl": term.detach()}
-
-    def make(method: str, forget: str, retain: str | None):
-        spec = METHODS[method]
-
-        def loss_fn(model, batch, state):
-            args = check_method(method, state.args)
-            logs: dict[str, Any] = {}
-            tok_lp, mask = tokens(model, batch["forget"])
-            lp, n = tok_lp.sum(-1), mask.sum(-1)
-            if forget == "ga":
-                loss = ga_loss(lp) if args["ga_reduction"] == "sum" else token_mean_logprob(tok_lp, mask)
-            elif forget == "npo":
-                ref_lp, _ = state.ref_sequence_logprobs(batch["forget"])
-                loss = npo_loss(lp, ref_lp, args["beta"])
-                logs["npo_weight"] = npo_weight(lp, ref_lp, args["beta"]).mean().detach()
-            elif forget == "idkdpo":
-                ref_lp, _ = state.ref_sequence_logprobs(batch["forget"])
-                win = tokens(model, batch["idk"])[0].sum(-1)
-                win_ref, _ = state.ref_sequence_logprobs(batch["idk"])
-                loss = dpo_loss(win, win_ref, lp, ref_lp, args["beta"])
-            else:
-                loss = simnpo_loss(lp, n, args["beta"], args["delta"])
-            logs["forget_logprob"] = lp.mean().detach()
-            logs["forget_loss"] = loss.detach()
-            loss = args["gamma"] * loss
-            if retain is not None:
-                extra, more = retain_term(model, batch, state, retain, args)
-                loss = loss + extra
-                logs.update(more)
-            return loss, logs
-
-        loss_fn.__name__ = f"{method}_loss"
-        loss_fn.__doc__ = f"Unlearning loss {method!r} (see llmgen.training.losses.unlearning)."
-        if method not in LOSSES:
-            register_loss(method, needs_reference=spec["reference"], streams=spec["streams"],
-                          aligned=spec.get("aligned", ()))(loss_fn)
-
-    for method, forget, retain in [("ga", "ga", None), ("gd", "ga", "nll"), ("kl", "ga", "kl"),
-                                   ("npo", "npo", None), ("npo_rt", "npo", "nll"), ("npo_kl", "npo", "kl"),
-                                   ("idkdpo", "idkdpo", None), ("idkdpo_rt", "idkdpo", "nll"),
-                                   ("simnpo", "simnpo", None), ("simnpo_rt", "simnpo", "nll")]:
-        make(method, forget, retain)
+def check_method(name: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a method name and its arguments before any training; returns the full arguments."""
+    return method_args(get_method(name), args)
 
 
-_register()
+# --- the terms the shipped methods combine -----------------------------------------------------------
+
+
+def forget_tokens(model, part) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities and mask of one stream's batch (answer tokens only)."""
+    return token_logprobs(model, *model_inputs(part))
+
+
+def ga_term(model, batch, state) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Gradient ascent's forget term (open-unlearning ``GradAscent``: ``-model(**forget).loss``, the
+    token mean; ``ga_reduction="sum"``: mean summed sequence log-probability)."""
+    tok_lp, mask = forget_tokens(model, batch["forget"])
+    lp = tok_lp.sum(-1)
+    loss = ga_loss(lp) if state.args.get("ga_reduction", "mean") == "sum" else token_mean_logprob(tok_lp, mask)
+    return loss, {"forget_logprob": lp.mean().detach()}
+
+
+def npo_term(model, batch, state) -> tuple[torch.Tensor, dict[str, Any]]:
+    """NPO's forget term (open-unlearning ``NPO.compute_loss``: ``compute_dpo_loss`` with the forget
+    answers as the losing side only)."""
+    lp = forget_tokens(model, batch["forget"])[0].sum(-1)
+    ref_lp, _ = state.ref_sequence_logprobs(batch["forget"])
+    beta = state.args["beta"]
+    return npo_loss(lp, ref_lp, beta), {"forget_logprob": lp.mean().detach(),
+                                        "npo_weight": npo_weight(lp, ref_lp, beta).mean().detach()}
+
+
+def idkdpo_term(model, batch, state) -> tuple[torch.Tensor, dict[str, Any]]:
+    """IdkDPO's forget term (open-unlearning ``DPO``): the "I don't know" answers win over the
+    forget answers to the same questions."""
+    lp = forget_tokens(model, batch["forget"])[0].sum(-1)
+    ref_lp, _ = state.ref_sequence_logprobs(batch["forget"])
+    win = forget_tokens(model, batch["idk"])[0].sum(-1)
+    win_ref, _ = state.ref_sequence_logprobs(batch["idk"])
+    return dpo_loss(win, win_ref, lp, ref_lp, state.args["beta"]), {"forget_logprob": lp.mean().detach()}
+
+
+def simnpo_term(model, batch, state) -> tuple[torch.Tensor, dict[str, Any]]:
+    """SimNPO's forget term (open-unlearning ``SimNPO.compute_loss``)."""
+    tok_lp, mask = forget_tokens(model, batch["forget"])
+    lp = tok_lp.sum(-1)
+    loss = simnpo_loss(lp, mask.sum(-1), state.args["beta"], state.args["delta"])
+    return loss, {"forget_logprob": lp.mean().detach()}
+
+
+def retain_term(model, batch, state, kind: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The retain term before α: the token-mean NLL (``kind="nll"``, open-unlearning's
+    ``retain_loss_type: NLL``) or the KL to the reference (``"kl"``, ``retain_loss_type: KL``)."""
+    part = batch["retain"]
+    if kind == "nll":
+        term = -token_mean_logprob(*forget_tokens(model, part))
+        return term, {"retain_nll": term.detach()}
+    input_ids, attention_mask, labels = model_inputs(part)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    ref = state.ref_logits(part)
+    if state.args.get("kl_reduction", "batchmean") == "batchmean":
+        term = kl_batchmean(logits, ref)
+    else:
+        term = kl_ref_policy(logits[:, :-1], ref[:, :-1], labels[:, 1:] != IGNORE_INDEX)
+    return term, {"retain_kl": term.detach()}
+
+
+Term = Callable[[Any, dict, LossState], tuple[torch.Tensor, dict[str, Any]]]
+
+
+def unlearning_loss(model, batch, state, forget: Term, retain: str | None = None) -> tuple[torch.Tensor, dict]:
+    """γ·forget + α·retain (open-unlearning ``GradDiff.compute_loss``); no retain term when
+    ``retain`` is None."""
+    loss, logs = forget(model, batch, state)
+    logs["forget_loss"] = loss.detach()
+    loss = state.args.get("gamma", 1.0) * loss
+    if retain is not None:
+        term, more = retain_term(model, batch, state, retain)
+        loss = loss + state.args["alpha"] * term
+        logs.update(more)
+    return loss, logs

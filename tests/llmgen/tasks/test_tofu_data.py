@@ -174,7 +174,7 @@ def test_long_answers_keep_the_facts_and_the_truth_ratio_contrast():
 def test_one_synthetic_source_for_eval_and_unlearn(tmp_path, monkeypatch):
     """`llmgen eval --tasks tofu_*` and `llmgen npo-unlearning --data synthetic` read the same folder."""
     from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source
-    from llmgen.tasks import tofu_data_source
+    from llmgen.tasks.tofu import tofu_data_source
 
     monkeypatch.setenv("LLMGEN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LLMGEN_TOFU_DATA", raising=False)

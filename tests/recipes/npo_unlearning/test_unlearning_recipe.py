@@ -21,12 +21,15 @@ def tofu_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"methods": ["npx"]}, "unknown unlearning method 'npx'"),
-    ({"methods": ["npo"], "beta": 0.0}, "beta must be > 0"),
-    ({"methods": ["npo"], "beta": -1.0}, "beta must be > 0"),
+    ({"methods": ["npo"], "method_args.npo.beta": 0.0}, "beta must be > 0"),
+    ({"methods": ["npo"], "method_args.npo.beta": -1.0}, "beta must be > 0"),
     ({"forget_split": "forget"}, "unknown forget split"),
     ({"forget_split": "forget99"}, r"unknown forget split 'forget99' in TOFU \(valid: forget01, forget05, forget10\)"),
-    ({"methods": ["simnpo"], "ga_reduction": "sum"}, None),
-    ({"methods": ["gd"], "ga_reduction": "max"}, "unknown ga_reduction 'max'"),
+    ({"methods": ["npo", "simnpo"], "method_args.simnpo.beta": 3.0}, None),
+    ({"methods": ["simnpo"], "method_args.npo.beta": 0.2}, r"method_args.npo: not one of this run's methods \(simnpo\)"),
+    ({"methods": ["simnpo"], "method_args.simnpo.ga_reduction": "sum"}, "method 'simnpo' takes no argument 'ga_reduction'"),
+    ({"methods": ["gd"], "method_args.gd.ga_reduction": "max"}, "unknown ga_reduction 'max'"),
+    ({"beta": 0.1}, "unknown config key 'beta'"),
     ({"ds_size": 0}, "ds_size must be >= 1"),
     ({"eval.backend": "tgi"}, "unknown eval.backend"),
     ({"eval.temperature": 1.0}, "eval.temperature: set by the UnlearnConfig recipe itself"),
@@ -79,7 +82,8 @@ def test_tiny_end_to_end(tiny_model_dir, tofu_dir, tmp_path, monkeypatch):
         # unlearning lowers the forget-set answer probability (P(a|q)^(1/|a|), EOS included)
         assert curve[-1]["forget.prob"] < curve[0]["forget.prob"], m
     assert saved["eval_rows"] == {"forget": 3, "retain": 3, "real_authors": 3, "world_facts": 3}
-    assert saved["ds_size"] is None and not any(k.endswith(".n") for k in saved["start"])
+    assert saved["ds_size"] == 300 and not any(k.endswith(".n") for k in saved["start"])  # TOFU's, cut by eval.limit
+    assert (saved["prompt_template"], saved["answer_tag"]) == ("default", "context")
     # the results schema of `llmgen eval`: one entry per evaluated model, counts with the task
     from llmgen.evaluate import EvalConfig, run_eval
 
@@ -158,11 +162,13 @@ def test_schedule_defaults_follow_the_reference():
     # open-unlearning's unlearning trainers: lr 1e-5, 8 x 4 = 32 per step, one warm-up epoch, linear decay
     assert (t.lr, t.batch_size * t.grad_accum, cfg.warmup_epochs, t.schedule) == (1e-5, 32, 1.0, "linear")
     assert (t.epochs, t.weight_decay) == (10.0, 0.01) and cfg.eval.max_new_tokens == 200
-    # TOFU's finetune.yaml: 5 epochs, batch 16, lr 1e-5, weight decay 0.01; finetune.py: one warm-up epoch
+    # TOFU's finetune.yaml: 5 epochs, batch 16 per GPU on 2 GPUs (= 16 x 2 here), lr 1e-5, weight decay
+    # 0.01; finetune.py: one warm-up epoch
     f = cfg.finetune
-    assert (f.epochs, f.batch_size, f.grad_accum, f.lr, f.weight_decay, f.max_length) == (5.0, 16, 1, 1e-5, 0.01, 500)
+    assert (f.epochs, f.batch_size, f.grad_accum, f.lr, f.weight_decay, f.max_length) == (5.0, 16, 2, 1e-5, 0.01, 500)
     assert inspect.signature(finetune).parameters["warmup_epochs"].default == 1.0
     # TOFU forget10 (400 rows), batch 32: max_steps = 5·400 // 32 = 62 and warm-up 62 // 5 = 12
     assert warmup_steps(400, 8, 4, 1.0) == 12 == (5 * 400 // 32) // 5
     assert warmup_steps(4000, 16, 1, 1.0) == 250 and warmup_steps(10, 16, 1, 1.0) == 1
+    assert warmup_steps(4000, f.batch_size, f.grad_accum, 1.0) == 625 // 5  # TOFU's checkpoint-625, 5 epochs
     assert warmup_steps(400, 8, 4, 0.0) == 0

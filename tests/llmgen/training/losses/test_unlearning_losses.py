@@ -172,14 +172,14 @@ def test_check_method():
 
 def test_registered_losses_on_a_tiny_model():
     from llmgen.models import tiny_model
-    from llmgen.training import LOSSES, LossState
+    from llmgen.training import LossState, get_loss
     from llmgen.training.losses import loss_aligned_streams, loss_needs_reference, loss_streams
 
-    assert loss_streams(LOSSES.get("npo")) == ("forget",)
-    assert loss_needs_reference(LOSSES.get("npo")) and not loss_needs_reference(LOSSES.get("ga"))
-    assert loss_streams(LOSSES.get("npo_rt")) == ("forget", "retain")
+    assert loss_streams(get_loss("npo")) == ("forget",)
+    assert loss_needs_reference(get_loss("npo")) and not loss_needs_reference(get_loss("ga"))
+    assert loss_streams(get_loss("npo_rt")) == ("forget", "retain")
     # IdkDPO compares two answers to the same question: its "idk" stream is paired with "forget"
-    assert loss_aligned_streams(LOSSES.get("idkdpo_rt")) == ("idk",) and loss_aligned_streams(LOSSES.get("npo")) == ()
+    assert loss_aligned_streams(get_loss("idkdpo_rt")) == ("idk",) and loss_aligned_streams(get_loss("npo")) == ()
 
     model, _ = tiny_model(seed=0)
     ref = copy.deepcopy(model).eval()
@@ -192,21 +192,21 @@ def test_registered_losses_on_a_tiny_model():
 
     batch = {"forget": part(0), "retain": part(1)}
     state = LossState(args={"beta": 0.1}, ref_model=ref, policy=model, ref_mode="copy")
-    npo, logs = LOSSES.get("npo")(model, batch, state)
+    npo, logs = get_loss("npo")(model, batch, state)
     assert npo.item() == pytest.approx(20 * math.log(2), rel=1e-5)  # πθ = πref at the start
     assert float(logs["npo_weight"]) == pytest.approx(1.0)
-    ga, _ = LOSSES.get("ga")(model, batch, LossState())
+    ga, _ = get_loss("ga")(model, batch, LossState())
     state_rt = LossState(args={"beta": 0.1, "alpha": 0.5}, ref_model=ref, policy=model, ref_mode="copy")
-    npo_rt, _ = LOSSES.get("npo_rt")(model, batch, state_rt)
+    npo_rt, _ = get_loss("npo_rt")(model, batch, state_rt)
     assert npo_rt.item() == pytest.approx(_npo_rt_by_hand(model, ref, batch, 0.1, 0.5), rel=1e-5)
     state_kl = LossState(args={"alpha": 1.0}, ref_model=ref, policy=model, ref_mode="copy")
-    kl, logs_kl = LOSSES.get("kl")(model, batch, state_kl)
+    kl, logs_kl = get_loss("kl")(model, batch, state_kl)
     assert float(logs_kl["retain_kl"]) == pytest.approx(0.0, abs=1e-5)
     assert kl.item() == pytest.approx(ga.item(), rel=1e-5)
     # GA is minus HF's token-mean loss on the forget batch; the summed form is the named option
     f = batch["forget"]
     assert ga.item() == pytest.approx(-model(input_ids=f["input_ids"], labels=f["labels"]).loss.item(), rel=1e-5)
-    ga_sum, _ = LOSSES.get("ga")(model, batch, LossState(args={"ga_reduction": "sum"}))
+    ga_sum, _ = get_loss("ga")(model, batch, LossState(args={"ga_reduction": "sum"}))
     assert ga_sum.item() == pytest.approx(_seq_logp(model, f).mean().item(), rel=1e-5)
     npo.backward()  # gradients flow
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
@@ -257,11 +257,11 @@ def test_every_method_runs_a_real_training_step(method, tofu_streams, tmp_path):
     """One optimizer step of the shared loop: finite loss, parameters move."""
     from llmgen.models import tiny_model
     from llmgen.training import TrainConfig, train
-    from llmgen.training.losses.unlearning import METHODS
+    from llmgen.training.losses.unlearning import get_method
 
     model, tok = tiny_model(seed=0)
     before = [p.detach().clone() for p in model.parameters()]
-    streams = {k: v for k, v in tofu_streams.items() if k in METHODS[method]["streams"]}
+    streams = {k: v for k, v in tofu_streams.items() if k in get_method(method).streams}
     cfg = TrainConfig(loss=method, loss_args=check_method(method), lr=1e-3, max_steps=1, batch_size=4,
                       output_dir=str(tmp_path), save_final=False, progress=False, max_length=160)
     res = train(cfg, model=model, tokenizer=tok, train_dataset=streams)
@@ -283,15 +283,15 @@ def test_gradient_signs(method, tofu_streams):
     retain log-likelihood; IdkDPO's term raises the "I don't know" answers over the forget ones. At
     a policy moved off the reference, so the KL term has a gradient too."""
     from llmgen.models import tiny_model
-    from llmgen.training import LOSSES, LossState
-    from llmgen.training.losses.unlearning import METHODS
+    from llmgen.training import LossState, get_loss
+    from llmgen.training.losses.unlearning import get_method
 
     model, _ = tiny_model(seed=0)
     ref = copy.deepcopy(model).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
-    batch = _batch(tofu_streams, METHODS[method]["streams"])
+    batch = _batch(tofu_streams, get_method(method).streams)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def grad(value):
@@ -299,7 +299,7 @@ def test_gradient_signs(method, tofu_streams):
 
     def loss_grad(**args):
         state = LossState(args=check_method(method, args), ref_model=ref, policy=model, ref_mode="copy")
-        return grad(LOSSES.get(method)(model, batch, state)[0])
+        return grad(get_loss(method)(model, batch, state)[0])
 
     forget_only = {"alpha": 0.0} if "alpha" in check_method(method) else {}
     g_forget_ll = grad(_seq_logp(model, batch["forget"]).sum())
