@@ -33,8 +33,11 @@ def config_options(cls: type, path: str | Path | None, args: Sequence[str], flag
     """The config of one command line: the file (or ``base``, a preset, or the defaults), then the
     shortcut flags and ``key=value`` overrides in the order given."""
     from llmgen.config import load_config
+    from llmgen.io import check_finite
 
-    return load_config(cls, path, flag_overrides(args, flags, positional), base=base)
+    config = load_config(cls, path, flag_overrides(args, flags, positional), base=base)
+    check_finite(config, "")  # NaN/Infinity pass every range check; no config value may be one
+    return config
 
 
 def flag_overrides(args: Sequence[str], flags: Flags, positional: str | None = None) -> list[str]:

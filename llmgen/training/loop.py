@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmgen import io
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, dumps
 from llmgen.training import checkpoint as ckpt
@@ -99,8 +100,6 @@ def _fsdp_on_cpu(accelerator) -> None:
     accelerate switches to FSDP only for GPU-like device types and would silently train plain DDP on
     CPU; torch's ``fully_shard`` runs on CPU over gloo, so hand accelerate the plugin it skipped.
     """
-    import os
-
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     on_cpu_group = accelerator.num_processes > 1 and accelerator.device.type == "cpu"
@@ -530,16 +529,14 @@ RUN_FILES = ("results.json", "final", "metrics.jsonl", "config.json", "checkpoin
 
 
 def clear_run(out: Path) -> None:
-    """Remove an earlier run's outputs before a fresh start, results first, so that a kill at any
-    point never leaves an old ``results.json``/``final/`` beside a new partial ``metrics.jsonl``."""
+    """Remove an earlier run's outputs before a fresh start: the files the run marker lists
+    (``llmgen.io.clear_run``; a user's file in the folder stays). In a folder no marker covers
+    (a library call), only the checkpoints, so a stale one is never resumed or kept over new ones."""
     import shutil
 
-    for name in (*RUN_FILES, ".final.tmp"):
-        path = out / name
-        if path.is_dir():
+    if not io.clear_run(out):
+        for path in ckpt.list_checkpoints(out):
             shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 def _save_final(accelerator, model, tokenizer, out: Path) -> str:
@@ -559,9 +556,7 @@ def _save_final(accelerator, model, tokenizer, out: Path) -> str:
             cfg.use_cache = False
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        io.replace_folder(tmp, final)  # a user's file left in final/ is kept
     accelerator.wait_for_everyone()
     return str(final)
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
-from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, safe_filename
 from llmgen.tasks.tofu import (
     MAX_NEW_TOKENS,
     QA_PROMPT_TEMPLATE,
@@ -233,7 +233,7 @@ class Evaluator:
         # cached per path, so a reused path would score stale weights).
         from llmgen.training.modeling import is_peft
 
-        folder = Path(self.config.output_dir) / "eval_models" / label
+        folder = Path(self.config.output_dir) / "eval_models" / safe_filename(label)
         shutil.rmtree(folder, ignore_errors=True)
         to_save = copy.deepcopy(model).merge_and_unload() if is_peft(model) else model
         to_save.save_pretrained(folder, safe_serialization=True)
@@ -366,7 +366,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
             return {k: v for k, v in metrics.items() if k in ("forget_quality", "model_utility")}
 
         net = copy.deepcopy(start_model)
-        tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / method), progress=False,
+        tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / safe_filename(method)), progress=False,
                        warmup_steps=warmup_steps(len(all_streams["forget"]), config.train.batch_size,
                                                  config.train.grad_accum, config.warmup_epochs))
         streams = {k: v for k, v in all_streams.items() if k in METHODS[method]["streams"]}  # forget first
