@@ -451,6 +451,13 @@ class RunFolder:
             self._fd = None
 
 
+def release_open_runs() -> None:
+    """Release every run folder this process holds, as at the end of its run (a process about to
+    exit without unwinding: a run that wrote nothing leaves its folder as it found it)."""
+    for run in list(_OPEN_RUNS.values()):
+        run.__exit__(None, None, None)
+
+
 def remove_listed(folder: str | os.PathLike, files: Iterable[str]) -> None:
     """Remove ``files`` (relative paths listed in a run marker) from ``folder``, then the folders
     they leave empty: a file of the user's beside them (``final/paper.tex``) stays, with its folder."""
