@@ -56,8 +56,31 @@ def check_eval_inputs(config) -> None:
         check_dtype(args.get("dtype"), config.backend)
         check_adapter(args.get("adapter"))
         check_remote_code(config.model, bool(args.get("trust_remote_code")))
+    if config.num_fewshot:
+        check_lmeval_fewshot(config.tasks, config.num_fewshot)
     if config.cache == "auto":
         check_cache(cache_dir() / "requests.sqlite")
+
+
+def check_lmeval_fewshot(task_names: list[str], k: int) -> None:
+    """``--num-fewshot k`` against each lm-eval task's pool of demonstrations (its few-shot split,
+    less the document itself when that is the evaluated split): lm-eval itself finds out only when
+    it builds the first context, after the model loaded."""
+    from llmgen.tasks.lmeval import PREFIX, task_manager
+
+    for name in task_names:
+        if not name.startswith(PREFIX):
+            continue
+        for leaf in task_manager().load([name[len(PREFIX):]])["tasks"].values():
+            if not hasattr(leaf, "fewshot_docs"):
+                continue
+            docs = leaf.fewshot_docs()
+            pool = len(docs) if docs is not None else 0
+            if docs is not None and leaf.fewshot_cfg.split == leaf.config.test_split:
+                pool -= 1  # a document is never its own demonstration
+            if k > pool:
+                raise LlmgenError(f"--num-fewshot {k}: lm-eval task {leaf.config.task!r} has {max(pool, 0)} "
+                                  "demonstrations to draw from")
 
 
 def set_task_sources(include_path: str | None, data_dir: str | None) -> None:

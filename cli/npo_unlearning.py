@@ -85,8 +85,9 @@ def npo_unlearning(
 
 def _stage(console, config, stage: str, train_retain: bool) -> dict | None:
     """Run one stage into the held run folder; the unlearn stage's results (None for the others)."""
+    from llmgen.io import check_output_file
     from llmgen.recipes.npo_unlearning import data_source, finetune, make_retain_logs, run
-    from llmgen.tasks.tofu import retain_config
+    from llmgen.tasks.tofu import load_tofu, retain_config, tofu_task
 
     output, forget = Path(config.output_dir), config.forget_split
     ft_kw = dict(warmup_epochs=config.warmup_epochs, prompt_template=config.prompt_template)
@@ -98,6 +99,11 @@ def _stage(console, config, stage: str, train_retain: bool) -> dict | None:
         if config.retain_logs is None:
             raise LlmgenError("--stage retain-logs needs retain_logs=PATH (or --retain-logs PATH) to write to")
         source = data_source(config)
+        # every file the stage reads or writes is checked before the (minutes of) fine-tuning
+        check_output_file(config.retain_logs, overwrite=True)
+        tofu_task(source, forget, ds_size=config.eval_size(), prompt_template=config.prompt_template, roles=("forget",))
+        if train_retain:
+            load_tofu(source, retain_config(forget))
         retain_model = (finetune(config.model, source, retain_config(forget), str(output), config.finetune, **ft_kw)
                         if train_retain else config.model)
         make_retain_logs(retain_model, source, forget, config.retain_logs, eval_limit=config.eval_size(),

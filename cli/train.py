@@ -46,7 +46,6 @@ def train_cmd(
 
     from llmgen.errors import LlmgenError
     from llmgen.io import RunFolder, default_run_dir
-    from llmgen.models import check_device, check_dtype, check_remote_code, check_seed
     from llmgen.training import is_main_process, train
     from llmgen.training.loop import RUN_FILES, check_resume
 
@@ -67,10 +66,6 @@ def train_cmd(
         print(f"run folder: {cfg.output_dir}", file=sys.stderr)
     # All before loading a model, so bad settings fail fast and nothing is written.
     cfg.validate()
-    check_seed(cfg.seed, "seed")
-    check_dtype(cfg.model_dtype)
-    check_device(cfg.ref_device, "ref_device")
-    check_remote_code(cfg.model)
     if overwrite:
         cfg.resume = False
     check_resume(cfg)
