@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -528,15 +529,35 @@ def check_resume(config: TrainConfig) -> None:
 RUN_FILES = ("results.json", "final", "metrics.jsonl", "config.json", "checkpoints")
 
 
+# What a model save (``final/``) writes: in a folder no run marker covers, only these are removed.
+_SAVED_MODEL_FILE = re.compile(r"(.*\.safetensors|.*\.bin|.*\.safetensors\.index\.json|tokenizer\.model|"
+                               r"(config|generation_config|adapter_config|tokenizer|tokenizer_config|"
+                               r"special_tokens_map|added_tokens|vocab|merges|chat_template)\.(json|txt|jinja))")
+
+
 def clear_run(out: Path) -> None:
-    """Remove an earlier run's outputs before a fresh start: the files the run marker lists
-    (``llmgen.io.clear_run``; a user's file in the folder stays). In a folder no marker covers
-    (a library call), only the checkpoints, so a stale one is never resumed or kept over new ones."""
+    """Remove an earlier run's outputs before a fresh start, results first, so that a kill at any
+    point never leaves an old ``results.json``/``final/`` beside a new partial ``metrics.jsonl``:
+    the files the run marker lists (``llmgen.io.clear_run``; a user's file in the folder stays). In
+    a folder no marker covers (a library call), the results, the checkpoints and the model files
+    of ``final/``, nothing else."""
     import shutil
 
-    if not io.clear_run(out):
-        for path in ckpt.list_checkpoints(out):
-            shutil.rmtree(path)
+    if io.clear_run(out):
+        return
+    (out / "results.json").unlink(missing_ok=True)
+    final = out / "final"
+    if final.is_dir():
+        for f in final.iterdir():
+            if f.is_file() and _SAVED_MODEL_FILE.fullmatch(f.name):
+                f.unlink()
+    for path in ckpt.list_checkpoints(out):
+        shutil.rmtree(path)
+    for folder in (final, ckpt.checkpoint_root(out)):
+        try:
+            folder.rmdir()  # only when nothing of the user's is left in it
+        except OSError:
+            pass
 
 
 def _save_final(accelerator, model, tokenizer, out: Path) -> str:
