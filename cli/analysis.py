@@ -23,6 +23,7 @@ def compare(
     confidence: float = typer.Option(0.95, help="Confidence level of the intervals."),
     show_flips: int = typer.Option(10, "--show-flips", help="Flipped examples to print per pair (0: none)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the comparison to this JSON file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --json file (never one of the runs)"),
 ) -> None:
     """Compare runs of one task on the same examples: paired bootstrap, McNemar, flipped examples.
 
@@ -42,7 +43,7 @@ def compare(
     if not 0 < confidence < 1:
         raise LlmgenError(f"--confidence must be between 0 and 1, got {confidence}")
     if json_out is not None:
-        check_output_file(json_out)
+        check_output_file(json_out, overwrite=overwrite, inputs=runs)
     cmp = compare_runs(list(runs), task=task, metrics=metric or None, seed=seed, n_resamples=resamples,
                        confidence=confidence)
     across = None  # two --formats runs: also a paired test per format (checked before anything is printed)
@@ -119,6 +120,7 @@ def report(
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write."),
     max_samples: int = typer.Option(1000, "--max-samples", help="Rows shown per samples file."),
     title: str = typer.Option("llmgen report", help="Page title."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output file (never one of the runs)"),
 ) -> None:
     """Write one self-contained static HTML report (no network; images embedded) for the runs."""
     from llmgen.errors import LlmgenError
@@ -127,7 +129,7 @@ def report(
 
     if max_samples < 0:
         raise LlmgenError(f"--max-samples must be >= 0, got {max_samples}")
-    check_output_file(output)
+    check_output_file(output, overwrite=overwrite, inputs=runs)
     path = write_report(list(runs), output, max_samples=max_samples, title=title)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 

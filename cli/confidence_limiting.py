@@ -29,7 +29,7 @@ def confidence_limiting(ctx: typer.Context, config_file: Path | None = CONFIG_OP
     train_data/test_data (MATH-format files) replace the generated task (task=math).
     """
     from llmgen.errors import LlmgenError
-    from llmgen.io import check_output_dir
+    from llmgen.io import RunFolder
     from llmgen.recipes.confidence_limiting import ConfidenceLimitingConfig, run
 
     config = config_options(ConfidenceLimitingConfig, config_file, ctx.args, FLAGS)
@@ -39,8 +39,9 @@ def confidence_limiting(ctx: typer.Context, config_file: Path | None = CONFIG_OP
         config.task = "math"
     config.validate()
     output_dir = config.output_dir
-    check_output_dir(output_dir, overwrite=True)  # a file in the way fails now, not after training
-    results = run(config)
+    # held (locked) for the run; a folder of the user's files is refused, an earlier run resumed
+    with RunFolder(output_dir, resume=True):
+        results = run(config)
     cmp = results["comparison"]
     for method in config.methods:
         for key, values in cmp[method].items():

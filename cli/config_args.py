@@ -33,8 +33,40 @@ def config_options(cls: type, path: str | Path | None, args: Sequence[str], flag
     """The config of one command line: the file (or ``base``, a preset, or the defaults), then the
     shortcut flags and ``key=value`` overrides in the order given."""
     from llmgen.config import load_config
+    from llmgen.io import check_finite
 
-    return load_config(cls, path, flag_overrides(args, flags, positional), base=base)
+    config = load_config(cls, path, flag_overrides(args, flags, positional), base=base)
+    check_finite(config, "")  # NaN/Infinity pass every range check; no config value may be one
+    check_model_settings(config)
+    return config
+
+
+def check_model_settings(config: Any, prefix: str = "") -> None:
+    """Every seed, device, dtype and model of a config (nested sections too), checked before any
+    model loads: a negative seed is a numpy traceback after the run, an unknown device a torch one,
+    a model folder with custom code a question on stdin."""
+    import dataclasses
+
+    from llmgen.models import check_device, check_dtype, check_remote_code, check_seed
+
+    if not dataclasses.is_dataclass(config):
+        return
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_model_settings(value, key + ".")
+        elif f.name == "seed" or f.name.endswith("_seed"):
+            if value is not None:
+                check_seed(value, key)
+        elif f.name == "seeds" and isinstance(value, list | tuple):
+            for v in value:
+                check_seed(v, key)
+        elif (f.name == "device" or f.name.endswith("_device")) and isinstance(value, str):
+            check_device(value, key)
+        elif f.name.endswith("dtype") and isinstance(value, str):
+            check_dtype(value, "vllm" if getattr(config, "backend", None) == "vllm" else "hf")
+        elif f.name == "model" and isinstance(value, str) and value:
+            check_remote_code(value, bool(getattr(config, "trust_remote_code", False)))
 
 
 def flag_overrides(args: Sequence[str], flags: Flags, positional: str | None = None) -> list[str]:

@@ -17,19 +17,70 @@ def parse_model_args(text: str | None) -> dict:
     text = text.strip()
     if text.startswith("{"):
         try:
-            return json.loads(text)
+            parsed = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise LlmgenError(f"--model-args is not valid JSON: {e.msg}") from None
+        if not isinstance(parsed, dict):
+            raise LlmgenError("--model-args JSON must be an object")
+        return parsed
     out: dict = {}
     for part in text.split(","):
         if "=" not in part or not part.split("=", 1)[0].strip():
             raise LlmgenError(f"--model-args entry {part!r} is not key=value")
         k, v = part.split("=", 1)
         try:
-            out[k.strip()] = json.loads(v)
+            out[k.strip()] = json.loads(v, parse_constant=_no_constant)
         except json.JSONDecodeError:
             out[k.strip()] = v.strip()
     return out
+
+
+def _no_constant(name: str) -> None:
+    raise LlmgenError(f"--model-args: {name} is not a number JSON can hold")
+
+
+def check_eval_inputs(config) -> None:
+    """The checks of ``llmgen eval``'s inputs that need no model, beyond ``evaluate.validate``'s:
+    the seed's range, finite numbers, the backend's dtype, the adapter folder, custom model code,
+    and the request cache (a damaged one is moved aside now, an unwritable one refused now)."""
+    from llmgen.cache import check_cache
+    from llmgen.io import check_finite
+    from llmgen.models import cache_dir, check_adapter, check_dtype, check_remote_code, check_seed
+
+    check_seed(config.seed)
+    check_finite(config.temperature, "--temperature")
+    check_finite(config.top_p, "--top-p")
+    check_finite(config.model_args, "--model-args")
+    args = config.model_args
+    if config.backend in ("hf", "vllm"):
+        check_dtype(args.get("dtype"), config.backend)
+        check_adapter(args.get("adapter"))
+        check_remote_code(config.model, bool(args.get("trust_remote_code")))
+    if config.num_fewshot:
+        check_lmeval_fewshot(config.tasks, config.num_fewshot)
+    if config.cache == "auto":
+        check_cache(cache_dir() / "requests.sqlite")
+
+
+def check_lmeval_fewshot(task_names: list[str], k: int) -> None:
+    """``--num-fewshot k`` against each lm-eval task's pool of demonstrations (its few-shot split,
+    less the document itself when that is the evaluated split): lm-eval itself finds out only when
+    it builds the first context, after the model loaded."""
+    from llmgen.tasks.lmeval import PREFIX, task_manager
+
+    for name in task_names:
+        if not name.startswith(PREFIX):
+            continue
+        for leaf in task_manager().load([name[len(PREFIX):]])["tasks"].values():
+            if not hasattr(leaf, "fewshot_docs"):
+                continue
+            docs = leaf.fewshot_docs()
+            pool = len(docs) if docs is not None else 0
+            if docs is not None and leaf.fewshot_cfg.split == leaf.config.test_split:
+                pool -= 1  # a document is never its own demonstration
+            if k > pool:
+                raise LlmgenError(f"--num-fewshot {k}: lm-eval task {leaf.config.task!r} has {max(pool, 0)} "
+                                  "demonstrations to draw from")
 
 
 def set_task_sources(include_path: str | None, data_dir: str | None) -> None:
@@ -121,7 +172,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
         from llmgen.evaluate import EvalConfig, run_eval
-        from llmgen.io import check_output_dir
+        from llmgen.io import RunFolder
 
         set_task_sources(include_path, data_dir)
 
@@ -130,10 +181,7 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise LlmgenError(f"--k must be comma-separated integers, got {k!r}") from None
         task_names = [t.strip() for t in tasks.split(",") if t.strip()]
-        # A finished run (results.json) is not replaced without --overwrite; an unfinished one (killed)
-        # is simply rerun: the request cache makes that a resume.
-        run_dir = str(check_output_dir(output_dir, overwrite=overwrite, run_files=("results.json",))
-                      if output_dir else default_eval_dir(task_names))
+        run_dir = output_dir or default_eval_dir(task_names)
         config = EvalConfig(model=model, backend=backend, tasks=task_names,
                             model_args=parse_model_args(model_args), limit=limit, batch_size=batch_size,
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_tokens,
@@ -143,13 +191,18 @@ def register(app: typer.Typer) -> None:
             config.model_args["base_url"] = base_url
         if api_key_env is not None:  # the variable's name, never the key: config.json may hold it
             config.model_args["api_key_env"] = api_key_env
-        if formats is not None:
-            from llmgen.prompts.format_eval import run_format_eval
+        check_eval_inputs(config)
+        # A finished run (results.json) is not replaced without --overwrite; an unfinished one (killed)
+        # is simply rerun: the request cache makes that a resume. The folder is held (locked) until
+        # the run ends, so a second run into it is refused.
+        with RunFolder(run_dir, overwrite=overwrite, run_files=("results.json",)):
+            if formats is not None:
+                from llmgen.prompts.format_eval import run_format_eval
 
-            run_format_eval(config, num_formats=formats, budget=format_budget)
-            typer.echo(f"wrote {run_dir}/results.json", err=True)
-            return
-        out = run_eval(config)
+                run_format_eval(config, num_formats=formats, budget=format_budget)
+                typer.echo(f"wrote {run_dir}/results.json", err=True)
+                return
+            out = run_eval(config)
         from llmgen.sharding import rank
 
         if rank() != 0:  # under torchrun every rank holds the results; one prints them

@@ -29,13 +29,14 @@ def format_spread(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) 
     """
     from rich.console import Console
 
-    from llmgen.io import check_output_dir
+    from llmgen.io import RunFolder
     from llmgen.recipes.format_spread import FormatSpreadConfig, run
 
     cfg = config_options(FormatSpreadConfig, config_file, ctx.args, FLAGS)
     output_dir = cfg.output_dir
-    check_output_dir(output_dir, overwrite=True)  # a file in the way fails now, not after scoring
-    res = run(cfg)
+    # held (locked) for the run; a folder of the user's files is refused, an earlier run resumed
+    with RunFolder(output_dir, resume=True):
+        res = run(cfg)
     entry = next(iter(res["format_spread"].values()))
     console = Console(highlight=False)
     console.print(f"task {entry['task']['name']}, {len(entry['formats'])} formats, {res['n_samples'][entry['task']['name']]} "

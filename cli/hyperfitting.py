@@ -30,14 +30,15 @@ def hyperfitting(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -
     from rich.console import Console
     from rich.table import Table
 
-    from llmgen.io import check_output_dir
+    from llmgen.io import RunFolder
     from llmgen.recipes.hyperfitting import HyperfittingConfig, run
 
     config = config_options(HyperfittingConfig, config_file, ctx.args, FLAGS)
     config.validate()
     output = config.output_dir
-    check_output_dir(output, overwrite=True)  # a file in the way fails now, not after training
-    results = run(config)
+    # held (locked) for the run; a folder of the user's files is refused, an earlier run resumed
+    with RunFolder(output, resume=True):
+        results = run(config)
     gens = results["generators"]
     metrics = list(next(iter(gens.values())))
     table = Table(title=f"hyperfitting: {len(results['epochs']) - 1} evaluations, {results['seconds']} s")

@@ -42,16 +42,16 @@ def sweep(
     from rich.console import Console
 
     from llmgen.errors import LlmgenError
-    from llmgen.io import check_output_dir
+    from llmgen.io import RunFolder
     from llmgen.recipes.instruction_diversity import SweepConfig, run_sweep
 
     if sum((config is not None, paper, paper_semantic)) > 1:
         raise LlmgenError("give at most one of --config, --paper and --paper-semantic")
     base = SweepConfig.paper() if paper else SweepConfig.paper_semantic() if paper_semantic else None
     cfg = config_options(SweepConfig, config, ctx.args, SWEEP_FLAGS, base=base)
-    # the sweep resumes finished cells inside its folder: only a file in the way is an error
-    check_output_dir(cfg.output_dir, overwrite=True)
-    result = run_sweep(cfg)
+    # held (locked) for the run; a folder of the user's files is refused, an earlier run resumed
+    with RunFolder(cfg.output_dir, resume=True):
+        result = run_sweep(cfg)
     console = Console()
     console.print(Path(result["output_dir"], "results.md").read_text(), markup=False, highlight=False)
     console.print(f"ran {result['ran']} cell(s), reused {result['skipped']}; "
@@ -67,13 +67,14 @@ def dataset(ctx: typer.Context, config: Path | None = CONFIG_OPTION) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from llmgen.io import check_output_dir
+    from llmgen.io import RunFolder
     from llmgen.recipes.instruction_diversity import DatasetDiversityConfig, run_dataset_diversity
 
     cfg = config_options(DatasetDiversityConfig, config, ctx.args, DATASET_FLAGS, positional="data")
     output_dir, threshold = cfg.output_dir, cfg.threshold
-    check_output_dir(output_dir, overwrite=True)  # a file in the way fails before the embedding model loads
-    res = run_dataset_diversity(cfg)
+    # held (locked) for the run; a folder of the user's files is refused, an earlier run resumed
+    with RunFolder(output_dir, resume=True):
+        res = run_dataset_diversity(cfg)
     table = Table(title=f"instruction diversity ({res['rows']} rows, threshold {threshold})")
     for col in ("set", "n", "clusters", "mean cos dist", "Vendi"):
         table.add_column(col, justify="left" if col == "set" else "right")

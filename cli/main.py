@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,19 @@ from typing import Annotated
 import typer
 
 from llmgen.errors import LlmgenError
+from llmgen.io import release_open_runs
 from llmgen.plugins import load_plugins
+from llmgen.processes import (
+    adopt_engine_child,
+    forward_signals_to_main_thread,
+    handled,
+    mark_unwound,
+    on_hard_exit,
+)
+
+# A vLLM engine process spawned by llmgen imports this module first (as its ``__mp_main__``):
+# there it arms its death with llmgen's (kill -9 included) and leaves the terminal's process group.
+adopt_engine_child()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -34,6 +47,22 @@ RENAMED_COMMANDS = {"formatspread": "format-spread", "unlearn": "npo-unlearning"
                     "hyperfit": "hyperfitting", "diversity": "instruction-diversity"}
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
+TERMINATED = 143  # ... and by SIGTERM (128 + 15)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as from Ctrl-C: engine processes
+    are shut down and nothing is left half-written."""
+
+
+_TERMINATING: list[bool] = []
+
+
+def _on_sigterm(signum, frame) -> None:
+    handled(signum)
+    if not _TERMINATING:  # once: a second SIGTERM must not break the unwinding of the first
+        _TERMINATING.append(True)
+        raise Terminated()
 
 
 @app.callback()
@@ -120,7 +149,11 @@ def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def _interrupted() -> SystemExit:
+def _interrupted(e: BaseException | None = None) -> SystemExit:
+    mark_unwound()
+    if isinstance(e, Terminated) or _TERMINATING:
+        print("error: terminated", file=sys.stderr)
+        return SystemExit(TERMINATED)
     print("error: interrupted", file=sys.stderr)
     return SystemExit(INTERRUPTED)
 
@@ -131,19 +164,23 @@ def main(argv: list[str] | None = None) -> None:
     usage_errors = _exception_classes("ClickException")
     aborts = _exception_classes("Abort")
     exits = _exception_classes("Exit")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    forward_signals_to_main_thread()
+    on_hard_exit(release_open_runs)
     try:
         status = app(args=argv, prog_name="llmgen", standalone_mode=False)
     except LlmgenError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        raise _interrupted() from None
+    except KeyboardInterrupt as e:
+        raise _interrupted(e) from None
     except usage_errors as e:
         e.show()
         raise SystemExit(getattr(e, "exit_code", 2)) from None
     except aborts as e:
         if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
-            raise _interrupted() from None
+            raise _interrupted(e.__cause__ or e.__context__) from None
         print("error: aborted", file=sys.stderr)
         raise SystemExit(1) from None
     except exits as e:

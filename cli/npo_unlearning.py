@@ -52,34 +52,20 @@ def npo_unlearning(
         raise LlmgenError(f"unknown stage {stage!r} (use {', '.join(STAGES)})")
     from rich.console import Console
 
-    from llmgen.recipes.npo_unlearning import UnlearnConfig, data_source, finetune, make_retain_logs, run
-    from llmgen.tasks.tofu import retain_config
+    from llmgen.recipes.npo_unlearning import UnlearnConfig
 
     console = Console()
     config = config_options(UnlearnConfig, config_file, ctx.args, FLAGS)
     config.validate()
-    from llmgen.io import check_output_dir
+    from llmgen.io import RunFolder
 
     output, forget = Path(config.output_dir), config.forget_split
-    check_output_dir(output, overwrite=True)  # stages share the folder; a file in the way fails now
-    ft_kw = dict(warmup_epochs=config.warmup_epochs, prompt_template=config.prompt_template, answer_tag=config.answer_tag)
-    if stage == "finetune":
-        folder = finetune(config.model, data_source(config), "full", str(output), config.finetune, **ft_kw)
-        console.print(f"fine-tuned model: {folder}")
+    # held (locked) for the run; stages share the folder (an earlier stage's files stay), a folder of
+    # the user's files is refused
+    with RunFolder(output, resume=True):
+        results = _stage(console, config, stage, train_retain)
+    if results is None:
         return
-    if stage == "retain-logs":
-        if config.retain_logs is None:
-            raise LlmgenError("--stage retain-logs needs retain_logs=PATH (or --retain-logs PATH) to write to")
-        source = data_source(config)
-        retain_model = (finetune(config.model, source, retain_config(forget), str(output), config.finetune, **ft_kw)
-                        if train_retain else config.model)
-        make_retain_logs(retain_model, source, forget, config.retain_logs, eval_limit=config.eval_size(),
-                         backend=config.eval.backend, dtype=config.finetune.model_dtype,
-                         prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens,
-                         answer_tag=config.answer_tag)
-        console.print(f"retain-model logs: {config.retain_logs} (model {retain_model})")
-        return
-    results = run(config)
     from llmgen.training import is_main_process
 
     if not is_main_process():
@@ -95,6 +81,38 @@ def npo_unlearning(
                       f"{r['forget.prob']:.3f}", f"{r['forget.rougeL']:.3f}")
     console.print(table)
     console.print(f"wrote {output}/results.json, samples.jsonl, curve.png, table.md")
+
+
+def _stage(console, config, stage: str, train_retain: bool) -> dict | None:
+    """Run one stage into the held run folder; the unlearn stage's results (None for the others)."""
+    from llmgen.io import check_output_file
+    from llmgen.recipes.npo_unlearning import data_source, finetune, make_retain_logs, run
+    from llmgen.tasks.tofu import load_tofu, retain_config, tofu_task
+
+    output, forget = Path(config.output_dir), config.forget_split
+    ft_kw = dict(warmup_epochs=config.warmup_epochs, prompt_template=config.prompt_template, answer_tag=config.answer_tag)
+    if stage == "finetune":
+        folder = finetune(config.model, data_source(config), "full", str(output), config.finetune, **ft_kw)
+        console.print(f"fine-tuned model: {folder}")
+        return None
+    if stage == "retain-logs":
+        if config.retain_logs is None:
+            raise LlmgenError("--stage retain-logs needs retain_logs=PATH (or --retain-logs PATH) to write to")
+        source = data_source(config)
+        # every file the stage reads or writes is checked before the (minutes of) fine-tuning
+        check_output_file(config.retain_logs, overwrite=True)
+        tofu_task(source, forget, ds_size=config.eval_size(), prompt_template=config.prompt_template, roles=("forget",))
+        if train_retain:
+            load_tofu(source, retain_config(forget))
+        retain_model = (finetune(config.model, source, retain_config(forget), str(output), config.finetune, **ft_kw)
+                        if train_retain else config.model)
+        make_retain_logs(retain_model, source, forget, config.retain_logs, eval_limit=config.eval_size(),
+                         backend=config.eval.backend, dtype=config.finetune.model_dtype,
+                         prompt_template=config.prompt_template, max_new_tokens=config.eval.max_new_tokens,
+                         answer_tag=config.answer_tag)
+        console.print(f"retain-model logs: {config.retain_logs} (model {retain_model})")
+        return None
+    return run(config)
 
 
 def register(app: typer.Typer) -> None:

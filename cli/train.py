@@ -45,7 +45,7 @@ def train_cmd(
     import sys
 
     from llmgen.errors import LlmgenError
-    from llmgen.io import check_output_dir, default_run_dir
+    from llmgen.io import RunFolder, default_run_dir
     from llmgen.training import is_main_process, train
     from llmgen.training.loop import RUN_FILES, check_resume
 
@@ -66,11 +66,12 @@ def train_cmd(
         print(f"run folder: {cfg.output_dir}", file=sys.stderr)
     # All before loading a model, so bad settings fail fast and nothing is written.
     cfg.validate()
-    check_output_dir(cfg.output_dir, overwrite=overwrite or cfg.resume or not first, run_files=RUN_FILES)
     if overwrite:
         cfg.resume = False
     check_resume(cfg)
-    result = train(cfg)
+    # The folder is held (locked) for the run; only the files an earlier run wrote are replaced
+    with RunFolder(cfg.output_dir, overwrite=overwrite, resume=cfg.resume or not first, run_files=RUN_FILES):
+        result = train(cfg)
     if result.num_processes == 1 or is_main_process():
         typer.echo(f"trained {result.steps} steps, final loss {result.final_loss:.4f}, "
                    f"{result.tokens_per_s:.0f} tokens/s -> {result.final_path or result.output_dir}")

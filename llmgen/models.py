@@ -110,8 +110,8 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
         try:
             try:
-                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
             except (OSError, ValueError, KeyError, RuntimeError) as e:
                 raise LlmgenError(f"cannot convert {gguf}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
             # The de-quantised weights are plain tensors: a leftover quantization_config would
@@ -195,45 +195,136 @@ def model_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+#: dtype names HF loading takes (``torch_dtype``); vLLM also takes its own spellings.
+HF_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
+
+
+def check_dtype(name: str | None, backend: str = "hf") -> None:
+    """An unknown dtype is one error line before any model loads (not after the engine starts)."""
+    known = VLLM_DTYPES if backend == "vllm" else HF_DTYPES
+    if name is not None and name not in known:
+        raise LlmgenError(f"unknown dtype {name!r} (use {', '.join(known)})")
+
+
 def torch_dtype(name: str | None):
     import torch
 
+    check_dtype(name)
     table = {None: torch.float32, "auto": torch.float32, "float32": torch.float32, "fp32": torch.float32,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise LlmgenError(f"unknown dtype {name!r} (use float32, bfloat16 or float16)")
     return table[name]
 
 
-def load_tokenizer(name: str):
+def check_adapter(adapter: str | os.PathLike | None) -> None:
+    """A peft adapter must be a folder with ``adapter_config.json``; checked before the base model loads."""
+    if adapter is None:
+        return
+    path = Path(adapter).expanduser()
+    if not path.is_dir():
+        raise LlmgenError(f"adapter folder not found: {adapter}")
+    if not (path / "adapter_config.json").is_file():
+        raise LlmgenError(f"adapter folder has no adapter_config.json: {adapter}")
+
+
+def custom_code(path: str | os.PathLike) -> str | None:
+    """The file of a local model folder that asks for custom code (``auto_map`` in ``config.json``,
+    ``tokenizer_config.json`` or ``adapter_config.json``), or None."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    for name in ("config.json", "tokenizer_config.json", "adapter_config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            return name
+    return None
+
+
+def check_remote_code(model: str | os.PathLike, trust_remote_code: bool = False) -> None:
+    """A model folder with custom code (``auto_map``) runs it only with an explicit
+    ``trust_remote_code``: otherwise one error line naming the folder, before transformers would
+    ask on stdin (and run the code on a ``y``)."""
+    if trust_remote_code:
+        return
+    name = str(model)
+    folder = Path(name).expanduser()
+    found = custom_code(folder) if name not in DEFAULT_ALIASES else None
+    if found:
+        raise LlmgenError(f"model folder {folder} asks to run its own code (auto_map in {found}); pass "
+                          "trust_remote_code=true (--model-args or the config) only if you trust it")
+
+
+def _remote_code_refused(name: str, e: Exception) -> LlmgenError | None:
+    """transformers' refusal of a hub model's custom code, as one error line."""
+    if "trust_remote_code" in str(e):
+        return LlmgenError(f"model {name!r} asks to run its own code; pass trust_remote_code=true "
+                           "(--model-args or the config) only if you trust it")
+    return None
+
+
+def check_seed(seed: Any, what: str = "--seed") -> None:
+    """Seeds go to numpy (``SeedSequence``: non-negative), torch and vLLM: 0 <= seed < 2**32."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise LlmgenError(f"{what} must be an integer in [0, 2**32), got {seed!r}")
+
+
+def check_device(device: str | None, what: str = "device") -> None:
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` (or None: automatic); a device this machine lacks is an
+    error before any model loads, not a torch traceback."""
+    if device is None or device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise LlmgenError(f"{what}: unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise LlmgenError(f"{what}: device {device!r} is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise LlmgenError(f"{what}: device {device!r} is not available on this machine")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise LlmgenError(f"{what}: unknown device {device!r} (use cpu, cuda, cuda:N or mps)")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
+    check_remote_code(path, trust_remote_code)
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise LlmgenError(f"cannot load tokenizer for {name!r}: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        raise (_remote_code_refused(name, e) or e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_model(name: str, dtype: str | None = "float32", device: str = "cpu", adapter: str | None = None,
-               trainable_adapter: bool = False) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)``; ``adapter`` is a peft adapter folder to attach."""
+               trainable_adapter: bool = False, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``; ``adapter`` is a peft adapter folder to attach. Custom model
+    code runs only with ``trust_remote_code`` (never asked for on stdin)."""
     from transformers import AutoModelForCausalLM
 
+    check_dtype(dtype)
+    check_adapter(adapter)
     path = resolve_model(name)
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(path, trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
     except OSError as e:
         raise LlmgenError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        raise (_remote_code_refused(name, e) or e) from None
     if adapter is not None:
         from peft import PeftModel
 
-        if not Path(adapter).is_dir():
-            raise LlmgenError(f"adapter folder not found: {adapter}")
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
     model.to(device)
     if not trainable_adapter:

@@ -60,7 +60,8 @@ class HFBackend(Backend):
     GENERATION_OPTIONS = frozenset({"ignore_eos", "return_entropy", "block_ngrams"})
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", device: str | None = None,
-                 batch_size: int = 16, model_obj=None, tokenizer_obj=None, max_length: int | None = None) -> None:
+                 batch_size: int = 16, model_obj=None, tokenizer_obj=None, max_length: int | None = None,
+                 trust_remote_code: bool = False) -> None:
         """``model_obj``/``tokenizer_obj`` let a recipe score a model it holds in memory.
 
         ``max_length`` overrides the context length read from the model config (e.g. to match a
@@ -69,7 +70,8 @@ class HFBackend(Backend):
         if model_obj is None:
             super().__init__(model, adapter, dtype)
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model, self._tok = load_model(self.model_path, dtype=dtype, device=self.device, adapter=adapter)
+            self.model, self._tok = load_model(self.model_path, dtype=dtype, device=self.device, adapter=adapter,
+                                               trust_remote_code=trust_remote_code)
         else:
             self.model_name = self.model_path = model
             self.adapter, self.dtype = adapter, dtype

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmgen import processes
 from llmgen.backends.base import Backend, Completion, GenerationRequest, LoglikelihoodResult, register_backend
 from llmgen.errors import LlmgenError
 
@@ -47,7 +48,8 @@ def _start_engine(settings: dict[str, Any]):
     if not kwargs.get("enable_lora"):
         kwargs.pop("max_lora_rank", None)
     try:
-        return LLM(**kwargs)
+        with processes.engine_start():  # its processes end with llmgen, however it ends
+            return LLM(**kwargs)
     except TypeError as e:
         raise LlmgenError(f"bad vLLM engine argument: {e}") from None
     except ValueError as e:  # pydantic's ValidationError: a setting the model or machine cannot take
@@ -83,6 +85,8 @@ def _release(key: tuple) -> None:
     import gc
 
     gc.collect()
+    if not _ENGINES:  # no engine left: whatever an engine start left running goes now
+        processes.reap_leftovers()
 
 
 _LORA_FALLBACK_WARNED = False

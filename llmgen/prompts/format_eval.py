@@ -47,7 +47,7 @@ from llmgen.evaluate import (
     uncertainty,
     validate,
 )
-from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.io import atomic_write_json, atomic_write_jsonl, safe_filename
 from llmgen.prompts.formats import Format, Layout, sample_formats, save_formats
 from llmgen.prompts.render import (  # noqa: F401  (re-exported: their old home)
     choice_pairs,
@@ -263,7 +263,7 @@ def write_format_run(run: str | Path, out: dict, original_rows: list[dict], all_
     run = Path(run)
     atomic_write_json(run / "config.json", out["config"])
     for name, (fmts, layout) in formats.items():
-        save_formats(run / f"formats_{name}.json", fmts, layout, seed)
+        save_formats(run / safe_filename(f"formats_{name}.json"), fmts, layout, seed)
     if log_samples:
         atomic_write_jsonl(run / "samples.jsonl", original_rows)
         atomic_write_jsonl(run / "format_samples.jsonl", all_rows)

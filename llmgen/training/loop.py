@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import llmgen.training.checkpoint as ckpt
+from llmgen import io
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, atomic_write_jsonl, dumps, read_json
 from llmgen.models import load_model, load_tokenizer
@@ -100,8 +102,6 @@ def _fsdp_on_cpu(accelerator) -> None:
     accelerate switches to FSDP only for GPU-like device types and would silently train plain DDP on
     CPU; torch's ``fully_shard`` runs on CPU over gloo, so hand accelerate the plugin it skipped.
     """
-    import os
-
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     on_cpu_group = accelerator.num_processes > 1 and accelerator.device.type == "cpu"
@@ -524,17 +524,35 @@ def check_resume(config: TrainConfig) -> None:
 RUN_FILES = ("results.json", "final", "metrics.jsonl", "config.json", "checkpoints")
 
 
+# What a model save (``final/``) writes: in a folder no run marker covers, only these are removed.
+_SAVED_MODEL_FILE = re.compile(r"(.*\.safetensors|.*\.bin|.*\.safetensors\.index\.json|tokenizer\.model|"
+                               r"(config|generation_config|adapter_config|tokenizer|tokenizer_config|"
+                               r"special_tokens_map|added_tokens|vocab|merges|chat_template)\.(json|txt|jinja))")
+
+
 def clear_run(out: Path) -> None:
     """Remove an earlier run's outputs before a fresh start, results first, so that a kill at any
-    point never leaves an old ``results.json``/``final/`` beside a new partial ``metrics.jsonl``."""
+    point never leaves an old ``results.json``/``final/`` beside a new partial ``metrics.jsonl``:
+    the files the run marker lists (``llmgen.io.clear_run``; a user's file in the folder stays). In
+    a folder no marker covers (a library call), the results, the checkpoints and the model files
+    of ``final/``, nothing else."""
     import shutil
 
-    for name in (*RUN_FILES, ".final.tmp"):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    if io.clear_run(out):
+        return
+    (out / "results.json").unlink(missing_ok=True)
+    final = out / "final"
+    if final.is_dir():
+        for f in final.iterdir():
+            if f.is_file() and _SAVED_MODEL_FILE.fullmatch(f.name):
+                f.unlink()
+    for path in ckpt.list_checkpoints(out):
+        shutil.rmtree(path)
+    for folder in (final, ckpt.checkpoint_root(out)):
+        try:
+            folder.rmdir()  # only when nothing of the user's is left in it
+        except OSError:
+            pass
 
 
 def _save_final(accelerator, model, tokenizer, out: Path) -> str:
@@ -554,9 +572,7 @@ def _save_final(accelerator, model, tokenizer, out: Path) -> str:
             cfg.use_cache = False
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        io.replace_folder(tmp, final)  # a user's file left in final/ is kept
     accelerator.wait_for_everyone()
     return str(final)
 

@@ -31,7 +31,7 @@ from llmgen.backends import backend_on_model
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
-from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.io import atomic_write_json, atomic_write_jsonl, safe_filename
 from llmgen.tasks.math import MathProblem, direct_prompt, direct_target, generate_task, load_math
 from llmgen.training.config import TrainConfig
 from llmgen.training.losses.dco import check_normalization
@@ -212,7 +212,7 @@ def train_method(model, tokenizer, features: list[dict], method: str, config: Co
     keep = refill_keep(config.dco_n, config.dco_threshold) if method == "dco" and config.refill else None
     steps_per_epoch = batches_per_epoch(len(features), config.train.batch_size, config.train.grad_accum)
     cfg = replace(config.train, loss=loss, loss_args=args, eval_every=steps_per_epoch * config.eval_every,
-                  output_dir=str(run_dir / "train" / method), save_final=False, progress=False)
+                  output_dir=str(run_dir / "train" / safe_filename(method)), save_final=False, progress=False)
 
     def evaluate_at(model, step: int) -> None:
         model.config.use_cache = True  # the loop turns the KV cache off for training
@@ -287,7 +287,7 @@ class Measurements:
         if step == 0 and 0 in self.shared:
             summary, rows, runner = self.shared[0]
         else:
-            backend = _backend_for(model, self.tokenizer, config, self.out / "checkpoints" / f"{self.method}-step{step}")
+            backend = _backend_for(model, self.tokenizer, config, self.out / "checkpoints" / safe_filename(f"{self.method}-step{step}"))
             summary, rows, runner = evaluate(backend, self.problems, config, seed=config.train.seed + step, name=name,
                                              cache=self.cache)
             if config.eval.backend == "vllm":

@@ -78,8 +78,8 @@ class Embedder:
 
         path = resolve_embedding_model(model)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            self.model = AutoModel.from_pretrained(path, trust_remote_code=False).to(device).eval()
         except OSError as e:
             raise LlmgenError(f"cannot load embedding model {model!r}: {str(e).splitlines()[0]}") from None
         self.name, self.path, self.device = str(model), path, device

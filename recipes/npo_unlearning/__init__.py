@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from llmgen.backends import backend_on_model
 from llmgen.config import EvalSettings, check_fixed, dump_config
 from llmgen.errors import LlmgenError
-from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, safe_filename
 from llmgen.tasks.tofu import (
     DEFAULT_ANSWER_TAG,
     DEFAULT_TEMPLATE,
@@ -283,7 +283,7 @@ class Evaluator:
     def _backend(self, model, label: str):
         # hf scores the object; vLLM gets this eval point's weights in their own folder
         return backend_on_model(self.config.eval.backend, model, self.tokenizer,
-                                Path(self.config.output_dir) / "eval_models" / label,
+                                Path(self.config.output_dir) / "eval_models" / safe_filename(label),
                                 dtype=self.config.train.model_dtype, label=f"in-memory:{label}")
 
 
@@ -417,7 +417,7 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
             return {k: v for k, v in metrics.items() if k in ("forget_quality", "model_utility")}
 
         net = copy.deepcopy(start_model)
-        tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / method), progress=False,
+        tcfg = replace(config.train, loss=method, loss_args=args, output_dir=str(out / safe_filename(method)), progress=False,
                        warmup_steps=warmup_steps(len(all_streams["forget"]), config.train.batch_size,
                                                  config.train.grad_accum, config.warmup_epochs))
         streams = {k: all_streams[k] for k in get_method(method).streams}  # the method's order: forget first

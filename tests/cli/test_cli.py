@@ -143,17 +143,17 @@ def test_output_dir_that_cannot_be_a_folder(where, tmp_path):
 
 
 def test_finished_eval_run_needs_overwrite(tmp_path, tiny_model_dir):
-    """A folder with results.json holds a finished run: refused without --overwrite. A killed run
+    """A run folder with results.json holds a finished run: refused without --overwrite. A killed run
     (no results.json yet) is simply rerun into its folder (the request cache resumes it)."""
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text("{}\n")
-    (run / "results.json").write_text("{}\n")
     args = ["eval", "--model", tiny_model_dir, "--tasks", "arithmetic", "--limit", "2", "--no-cache",
             "--output-dir", str(run)]
+    r = llmgen(*args, "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    before = (run / "results.json").read_text()
     r = llmgen(*args)
     assert_one_error(r, "is not empty (holds results.json); pass --overwrite")
-    assert (run / "results.json").read_text() == "{}\n"
+    assert (run / "results.json").read_text() == before
     r = llmgen(*args, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "results.json").read_text())["n_samples"] == {"arithmetic": 2}
@@ -165,18 +165,25 @@ def test_finished_eval_run_needs_overwrite(tmp_path, tiny_model_dir):
 
 def test_check_output_dir(tmp_path):
     from llmgen.errors import LlmgenError
-    from llmgen.io import check_output_dir
+    from llmgen.io import RUN_MARKER, check_output_dir
 
     assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert not (tmp_path / "a").exists()  # checks only, creates nothing
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / ".hidden").write_text("")
-    check_output_dir(tmp_path / "full")  # hidden leftovers (temp files) do not count
+    for overwrite in (False, True):  # no marker: the user's folder, refused whatever the flag
+        with pytest.raises(LlmgenError, match=r"holds files llmgen did not write \(\.hidden\)"):
+            check_output_dir(tmp_path / "full", overwrite=overwrite)
+    (tmp_path / "full" / ".hidden").unlink()
+    (tmp_path / "full" / RUN_MARKER).write_text(json.dumps({"files": ["samples.jsonl"]}))
     (tmp_path / "full" / "samples.jsonl").write_text("")
     with pytest.raises(LlmgenError, match="not empty"):
         check_output_dir(tmp_path / "full")
     assert check_output_dir(tmp_path / "full", overwrite=True) == tmp_path / "full"
-    check_output_dir(tmp_path / "full", run_files=("results.json",))  # only these mark a run
+    check_output_dir(tmp_path / "full", run_files=("results.json",))  # only these mark a finished run
+    (tmp_path / "full" / RUN_MARKER).write_text(json.dumps({"files": ["samples.jsonl", "results.json"]}))
     (tmp_path / "full" / "results.json").write_text("")
     with pytest.raises(LlmgenError, match=r"holds results\.json"):
         check_output_dir(tmp_path / "full", run_files=("results.json",))

@@ -207,7 +207,7 @@ def test_compare_cli(eval_runs, tmp_path, capsys):
     assert saved["task"] == "sentiment" and saved["across_formats"]["formats"] == RUN_FORMATS
     # two plain runs: no across-formats part
     main(["compare", str(eval_runs["tiny_sampled"]), str(eval_runs["default_sampled"]), "--resamples", "200",
-          "--json", str(out)])
+          "--json", str(out), "--overwrite"])  # an existing output file is replaced only when asked
     assert "prompt formats" not in capsys.readouterr().out and json.loads(out.read_text())["across_formats"] is None
     with pytest.raises(SystemExit) as e:
         main(["compare", str(a), str(eval_runs["tiny_sampled"])])
