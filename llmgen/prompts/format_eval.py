@@ -62,6 +62,7 @@ class Request:
     gold: str
     answers: tuple[str, ...] | None = None  # None: the answer is generated
     gold_index: int | None = None  # the gold answer's index (None: the first answer equal to ``gold``)
+    texts: tuple[str, ...] | None = None  # multiple inputs (lm-eval's Winogrande): one prompt per answer
 
 
 def scored_context(text: str) -> tuple[str, str]:
@@ -105,6 +106,8 @@ class Scorer:
     chat: bool = False
     normalize: bool = False
     generation_metrics: Callable[[list[str], Request], tuple[list[bool], dict[str, float]]] | None = None
+    # a task with its own multiple-choice metric code (lm-eval's process_results): (logprobs, request) -> metrics
+    ranking_metrics: Callable[[list[float], Request], dict[str, float]] | None = None
 
 
 def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
@@ -120,7 +123,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
     ranked = [r for r in requests if r.answers is not None]
     generated = [r for r in requests if r.answers is None]
     rows: dict[int, dict] = {}
-    pairs = [choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
+    pairs = [[p for t, a in zip(r.texts, r.answers, strict=True) for p in choice_pairs(t, [a], scorer.backend, scorer.chat)]
+             if r.texts else choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
     flat = [p for ps in pairs for p in ps]
     scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL) if flat else []
     at = 0
@@ -132,9 +136,11 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
         scored = Scored(choice_logprobs=lps, choices=answers, gold_index=gold)
         metrics = {m: METRICS.get(m).score(scored) for m in ("acc", "acc_norm")}
         pred = answers[choice_prediction(lps, [1.0] * len(lps))]
+        correct = [bool(metrics["acc_norm" if scorer.normalize else "acc"])]
+        if scorer.ranking_metrics is not None:
+            metrics = scorer.ranking_metrics(lps, r)
         rows[id(r)] = {"prompt": ps[0][0], "continuations": [c for _, c in ps], "responses": [pred],
-                       "choice_logprobs": lps, "correct": [bool(metrics["acc_norm" if scorer.normalize else "acc"])],
-                       "metrics": metrics}
+                       "choice_logprobs": lps, "correct": correct, "metrics": metrics}
     if generated:
         if scorer.generation_metrics is None and (scorer.is_correct is None or scorer.sample_metrics is None):
             raise LlmgenError("generation requests need a correctness rule and sample metrics")
@@ -289,8 +295,6 @@ def task_layout(task: Task) -> Layout:
                           "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
     if task.output_type == "requests":
         raise LlmgenError(f"task {task.name!r} builds its own requests; --formats needs a task scored per response")
-    if task.answer_key is not None:
-        raise LlmgenError(f"task {task.name!r} enumerates options; run it with `llmgen format-spread`")
     return task.prompt_layout()
 
 
@@ -316,6 +320,14 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
 
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
+        if task.layout is not None:  # a task with its own layout (enumerations, fixed text) spells itself
+            fmt, k = formats[arm], task._num_fewshot(config.num_fewshot)
+            text = task.format_prompt(fmt, task.demonstrations(doc, k, i), doc)
+            if not ranked:
+                return Request(arm, i, text, task.format_gold(doc, fmt))
+            inputs = getattr(task, "format_inputs", None)  # one prompt per answer (lm-eval's multiple inputs)
+            return Request(arm, i, text, task.format_gold(doc, fmt), tuple(task.format_answers(fmt, doc)),
+                           task.gold_index(doc), inputs(fmt, task.demonstrations(doc, k, i), doc) if inputs else None)
         text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
         if not ranked:
             return Request(arm, i, text, task.target_of(doc))
@@ -328,11 +340,13 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
         return {**metrics, **{f"pass@{k}": pass_at_k(len(correct), sum(correct), k) for k in ks}}
 
     own = getattr(task, "score_responses", None)  # a task with its own filters and metric code (lm-eval's)
+    own_choices = getattr(task, "score_choices", None)
     sampling = None if ranked else task.generation_sampling(backend) if own else sampling_for(task, config)
     scorer = Scorer(backend, cache, task.name, sampling=sampling,
                     is_correct=lambda text, r: task.is_correct(text, task.docs[r.doc_id]),
                     sample_metrics=sample_metrics, chat=config.apply_chat_template,
-                    generation_metrics=(lambda texts, r: own(texts, r.doc_id)) if own else None)
+                    generation_metrics=(lambda texts, r: own(texts, r.doc_id)) if own else None,
+                    ranking_metrics=(lambda lps, r: own_choices(lps, r.doc_id)) if own_choices else None)
     return FormatEvaluator(request, scorer)
 
 

@@ -3,8 +3,11 @@
 A prompt's *layout* says what it contains; a ``Format`` says how it is spelled. As in the reference
 grammar (msclar/formatspread, ``grammar_definition.py``) a layout is a tree:
 
-- ``Field(descriptor, key)``: ``casing(descriptor) + separator + text`` (the reference's
-  ``SimplePromptFormat``); an empty descriptor renders the text alone (``NoTextPromptFormat``).
+- ``Field(descriptor, key, suffix, prefix)``: ``casing(descriptor) + separator + prefix + text + suffix`` (the
+  reference's ``SimplePromptFormat``); an empty descriptor renders the text alone
+  (``NoTextPromptFormat``); ``suffix`` is fixed text that follows the value in every format (the
+  ``?`` of ``Question: {{question}}?``).
+- ``Text(text)``: fixed text every format writes as is (a preamble, a line such as ``Choices:``).
 - ``Header(descriptor)``: a descriptor without text, e.g. "Options" above an enumeration.
 - ``Enumeration(key, descriptor)``: items ``casing(d) + option_separator + wrapper(number(i)) +
   separator + text`` joined by the enumeration's own item spacing (``NewEnumerationPromptFormat``);
@@ -103,11 +106,22 @@ def _check_value(slot: str, value: str) -> None:
 class Field:
     """An input field: ``descriptor`` names it in the prompt, ``key`` names its text in an example.
 
-    An empty descriptor renders the text alone (no separator), like SNI's unformatted inputs.
+    An empty descriptor renders the text alone (no separator), like SNI's unformatted inputs;
+    ``suffix`` is fixed text written right after the value (a prompt read from someone else's
+    template keeps it in every format).
     """
 
     descriptor: str
     key: str
+    suffix: str = ""
+    prefix: str = ""  # fixed text between the separator and the value
+
+
+@dataclass(frozen=True)
+class Text:
+    """Fixed text, written as is in every format (joined to its neighbours by the layout's spacing)."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,7 @@ class Group:
         object.__setattr__(self, "elements", tuple(self.elements))
 
 
-Element = Field | Header | Enumeration | Group
+Element = Field | Header | Enumeration | Group | Text
 
 
 def walk(elements: Sequence[Element]) -> Iterator[Element]:
@@ -189,8 +203,8 @@ class Layout:
             raise LlmgenError("a prompt layout needs at least one input field")
         names = []
         for e in walk(self.fields):
-            if not isinstance(e, Field | Header | Enumeration | Group):
-                raise LlmgenError(f"layout element must be Field, Header, Enumeration or Group, got {type(e).__name__}")
+            if not isinstance(e, Field | Header | Enumeration | Group | Text):
+                raise LlmgenError(f"layout element must be Field, Header, Enumeration, Group or Text, got {type(e).__name__}")
             if isinstance(e, Group):
                 if not e.elements:
                     raise LlmgenError(f"group {e.name!r} has no elements")
@@ -272,7 +286,8 @@ class Layout:
             raise LlmgenError(f"malformed layout description: {e}") from None
 
 
-_KINDS = {"Field": Field, "Header": Header, "Enumeration": Enumeration, "Options": Enumeration, "Group": Group}
+_KINDS = {"Field": Field, "Header": Header, "Enumeration": Enumeration, "Options": Enumeration, "Group": Group,
+          "Text": Text}
 
 
 def _element_dict(e: Element) -> dict:
@@ -375,8 +390,10 @@ class Format:
     def _render_element(self, e: Element, values: Mapping) -> str:
         if isinstance(e, Header):
             return self.case(e.descriptor) + self["separator"]
+        if isinstance(e, Text):
+            return e.text
         if isinstance(e, Field):
-            text = _value(values, e.key, str)
+            text = e.prefix + _value(values, e.key, str) + e.suffix
             return self.case(e.descriptor) + self["separator"] + text if e.descriptor else text
         if isinstance(e, Enumeration):
             return self._render_enumeration(e, _value(values, e.key, list))

@@ -368,6 +368,11 @@ class Task:
 
     def render_example(self, doc: dict, with_answer: bool, renderer: Renderer | None = None) -> str:
         answer = self.target_of(doc) if with_answer else ""
+        if renderer is None and self.layout is not None and self.original_format is not None:
+            # a task with its own layout (enumerations, fixed text) is written in its original format;
+            # the query ends at the output descriptor, the choice_prefix starts the answer
+            text = self.original_format.render(self.layout, doc, answer or None)
+            return text if with_answer else text.rstrip()
         if self.template is not None:
             text = self.template.format(**doc)
             return f"{text}{self.choice_prefix}{answer}" if with_answer else text
@@ -428,10 +433,10 @@ class Task:
             return self.layout
         return Layout(fields=tuple(Field(d, k) for d, k in self.input_fields), output=self.output_descriptor)
 
-    def format_answers(self, fmt) -> list[str]:
-        """The answer set in ``fmt``: the choices, or the answer enumeration's item numbers as ``fmt`` spells them."""
+    def format_answers(self, fmt, doc: dict | None = None) -> list[str]:
+        """The answer set in ``fmt``: the choices (of ``doc``), or the answer enumeration's item numbers as ``fmt`` spells them."""
         if self.answer_key is None:
-            return self.choices_of(self.docs[0])
+            return self.choices_of(self.docs[0] if doc is None else doc)
         enum = self.prompt_layout().enumeration(self.answer_key)
         size = len(self.docs[0][self.answer_key])
         return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(size)]
@@ -710,6 +715,8 @@ def get_task(name: str) -> Task:
         return task_from_yaml(name)
     if name.endswith(".jsonl"):
         return task_from_jsonl(name)
+    if name.endswith(".json"):  # a Super-NaturalInstructions task file, read in its own structure
+        return classification_eval_task(name)
     from llmgen.tasks.lmeval import PREFIX, load_lmeval_task
 
     if name.startswith(PREFIX):
@@ -731,8 +738,9 @@ def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> T
     from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classification_task
 
     task = load_classification_task(name, n=n + DEMO_POOL, seed=0)
-    if task.answer_key is not None:
-        raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen format-spread`")
+    if name.endswith(".json"):  # an SNI file: every instance is evaluated, its Positive Examples are the demonstrations
+        task.num_fewshot = min(num_fewshot, len(task.fewshot_docs))
+        return task
     pool, examples = demo_pool_split(task.docs, seed=0)  # the FormatSpread recipe's split
     task.docs, task.fewshot_docs, task.num_fewshot = examples, pool, num_fewshot
     return task

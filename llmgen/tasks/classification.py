@@ -483,5 +483,5 @@ def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
     from llmgen.tasks import classification_eval_task
 
-    for name in ("sentiment", "parity", "comparison"):
+    for name in ("sentiment", "parity", "comparison", "topic"):
         registry.register(name, lambda name=name: classification_eval_task(name))
