@@ -53,6 +53,13 @@ LOCAL = {
     "triviaqa": ("triviaqa/default.yaml", {"train": "triviaqa.jsonl", "validation": "triviaqa.jsonl"}, ""),
     "bbh_fewshot_boolean_expressions": ("bbh/fewshot/boolean_expressions.yaml",
                                         {"test": "bbh_boolean_expressions.jsonl"}, "tag: []\n"),
+    "bbh_cot_fewshot_boolean_expressions": ("bbh/cot_fewshot/boolean_expressions.yaml",
+                                            {"test": "bbh_boolean_expressions.jsonl"}, "tag: []\n"),
+    "logiqa2": ("logiqa2/logiqa2.yaml", {"train": "logiqa2.jsonl", "validation": "logiqa2.jsonl",
+                                         "test": "logiqa2.jsonl"}, ""),
+    "wsc273": ("wsc273/default.yaml", {"test": "wsc273.jsonl"}, ""),
+    "mmlu_pro_biology": ("mmlu_pro/mmlu_pro_biology.yaml", {"test": "mmlu_pro_test.jsonl",
+                                                            "validation": "mmlu_pro_validation.jsonl"}, "tag: []\n"),
     "winogrande": ("winogrande/default.yaml", {"train": "winogrande.jsonl", "validation": "winogrande.jsonl"}, ""),
     "copa": ("super_glue/copa/default.yaml", {"train": "copa.jsonl", "validation": "copa.jsonl"}, "tag: []\n"),
     "medmcqa": ("medmcqa/medmcqa.yaml", {"train": "medmcqa.jsonl", "validation": "medmcqa.jsonl"}, ""),
@@ -90,8 +97,6 @@ def from_config(name: str) -> str:
         return "needs rows: its doc_to_text is Python or Jinja control flow"
     if cfg.get("gen_prefix"):
         return "refused: it has a gen_prefix"
-    if kind == "generate_until" and callable(cfg.get("process_results")):
-        return "refused: it scores with its own process_results function"
     try:
         delim = cfg.get("target_delimiter", " ")
         fmt = cfg.get("fewshot_config") or {}

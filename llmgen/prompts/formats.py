@@ -195,6 +195,7 @@ class Layout:
     fields: tuple
     output: str = "Answer"
     fixed: tuple[str, ...] = ()
+    output_text: str = ""  # fixed text between the output's separator and the answer ("Let's think step by step. ")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", tuple(self.fields))
@@ -275,13 +276,14 @@ class Layout:
         return tuple(a for a in attrs if a not in self.fixed)
 
     def to_dict(self) -> dict:
-        return {"fields": [_element_dict(f) for f in self.fields], "output": self.output, "fixed": list(self.fixed)}
+        out = {"fields": [_element_dict(f) for f in self.fields], "output": self.output, "fixed": list(self.fixed)}
+        return {**out, "output_text": self.output_text} if self.output_text else out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Layout:
         try:
             return cls(fields=tuple(_element_from(f) for f in d["fields"]), output=d["output"],
-                       fixed=tuple(d.get("fixed", ())))
+                       fixed=tuple(d.get("fixed", ())), output_text=d.get("output_text", ""))
         except (KeyError, TypeError) as e:
             raise LlmgenError(f"malformed layout description: {e}") from None
 
@@ -404,7 +406,7 @@ class Format:
         """The fields of one example and (``output``) the output field, left empty when ``answer`` is None."""
         parts = [self._render_element(e, values) for e in layout.fields]
         if output:
-            out = self.case(layout.output) + self["separator"] if layout.output else ""
+            out = self.case(layout.output) + self["separator"] + layout.output_text if layout.output else ""
             parts.append(out + (answer or ""))
         return self["space"].join(parts)
 

@@ -104,15 +104,11 @@ def _candidates(doc: Mapping) -> list[tuple[str, str, object]]:
     out: list[tuple[str, str, object]] = []
 
     def add(name: str, value, path: tuple) -> None:
-        if isinstance(value, str):
-            out.append((value, name, (path, "")))
-            if value.strip() != value:
-                out.append((value.strip(), name + "_strip", (path, "strip")))
+        if isinstance(value, str):  # surrounding whitespace belongs to the literal text: the stripped value
+            out.append((value.strip(), name, (path, "strip")))
         elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
             for i, v in enumerate(value):
-                out.append((v, f"{name}_{i}", (path + (i,), "")))
-                if v.strip() != v:
-                    out.append((v.strip(), f"{name}_{i}_strip", (path + (i,), "strip")))
+                out.append((v.strip(), f"{name}_{i}", (path + (i,), "strip")))
             for sep, how in (("\n", "join_nl"), (" ", "join_sp")):
                 out.append((sep.join(value), f"{name}_{how}", (path, how)))
         elif isinstance(value, Mapping):
@@ -145,7 +141,7 @@ def aligned_skeleton(text: str, doc: Mapping) -> Skeleton:
     taken: list[tuple[int, int, Slot]] = []
     used: set[str] = set()
     for value, name, source in sorted(_candidates(doc), key=lambda c: -len(c[0])):
-        base = name.removesuffix("_strip")
+        base = name
         if base in used:
             continue
         start = 0
@@ -230,6 +226,19 @@ class _Part:
     slot: Slot | None = None
     suffix: str = ""
     text: str = ""
+
+
+def _merge_inline(skeleton: Skeleton) -> Skeleton:
+    """Values on one line joined by whitespace alone (``Q: {{context}} {{question}}``) read as one
+    value, their joint text kept (an option label between them starts an inline enumeration)."""
+    out = list(skeleton[:2])
+    for lit, slot in zip(skeleton[2:-1:2], skeleton[3::2], strict=True):
+        if lit and not lit.strip() and "\n" not in lit:
+            prev = out[-1]
+            out[-1] = Slot(f"{prev.name}__{slot.name}", ("concat", prev, lit, slot))
+        else:
+            out += [lit, slot]
+    return [*out, skeleton[-1]]
 
 
 def _parts(skeleton: Skeleton) -> tuple[list[_Part], list[str], str, str | None]:
@@ -334,29 +343,40 @@ def _is_number(numbering: str, index: int, label: str) -> bool:
         return False
 
 
-def structure_of(skeleton: Skeleton, answer_delimiter: str) -> Structure:
+def structure_of(skeleton: Skeleton, answer_delimiter: str | None) -> Structure:
     """The layout and original format of a prompt skeleton (see the module docstring);
-    ``answer_delimiter`` is the text between the prompt and its answer (lm-eval's target_delimiter)."""
-    if answer_delimiter.strip():
+    ``answer_delimiter`` is the text between the prompt and its answer (lm-eval's target_delimiter),
+    None when no answer is ever written after a prompt (generation without demonstrations)."""
+    if answer_delimiter is not None and answer_delimiter.strip():
         raise LlmgenError(f"its answer follows {answer_delimiter!r}, which is not whitespace")
+    skeleton = _merge_inline(skeleton)
     parts, joins, out_head, out_join = _parts(skeleton)
     parts, joins = _merge_heads(parts, joins)
     items, joins = _enumerations(parts, joins)
+    out_text = ""
     if out_join is None:  # the answer follows the last value on its line: the layout's spacing
         out_desc, out_sep, out_join = "", None, answer_delimiter
+        if answer_delimiter is None:  # nothing is written after the prompt: the answer may follow any spacing
+            out_join = min(joins, key=len) if joins else "\n"
         if not out_join:
             raise LlmgenError("its answer follows the prompt's last value with nothing between them")
     else:
         m = _OUT.fullmatch(out_head)
+        out_text = ""
+        delim = " " if answer_delimiter is None else answer_delimiter  # None: only a generation follows
+        if m is None and (m := _HEAD_TEXT.fullmatch(out_head)) is not None:  # "A: Let's think step by step."
+            out_text = m["prefix"] + delim
         if m is None:
             raise LlmgenError(f"its prompt does not end at an output field ('Answer:'), it ends {out_head!r}")
-        out_desc, out_sep = m["desc"], m["sep"] + answer_delimiter
+        out_sep = m["sep"] if out_text else m["sep"] + delim
+        out_desc = m["desc"]
     all_joins = [*joins, out_join]
     space = min(all_joins, key=len)
     elements: list = []
     seps: set[str] = {out_sep} if out_sep is not None else set()
     fmt: dict[str, str] = {}
     enums: list[tuple[str, tuple[str, ...]]] = []
+    heads: dict[int, str] = {}  # element index -> its separator
     for n, item in enumerate(items):
         join = all_joins[n] if n < len(all_joins) else None  # the break after this item
         extra = ""
@@ -385,26 +405,36 @@ def structure_of(skeleton: Skeleton, answer_delimiter: str) -> Structure:
                                   "with a separator nor an option label")
             if m is not None:
                 seps.add(m["sep"])
+                heads[len(elements)] = m["sep"]
             elements.append(Field(m["desc"] if m else "", item.slot.name, item.suffix + extra, prefix))
     if len(seps) > 1:
-        raise LlmgenError(f"its fields mix separators {sorted(seps)} (a format has one)")
+        if out_sep is None:
+            raise LlmgenError(f"its fields mix separators {sorted(seps)} (a format has one)")
+        # a format has one separator, the output field's: a field written with another keeps its
+        # descriptor and separator as fixed text (gpqa's 'What is the correct answer to this question:')
+        elements = [Field("", e.key, e.suffix, e.descriptor + heads[i] + e.prefix) if heads.get(i, out_sep) != out_sep
+                    else e for i, e in enumerate(elements)]
+        seps = {out_sep}
     if seps:
         fmt["separator"] = seps.pop()
     fmt["space"] = space
     slots = tuple(p for p in skeleton[1::2])
-    layout = Layout(fields=tuple(elements), output=out_desc)
+    layout = Layout(fields=tuple(elements), output=out_desc, output_text=out_text)
     return Structure(layout, Format(fmt), slots, tuple(enums))
 
 
 def slot_values(slots: Sequence[Slot], doc: Mapping, jinja: Callable[[str, Mapping], str] | None = None) -> dict[str, str]:
     """``{slot name: text}`` of one document: a Jinja slot rendered by ``jinja(expression, doc)``
     (the template's own environment), an aligned slot read from the document's fields."""
-    out = {}
-    for slot in slots:
-        if isinstance(slot.source, str):
-            if jinja is None:
-                raise LlmgenError(f"slot {slot.name!r} needs the template's Jinja")
-            out[slot.name] = jinja(slot.source, doc)
-        else:
-            out[slot.name] = read_source(doc, slot.source)
-    return out
+    return {slot.name: _slot_text(slot, doc, jinja) for slot in slots}
+
+
+def _slot_text(slot: Slot, doc: Mapping, jinja: Callable[[str, Mapping], str] | None) -> str:
+    if isinstance(slot.source, str):
+        if jinja is None:
+            raise LlmgenError(f"slot {slot.name!r} needs the template's Jinja")
+        return jinja(slot.source, doc)
+    if slot.source[0] == "concat":  # type: ignore[index]
+        _, a, lit, b = slot.source  # type: ignore[misc]
+        return _slot_text(a, doc, jinja) + lit + _slot_text(b, doc, jinja)
+    return read_source(doc, slot.source)

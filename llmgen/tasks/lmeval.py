@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
@@ -504,15 +504,11 @@ def _check_convertible(leaf: Any, config: EvalConfig, k: int) -> None:
         raise LlmgenError("it has a gen_prefix")
     if "{{" in (c.description or "") or "{%" in (c.description or ""):
         raise LlmgenError("its description is a per-document template")
-    if k and leaf.fewshot_cfg.doc_to_text != c.doc_to_text:
-        raise LlmgenError("its few-shot examples have their own doc_to_text")
     if leaf.OUTPUT_TYPE == "generate_until":
         from lm_eval.api.metrics import mean
 
         if (c.repeats or 1) != 1:
             raise LlmgenError(f"it repeats each request {c.repeats} times (one response per document is scored)")
-        if callable(c.process_results):
-            raise LlmgenError("it scores with its own process_results function")
         other = {m: getattr(f, "__name__", str(f)) for m, f in leaf.aggregation().items() if f is not mean}
         if other:
             raise LlmgenError(f"its metrics {other} are not per-document means")
@@ -520,10 +516,13 @@ def _check_convertible(leaf: Any, config: EvalConfig, k: int) -> None:
         raise LlmgenError("it scores with its own process_results function")
 
 
-def _delimiter(leaf: Any, k: int) -> str:
-    """The whitespace between a prompt and its answer; demonstrations must use the same."""
+def _delimiter(leaf: Any, k: int) -> str | None:
+    """The whitespace between a prompt and its answer (None: a generate_until task without
+    demonstrations never writes one); demonstrations must use the same."""
     c, fs = leaf.config, leaf.fewshot_cfg
-    delim = c.target_delimiter if leaf.OUTPUT_TYPE == "multiple_choice" or not k else fs.target_delimiter
+    if leaf.OUTPUT_TYPE != "multiple_choice" and not k:
+        return None
+    delim = c.target_delimiter if leaf.OUTPUT_TYPE == "multiple_choice" else fs.target_delimiter
     if k and fs.target_delimiter != delim:
         raise LlmgenError(f"its few-shot target_delimiter {fs.target_delimiter!r} is not its target_delimiter {delim!r}")
     return delim
@@ -551,6 +550,8 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     try:
         _check_convertible(leaf, config, k)
         raw_demos = _lmeval_demos(leaf, lm_docs, k, config.seed)
+        if any(leaf.doc_to_text(d, fs.doc_to_text) != leaf.doc_to_text(d) for ds in raw_demos for d in ds):
+            raise LlmgenError("its few-shot examples have their own doc_to_text")
         st = structure_of(_skeleton(leaf, lm_docs + [d for ds in raw_demos for d in ds]), _delimiter(leaf, k))
         docs = [_fields_doc(leaf, st, doc) for doc in lm_docs]
         demos = [[_fields_doc(leaf, st, d, fewshot=True) for d in ds] for ds in raw_demos]
@@ -561,7 +562,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     layout = st.layout
     answer_key = _answer_enumeration(st, docs + [d for ds in demos for d in ds]) if ranked else None
     if not ranked and layout.enumerations:  # the task's own metric reads the original option labels
-        layout = Layout(layout.fields, layout.output, tuple(e.slot("numbering") for e in layout.enumerations))
+        layout = replace(layout, fixed=tuple(e.slot("numbering") for e in layout.enumerations))
     fields = [(e.descriptor, e.key) for e in walk(layout.fields) if isinstance(e, Field)]
     common = dict(name=task.name, docs=docs, demos=demos, num_fewshot=k, fewshot_docs=[d for ds in demos for d in ds],
                   input_fields=fields, output_descriptor=layout.output, layout=layout, original_format=st.original,

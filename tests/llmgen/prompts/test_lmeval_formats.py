@@ -32,8 +32,6 @@ UNVARIABLE = {
     "fmt_sentence": ("The capital of {{country}} is", "is neither a descriptor with a separator nor an option label"),
     "fmt_spaces_only": ("Country {{country}}\nCapital:", "is neither a descriptor with a separator nor an option label"),
     "fmt_inline": ("Country: {{country}} Options: {{options|join(', ')}}\nCapital:", "share a line"),
-    # the answer follows the target_delimiter ' ', the field's separator ends with a newline
-    "fmt_newline_sep": ("Country:\n{{country}}\nCapital:", "mix separators"),
     # the text outside the fields depends on the document
     "fmt_differs": ("{% if label == 1 %}Land{% else %}Country{% endif %}: {{country}}\nCapital:",
                     "differ between documents outside their fields"),
@@ -43,6 +41,9 @@ UNVARIABLE = {
 VARIABLE = {
     "fmt_jinja_if": "{% if country %}Country: {{country}}{% endif %}\nCapital:",
     "fmt_filter": "Country: {{country | upper}}?\nCapital:",
+    # the field's separator ends with a newline, the output's with the target_delimiter ' ': the
+    # field keeps 'Country:\n' as fixed text
+    "fmt_newline_sep": "Country:\n{{country}}\nCapital:",
     "fmt_enum": "Where is the capital?\nCountry: {{country}}\n(a) {{options[0]}}\n(b) {{options[1]}}\n(c) {{options[2]}}\nCapital:",
 }
 # Multiple-byte choices: characters and UTF-8 bytes disagree (lm-eval's acc_norm divides by characters).
@@ -106,13 +107,22 @@ def test_template_layout_hand_cases():
     assert fmt.render(layout, values) == "Q\nA. x\nB. y\nAnswer: "
     other = fmt.replace({"options.wrapper": "(x)", "options.numbering": "i"})
     assert other.render(layout, values) == "Q\n(i) x\n(ii) y\nAnswer: " and other.option_label(1, enum) == "ii"
-    for text, why in [("Q: {{q}}\nA - {{a}}\nAnswer:", "mix separators"),
+    # a field written with another separator than the output's keeps its head as fixed text; values
+    # joined by a space on one line are one value; fixed text after the output's separator
+    layout, fmt = template_layout("Q: {{q}}\nA - {{a}} {{b}}\nAnswer:")
+    assert layout.fields == (Field("Q", "q"), Field("", "a__b", prefix="A - ")) and fmt == Format()
+    assert fmt.replace({"separator": " || "}).render(layout, {"q": "1", "a__b": "2 3"}) == "Q || 1\nA - 2 3\nAnswer || "
+    layout, fmt = template_layout("Q: {{q}}\nA: Let's think step by step.")
+    assert layout.output == "A" and layout.output_text == "Let's think step by step. "
+    assert fmt.render(layout, {"q": "1"}, "2") == "Q: 1\nA: Let's think step by step. 2"
+    with pytest.raises(LlmgenError, match="its fields mix separators"):  # no output field to decide
+        template_layout("Q: {{q}}\nA - {{a}}", "\n")
+    for text, why in [
                       ("Question: {{q}}\nAnswer", "does not end at an output field"),
-                      ("Question:{{q}}\nAnswer:", "mix separators"),
                       ("Question: {{q}}\nAnswer: ", "does not end at an output field"),
                       ("Question {{q}}\nAnswer:", "is neither a descriptor"),
                       ("Question = {{q}}\nAnswer:", "is neither a descriptor"),
-                      ("{{a}} {{b}}\nAnswer:", "share a line"),
+                      ("{{a}}, {{b}}\nAnswer:", "share a line"),
                       ("{{a}}\n{{b}}\n{{c}}", "answer follows the prompt's last value"),
                       ("Q: {{q}}\n\nP: {{p}}\n\tA:", "different spacings")]:
         with pytest.raises(LlmgenError, match=why):
