@@ -370,8 +370,8 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
         originals = {name: fmt for name, (_, fmt) in converted.items()}
         tasks = [converted[t.name][0] if t.name in converted else t for t in tasks]
     layouts = {t.name: task_layout(t) for t in tasks}
-    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed, original=originals.get(t.name))
-            for t in tasks}
+    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed,
+                                   original=originals.get(t.name) or t.original_format) for t in tasks}
     if budget is not None:
         from llmgen.evals.format_spread import check_budget
 

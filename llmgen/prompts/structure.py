@@ -278,7 +278,7 @@ def _parts(skeleton: Skeleton) -> tuple[list[_Part], list[str], str, str | None]
 
 def _merge_heads(parts: list[_Part], joins: list[str]) -> tuple[list[_Part], list[str]]:
     """A line ``Question:`` right above a value without a head is that value's descriptor, its
-    separator ending with the line break (``Question:\n{{question}}``)."""
+    separator ending with the line break (``Question:\\n{{question}}``)."""
     out, out_joins = [parts[0]], []
     for part, join in zip(parts[1:], joins, strict=True):
         prev = out[-1]
