@@ -123,8 +123,8 @@ def load_lmeval_task(name: str) -> Task:
     except Exception as e:
         raise LlmgenError(f"lm-eval task {lm_name!r} does not load: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     types = sorted({t.OUTPUT_TYPE for t in leaves})
-    # lm-eval renders its own prompts (Jinja doc_to_text), so --formats cannot vary them: the template
-    # marks the task as not fields-with-descriptors, which --formats refuses in one line before loading
+    # lm-eval renders its own prompts: a plain run keeps them as lm-eval's; --formats converts the task
+    # first (format_task reads its prompt structure), so the template here only describes it
     text = leaves[0].config.doc_to_text if len(leaves) == 1 else None
     template = text if isinstance(text, str) else "<lm-eval doc_to_text>"
     return Task(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
