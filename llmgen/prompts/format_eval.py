@@ -77,6 +77,7 @@ class Request:
     gold: str
     answers: tuple[str, ...] | None = None  # None: the answer is generated
     gold_index: int | None = None  # the gold answer's index (None: the first answer equal to ``gold``)
+    texts: tuple[str, ...] | None = None  # multiple inputs (lm-eval's Winogrande): one prompt per answer
 
 
 # --- scoring -----------------------------------------------------------------------------------------
@@ -129,7 +130,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
     ranked = [r for r in requests if r.answers is not None]
     generated = [r for r in requests if r.answers is None]
     rows: dict[int, dict] = {}
-    pairs = [choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
+    pairs = [[p for t, a in zip(r.texts, r.answers, strict=True) for p in choice_pairs(t, [a], scorer.backend, scorer.chat)]
+             if r.texts else choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
     flat = [p for ps in pairs for p in ps]
     scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL) if flat else []
     at = 0
@@ -280,6 +282,14 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
 
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
+        if task.layout is not None:  # a task with its own layout (enumerations, fixed text) spells itself
+            fmt, k = formats[arm], task._num_fewshot(config.num_fewshot)
+            text = task.format_prompt(fmt, task.demonstrations(doc, k, i), doc)
+            if not ranked:
+                return Request(arm, i, text, task.format_gold(doc, fmt))
+            inputs = getattr(task, "format_inputs", None)  # one prompt per answer (lm-eval's multiple inputs)
+            return Request(arm, i, text, task.format_gold(doc, fmt), tuple(task.format_answers(fmt, doc)),
+                           task.gold_index(doc), inputs(fmt, task.demonstrations(doc, k, i), doc) if inputs else None)
         text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
         if not ranked:
             return Request(arm, i, text, task.target_of(doc))
@@ -311,8 +321,8 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
         originals = {name: fmt for name, (_, fmt) in converted.items()}
         tasks = [converted[t.name][0] if t.name in converted else t for t in tasks]
     layouts = {t.name: task_layout(t) for t in tasks}
-    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed, original=originals.get(t.name))
-            for t in tasks}
+    sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed,
+                                   original=originals.get(t.name) or t.original_format) for t in tasks}
     if budget is not None:
         for t in tasks:
             check_budget(budget, min(BANDIT_BATCH, len(t.docs)), len(t.docs), len(sets[t.name]))

@@ -3,8 +3,11 @@
 A prompt's *layout* says what it contains; a ``Format`` says how it is spelled. As in the reference
 grammar (msclar/formatspread, ``grammar_definition.py``) a layout is a tree:
 
-- ``Field(descriptor, key)``: ``casing(descriptor) + separator + text`` (the reference's
-  ``SimplePromptFormat``); an empty descriptor renders the text alone (``NoTextPromptFormat``).
+- ``Field(descriptor, key, suffix, prefix)``: ``casing(descriptor) + separator + prefix + text + suffix`` (the
+  reference's ``SimplePromptFormat``); an empty descriptor renders the text alone
+  (``NoTextPromptFormat``); ``suffix`` is fixed text that follows the value in every format (the
+  ``?`` of ``Question: {{question}}?``).
+- ``Text(text)``: fixed text every format writes as is (a preamble, a line such as ``Choices:``).
 - ``Header(descriptor)``: a descriptor without text, e.g. "Options" above an enumeration.
 - ``Enumeration(key, descriptor)``: items ``casing(d) + option_separator + wrapper(number(i)) +
   separator + text`` joined by the enumeration's own item spacing (``NewEnumerationPromptFormat``);
@@ -103,11 +106,22 @@ def _check_value(slot: str, value: str) -> None:
 class Field:
     """An input field: ``descriptor`` names it in the prompt, ``key`` names its text in an example.
 
-    An empty descriptor renders the text alone (no separator), like SNI's unformatted inputs.
+    An empty descriptor renders the text alone (no separator), like SNI's unformatted inputs;
+    ``suffix`` is fixed text written right after the value (a prompt read from someone else's
+    template keeps it in every format).
     """
 
     descriptor: str
     key: str
+    suffix: str = ""
+    prefix: str = ""  # fixed text between the separator and the value
+
+
+@dataclass(frozen=True)
+class Text:
+    """Fixed text, written as is in every format (joined to its neighbours by the layout's spacing)."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,7 @@ class Group:
         object.__setattr__(self, "elements", tuple(self.elements))
 
 
-Element = Field | Header | Enumeration | Group
+Element = Field | Header | Enumeration | Group | Text
 
 
 def walk(elements: Sequence[Element]) -> Iterator[Element]:
@@ -181,6 +195,7 @@ class Layout:
     fields: tuple
     output: str = "Answer"
     fixed: tuple[str, ...] = ()
+    output_text: str = ""  # fixed text between the output's separator and the answer ("Let's think step by step. ")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", tuple(self.fields))
@@ -189,8 +204,8 @@ class Layout:
             raise LlmgenError("a prompt layout needs at least one input field")
         names = []
         for e in walk(self.fields):
-            if not isinstance(e, Field | Header | Enumeration | Group):
-                raise LlmgenError(f"layout element must be Field, Header, Enumeration or Group, got {type(e).__name__}")
+            if not isinstance(e, Field | Header | Enumeration | Group | Text):
+                raise LlmgenError(f"layout element must be Field, Header, Enumeration, Group or Text, got {type(e).__name__}")
             if isinstance(e, Group):
                 if not e.elements:
                     raise LlmgenError(f"group {e.name!r} has no elements")
@@ -261,18 +276,20 @@ class Layout:
         return tuple(a for a in attrs if a not in self.fixed)
 
     def to_dict(self) -> dict:
-        return {"fields": [_element_dict(f) for f in self.fields], "output": self.output, "fixed": list(self.fixed)}
+        out = {"fields": [_element_dict(f) for f in self.fields], "output": self.output, "fixed": list(self.fixed)}
+        return {**out, "output_text": self.output_text} if self.output_text else out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Layout:
         try:
             return cls(fields=tuple(_element_from(f) for f in d["fields"]), output=d["output"],
-                       fixed=tuple(d.get("fixed", ())))
+                       fixed=tuple(d.get("fixed", ())), output_text=d.get("output_text", ""))
         except (KeyError, TypeError) as e:
             raise LlmgenError(f"malformed layout description: {e}") from None
 
 
-_KINDS = {"Field": Field, "Header": Header, "Enumeration": Enumeration, "Options": Enumeration, "Group": Group}
+_KINDS = {"Field": Field, "Header": Header, "Enumeration": Enumeration, "Options": Enumeration, "Group": Group,
+          "Text": Text}
 
 
 def _element_dict(e: Element) -> dict:
@@ -375,8 +392,10 @@ class Format:
     def _render_element(self, e: Element, values: Mapping) -> str:
         if isinstance(e, Header):
             return self.case(e.descriptor) + self["separator"]
+        if isinstance(e, Text):
+            return e.text
         if isinstance(e, Field):
-            text = _value(values, e.key, str)
+            text = e.prefix + _value(values, e.key, str) + e.suffix
             return self.case(e.descriptor) + self["separator"] + text if e.descriptor else text
         if isinstance(e, Enumeration):
             return self._render_enumeration(e, _value(values, e.key, list))
@@ -387,7 +406,7 @@ class Format:
         """The fields of one example and (``output``) the output field, left empty when ``answer`` is None."""
         parts = [self._render_element(e, values) for e in layout.fields]
         if output:
-            out = self.case(layout.output) + self["separator"] if layout.output else ""
+            out = self.case(layout.output) + self["separator"] + layout.output_text if layout.output else ""
             parts.append(out + (answer or ""))
         return self["space"].join(parts)
 

@@ -44,8 +44,6 @@ def task_layout(task: Task) -> Layout:
                           "--formats needs a task declared with fields (YAML 'fields:' or a built-in task)")
     if task.output_type == "requests":
         raise LlmgenError(f"task {task.name!r} builds its own requests; --formats needs a task scored per response")
-    if task.answer_key is not None:
-        raise LlmgenError(f"task {task.name!r} enumerates options; run it with `llmgen format-spread`")
     return task.prompt_layout()
 
 

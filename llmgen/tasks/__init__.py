@@ -92,11 +92,13 @@ TASKS.register("arithmetic_2step", lambda: make_arithmetic(steps=2))
 
 
 def get_task(name: str) -> Task:
-    """A registered task name, a catalogue task, a ``.yaml``/``.yml`` task file, or a ``.jsonl`` prompt file."""
+    """A registered task name, a catalogue task, a ``.yaml``/``.yml`` task file, a ``.jsonl`` prompt file or an SNI ``.json`` task file."""
     if name.endswith((".yaml", ".yml")):
         return task_from_yaml(name)
     if name.endswith(".jsonl"):
         return task_from_jsonl(name)
+    if name.endswith(".json"):  # a Super-NaturalInstructions task file, read in its own structure
+        return classification_eval_task(name)
     if name.startswith(PREFIX):
         return load_lmeval_task(name)
     _load_plugin_tasks()

@@ -177,6 +177,11 @@ class Task:
 
     def render_example(self, doc: dict, with_answer: bool, renderer: Renderer | None = None) -> str:
         answer = self.target_of(doc) if with_answer else ""
+        if renderer is None and self.layout is not None and self.original_format is not None:
+            # a task with its own layout (enumerations, fixed text) is written in its original format;
+            # the query ends at the output descriptor, the choice_prefix starts the answer
+            text = self.original_format.render(self.layout, doc, answer or None)
+            return text if with_answer else text.rstrip()
         if self.template is not None:
             text = self.template.format(**doc)
             return f"{text}{self.choice_prefix}{answer}" if with_answer else text
@@ -235,10 +240,10 @@ class Task:
             return self.layout
         return Layout(fields=tuple(Field(d, k) for d, k in self.input_fields), output=self.output_descriptor)
 
-    def format_answers(self, fmt) -> list[str]:
-        """The answer set in ``fmt``: the choices, or the answer enumeration's item numbers as ``fmt`` spells them."""
+    def format_answers(self, fmt, doc: dict | None = None) -> list[str]:
+        """The answer set in ``fmt``: the choices (of ``doc``), or the answer enumeration's item numbers as ``fmt`` spells them."""
         if self.answer_key is None:
-            return self.choices_of(self.docs[0])
+            return self.choices_of(self.docs[0] if doc is None else doc)
         enum = self.prompt_layout().enumeration(self.answer_key)
         size = len(self.docs[0][self.answer_key])
         return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(size)]

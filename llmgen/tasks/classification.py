@@ -483,8 +483,9 @@ def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> T
     """A FormatSpread classification task for ``llmgen eval``: the recipe's own ``Task``, split as the
     recipe splits it (the demonstration pool are the few-shot documents), ranked by loglikelihood."""
     task = load_classification_task(name, n=n + DEMO_POOL, seed=0)
-    if task.answer_key is not None:
-        raise LlmgenError(f"task {name!r} enumerates options; run it with `llmgen format-spread`")
+    if name.endswith(".json"):  # an SNI file: every instance is evaluated, its Positive Examples are the demonstrations
+        task.num_fewshot = min(num_fewshot, len(task.fewshot_docs))
+        return task
     pool, examples = demo_pool_split(task.docs, seed=0)  # the FormatSpread recipe's split
     task.docs, task.fewshot_docs, task.num_fewshot = examples, pool, num_fewshot
     return task
@@ -492,5 +493,5 @@ def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> T
 
 def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
-    for name in ("sentiment", "parity", "comparison"):
+    for name in ("sentiment", "parity", "comparison", "topic"):
         registry.register(name, lambda name=name: classification_eval_task(name))

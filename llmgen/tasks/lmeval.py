@@ -17,17 +17,27 @@ the same model and dtype give the same numbers as ``lm_eval --model hf``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
 from llmgen.eval_config import request_chunk
-from llmgen.prompts.formats import Field, Format, Layout
-from llmgen.prompts.render import choice_pairs, format_renderer, generation_prompt
+from llmgen.prompts.formats import Field, Format, Layout, walk
+from llmgen.prompts.render import choice_pairs, generation_prompt
+from llmgen.prompts.structure import (
+    Skeleton,
+    Slot,
+    Structure,
+    aligned_skeleton,
+    jinja_skeleton,
+    same_skeleton,
+    slot_values,
+    structure_of,
+)
 from llmgen.tasks.base import Task
+from llmgen.tasks.scoring import Scored, choice_prediction
 
 if TYPE_CHECKING:
     from llmgen.backends import Backend
@@ -80,6 +90,16 @@ def task_manager():
     return _MANAGERS[key]
 
 
+def local_task_yaml(task: str, catalogue_yaml: str | os.PathLike, data_files: dict[str, str], extra: str = "") -> str:
+    """The text of a task YAML that is lm-eval's own ``catalogue_yaml`` (included as is: prompt,
+    choices, metrics, few-shot settings) under the name ``task``, reading its splits from local files
+    in the hub schema (``{split: path}``); ``extra`` adds YAML lines (``num_fewshot: 2``)."""
+    import json
+
+    return (f"include: {os.fspath(catalogue_yaml)}\ntask: {task}\ndataset_path: json\ndataset_name: null\n"
+            f"dataset_kwargs:\n  data_files: {json.dumps(data_files)}\n{extra}")
+
+
 def list_lmeval_tasks(pattern: str | None = None) -> list[str]:
     """lm-eval task and group names (``lmeval:`` prefixed) containing ``pattern``."""
     names = task_manager().all_tasks
@@ -103,8 +123,8 @@ def load_lmeval_task(name: str) -> Task:
     except Exception as e:
         raise LlmgenError(f"lm-eval task {lm_name!r} does not load: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     types = sorted({t.OUTPUT_TYPE for t in leaves})
-    # lm-eval renders its own prompts (Jinja doc_to_text), so --formats cannot vary them: the template
-    # marks the task as not fields-with-descriptors, which --formats refuses in one line before loading
+    # lm-eval renders its own prompts: a plain run keeps them as lm-eval's; --formats converts the task
+    # first (format_task reads its prompt structure), so the template here only describes it
     text = leaves[0].config.doc_to_text if len(leaves) == 1 else None
     template = text if isinstance(text, str) else "<lm-eval doc_to_text>"
     return Task(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
@@ -300,63 +320,48 @@ def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache
 
 
 # --- format spread on lm-eval tasks (``llmgen eval --tasks lmeval:NAME --formats K``) -----------------
-
-_FIELD = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
-# The spacing before a field: whitespace, or a mark of the FormatSpread grammar's spaces (' -- ',
-# ' || ', '; ', ', ', '. ', ' <sep> ') with whitespace around it. A descriptor: starts with a letter,
-# digit or '#' ('### Response'), no braces, colons or newlines, any casing. Its separator: a mark of the
-# grammar's separators (':', '::', ':::', '-', '--') and/or one newline, with spaces or tabs around
-# them ('Question: ', 'Q:: ', 'Question - ', 'Question:\n', 'Question\n'). A separator of spaces
-# alone is refused: 'The capital of {{country}} is' would read as a descriptor 'The capital of' and
-# an output field 'is'.
-_SPACE = r"\s*(?:(?:--|;|\|\||<sep>|,|\.)\s*)?"
-_DESC = r"(?:[^\W_]|#)(?:[^{}\n:]*[^\s{}:-])?"
-_DESCRIBED = re.compile(rf"(?P<space>{_SPACE})(?P<desc>{_DESC})(?P<sep>[ \t]*(?P<mark>:{{1,3}}|-{{1,2}})?[ \t]*(?:\n[ \t]*)?)")
-_OUTPUT = re.compile(rf"(?P<space>{_SPACE})(?P<desc>{_DESC})")
-_SHAPE = "'Descriptor: {{field}}' (a descriptor, a separator such as ': ', ' - ', ':: ' or a newline, the field)"
+# The prompt structure is read from the task's own prompts (``llmgen.prompts.structure``): from its
+# Jinja template when it has no control flow, else by aligning each document's values with the text
+# lm-eval renders (Python ``doc_to_text``, ``{% set %}`` preambles).
 
 
-def template_layout(text: str) -> tuple[Layout, Format]:
-    """The field layout and original format of a ``doc_to_text`` made of ``Descriptor<sep>{{field}}``
-    parts joined by one whitespace run and ending at the open output field (``...\\nAnswer:``).
+def template_layout(text: str, target_delimiter: str = " ") -> tuple[Layout, Format]:
+    """The layout and original format of a Jinja ``doc_to_text`` without control flow (see
+    ``llmgen.prompts.structure``); raises ``LlmgenError`` saying why a template cannot be varied."""
+    st = structure_of(jinja_skeleton(text), target_delimiter)
+    return st.layout, st.original
 
-    Every field must use the same separator and the same spacing, since a Format has one of each; the
-    output field's separator is the fields' without its trailing whitespace (that whitespace is what
-    the continuation starts with). Descriptors keep their casing (the original format's casing is
-    ``identity``; the others recase them). Raises ``LlmgenError`` saying why a template cannot be varied.
-    """
-    if "{%" in text or "{#" in text:
-        raise LlmgenError("its doc_to_text uses Jinja control flow ({% ... %})")
-    parts = _FIELD.split(text)
-    segments, keys = parts[0::2], parts[1::2]
-    if any("{{" in s or "}}" in s for s in segments):
-        raise LlmgenError("its doc_to_text has Jinja expressions other than {{field}}")
-    if not keys:
-        raise LlmgenError("its doc_to_text has no 'Descriptor: {{field}}' line")
-    fields, seps, spaces = [], set(), set()
-    for i, (segment, key) in enumerate(zip(segments, keys, strict=False)):
-        m = _DESCRIBED.fullmatch(segment)
-        if (m is None or (i > 0 and not m["space"]) or (i == 0 and m["space"])
-                or not (m["mark"] or "\n" in m["sep"])):
-            raise LlmgenError(f"its doc_to_text part {segment + '{{' + key + '}}'!r} is not {_SHAPE}")
-        fields.append(Field(m["desc"], key))
-        seps.add(m["sep"])
-        if i:
-            spaces.add(m["space"])
-    if len(seps) > 1:
-        raise LlmgenError(f"its fields mix separators {sorted(seps)} (a format has one)")
-    sep = seps.pop()
-    out_sep, last = sep.rstrip(), segments[-1]
-    out = _OUTPUT.fullmatch(last[: len(last) - len(out_sep)]) if last.endswith(out_sep) else None
-    if out is None or not out["space"]:
-        m = _DESCRIBED.fullmatch(last)
-        if m is not None and m["space"]:
-            raise LlmgenError(f"its output field {m['desc'] + m['sep']!r} does not use the fields' separator {sep!r}")
-        raise LlmgenError(f"its doc_to_text does not end at an output field ('\\nAnswer{out_sep}'), it ends {last!r}")
-    spaces.add(out["space"])
-    if len(spaces) > 1:
-        raise LlmgenError(f"its fields mix spacings {sorted(spaces)} (a format has one)")
-    return Layout(fields=tuple(fields), output=out["desc"]), Format(separator=sep, space=spaces.pop())
+
+def _jinja(expr: str, doc: dict) -> str:
+    """One ``{{ expression }}`` of a template on one document, in lm-eval's own Jinja environment."""
+    from lm_eval.utils import apply_template
+
+    return apply_template("{{" + expr + "}}", doc)
+
+
+def _skeleton(leaf: Any, docs: Sequence[dict]) -> Skeleton:
+    """The task's prompt skeleton: its Jinja template's, or the one every document's rendered prompt
+    aligns to (the same for all of them, demonstrations included)."""
+    if leaf.multiple_input:
+        return list(_CONTEXT)
+    text = leaf.config.doc_to_text
+    if isinstance(text, str) and "{{" in text and "{%" not in text and "{#" not in text:
+        return jinja_skeleton(text)
+    rendered = [leaf.doc_to_text(d) for d in docs]
+    if not all(isinstance(r, str) for r in rendered):
+        raise LlmgenError("its doc_to_text does not return the prompt text")
+    return same_skeleton([aligned_skeleton(r, d) for r, d in zip(rendered, docs, strict=True)])
+
+
+def _gold(leaf: Any, doc: dict, choices: list[str]) -> int:
+    """The gold choice's index as lm-eval's process_results reads it (an index, a choice text, or
+    the first of a list of golds)."""
+    gold = leaf.doc_to_target(doc)
+    if isinstance(gold, list):
+        gold = gold[0]
+    if isinstance(gold, str):
+        gold = choices.index(gold) if gold in choices else int(gold)
+    return int(gold)
 
 
 def _answer_text(leaf: Any, doc: dict, fewshot: bool) -> str:
@@ -369,16 +374,25 @@ def _answer_text(leaf: Any, doc: dict, fewshot: bool) -> str:
     return str(c[a] if c and isinstance(a, int) else a[0] if isinstance(a, list) else a)
 
 
-def _fields_doc(leaf: Any, doc: dict, keys: Sequence[str], fewshot: bool = False) -> dict[str, Any]:
-    """One lm-eval document as llmgen fields: each ``{{key}}`` rendered by lm-eval's own Jinja
-    environment; a multiple-choice document's choices (``doc_to_choice``) and gold (``doc_to_target``:
-    index or text); a generate_until document's answer text (what a demonstration ends with)."""
-    from lm_eval.utils import apply_template
+# A multiple-input task (Winogrande) puts each choice in its own context and scores one continuation:
+# its prompt is that context, one descriptor-less value joined to the continuation by target_delimiter.
+_CONTEXT = ["", Slot("context", None), ""]
 
-    out: dict[str, Any] = {k: apply_template("{{" + k + "}}", doc) for k in keys}
+
+def _fields_doc(leaf: Any, st: Structure, doc: dict, fewshot: bool = False) -> dict[str, Any]:
+    """One lm-eval document as the layout's values; a multiple-choice document's choices and gold
+    index, a generate_until document's answer text (what a demonstration ends with); a
+    multiple-input document's contexts (one per choice, the gold one as its value)."""
+    if leaf.multiple_input:
+        contexts = [str(x) for x in leaf.doc_to_choice(doc)]
+        gold = int(leaf.doc_to_text(doc))
+        return {"context": contexts[gold], "contexts": contexts, "choices": contexts, "label": gold,
+                "target": str(leaf.doc_to_target(doc))}
+    values = st.values(slot_values(st.slots, doc, _jinja))
     if leaf.OUTPUT_TYPE == "multiple_choice":
-        return {**out, "choices": [str(x) for x in leaf.doc_to_choice(doc)], "label": leaf.doc_to_target(doc)}
-    return {**out, "target": _answer_text(leaf, doc, fewshot)}
+        choices = [str(x) for x in leaf.doc_to_choice(doc)]
+        return {**values, "choices": choices, "label": _gold(leaf, doc, choices), "target": _answer_text(leaf, doc, fewshot)}
+    return {**values, "target": _answer_text(leaf, doc, fewshot)}
 
 
 def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[list[dict]]:
@@ -393,15 +407,25 @@ def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[li
     return [list(leaf.sampler.sample(n=k, eval_doc=doc if same else None)) for doc in docs]
 
 
+def _answer_enumeration(st: Structure, docs: Sequence[dict]) -> str | None:
+    """The enumeration whose original labels are the choices (MMLU's ``A``..``D``): its answers
+    then follow each format's numbering."""
+    for key, names in reversed(st.enumerations):
+        if all(d["choices"] == st.enumeration_labels(key, len(names)) for d in docs):
+            return key
+    return None
+
+
 @dataclass
 class LmevalFieldsTask(Task):
-    """An lm-eval task as fields, joined and scored as lm-eval joins and scores it.
+    """An lm-eval task as a layout, joined and scored as lm-eval joins and scores it.
 
     The prompt is lm-eval's ``fewshot_context`` in each format: the description as is, each
-    demonstration (drawn per document by lm-eval's seeded sampler) followed by the task's
-    ``fewshot_delimiter``, then the document. A generate_until task's responses go through the task's
-    own filter ensembles and ``process_results`` (its metric code and options: ``ignore_case``,
-    ``regexes_to_ignore``, ...), generated with its ``generation_kwargs`` as HFLM reads them.
+    demonstration (drawn per document by lm-eval's seeded sampler) answered and followed by the task's
+    ``fewshot_delimiter``, then the document. Multiple choice is scored by the task's own
+    ``process_results`` on each choice's loglikelihood (mc2's probability mass included); a
+    generate_until task's responses go through the task's own filter ensembles and
+    ``process_results``, generated with its ``generation_kwargs`` as HFLM reads them.
     """
 
     demos: list[list[dict]] = dc_field(default_factory=list)
@@ -413,15 +437,50 @@ class LmevalFieldsTask(Task):
     def demonstrations(self, doc: dict, k: int, doc_id: int = 0) -> list[dict]:
         return self.demos[doc_id][:k] if k else []
 
-    def build_prompt(self, doc: dict, renderer=None, num_fewshot: int | None = None, doc_id: int = 0,
-                     with_system: bool = True) -> str:
-        demos = self.demonstrations(doc, self._num_fewshot(num_fewshot), doc_id)
-        shots = "".join(self.render_example(d, True, renderer) + self.fewshot_delimiter for d in demos)
-        return self.instruction + shots + self.render_example(doc, False, renderer)
+    def format_answers(self, fmt: Format, doc: dict | None = None) -> list[str]:
+        """A document's answers in ``fmt``: the choices, the answer enumeration's labels, or (multiple
+        inputs) the one continuation once per choice."""
+        doc = self.docs[0] if doc is None else doc
+        if "contexts" in doc:
+            return [doc["target"]] * len(doc["contexts"])
+        if self.answer_key is None:
+            return list(doc["choices"])
+        enum = self.prompt_layout().enumeration(self.answer_key)
+        return [fmt.option_label(i, enum) for i in range(len(doc["choices"]))]
+
+    def format_gold(self, doc: dict, fmt: Format) -> str:
+        if self.output_type != "multiple_choice":
+            return doc["target"]
+        return self.format_answers(fmt, doc)[doc["label"]] if self.answer_key else doc["target"]
+
+    def format_prompt(self, fmt: Format, demos: Sequence[dict], doc: dict) -> str:
+        """The description, the answered demonstrations each followed by the few-shot delimiter, the query."""
+        layout = self.prompt_layout()
+        shots = "".join(fmt.render(layout, d, self.format_gold(d, fmt)) + self.fewshot_delimiter for d in demos)
+        return self.instruction + shots + fmt.render(layout, doc)
+
+    def format_inputs(self, fmt: Format, demos: Sequence[dict], doc: dict) -> tuple[str, ...] | None:
+        """A multiple-input document's prompts in ``fmt``, one per choice (None for other tasks)."""
+        if "contexts" not in doc:
+            return None
+        return tuple(self.format_prompt(fmt, demos, {**doc, "context": c}) for c in doc["contexts"])
 
     def generation_sampling(self, backend: Backend):
         """The task's ``generation_kwargs`` as one ``SamplingConfig`` (the same as an ``lmeval:`` run's)."""
         return generation_settings(self.leaf.config.generation_kwargs or {}, backend.tokenizer, self.seed)
+
+    def score_choices(self, doc: dict, logprobs: list[float], doc_id: int | None = None) -> Scored:
+        """The task's own multiple-choice metrics (``process_results``) of one document's choice
+        loglikelihoods, named as an ``lmeval:`` run names them; the outcome (``correct``) is the first
+        metric == 1, the prediction the most likely choice in the original format."""
+        i = self.docs.index(doc) if doc_id is None else doc_id
+        out = self.leaf.process_results(self.lm_docs[i], [(float(lp), False) for lp in logprobs])
+        values = {m: float(v) for m, v in out.items() if _number(v) is not None}
+        choices = self.format_answers(self.original_format, doc) if self.original_format is not None else list(doc["choices"])
+        gold = int(doc["label"]) if "label" in doc else -1
+        return Scored(choice_logprobs=list(logprobs), choices=choices, gold_index=gold, values=values,
+                      predictions=[choices[choice_prediction(logprobs, [1.0] * len(logprobs))]],
+                      correct=[next(iter(values.values()), 0.0) == 1.0])
 
     def score_responses(self, responses: list[str], doc_id: int) -> tuple[list[bool], dict[str, float]]:
         """(correct, metrics) of one document's responses: each filter ensemble of the task, then its
@@ -440,39 +499,47 @@ class LmevalFieldsTask(Task):
 
 
 def _check_convertible(leaf: Any, config: EvalConfig, k: int) -> None:
-    """Refuse (LlmgenError, one line) what a field layout cannot reproduce or score per format."""
+    """Refuse (LlmgenError, one line) what a layout cannot reproduce or score per format."""
     c = leaf.config
-    if not isinstance(c.doc_to_text, str):
-        raise LlmgenError("its doc_to_text is a Python function")
     if leaf.OUTPUT_TYPE not in ("multiple_choice", "generate_until"):
         raise LlmgenError(f"it is {leaf.OUTPUT_TYPE} (multiple_choice and generate_until lm-eval tasks are converted)")
     if config.apply_chat_template:
         raise LlmgenError("--apply-chat-template is not supported for lm-eval tasks with --formats")
-    if c.gen_prefix or getattr(leaf, "multiple_input", False):
-        raise LlmgenError("it has a gen_prefix or multiple inputs")
+    if c.gen_prefix:
+        raise LlmgenError("it has a gen_prefix")
     if "{{" in (c.description or "") or "{%" in (c.description or ""):
         raise LlmgenError("its description is a per-document template")
-    if k and leaf.fewshot_cfg.doc_to_text != c.doc_to_text:
-        raise LlmgenError("its few-shot examples have their own doc_to_text")
     if leaf.OUTPUT_TYPE == "generate_until":
         from lm_eval.api.metrics import mean
 
         if (c.repeats or 1) != 1:
             raise LlmgenError(f"it repeats each request {c.repeats} times (one response per document is scored)")
-        if callable(c.process_results):
-            raise LlmgenError("it scores with its own process_results function")
         other = {m: getattr(f, "__name__", str(f)) for m, f in leaf.aggregation().items() if f is not mean}
         if other:
             raise LlmgenError(f"its metrics {other} are not per-document means")
+    elif callable(c.process_results) and set(leaf.aggregation()) - {"acc", "acc_norm", "acc_bytes"}:
+        raise LlmgenError("it scores with its own process_results function")
+
+
+def _delimiter(leaf: Any, k: int) -> str | None:
+    """The whitespace between a prompt and its answer (None: a generate_until task without
+    demonstrations never writes one); demonstrations must use the same."""
+    c, fs = leaf.config, leaf.fewshot_cfg
+    if leaf.OUTPUT_TYPE != "multiple_choice" and not k:
+        return None
+    delim = c.target_delimiter if leaf.OUTPUT_TYPE == "multiple_choice" else fs.target_delimiter
+    if k and fs.target_delimiter != delim:
+        raise LlmgenError(f"its few-shot target_delimiter {fs.target_delimiter!r} is not its target_delimiter {delim!r}")
+    return delim
 
 
 def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
-    """The ``lmeval:NAME`` task as an llmgen Task declared as fields (for ``--formats``), with its original format.
+    """The ``lmeval:NAME`` task as an llmgen Task with a prompt layout (for ``--formats``), with its original format.
 
     A single ``multiple_choice`` or ``generate_until`` task without a chat template is converted;
     few-shot demonstrations are the ones lm-eval's seeded sampler draws for each document. Format 0 is
     checked here, document by document, to give exactly lm-eval's own requests (a multiple-choice
-    document's (context, continuation) pairs, a generate_until document's context), so a template
+    document's (context, continuation) pairs, a generate_until document's context), so a prompt
     this cannot reproduce is refused in one line before any model loads.
     """
     lm_name = task.name[len(PREFIX):]
@@ -484,41 +551,55 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     c, fs = leaf.config, leaf.fewshot_cfg
     k = config.num_fewshot if config.num_fewshot is not None else c.num_fewshot or 0
     ranked = leaf.OUTPUT_TYPE == "multiple_choice"
+    lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
     try:
         _check_convertible(leaf, config, k)
-        layout, original = template_layout(c.doc_to_text)
+        raw_demos = _lmeval_demos(leaf, lm_docs, k, config.seed)
+        if any(leaf.doc_to_text(d, fs.doc_to_text) != leaf.doc_to_text(d) for ds in raw_demos for d in ds):
+            raise LlmgenError("its few-shot examples have their own doc_to_text")
+        st = structure_of(_skeleton(leaf, lm_docs + [d for ds in raw_demos for d in ds]), _delimiter(leaf, k))
+        docs = [_fields_doc(leaf, st, doc) for doc in lm_docs]
+        demos = [[_fields_doc(leaf, st, d, fewshot=True) for d in ds] for ds in raw_demos]
     except LlmgenError as e:
         raise LlmgenError(why + str(e)) from None
-    sep = original["separator"]
-    tail = sep[len(sep.rstrip()):]
-    for name, delim in [("target_delimiter", c.target_delimiter)] * ranked + \
-                       [("few-shot target_delimiter", fs.target_delimiter)] * bool(k):
-        if delim != tail:  # a format writes the answer after its own separator's whitespace
-            raise LlmgenError(why + f"its {name} {delim!r} is not the whitespace {tail!r} its separator {sep!r} ends with")
-    keys = [f.key for f in layout.fields]
-    lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
-    docs = [_fields_doc(leaf, doc, keys) for doc in lm_docs]
-    demos = [[_fields_doc(leaf, d, keys, fewshot=True) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
+    except Exception as e:  # a document the task's own code cannot render
+        raise LlmgenError(why + f"its prompts do not render: {type(e).__name__}: {e}") from None
+    layout = st.layout
+    answer_key = _answer_enumeration(st, docs + [d for ds in demos for d in ds]) if ranked else None
+    if not ranked and layout.enumerations:  # the task's own metric reads the original option labels
+        layout = replace(layout, fixed=tuple(e.slot("numbering") for e in layout.enumerations))
+    fields = [(e.descriptor, e.key) for e in walk(layout.fields) if isinstance(e, Field)]
     common = dict(name=task.name, docs=docs, demos=demos, num_fewshot=k, fewshot_docs=[d for ds in demos for d in ds],
-                  input_fields=[(f.descriptor, f.key) for f in layout.fields], output_descriptor=layout.output,
-                  instruction=c.description or "", fewshot_delimiter=fs.fewshot_delimiter, leaf=leaf, lm_docs=lm_docs,
-                  seed=config.seed, description=f"lm-eval task {lm_name} as fields")
+                  input_fields=fields, output_descriptor=layout.output, layout=layout, original_format=st.original,
+                  answer_key=answer_key, instruction=c.description or "", fewshot_delimiter=fs.fewshot_delimiter,
+                  leaf=leaf, lm_docs=lm_docs, seed=config.seed, description=f"lm-eval task {lm_name} as a prompt layout")
     if ranked:
         native = LmevalFieldsTask(**common, target_key="label", output_type="multiple_choice", choices_key="choices",
                                   choice_prefix=c.target_delimiter, metrics=("acc", "acc_norm"))
     else:
         native = LmevalFieldsTask(**common, target_key="target", output_type="generate", metrics=())
-    render = format_renderer(original, native)
+    _check_format_zero(leaf, native, lm_docs, k, config.seed, why)
+    return native, st.original
+
+
+def _check_format_zero(leaf: Any, native: LmevalFieldsTask, lm_docs: Sequence[dict], k: int, seed: int,
+                       why: str) -> None:
+    """Format 0 must give lm-eval's own requests for every document (refused in one line otherwise)."""
     if k:
-        leaf.set_fewshot_seed(config.seed)  # the same draws again, now as lm-eval's own contexts
-    for i, (doc, ours) in enumerate(zip(lm_docs, docs, strict=True)):
+        leaf.set_fewshot_seed(seed)  # the same draws again, now as lm-eval's own contexts
+    original = native.original_format
+    for i, (doc, ours) in enumerate(zip(lm_docs, native.docs, strict=True)):
         context = leaf.fewshot_context(doc, k)
-        text = native.build_prompt(ours, render, k, i)
-        if ranked:
-            got, expected = choice_pairs(text, ours["choices"]), [(context, f"{c.target_delimiter}{x}") for x in ours["choices"]]
+        text = native.format_prompt(original, native.demonstrations(ours, k, i), ours)
+        inputs = native.format_inputs(original, native.demonstrations(ours, k, i), ours)
+        if inputs is not None:
+            got = [p for t in inputs for p in choice_pairs(t, [ours["target"]])]
+            expected = [(ctx, f"{leaf.config.target_delimiter}{ours['target']}") for ctx in context]
+        elif native.output_type == "multiple_choice":
+            got = choice_pairs(text, native.format_answers(original, ours))
+            expected = [(context, f"{leaf.config.target_delimiter}{x}") for x in ours["choices"]]
         else:
             got, expected = generation_prompt(text), context
         if got != expected:
             raise LlmgenError(why + f"its original format does not reproduce lm-eval's prompt of document {i}: "
                               f"{context[-60:]!r}")
-    return native, original

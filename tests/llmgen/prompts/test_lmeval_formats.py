@@ -29,12 +29,22 @@ CAPITALS = EXAMPLES / "data" / "capitals.jsonl"
 
 # Templates that cannot be varied, each in its own YAML next to the examples (one include folder more).
 UNVARIABLE = {
-    "fmt_jinja_if": ("{% if country %}Country: {{country}}{% endif %}\nCapital:", "Jinja control flow"),
-    "fmt_filter": ("Country: {{country | upper}}\nCapital:", "Jinja expressions other than"),
-    "fmt_sentence": ("The capital of {{country}} is", "is not 'Descriptor: {{field}}'"),
-    "fmt_spaces_only": ("Country {{country}}\nCapital", "is not 'Descriptor: {{field}}'"),
-    # the answer follows the target_delimiter ' ', a format writes it after its separator's newline
-    "fmt_newline_sep": ("Country:\n{{country}}\nCapital:", "target_delimiter ' ' is not the whitespace '\\n'"),
+    "fmt_sentence": ("The capital of {{country}} is", "is neither a descriptor with a separator nor an option label"),
+    "fmt_spaces_only": ("Country {{country}}\nCapital:", "is neither a descriptor with a separator nor an option label"),
+    "fmt_inline": ("Country: {{country}} Options: {{options|join(', ')}}\nCapital:", "share a line"),
+    # the text outside the fields depends on the document
+    "fmt_differs": ("{% if label == 1 %}Land{% else %}Country{% endif %}: {{country}}\nCapital:",
+                    "differ between documents outside their fields"),
+}
+# Templates the old 'Descriptor: {{field}}' reader refused that are now read: Jinja control flow
+# (aligned with the rendered prompts), a filter, fixed text after a field, an enumeration.
+VARIABLE = {
+    "fmt_jinja_if": "{% if country %}Country: {{country}}{% endif %}\nCapital:",
+    "fmt_filter": "Country: {{country | upper}}?\nCapital:",
+    # the field's separator ends with a newline, the output's with the target_delimiter ' ': the
+    # field keeps 'Country:\n' as fixed text
+    "fmt_newline_sep": "Country:\n{{country}}\nCapital:",
+    "fmt_enum": "Where is the capital?\nCountry: {{country}}\n(a) {{options[0]}}\n(b) {{options[1]}}\n(c) {{options[2]}}\nCapital:",
 }
 # Multiple-byte choices: characters and UTF-8 bytes disagree (lm-eval's acc_norm divides by characters).
 CAFE = [{"word": "coffee house", "options": ["café", "cafe!"], "label": 1},
@@ -51,6 +61,7 @@ def lmeval_env(monkeypatch, tmp_path):
     cafe = tmp_path / "cafe.jsonl"
     cafe.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in CAFE), encoding="utf-8")
     for name, (text, data) in {**{n: (t, CAPITALS) for n, (t, _) in UNVARIABLE.items()},
+                               **{n: (t, CAPITALS) for n, t in VARIABLE.items()},
                                "fmt_cafe": ("Word: {{word}}\nAnswer:", cafe)}.items():
         (extra / f"{name}.yaml").write_text(
             f"task: {name}\ndataset_path: json\ntest_split: train\ndataset_kwargs:\n  data_files: {data}\n"
@@ -67,41 +78,60 @@ def test_template_layout_hand_cases():
     assert [f.key for f in layout.fields] == ["premise", "hypothesis"] and layout.output == "Label"
     assert fmt == Format(space="\n\n")
     assert fmt.render(layout, {"premise": "p", "hypothesis": "h"}) == "Premise: p\n\nHypothesis: h\n\nLabel: "
-    # the separators and spaces of the FormatSpread grammar, any casing of the descriptors
-    for text, descs, output, fmt, rendered in [
-        ("Question - {{q}}\nAnswer -", ["Question"], "Answer", Format(separator=" - "), "Question - v\nAnswer - "),
-        ("Q:: {{q}}\nA::", ["Q"], "A", Format(separator=":: "), "Q:: v\nA:: "),
-        ("Question:\n{{q}}\nAnswer:", ["Question"], "Answer", Format(separator=":\n"), "Question:\nv\nAnswer:\n"),
-        ("Question\n{{q}}\nAnswer", ["Question"], "Answer", Format(separator="\n"), "Question\nv\nAnswer\n"),
-        ("QUESTION: {{q}}\nANSWER:", ["QUESTION"], "ANSWER", Format(), "QUESTION: v\nANSWER: "),
-        ("question::: {{q}} || answer:::", ["question"], "answer", Format(separator="::: ", space=" || "),
-         "question::: v || answer::: "),
-        ("Follow-up question -- {{q}}\tFinal answer --", ["Follow-up question"], "Final answer",
-         Format(separator=" -- ", space="\t"), "Follow-up question -- v\tFinal answer -- "),
-        ("### Instruction:\n{{q}}\n\n### Response:", ["### Instruction"], "### Response",
+    # the separators of the FormatSpread grammar, any casing of the descriptors; the answer follows
+    # the target_delimiter (the separator's trailing whitespace)
+    for text, delim, descs, output, fmt, rendered in [
+        ("Question - {{q}}\nAnswer -", " ", ["Question"], "Answer", Format(separator=" - "), "Question - v\nAnswer - "),
+        ("Q:: {{q}}\nA::", " ", ["Q"], "A", Format(separator=":: "), "Q:: v\nA:: "),
+        ("Question:\n{{q}}\nAnswer:", "\n", ["Question"], "Answer", Format(separator=":\n"), "Question:\nv\nAnswer:\n"),
+        ("QUESTION: {{q}}\nANSWER:", " ", ["QUESTION"], "ANSWER", Format(), "QUESTION: v\nANSWER: "),
+        ("### Instruction:\n{{q}}\n\n### Response:", "\n", ["### Instruction"], "### Response",
          Format(separator=":\n", space="\n\n"), "### Instruction:\nv\n\n### Response:\n"),
+        # a descriptor-less field, fixed text after a field, a longer break keeps its extra newline
+        ("{{q}}\n\nQuestion: {{q}}?\nAnswer:", " ", ["", "Question"], "Answer", Format(),
+         "v\n\nQuestion: v?\nAnswer: "),
+        ("{{q}}", " ", [""], "", Format(space=" "), "v "),
     ]:
-        layout, got = template_layout(text)
+        layout, got = template_layout(text, delim)
         assert [f.descriptor for f in layout.fields] == descs and layout.output == output and got == fmt, text
-        assert got.render(layout, {"q": "v"}) == rendered and rendered.rstrip() == text.replace("{{q}}", "v")
+        assert got.render(layout, {"q": "v"}) == rendered and rendered == text.replace("{{q}}", "v") + delim
     # the original casing is kept; the other casings of the grammar recase it
     layout, fmt = template_layout("QUESTION: {{q}}\nANSWER:")
     assert fmt.replace({"casing": "title"}).render(layout, {"q": "v"}) == "Question: v\nAnswer: "
-    for text, why in [("Q: {{q}}\nA: {{a}}\n\nAnswer:", "mix spacings"),
-                      ("Q: {{q}}\nA - {{a}}\nAnswer:", "mix separators"),
-                      ("Question: {{question}}", "does not end at an output field"),
-                      ("Question:{{question}}\nAnswer: ", "does not use the fields' separator"),
-                      ("Question: {{q}}\nAnswer -", "does not use the fields' separator"),
-                      ("Question {{q}}\nAnswer", "is not 'Descriptor: {{field}}'"),
-                      ("Question = {{q}}\nAnswer =", "is not 'Descriptor: {{field}}'"),
-                      ("no fields\nAnswer:", "no 'Descriptor: {{field}}' line")]:
-        with pytest.raises(LlmgenError, match=why.replace("{", r"\{").replace("}", r"\}")):
-            template_layout(text)
+    # MMLU's enumeration: 'A. ' labels, its own wrapper, numbering, separator and item spacing
+    layout, fmt = template_layout("{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nAnswer:")
+    enum = layout.enumeration("options")
+    assert fmt.to_dict() == {"options.wrapper": "x.", "options.numbering": "A", "options.separator": " ",
+                             "options.item_space": "\n"}
+    values = {"question_strip": "Q", "options": ["x", "y"]}
+    assert fmt.render(layout, values) == "Q\nA. x\nB. y\nAnswer: "
+    other = fmt.replace({"options.wrapper": "(x)", "options.numbering": "i"})
+    assert other.render(layout, values) == "Q\n(i) x\n(ii) y\nAnswer: " and other.option_label(1, enum) == "ii"
+    # a field written with another separator than the output's keeps its head as fixed text; values
+    # joined by a space on one line are one value; fixed text after the output's separator
+    layout, fmt = template_layout("Q: {{q}}\nA - {{a}} {{b}}\nAnswer:")
+    assert layout.fields == (Field("Q", "q"), Field("", "a__b", prefix="A - ")) and fmt == Format()
+    assert fmt.replace({"separator": " || "}).render(layout, {"q": "1", "a__b": "2 3"}) == "Q || 1\nA - 2 3\nAnswer || "
+    layout, fmt = template_layout("Q: {{q}}\nA: Let's think step by step.")
+    assert layout.output == "A" and layout.output_text == "Let's think step by step. "
+    assert fmt.render(layout, {"q": "1"}, "2") == "Q: 1\nA: Let's think step by step. 2"
+    with pytest.raises(LlmgenError, match="its fields mix separators"):  # no output field to decide
+        template_layout("Q: {{q}}\nA - {{a}}", "\n")
+    for text, why in [
+                      ("Question: {{q}}\nAnswer", "does not end at an output field"),
+                      ("Question: {{q}}\nAnswer: ", "does not end at an output field"),
+                      ("Question {{q}}\nAnswer:", "is neither a descriptor"),
+                      ("Question = {{q}}\nAnswer:", "is neither a descriptor"),
+                      ("{{a}}, {{b}}\nAnswer:", "share a line"),
+                      ("{{a}}\n{{b}}\n{{c}}", "answer follows the prompt's last value"),
+                      ("Q: {{q}}\n\nP: {{p}}\n\tA:", "different spacings")]:
+        with pytest.raises(LlmgenError, match=why):
+            template_layout(text, "" if "{{c}}" in text else " ")
 
 
 @pytest.mark.parametrize("task,why", [
     *((name, why) for name, (_, why) in UNVARIABLE.items()),
-    ("llmgen_capitals_mc", "is not 'Descriptor: {{field}}'"),
+    ("llmgen_capitals_mc", "is neither a descriptor"),
     ("llmgen_paragraphs_ppl", "it is loglikelihood_rolling"),
     ("llmgen_demo", "it is a group"),
 ])
@@ -279,4 +309,4 @@ def test_acc_norm_divides_by_characters_as_lm_eval(lmeval_env, tiny_hf, tiny_mod
     docs = list(leaf.eval_docs)
     for r in rows:
         ref = leaf.process_results(docs[r["doc_id"]], [(lp, False) for lp in r["choice_logprobs"]])
-        assert r["metrics"] == {"acc": ref["acc"], "acc_norm": ref["acc_norm"]}
+        assert r["metrics"] == ref  # the task's own process_results: acc, acc_norm and acc_bytes

@@ -45,7 +45,7 @@ def test_lmeval_task_loading_errors(lmeval_env):
         get_task("lmeval:llmgen_nope")
     task = get_task("lmeval:llmgen_demo")  # a group: its documents are its tasks' documents
     assert len(task.docs) == 12 + 8 + 4 and "group" in task.description
-    # a template that is not `Descriptor: {{field}}` lines: --formats refuses in one line, before any
+    # a sentence template (`The capital of {{country}} is`): --formats refuses in one line, before any
     # model loads (tests/llmgen/prompts/test_lmeval_formats.py covers the tasks it can vary)
     from llmgen.prompts.format_eval import run_format_eval
 
