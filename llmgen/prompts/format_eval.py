@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llmgen.display import print_table, work_progress
 from llmgen.errors import LlmgenError
+from llmgen.evals.format_spread import max_evaluations
 from llmgen.evaluate import (
     EvalConfig,
     cached_generate,
@@ -93,7 +95,9 @@ class Scorer:
     request's per-sample correctness into its metrics (exact match, pass@k); a task that scores its
     responses itself (an lm-eval task: its own filters and metric code) gives
     ``generation_metrics(responses, request) -> (correct, metrics)`` instead. ``normalize`` makes
-    the ranking outcome the per-character normalised one (``acc_norm``).
+    the ranking outcome the per-character normalised one (``acc_norm``). ``on_progress(examples)``
+    is told how many (format, example) evaluations each backend batch finished (fractions while a
+    batch ends inside one example's choices): the progress bar's hook.
     """
 
     backend: Any
@@ -105,6 +109,7 @@ class Scorer:
     chat: bool = False
     normalize: bool = False
     generation_metrics: Callable[[list[str], Request], tuple[list[bool], dict[str, float]]] | None = None
+    on_progress: Callable[[float], None] | None = None
 
 
 def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
@@ -122,7 +127,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
     rows: dict[int, dict] = {}
     pairs = [choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
     flat = [p for ps in pairs for p in ps]
-    scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL) if flat else []
+    on_pairs = (lambda n: scorer.on_progress(n * len(ranked) / len(flat))) if scorer.on_progress and flat else None
+    scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL, on_chunk=on_pairs) if flat else []
     at = 0
     for r, ps in zip(ranked, pairs, strict=True):
         lps = [s["logprob"] for s in scores[at:at + len(ps)]]
@@ -139,7 +145,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
         if scorer.generation_metrics is None and (scorer.is_correct is None or scorer.sample_metrics is None):
             raise LlmgenError("generation requests need a correctness rule and sample metrics")
         prompts = [generation_prompt(r.text, scorer.backend, scorer.chat) for r in generated]
-        outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL)
+        outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL,
+                               on_chunk=scorer.on_progress)
         for r, prompt, comps in zip(generated, prompts, outs, strict=True):
             texts = [c["text"] for c in comps]
             if scorer.generation_metrics is not None:
@@ -182,8 +189,20 @@ class FormatEvaluator:
 
 
 def search(evaluator: FormatEvaluator, num_formats: int, num_docs: int, budget: int | None = None,
-           batch: int = BANDIT_BATCH, seed: int = 0, rule: str = "thompson") -> dict[str, Any]:
-    """Every format on every example in one batch (``budget`` None), or the budgeted bandit."""
+           batch: int = BANDIT_BATCH, seed: int = 0, rule: str = "thompson", show_progress: bool = True) -> dict[str, Any]:
+    """Every format on every example in one batch (``budget`` None), or the budgeted bandit; a
+    progress bar of (format, example) evaluations on stderr."""
+    total = max_evaluations(num_formats, num_docs, budget)
+    with work_progress(f"{evaluator.scorer.task_name}: formats x examples", total, show_progress) as advance:
+        evaluator.scorer.on_progress = advance
+        try:
+            return _search(evaluator, num_formats, num_docs, budget, batch, seed, rule)
+        finally:
+            evaluator.scorer.on_progress = None
+
+
+def _search(evaluator: FormatEvaluator, num_formats: int, num_docs: int, budget: int | None,
+            batch: int, seed: int, rule: str) -> dict[str, Any]:
     from llmgen.evals.format_spread import bandit_spread, exhaustive_spread
 
     if budget is None:
@@ -376,7 +395,8 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
         for task in tasks:
             ev = task_evaluator(backend, task, config, cache, sets[task.name])
             n = len(task.docs)
-            info = search(ev, len(sets[task.name]), n, budget, min(BANDIT_BATCH, n), config.seed)
+            info = search(ev, len(sets[task.name]), n, budget, min(BANDIT_BATCH, n), config.seed,
+                          show_progress=show_progress)
             entries[task.name] = spread_entry(ev, info, sets[task.name], layouts[task.name], n)
             evaluators[task.name] = ev
     finally:
@@ -398,7 +418,6 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
 
 def print_format_results(out: dict[str, Any]) -> None:
     """One row per task and metric: original [95% CI], min, median, max and spread (in points for rates)."""
-    from rich.console import Console
     from rich.table import Table
 
     modes = sorted({e["mode"] for e in out["format_spread"].values()})
@@ -410,4 +429,4 @@ def print_format_results(out: dict[str, Any]) -> None:
             u = out["uncertainty"][task][m]
             table.add_row(task, m, f"{s['original']:.3f}", f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}]", f"{s['min']:.3f}",
                           f"{s['median']:.3f}", f"{s['max']:.3f}", f"{s['spread']:.3f}", str(s["formats"]))
-    Console().print(table)
+    print_table(table)
