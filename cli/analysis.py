@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from llmgen.display import print_table
+
 
 def _pct(x: float) -> str:
     return f"{x:.4g}"
@@ -60,7 +62,7 @@ def compare(
         cells = [f"{_pct(s['mean'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
                  for s in (cmp.summaries[name][m] for name in cmp.runs)]
         table.add_row(m, *cells)
-    console.print(table)
+    print_table(table, console)
 
     tests = Table(title=f"paired tests against {cmp.runs[0]} (difference = run - baseline)")
     for col in ("run", "metric", "diff", f"{level} CI", "p (bootstrap)", "gained/lost", "p (McNemar)"):
@@ -70,7 +72,7 @@ def compare(
         mc = t.mcnemar
         tests.add_row(t.other, t.metric, f"{b.diff:+.4g}", f"[{b.ci_low:+.4g}, {b.ci_high:+.4g}]", f"{b.p_value:.3g}",
                       f"{mc.b}/{mc.c}" if mc else "-", f"{mc.p_value:.3g} ({mc.method})" if mc else "-")
-    console.print(tests)
+    print_table(tests, console)
     console.print("gained/lost: examples wrong→right / right→wrong against the baseline (0/1 metrics).")
 
     if show_flips > 0:
@@ -108,7 +110,7 @@ def print_format_comparison(console, across, level: str) -> None:
         table.add_row(label, f"{b.diff:+.4g}", f"[{b.ci_low:+.4g}, {b.ci_high:+.4g}]", f"{b.p_value:.3g}",
                       f"{mc.p_value:.3g}" if mc else "-",
                       {1: f"{across.other} better", -1: f"{across.baseline} better", 0: "-"}[t.significant])
-    console.print(table)
+    print_table(table, console)
     console.print(f"{across.other} significantly better in {d['other_significantly_better']} of {d['formats']} formats, "
                   f"{across.baseline} in {d['baseline_significantly_better']}; ahead: {across.other} "
                   f"{d['other_ahead']}, {across.baseline} {d['baseline_ahead']}, tied {d['tied']}; "

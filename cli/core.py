@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from llmgen.display import print_table
 from llmgen.errors import LlmgenError
 
 
@@ -101,7 +102,6 @@ def set_task_sources(include_path: str | None, data_dir: str | None) -> None:
 
 
 def print_results(out: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{out['model']} · {out['backend']['backend']}")
@@ -112,7 +112,7 @@ def print_results(out: dict) -> None:
             u = out["uncertainty"][task].get(m)
             stderr, ci = (f"{u['stderr']:.4f}", f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}]") if u else ("-", "-")
             table.add_row(task, m, f"{v:.4g}", stderr, ci, str(out["n_samples"][task]))
-    Console().print(table)
+    print_table(table)
 
 
 def plain_table(rows: list[tuple[str, ...]]) -> str:
@@ -218,15 +218,20 @@ def register(app: typer.Typer) -> None:
         """List tasks: built-in, the datasets catalogue, and lm-eval's (when the lmeval extra is installed).
 
         A plain aligned table: names are never cut at the terminal's width (they are what users copy)."""
-        from llmgen.tasks import catalogue, get_task, list_tasks
+        from llmgen.tasks import TASKS, catalogue, get_task, list_tasks
         from llmgen.tasks.lmeval import available, list_lmeval_tasks
 
         set_task_sources(include_path, None)
         match = (lambda n: name_filter.lower() in n.lower()) if name_filter else (lambda n: True)
         rows = [("task", "source", "type", "metrics", "description")]
         for name in filter(match, list_tasks()):
-            t = get_task(name)
-            rows.append((name, "built-in", t.output_type, ", ".join(t.metrics), t.description))
+            # a factory with a ``listing`` is described without being built (building may write data)
+            listing = getattr(TASKS.get(name), "listing", None)
+            if listing is None:
+                t = get_task(name)
+                listing = (t.output_type, t.metrics, t.description)
+            kind, metrics, description = listing
+            rows.append((name, "built-in", kind, ", ".join(metrics), description))
         for name, (_, spec) in catalogue().items():
             if match(name):
                 ds = spec.get("dataset", {})

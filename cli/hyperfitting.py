@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from llmgen.cli.config_args import CONFIG_OPTION, config_options, register_config_command
+from llmgen.display import print_table
 
 # Shortcut flag -> config key (tests/cli/test_cli.py checks every key against HyperfittingConfig).
 FLAGS = {
@@ -48,7 +49,7 @@ def hyperfitting(ctx: typer.Context, config_file: Path | None = CONFIG_OPTION) -
     for m in metrics:
         table.add_row(m, *(f"{gens[name][m]:.4g}" for name in gens))
     console = Console()
-    console.print(table)
+    print_table(table, console)
     console.print(f"wrote {output}/results.json, samples.jsonl and plots")
 
 

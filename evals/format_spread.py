@@ -168,6 +168,14 @@ def bandit_spread(evaluate: Evaluate, num_arms: int, num_examples: int, budget: 
     return BanditResult(best, worst, succ, cnt, spent, total + spent, (a0, b0), history)
 
 
+def max_evaluations(num_arms: int, num_examples: int, budget: int | None) -> int:
+    """The most (format, example) evaluations a search makes (a progress bar's total): every cell
+    when exhaustive; for the bandit, the original format in full, the budget, and the best and
+    worst formats completed, never more than every cell."""
+    cells = num_arms * num_examples
+    return cells if budget is None else min(cells, num_examples + budget + 2 * num_examples)
+
+
 def empirical_extreme(successes: Sequence[int], counts: Sequence[int], highest: bool) -> int:
     """The arm with the highest (or lowest) empirical accuracy among evaluated arms; ties: lowest index."""
     evaluated = [i for i in range(len(counts)) if counts[i]]

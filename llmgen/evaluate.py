@@ -19,6 +19,7 @@ from llmgen.backends import SECRET_ARGS, Backend, SamplingConfig, backend_class,
 from llmgen.backends.base import encode_pair
 from llmgen.backends.cached import CachedBackend
 from llmgen.cache import RequestCache
+from llmgen.display import RunProgress
 from llmgen.errors import LlmgenError
 from llmgen.eval_config import (  # noqa: F401  (re-exported: the runner's public names)
     NO_FLAG,
@@ -326,12 +327,7 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     backend, cache = sharding.shard(backend, cache)  # each rank scores a slice; every rank gets all results
     timings = {"load_s": round(t_load, 2)}
     try:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        # Progress is a log: stderr, so that stdout holds only the results.
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not show_progress, transient=False, console=Console(stderr=True)) as progress:
+        with RunProgress(enabled=show_progress) as progress:  # stderr: stdout holds only the results
             results, unc, all_rows, task_times = evaluate_tasks(backend, tasks, config, cache, progress)
         timings.update(task_times)
         described = backend.describe()  # before close(): describe() reads the loaded model

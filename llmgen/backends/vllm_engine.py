@@ -47,6 +47,8 @@ def _start_engine(settings: dict[str, Any]):
         kwargs.setdefault("enable_chunked_prefill", False)
     if not kwargs.get("enable_lora"):
         kwargs.pop("max_lora_rank", None)
+    # the weights' progress bar (tqdm, in the engine process) only with vLLM's INFO logs (--verbose)
+    kwargs.setdefault("use_tqdm_on_load", os.environ.get("VLLM_LOGGING_LEVEL") in ("DEBUG", "INFO"))
     try:
         with processes.engine_start():  # its processes end with llmgen, however it ends
             return LLM(**kwargs)

@@ -33,8 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from llmgen.backends import get_backend
+from llmgen.display import print_table, work_progress
 from llmgen.errors import LlmgenError
-from llmgen.evals.format_spread import atomic_perturbations, bandit_spread, check_budget, exhaustive_spread
+from llmgen.evals.format_spread import (
+    atomic_perturbations,
+    bandit_spread,
+    check_budget,
+    exhaustive_spread,
+    max_evaluations,
+)
 from llmgen.evaluate import (
     EvalConfig,
     cached_generate,
@@ -96,6 +103,8 @@ class Scorer:
     0 of ``--formats`` gives plain ``llmgen eval``'s rows. Without them a request is scored on its own
     gold and answers: generations by ``metrics`` (FormatSpread: ``exact_prefix_match``), rankings by
     ``acc`` and ``acc_norm``, the outcome (``correct``) being ``acc_norm`` when ``normalize``, else ``acc``.
+    ``on_progress(examples)`` is told how many (format, example) evaluations each backend batch
+    finished (fractions while a batch ends inside one example's choices): the progress bar's hook.
     """
 
     backend: Any
@@ -107,6 +116,7 @@ class Scorer:
     metrics: tuple[str, ...] = ("exact_prefix_match",)
     generation_row: Callable[[Request, str, list[dict]], Row] | None = None
     choice_row: Callable[[Request, str, list[dict]], Row] | None = None
+    on_progress: Callable[[float], None] | None = None
 
     def score_generation(self, r: Request, prompt: str, comps: list[dict]) -> Row:
         if self.generation_row is not None:
@@ -133,7 +143,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
     pairs = [[p for t, a in zip(r.texts, r.answers, strict=True) for p in choice_pairs(t, [a], scorer.backend, scorer.chat)]
              if r.texts else choice_pairs(r.text, r.answers, scorer.backend, scorer.chat) for r in ranked]  # type: ignore[arg-type]
     flat = [p for ps in pairs for p in ps]
-    scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL) if flat else []
+    on_pairs = (lambda n: scorer.on_progress(n * len(ranked) / len(flat))) if scorer.on_progress and flat else None
+    scores = cached_loglikelihood(scorer.backend, flat, scorer.cache, chunk=ONE_CALL, on_chunk=on_pairs) if flat else []
     at = 0
     for r, ps in zip(ranked, pairs, strict=True):
         rows[id(r)] = {**scorer.score_choices(r, ps[0][0], scores[at:at + len(ps)]), "continuations": [c for _, c in ps]}
@@ -142,7 +153,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
         if scorer.sampling is None:
             raise LlmgenError("generation requests need sampling settings")
         prompts = [generation_prompt(r.text, scorer.backend, scorer.chat) for r in generated]
-        outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL)
+        outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL,
+                               on_chunk=scorer.on_progress)
         for r, prompt, comps in zip(generated, prompts, outs, strict=True):
             rows[id(r)] = scorer.score_generation(r, prompt, comps)
     return [{"task": scorer.task_name, "doc_id": r.doc_id, "target": r.gold, **rows[id(r)], "format_id": r.arm}
@@ -180,8 +192,20 @@ class FormatEvaluator:
 
 
 def search(evaluator: FormatEvaluator, num_formats: int, num_docs: int, budget: int | None = None,
-           batch: int = BANDIT_BATCH, seed: int = 0, rule: str = "thompson") -> dict[str, Any]:
-    """Every format on every example in one batch (``budget`` None), or the budgeted bandit."""
+           batch: int = BANDIT_BATCH, seed: int = 0, rule: str = "thompson", show_progress: bool = True) -> dict[str, Any]:
+    """Every format on every example in one batch (``budget`` None), or the budgeted bandit; a
+    progress bar of (format, example) evaluations on stderr."""
+    total = max_evaluations(num_formats, num_docs, budget)
+    with work_progress(f"{evaluator.scorer.task_name}: formats x examples", total, show_progress) as advance:
+        evaluator.scorer.on_progress = advance
+        try:
+            return _search(evaluator, num_formats, num_docs, budget, batch, seed, rule)
+        finally:
+            evaluator.scorer.on_progress = None
+
+
+def _search(evaluator: FormatEvaluator, num_formats: int, num_docs: int, budget: int | None,
+            batch: int, seed: int, rule: str) -> dict[str, Any]:
     if budget is None:
         outcomes = evaluator.evaluate([(arm, 0, num_docs) for arm in range(num_formats)])
         ex = exhaustive_spread(outcomes)
@@ -337,7 +361,8 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
         for task in tasks:
             ev = task_evaluator(backend, task, config, cache, sets[task.name])
             n = len(task.docs)
-            info = search(ev, len(sets[task.name]), n, budget, min(BANDIT_BATCH, n), config.seed)
+            info = search(ev, len(sets[task.name]), n, budget, min(BANDIT_BATCH, n), config.seed,
+                          show_progress=show_progress)
             entries[task.name] = spread_entry(ev, info, sets[task.name], layouts[task.name], n)
             evaluators[task.name] = ev
     finally:
@@ -359,7 +384,6 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
 
 def print_format_results(out: dict[str, Any]) -> None:
     """One row per task and metric: original [95% CI], min, median, max and spread (in points for rates)."""
-    from rich.console import Console
     from rich.table import Table
 
     modes = sorted({e["mode"] for e in out["format_spread"].values()})
@@ -371,4 +395,4 @@ def print_format_results(out: dict[str, Any]) -> None:
             u = out["uncertainty"][task][m]
             table.add_row(task, m, f"{s['original']:.3f}", f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}]", f"{s['min']:.3f}",
                           f"{s['median']:.3f}", f"{s['max']:.3f}", f"{s['spread']:.3f}", str(s["formats"]))
-    Console().print(table)
+    print_table(table)

@@ -17,6 +17,7 @@ the same model and dtype give the same numbers as ``lm_eval --model hf``.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
@@ -194,6 +195,10 @@ def _lm_class():
                 kw = {"add_special_tokens": False}
             return self.tokenizer.encode(string, **kw)
 
+        def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            # lm-eval's bar here times the tokenising only (scoring is _loglikelihood_tokens): noise
+            return super().loglikelihood(requests, disable_tqdm=True)
+
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
             # HFLM keeps the last max_length + 1 tokens of context + continuation
             n = self.max_length + 1
@@ -294,11 +299,23 @@ def convert_results(lm_name: str, res: dict) -> dict[str, float]:
     return out
 
 
+def quiet_git_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` (the working folder's ``git describe --always``, stored in
+    its results) with git's stderr captured: lm-eval's runs git with the user's terminal as stderr,
+    so every run outside a git checkout printed "fatal: not a git repository"."""
+    try:
+        proc = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit: int | None = None,
                num_fewshot: int | None = None, apply_chat_template: bool = False, seed: int = 0) -> dict:
     """lm-eval's ``simple_evaluate`` on ``names`` with the catalogue + include path (any LM)."""
     from lm_eval import evaluator
 
+    evaluator.get_git_commit_hash = quiet_git_hash  # lm-eval's own lets git print to the terminal
     if config is not None:
         limit, num_fewshot, apply_chat_template, seed = (config.limit, config.num_fewshot,
                                                          config.apply_chat_template, config.seed)

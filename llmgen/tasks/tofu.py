@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from llmgen.backends.base import SamplingConfig
@@ -447,10 +448,26 @@ def load_eval_sets(source: str | os.PathLike, forget: str, limit: int | None = N
     return {role: load_tofu(source, cfg)[:limit] for role, cfg in eval_configs(forget).items()}
 
 
+@dataclass(frozen=True)
+class ListedTask:
+    """A registered task factory that a listing can describe without calling it: building a
+    ``tofu_*`` task reads its four sets, and on first use writes the synthetic set into the cache,
+    which a listing command (``llmgen tasks``) must not do."""
+
+    build: Callable[[], Task]
+    listing: tuple[str, tuple[str, ...], str]
+    """(output type, metrics, description), as the built task's fields."""
+
+    def __call__(self) -> Task:
+        return self.build()
+
+
 def register_tasks(registry) -> None:
     """Called by ``llmgen.tasks`` when it loads the task families (see ``_load_plugin_tasks``)."""
-    for split in ("forget01", "forget05", "forget10"):
-        registry.register(f"tofu_{split}", lambda split=split: tofu_eval_task(split))
+    for split in FORGET_SPLITS:
+        registry.register(f"tofu_{split}", ListedTask(
+            partial(tofu_eval_task, split),
+            ("requests", (), f"TOFU evaluation, forget split {split} (data: $LLMGEN_TOFU_DATA, else the synthetic set)")))
 
 
 # --- prompts ----------------------------------------------------------------------------------------

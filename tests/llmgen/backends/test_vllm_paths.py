@@ -222,3 +222,7 @@ def test_make_run_command_writes_its_results(tmp_path):
     table_metrics = [line.split("│")[2].strip() for line in lines if line.startswith(f"│ {task}")]
     assert sorted(table_metrics) == sorted(metrics), r.stdout
     assert not [line for line in r.stderr.splitlines() if " INFO " in line or " WARNING " in line], r.stderr
+    # stderr: llmgen's own lines only, the progress bar and where the results went (no Triton, NUMA
+    # or weight-loading lines from the engine's spawned processes)
+    own = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(own) == 2 and own[0].startswith(task) and own[1].startswith("wrote "), r.stderr
