@@ -157,7 +157,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
                                on_chunk=scorer.on_progress)
         for r, prompt, comps in zip(generated, prompts, outs, strict=True):
             rows[id(r)] = scorer.score_generation(r, prompt, comps)
-    return [{"task": scorer.task_name, "doc_id": r.doc_id, "target": r.gold, **rows[id(r)], "format_id": r.arm}
+    # the target is the request's gold in its own format (an enumerated task's answers follow the format)
+    return [{"task": scorer.task_name, "doc_id": r.doc_id, **rows[id(r)], "target": r.gold, "format_id": r.arm}
             for r in requests]
 
 
