@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from llmgen.errors import LlmgenError
 from llmgen.io import read_jsonl
 from llmgen.registry import Registry
+from llmgen.tasks.math_answers import last_boxed_answer, normalize_final_answer
 
 if TYPE_CHECKING:  # the backends import torch; tasks load without it
     from llmgen.backends.base import SamplingConfig
@@ -161,6 +162,9 @@ FILTERS.register("first_number", lambda: _per_response(first_number))
 FILTERS.register("last_number", lambda: _per_response(last_number))
 FILTERS.register("math", lambda: _per_response(math_answer))
 FILTERS.register("math_normalize", lambda: _per_response(math_normalize))
+# the pass@N reference's grading (refine nbs/eval.ipynb): the last \boxed{} answer, normalize_final_answer
+FILTERS.register("math_boxed", lambda: _per_response(lambda t: normalize_final_answer(last_boxed_answer(t) or "")))
+FILTERS.register("math_boxed_normalize", lambda: _per_response(normalize_final_answer))
 FILTERS.register("lowercase", lambda: _per_response(str.lower))
 FILTERS.register("regex", lambda regex_pattern=r"#### (\-?[0-9\.\,]+)", group_select=0, fallback="[invalid]":
                  _per_response(regex_extract(regex_pattern, int(group_select), fallback)))
@@ -275,7 +279,8 @@ DEFAULT_METRICS = {"generate": ("exact_match",), "multiple_choice": ("acc", "acc
                    "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
 # Answer extraction applied to the reference when the task names none: numbers compare as numbers,
 # math answers as normalised math answers, anything else as stripped text.
-_DEFAULT_TARGET_FILTER = {"first_number": "first_number", "last_number": "first_number", "math": "math_normalize"}
+_DEFAULT_TARGET_FILTER = {"first_number": "first_number", "last_number": "first_number", "math": "math_normalize",
+                          "math_boxed": "math_boxed_normalize"}
 
 
 def _doc_fields(template: str) -> list[str]:
@@ -739,15 +744,17 @@ def classification_eval_task(name: str, n: int = 200, num_fewshot: int = 1) -> T
 
 
 def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
-              max_tokens: int = 16, description: str = "") -> Task:
+              max_tokens: int = 16, description: str = "", extract: str = "math") -> Task:
     """Direct-answer math problems (``{"problem", "answer"}`` docs), graded by math equivalence.
 
     One definition for ``llmgen eval --tasks math_generated_d*`` and the pass@N recipe's pass@k
     evaluation: the prompt is ``Problem: ...\nAnswer:`` (``tasks.math.direct_prompt``), responses
-    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``."""
+    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``. ``extract``:
+    "math" (lenient: any final-answer form, numeric equivalence) or "math_boxed" (the pass@N
+    reference notebook's: the last ``\\boxed{}`` answer, ``normalize_final_answer``, exact)."""
     return Task(name=name, docs=docs, fewshot_docs=list(fewshot_docs), num_fewshot=num_fewshot,
                 input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
-                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=max_tokens,
+                metrics=("exact_match", "pass@k"), extract=extract, stop=("\n",), max_tokens=max_tokens,
                 description=description)
 
 

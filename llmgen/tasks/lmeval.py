@@ -34,6 +34,19 @@ if TYPE_CHECKING:
 
 PREFIX = "lmeval:"
 INCLUDE_ENV = "LLMGEN_LMEVAL_INCLUDE_PATH"
+# lm-eval 0.4.13's seeds when its CLI is run without --seed ("0,1234,1234,1234": ``lm_eval.defaults``
+# DEFAULT_RANDOM_SEED, DEFAULT_OTHER_SEED). An ``lmeval:`` run at llmgen's defaults uses exactly
+# these, so it draws lm-eval's few-shot demonstrations and gives lm-eval's prompts and numbers.
+# ``--seed`` (llmgen's sampling and bootstrap seed, default 0) is lm-eval's python ``random`` seed;
+# ``--fewshot-seed`` (default 1234) is its few-shot sampler's; numpy and torch stay at 1234.
+LMEVAL_NUMPY_SEED = 1234
+LMEVAL_TORCH_SEED = 1234
+
+
+def lmeval_seeds(seed: int = 0, fewshot_seed: int = 1234) -> dict[str, int]:
+    """The four seeds handed to lm-eval's ``simple_evaluate`` (recorded in results.json ``tasks``)."""
+    return {"random_seed": seed, "numpy_random_seed": LMEVAL_NUMPY_SEED, "torch_random_seed": LMEVAL_TORCH_SEED,
+            "fewshot_random_seed": fewshot_seed}
 
 
 def available() -> bool:
@@ -87,7 +100,6 @@ def list_lmeval_tasks(pattern: str | None = None) -> list[str]:
 def load_lmeval_task(name: str) -> Task:
     """An llmgen Task standing for an lm-eval task or group; the definition is loaded (and its data
     read) here, so an unknown name or a broken YAML fails before any model loads."""
-    from llmgen.tasks import Task
 
     lm_name = name[len(PREFIX):]
     tm = task_manager()
@@ -107,8 +119,18 @@ def load_lmeval_task(name: str) -> Task:
     # marks the task as not fields-with-descriptors, which --formats refuses in one line before loading
     text = leaves[0].config.doc_to_text if len(leaves) == 1 else None
     template = text if isinstance(text, str) else "<lm-eval doc_to_text>"
-    return Task(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
-                description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
+    return LmevalTask(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
+                      description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
+
+
+@dataclass
+class LmevalTask(Task):
+    """An ``lmeval:NAME`` task; ``seeds`` are the ones lm-eval ran it with (set by the run, in results.json)."""
+
+    seeds: dict[str, int] = dc_field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **({"seeds": dict(self.seeds)} if self.seeds else {})}
 
 
 def generation_settings(gen_kwargs: dict, tokenizer: Any, seed: int = 0):
@@ -275,18 +297,19 @@ def convert_results(lm_name: str, res: dict) -> dict[str, float]:
 
 
 def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit: int | None = None,
-               num_fewshot: int | None = None, apply_chat_template: bool = False, seed: int = 0) -> dict:
-    """lm-eval's ``simple_evaluate`` on ``names`` with the catalogue + include path (any LM)."""
+               num_fewshot: int | None = None, apply_chat_template: bool = False, seed: int = 0,
+               fewshot_seed: int = 1234) -> dict:
+    """lm-eval's ``simple_evaluate`` on ``names`` with the catalogue + include path (any LM), seeded
+    as :func:`lmeval_seeds` says (at the defaults: lm-eval's CLI defaults)."""
     from lm_eval import evaluator
 
     if config is not None:
-        limit, num_fewshot, apply_chat_template, seed = (config.limit, config.num_fewshot,
-                                                         config.apply_chat_template, config.seed)
+        limit, num_fewshot, apply_chat_template, seed, fewshot_seed = (
+            config.limit, config.num_fewshot, config.apply_chat_template, config.seed, config.fewshot_seed)
     return evaluator.simple_evaluate(
         model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
         task_manager=task_manager(), apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=bool(apply_chat_template), random_seed=seed, numpy_random_seed=seed,
-        torch_random_seed=seed, fewshot_random_seed=seed, verbosity="WARNING")
+        fewshot_as_multiturn=bool(apply_chat_template), verbosity="WARNING", **lmeval_seeds(seed, fewshot_seed))
 
 
 def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache) -> tuple[dict[str, float], list[dict]]:
@@ -295,6 +318,8 @@ def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache
 
     lm_name = task.name[len(PREFIX):]
     res = run_lmeval(make_lm(backend, cache, seed=config.seed, chunk=request_chunk(config)), [lm_name], config)
+    if isinstance(task, LmevalTask):
+        task.seeds = lmeval_seeds(config.seed, config.fewshot_seed)
     rows = []
     for sub, samples in sorted(res.get("samples", {}).items()):
         rows += convert_samples(task.name if sub == lm_name else f"{task.name}.{sub}", samples)
@@ -502,7 +527,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     keys = [f.key for f in layout.fields]
     lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
     docs = [_fields_doc(leaf, doc, keys) for doc in lm_docs]
-    demos = [[_fields_doc(leaf, d, keys, fewshot=True) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.seed)]
+    demos = [[_fields_doc(leaf, d, keys, fewshot=True) for d in ds] for ds in _lmeval_demos(leaf, lm_docs, k, config.fewshot_seed)]
     common = dict(name=task.name, docs=docs, demos=demos, num_fewshot=k, fewshot_docs=[d for ds in demos for d in ds],
                   input_fields=[(f.descriptor, f.key) for f in layout.fields], output_descriptor=layout.output,
                   instruction=c.description or "", fewshot_delimiter=fs.fewshot_delimiter, leaf=leaf, lm_docs=lm_docs,
@@ -514,7 +539,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
         native = LmevalFieldsTask(**common, target_key="target", output_type="generate", metrics=())
     render = format_renderer(original, native)
     if k:
-        leaf.set_fewshot_seed(config.seed)  # the same draws again, now as lm-eval's own contexts
+        leaf.set_fewshot_seed(config.fewshot_seed)  # the same draws again, now as lm-eval's own contexts
     for i, (doc, ours) in enumerate(zip(lm_docs, docs, strict=True)):
         context = leaf.fewshot_context(doc, k)
         text = native.build_prompt(ours, render, k, i)
