@@ -154,7 +154,10 @@ def register(app: typer.Typer) -> None:
         top_p: Annotated[float, typer.Option(help="nucleus sampling: keep the top tokens of this total probability")] = S.top_p,
         max_tokens: Annotated[int | None, typer.Option(help="most tokens generated per completion (default: the "
                                                             "task's)")] = S.max_new_tokens,
-        seed: Annotated[int, typer.Option(help="sampling and bootstrap seed; same seed, same results")] = 0,
+        seed: Annotated[int, typer.Option(help="sampling and bootstrap seed (lm-eval tasks: also python's random "
+                                                "seed, lm-eval's default 0); same seed, same results")] = 0,
+        fewshot_seed: Annotated[int, typer.Option("--fewshot-seed", help="lm-eval tasks: the few-shot sampler's "
+                                                  "seed (default: lm-eval's, 1234)")] = 1234,
         k: Annotated[str | None, typer.Option("--k", help="pass@k values, comma-separated (default 1,2,4..n)")] = None,
         num_fewshot: Annotated[int | None, typer.Option(help="examples shown before each prompt (default: the task's)")] = None,
         apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template",
@@ -185,7 +188,7 @@ def register(app: typer.Typer) -> None:
         config = EvalConfig(model=model, backend=backend, tasks=task_names,
                             model_args=parse_model_args(model_args), limit=limit, batch_size=batch_size,
                             num_samples=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_tokens,
-                            seed=seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
+                            seed=seed, fewshot_seed=fewshot_seed, ks=ks, num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                             output_dir=run_dir, log_samples=log_samples, cache=None if no_cache else "auto")
         if base_url is not None:  # a backend without a base_url argument refuses it (check_backend_args)
             config.model_args["base_url"] = base_url

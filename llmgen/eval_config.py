@@ -39,6 +39,7 @@ class EvalConfig(EvalSettings):
     tasks: list[str] = field(default_factory=lambda: ["arithmetic"])
     model_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    fewshot_seed: int = 1234  # lm-eval's few-shot sampler seed (its CLI default) for lmeval: tasks and --formats
     ks: list[int] | None = None
     num_fewshot: int | None = None
     apply_chat_template: bool = False

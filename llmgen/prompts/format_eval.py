@@ -175,8 +175,13 @@ class FormatEvaluator:
         self.request, self.scorer = request, scorer
         self.rows: list[dict] = []
 
+    def requests_of(self, arm: int, start: int, stop: int) -> list[Request]:
+        """One pull's requests; a subclass may make them depend on the pull's examples (FormatSpread
+        ranks among the gold labels of the examples scored together)."""
+        return [self.request(arm, i) for i in range(start, stop)]
+
     def evaluate(self, pulls: Sequence[tuple[int, int, int]]) -> list[list[bool]]:
-        requests = [self.request(arm, i) for arm, start, stop in pulls for i in range(start, stop)]
+        requests = [r for arm, start, stop in pulls for r in self.requests_of(arm, start, stop)]
         rows = score_requests(requests, self.scorer)
         self.rows += rows
         out, at = [], 0

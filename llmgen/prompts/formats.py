@@ -22,8 +22,8 @@ element that does not own them (the reference's ``SharedPropertyAmongPrompts``).
 *slots* to values: ``separator``, ``space``, ``casing``, ``<group>.space`` and, per enumeration
 ``<key>``, ``<key>.item_space``, ``<key>.wrapper``, ``<key>.numbering``, ``<key>.option_separator``
 and, when owned, ``<key>.separator`` / ``<key>.casing``. Formats that differ in one slot are
-"atomic perturbations" of each other. Two formats are the same when they render the same template
-(``Format.template``), so sampled sets are deduplicated by that string.
+"atomic perturbations" of each other. Sampled sets are distinct value assignments, as the
+reference's (``sample_formats``); two assignments may render the same template (``Format.template``).
 
 Typical use::
 
@@ -35,6 +35,7 @@ Typical use::
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,11 +45,12 @@ from pathlib import Path
 from llmgen.errors import LlmgenError
 from llmgen.io import atomic_write_json, read_json
 
-# Value sets of the reference grammar (grammar_definition.py); the reference lists " -- " twice.
+# Value sets of the reference grammar (grammar_definition.py), in its order; the reference lists " -- "
+# twice among the spaces, so a drawn space is " -- " with P = 2/16 (``sample_formats``).
 SEPARATORS = ("", "::: ", ":: ", ": ", " \n\t", "\n    ", " : ", " - ", " ", "\n ", "\n\t", ":", "::",
               "- ", "\t")
-SPACES = ("", " ", "\n", " \n", " -- ", "  ", "; \n", " || ", " <sep> ", ", ", " \n ", " , ", "\n ", ". ",
-          " ,  ")
+SPACES = ("", " ", "\n", " \n", " -- ", "  ", "; \n", " || ", " <sep> ", " -- ", ", ", " \n ", " , ", "\n ",
+          ". ", " ,  ")
 OPTION_SEPARATORS = ("", " ", "  ", "\t")
 CASINGS = ("identity", "title", "upper", "lower")
 WRAPPERS = ("(x)", "x.", "x)", "x )", "[x]", "<x>")
@@ -516,12 +518,18 @@ def is_plausible(fmt: Format, layout: Layout) -> bool:
 # --- sampling ---------------------------------------------------------------------------------------
 
 def sample_formats(layout: Layout, n: int, seed: int = 0, original: Format | None = None,
-                   max_enumerate: int = 200_000) -> list[Format]:
-    """``n`` distinct plausible formats, the original first; all of them when there are at most ``n``.
+                   max_tries: int = 1000) -> list[Format]:
+    """The original, then up to ``n - 1`` distinct plausible value assignments, drawn as FormatSpread's
+    ``main.py`` (``_sample_value_assignments``) draws them.
 
-    Small spaces are enumerated, filtered and deduplicated by rendered template, then sampled
-    without replacement (uniform over distinct formats). Spaces too large to enumerate are sampled
-    uniformly over the grammar's choices, rejecting implausible and already seen templates.
+    When the grammar's choices have at most ``n - 1`` combinations (counted over the value lists as
+    the reference lists them: " -- " twice among the spaces), every plausible assignment is taken.
+    Otherwise each slot's value is drawn uniformly from its list (so " -- " with P = 2/16), an
+    implausible assignment is rejected and one already drawn is drawn again, until ``n - 1`` distinct
+    assignments. Assignments, not rendered templates, are distinct (two assignments that render the
+    same template, e.g. ``title`` casing of "Review", both count), as in the reference. Unlike the
+    reference, the original's own assignment is not drawn again, and the loop stops after
+    ``max_tries * n`` draws (the reference loops forever when too few assignments are plausible).
     Slots that cannot change this layout keep the original's values.
     """
     if n < 1:
@@ -530,32 +538,24 @@ def sample_formats(layout: Layout, n: int, seed: int = 0, original: Format | Non
     attrs = layout.relevant_attributes()
     choices = [VALUES[_kind(a)] for a in attrs]
     rng = random.Random(seed)
-    seen = {original.template(layout)}
-    size = 1
-    for c in choices:
-        size *= len(c)
+    seen = {tuple(original.settings(layout).get(a) for a in attrs)}
+    combinations = math.prod(len(c) for c in choices)
 
-    def make(choice: Sequence[str]) -> Format:
-        return original.replace(dict(zip(attrs, choice, strict=True)))
+    def keep(choice: tuple[str, ...]) -> Format | None:
+        fmt = original.replace(dict(zip(attrs, choice, strict=True)))
+        if choice in seen or not is_plausible(fmt, layout):
+            return None
+        seen.add(choice)
+        return fmt
 
-    if size <= max_enumerate:
-        pool = []
-        for choice in itertools.product(*choices):
-            fmt = make(choice)
-            key = fmt.template(layout)
-            if key not in seen and is_plausible(fmt, layout):
-                seen.add(key)
-                pool.append(fmt)
-        picked = pool if len(pool) <= n - 1 else rng.sample(pool, n - 1)
-        return [original, *picked]
+    if combinations <= n - 1:
+        return [original, *(f for f in map(keep, itertools.product(*choices)) if f is not None)]
     out = [original]
-    for _ in range(200 * n):
+    for _ in range(max_tries * n):
         if len(out) == n:
             break
-        fmt = make([rng.choice(c) for c in choices])
-        key = fmt.template(layout)
-        if key not in seen and is_plausible(fmt, layout):
-            seen.add(key)
+        fmt = keep(tuple(rng.choice(c) for c in choices))
+        if fmt is not None:
             out.append(fmt)
     return out
 

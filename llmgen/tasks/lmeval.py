@@ -47,6 +47,19 @@ if TYPE_CHECKING:
 
 PREFIX = "lmeval:"
 INCLUDE_ENV = "LLMGEN_LMEVAL_INCLUDE_PATH"
+# lm-eval 0.4.13's seeds when its CLI is run without --seed ("0,1234,1234,1234": ``lm_eval.defaults``
+# DEFAULT_RANDOM_SEED, DEFAULT_OTHER_SEED). An ``lmeval:`` run at llmgen's defaults uses exactly
+# these, so it draws lm-eval's few-shot demonstrations and gives lm-eval's prompts and numbers.
+# ``--seed`` (llmgen's sampling and bootstrap seed, default 0) is lm-eval's python ``random`` seed;
+# ``--fewshot-seed`` (default 1234) is its few-shot sampler's; numpy and torch stay at 1234.
+LMEVAL_NUMPY_SEED = 1234
+LMEVAL_TORCH_SEED = 1234
+
+
+def lmeval_seeds(seed: int = 0, fewshot_seed: int = 1234) -> dict[str, int]:
+    """The four seeds handed to lm-eval's ``simple_evaluate`` (recorded in results.json ``tasks``)."""
+    return {"random_seed": seed, "numpy_random_seed": LMEVAL_NUMPY_SEED, "torch_random_seed": LMEVAL_TORCH_SEED,
+            "fewshot_random_seed": fewshot_seed}
 
 
 def available() -> bool:
@@ -128,8 +141,18 @@ def load_lmeval_task(name: str) -> Task:
     # first (format_task reads its prompt structure), so the template here only describes it
     text = leaves[0].config.doc_to_text if len(leaves) == 1 else None
     template = text if isinstance(text, str) else "<lm-eval doc_to_text>"
-    return Task(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
-                description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
+    return LmevalTask(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
+                      description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
+
+
+@dataclass
+class LmevalTask(Task):
+    """An ``lmeval:NAME`` task; ``seeds`` are the ones lm-eval ran it with (set by the run, in results.json)."""
+
+    seeds: dict[str, int] = dc_field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **({"seeds": dict(self.seeds)} if self.seeds else {})}
 
 
 def generation_settings(gen_kwargs: dict, tokenizer: Any, seed: int = 0):
@@ -311,25 +334,28 @@ def quiet_git_hash() -> str | None:
 
 
 def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit: int | None = None,
-               num_fewshot: int | None = None, apply_chat_template: bool = False, seed: int = 0) -> dict:
-    """lm-eval's ``simple_evaluate`` on ``names`` with the catalogue + include path (any LM)."""
+               num_fewshot: int | None = None, apply_chat_template: bool = False, seed: int = 0,
+               fewshot_seed: int = 1234) -> dict:
+    """lm-eval's ``simple_evaluate`` on ``names`` with the catalogue + include path (any LM), seeded
+    as :func:`lmeval_seeds` says (at the defaults: lm-eval's CLI defaults)."""
     from lm_eval import evaluator
 
     evaluator.get_git_commit_hash = quiet_git_hash  # lm-eval's own lets git print to the terminal
     if config is not None:
-        limit, num_fewshot, apply_chat_template, seed = (config.limit, config.num_fewshot,
-                                                         config.apply_chat_template, config.seed)
+        limit, num_fewshot, apply_chat_template, seed, fewshot_seed = (
+            config.limit, config.num_fewshot, config.apply_chat_template, config.seed, config.fewshot_seed)
     return evaluator.simple_evaluate(
         model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
         task_manager=task_manager(), apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=bool(apply_chat_template), random_seed=seed, numpy_random_seed=seed,
-        torch_random_seed=seed, fewshot_random_seed=seed, verbosity="WARNING")
+        fewshot_as_multiturn=bool(apply_chat_template), verbosity="WARNING", **lmeval_seeds(seed, fewshot_seed))
 
 
 def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache) -> tuple[dict[str, float], list[dict]]:
     """Run one ``lmeval:NAME`` task with lm-eval's evaluator over ``backend``; llmgen's (metrics, rows)."""
     lm_name = task.name[len(PREFIX):]
     res = run_lmeval(make_lm(backend, cache, seed=config.seed, chunk=request_chunk(config)), [lm_name], config)
+    if isinstance(task, LmevalTask):
+        task.seeds = lmeval_seeds(config.seed, config.fewshot_seed)
     rows = []
     for sub, samples in sorted(res.get("samples", {}).items()):
         rows += convert_samples(task.name if sub == lm_name else f"{task.name}.{sub}", samples)
@@ -571,7 +597,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     lm_docs = list(leaf.eval_docs)[: config.limit] if config.limit else list(leaf.eval_docs)
     try:
         _check_convertible(leaf, config, k)
-        raw_demos = _lmeval_demos(leaf, lm_docs, k, config.seed)
+        raw_demos = _lmeval_demos(leaf, lm_docs, k, config.fewshot_seed)
         if any(leaf.doc_to_text(d, fs.doc_to_text) != leaf.doc_to_text(d) for ds in raw_demos for d in ds):
             raise LlmgenError("its few-shot examples have their own doc_to_text")
         st = structure_of(_skeleton(leaf, lm_docs + [d for ds in raw_demos for d in ds]), _delimiter(leaf, k))
@@ -595,7 +621,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
                                   choice_prefix=c.target_delimiter, metrics=("acc", "acc_norm"))
     else:
         native = LmevalFieldsTask(**common, target_key="target", output_type="generate", metrics=())
-    _check_format_zero(leaf, native, lm_docs, k, config.seed, why)
+    _check_format_zero(leaf, native, lm_docs, k, config.fewshot_seed, why)
     return native, st.original
 
 

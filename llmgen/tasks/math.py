@@ -253,15 +253,17 @@ def make_arithmetic(n: int = 200, steps: int = 1, seed: int = 1234, num_fewshot:
 
 
 def math_task(name: str, docs: list[dict], fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0,
-              max_tokens: int = 16, description: str = "") -> Task:
+              max_tokens: int = 16, description: str = "", extract: str = "math") -> Task:
     """Direct-answer math problems (``{"problem", "answer"}`` docs), graded by math equivalence.
 
     One definition for ``llmgen eval --tasks math_generated_d*`` and the pass@N recipe's pass@k
     evaluation: the prompt is ``Problem: ...\nAnswer:`` (``tasks.math.direct_prompt``), responses
-    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``."""
+    stop at a newline, and ``pass@k`` uses the unbiased estimator of ``evals.passk``. ``extract``:
+    "math" (lenient: any final-answer form, numeric equivalence) or "math_boxed" (the pass@N
+    reference notebook's: the last ``\\boxed{}`` answer, ``normalize_final_answer``, exact)."""
     return Task(name=name, docs=docs, fewshot_docs=list(fewshot_docs), num_fewshot=num_fewshot,
                 input_fields=[("Problem", "problem")], output_descriptor="Answer", target_key="answer",
-                metrics=("exact_match", "pass@k"), extract="math", stop=("\n",), max_tokens=max_tokens,
+                metrics=("exact_match", "pass@k"), extract=extract, stop=("\n",), max_tokens=max_tokens,
                 description=description)
 
 

@@ -150,3 +150,60 @@ def is_equiv(predicted: str | None, reference: str | None) -> bool:
 def grade(output: str, reference_answer: str) -> bool:
     """Extract the final answer from a model ``output`` and compare it with the reference answer."""
     return is_equiv(extract_answer(output), reference_answer)
+
+
+# --- the pass@N reference's grading (allanraventos/refine nbs/eval.ipynb) ---------------------------
+# A response counts when its last \boxed{...} answer equals the reference answer after
+# ``normalize_final_answer`` (Lewkowycz et al. 2022, appendix D, as the notebook has it): exact string
+# equality, no numeric equivalence, nothing read from an unboxed response. ``grade`` above is the
+# lenient option (any final-answer form, the last number, rationals compared as numbers).
+
+_NB_SUBSTITUTIONS = (("an ", ""), ("a ", ""), (".$", "$"), ("\\$", ""), (r"\ ", ""), (" ", ""), ("mbox", "text"),
+                     (",\\text{and}", ","), ("\\text{and}", ","), ("\\text{m}", "\\text{}"))
+_NB_REMOVED = (r"\left", r"\right", "square", "ways", "integers", "dollars", "mph", "inches", "ft", "hours", "km",
+               "units", "\\ldots", "sue", "points", "feet", "minutes", "digits", "cents", "degrees", "cm", "gm",
+               "pounds", "meters", "meals", "edges", "students", "childrentickets", "multiples", "\\text{s}",
+               "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}", r"\mathrm{th}",
+               r"^\circ", r"^{\circ}", r"\;", r",\!", "{,}", '"', "\\dots")
+
+
+def normalize_final_answer(answer: str) -> str:
+    r"""The notebook's ``normalize_final_answer``: ``\text{x}`` → x, its substitutions and removed
+    expressions in its order, ``\fracab`` → ``\frac{a}{b}``, ``\sqrta`` → ``\sqrt{a}``, no ``$``, and
+    digit-only answers without thousands commas."""
+    s = re.sub(r"\\text{(.*?)}", r"\1", answer)
+    for before, after in _NB_SUBSTITUTIONS:
+        s = s.replace(before, after)
+    for expr in _NB_REMOVED:
+        s = s.replace(expr, "")
+    s = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", s)
+    s = re.sub(r"(sqrt)([^{])", "sqrt{\\2}", s)
+    s = s.replace("$", "")
+    if s.replace(",", "").isdigit():
+        s = s.replace(",", "")
+    return s
+
+
+def last_boxed_answer(text: str) -> str | None:
+    r"""The notebook's ``remove_boxed(last_boxed_only_string(text))``: the content of the last
+    ``\boxed{...}`` (braces balanced), or what follows ``\boxed `` up to a ``$``; None where the
+    notebook's extraction fails (no box, an unclosed one, an ``\fbox``)."""
+    if "\\boxed " in text:
+        return text.split("\\boxed ")[-1].split("$")[0]
+    idx = text.rfind("\\boxed")
+    if idx < 0:
+        return None  # the notebook falls back to \fbox, which remove_boxed then refuses
+    end = _matching_brace(text, text.find("{", idx)) if "{" in text[idx:] else None
+    boxed = text[idx: end + 1] if end is not None else None
+    if boxed is None or not boxed.startswith("\\boxed{"):
+        return None
+    return boxed[len("\\boxed{"):-1]
+
+
+def grade_boxed(output: str, reference_answer: str) -> bool:
+    """The notebook's test: normalize_final_answer(reference) == normalize_final_answer(last boxed
+    answer of ``output``), an unreadable box standing for the empty answer as in the notebook."""
+    return normalize_final_answer(reference_answer) == normalize_final_answer(last_boxed_answer(output) or "")
+
+
+GRADINGS = {"boxed": grade_boxed, "lenient": grade}  # the notebook's (default for MATH data), llmgen's own

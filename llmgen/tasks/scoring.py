@@ -23,7 +23,12 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.format_spread import exact_prefix_matching
 from llmgen.evals.passk import pass_at_k
 from llmgen.registry import Registry
-from llmgen.tasks.math_answers import canonical_math_answer, extract_answer
+from llmgen.tasks.math_answers import (
+    canonical_math_answer,
+    extract_answer,
+    last_boxed_answer,
+    normalize_final_answer,
+)
 
 # --- answer extractors ---------------------------------------------------------------------------
 # A filter step maps the list of a document's responses to a new list (lm-eval's Filter.apply on one
@@ -103,6 +108,9 @@ FILTERS.register("first_number", lambda: _per_response(first_number))
 FILTERS.register("last_number", lambda: _per_response(last_number))
 FILTERS.register("math", lambda: _per_response(math_answer))
 FILTERS.register("math_normalize", lambda: _per_response(math_normalize))
+# the pass@N reference's grading (refine nbs/eval.ipynb): the last \boxed{} answer, normalize_final_answer
+FILTERS.register("math_boxed", lambda: _per_response(lambda t: normalize_final_answer(last_boxed_answer(t) or "")))
+FILTERS.register("math_boxed_normalize", lambda: _per_response(normalize_final_answer))
 FILTERS.register("lowercase", lambda: _per_response(str.lower))
 FILTERS.register("regex", lambda regex_pattern=r"#### (\-?[0-9\.\,]+)", group_select=0, fallback="[invalid]":
                  _per_response(regex_extract(regex_pattern, int(group_select), fallback)))
@@ -221,7 +229,8 @@ DEFAULT_METRICS = {"generate": ("exact_match",), "multiple_choice": ("acc", "acc
                    "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
 # Answer extraction applied to the reference when the task names none: numbers compare as numbers,
 # math answers as normalised math answers, anything else as stripped text.
-_DEFAULT_TARGET_FILTER = {"first_number": "first_number", "last_number": "first_number", "math": "math_normalize"}
+_DEFAULT_TARGET_FILTER = {"first_number": "first_number", "last_number": "first_number", "math": "math_normalize",
+                          "math_boxed": "math_boxed_normalize"}
 
 
 # --- one document's scores -----------------------------------------------------------------------

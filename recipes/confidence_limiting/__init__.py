@@ -33,6 +33,7 @@ from llmgen.errors import LlmgenError
 from llmgen.evals.passk import block_pass_at_n, default_ks, mean_pass_at_k
 from llmgen.io import atomic_write_json, atomic_write_jsonl, safe_filename
 from llmgen.tasks.math import MathProblem, direct_prompt, direct_target, generate_task, load_math
+from llmgen.tasks.math_answers import GRADINGS
 from llmgen.training.config import TrainConfig
 from llmgen.training.losses.dco import check_normalization
 
@@ -60,6 +61,10 @@ class ConfidenceLimitingConfig:
     dco_threshold: float = 0.1
     dco_normalization: str = "example_mean"  # the reference's mean of F·NLL/|y|; or token_mean, sum
     refill: bool = True  # score each batch with the current weights, drop F <= threshold, refill
+    # pass@k grading: "boxed" (the reference notebook's: the last \boxed{} answer, exact after
+    # normalize_final_answer) or "lenient" (any final-answer form, numeric equivalence); None: "boxed"
+    # for MATH data, "lenient" for the generated task (its direct answers are never boxed)
+    grading: str | None = None
 
     eval_every: int = 1  # epochs' worth of optimizer steps between evaluations (one train() call)
     # train.epochs passes over the candidates, one AdamW, constant lr; train.seed also seeds sampling
@@ -100,10 +105,16 @@ class ConfidenceLimitingConfig:
         if self.eval_every < 1:
             raise LlmgenError(f"eval_every must be >= 1 epoch, got {self.eval_every}")
         check_normalization(self.dco_normalization)
+        if self.grading not in (None, *GRADINGS):
+            raise LlmgenError(f"grading must be one of {', '.join(GRADINGS)}, got {self.grading!r}")
         if self.eval.temperature <= 0:
             raise LlmgenError("pass@k sampling needs temperature > 0")
         if self.task != "generated" and not (self.train_data and self.test_data):
             raise LlmgenError("task other than 'generated' needs train_data and test_data (MATH-format paths)")
+
+    def grading_rule(self) -> str:
+        """The grading in force: ``grading``, else the reference's for MATH data, lenient for the generated task."""
+        return self.grading or ("lenient" if self.task == "generated" else "boxed")
 
     def kvalues(self) -> list[int]:
         """The k of the pass@k curve: ``ks`` if given, else 1, 2, 4, ... up to ``eval.num_samples``."""
@@ -158,7 +169,8 @@ def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitin
 
     cache = cache if cache is not None else RequestCache(None)
     task = math_task(name, [{"problem": p.problem, "answer": p.answer} for p in problems],
-                     max_tokens=config.eval.max_new_tokens)
+                     max_tokens=config.eval.max_new_tokens,
+                     extract="math_boxed" if config.grading_rule() == "boxed" else "math")
     results, unc, sampled, _ = evaluate_tasks(backend, [task], eval_config(config, seed), cache)
     _, _, greedy, _ = evaluate_tasks(backend, [task], eval_config(config, seed, greedy=True), cache)
     correct, rows = [], []
@@ -185,14 +197,20 @@ def evaluate(backend, problems: Sequence[MathProblem], config: ConfidenceLimitin
 
 # --- training ------------------------------------------------------------------------------------
 
-def problem_records(problems: Sequence[MathProblem]) -> list[dict[str, str]]:
-    return [{"prompt": direct_prompt(p), "answer": direct_target(p)} for p in problems]
+def problem_records(problems: Sequence[MathProblem], boxed: bool = False) -> list[dict[str, str]]:
+    """Training records; with ``boxed`` (the notebook's grading reads only a ``\\boxed{}`` answer) the
+    direct answer is written ``\\boxed{answer}``, so the trained model answers in the graded form."""
+    return [{"prompt": direct_prompt(p), "answer": f" \\boxed{{{p.answer}}}" if boxed else direct_target(p)}
+            for p in problems]
 
 
 def loss_setup(method: str, config: ConfidenceLimitingConfig) -> tuple[str, dict[str, Any]]:
     if method == "ce":
         return "ce", {}
-    return "dco", {"N": config.dco_n, "threshold": config.dco_threshold, "normalization": config.dco_normalization}
+    # with the refill the threshold acts before the loss (the reference: every example reaching the
+    # loss is kept, weighted by F, divided by the batch size); without it, inside the loss
+    args: dict[str, Any] = {"N": config.dco_n, "normalization": config.dco_normalization}
+    return "dco", args if config.refill else {**args, "threshold": config.dco_threshold}
 
 
 def train_method(model, tokenizer, features: list[dict], method: str, config: ConfidenceLimitingConfig,
@@ -336,7 +354,7 @@ def run(config: ConfidenceLimitingConfig) -> dict[str, Any]:
         for method in config.methods:
             torch.manual_seed(config.train.seed)
             model, tok = load_model(config.model)
-            features = prompt_answer_dataset(problem_records(train_problems), tok, max_length=config.train.max_length,
+            features = prompt_answer_dataset(problem_records(train_problems, config.grading_rule() == "boxed"), tok, max_length=config.train.max_length,
                                              name="train problems")
             history = Measurements(config, test_problems, tok, out, method,
                                    batches_per_epoch(len(features), config.train.batch_size, config.train.grad_accum),

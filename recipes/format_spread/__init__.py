@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +37,11 @@ from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classif
 
 MODES = ("thompson", "ucb", "exhaustive")
 METRICS = ("probability_ranking", "exact_prefix_matching")
+# Candidates of probability ranking: "batch", the gold labels present among the examples scored
+# together (a bandit pull of B examples, a full evaluation's examples), sorted, as the reference's
+# utils.py ``solve_with_rank_based_scoring`` (``output_classes = sorted(set(gold of selected ids))``);
+# "all": every class of the task.
+RANKING_CLASSES = ("batch", "all")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class FormatSpreadConfig:
     batch: int = 20  # B: examples per arm pull
     metric: str = "probability_ranking"
     normalize: bool = False  # rank by logprob per answer character (acc_norm); the reference sums (acc)
+    ranking_classes: str = "batch"  # rank among the batch's gold labels (the reference) or "all" classes
     chat: bool = False
     # eval.limit: evaluation examples per format (None: all that remain after the demos);
     # eval.max_new_tokens: the greedy answer of exact_prefix_matching
@@ -73,6 +79,8 @@ def _check(config: FormatSpreadConfig) -> None:
         raise LlmgenError(f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
     if config.metric not in METRICS:
         raise LlmgenError(f"unknown metric {config.metric!r} (known: {', '.join(METRICS)})")
+    if config.ranking_classes not in RANKING_CLASSES:
+        raise LlmgenError(f"ranking_classes must be one of {', '.join(RANKING_CLASSES)}, got {config.ranking_classes!r}")
     if config.demos_from not in ("instances", "task"):
         raise LlmgenError(f"demos_from must be 'instances' or 'task', got {config.demos_from!r}")
     if config.num_formats < 2:
@@ -114,7 +122,7 @@ def prepare_formats(config: FormatSpreadConfig, task: Task) -> list[Format]:
 
 
 def task_requests(task: Task, formats: list[Format], demos: list[dict], examples: list[dict], metric: str):
-    """``request(arm, i)``: example i in format ``arm``, ranked over the answers or generated."""
+    """``request(arm, i)``: example i in format ``arm``, ranked over all the answers or generated."""
 
     def request(arm: int, i: int) -> Request:
         fmt, ex = formats[arm], examples[i]
@@ -122,6 +130,22 @@ def task_requests(task: Task, formats: list[Format], demos: list[dict], examples
         return Request(arm, i, task.format_prompt(fmt, demos, ex), task.format_gold(ex, fmt), answers)
 
     return request
+
+
+class BatchClassEvaluator(FormatEvaluator):
+    """Ranks each pull's examples among the gold labels present in that pull, sorted (the reference's
+    ``output_classes`` of the ``selected_dataset_ids`` it evaluates together); so a class absent from
+    a batch of 20 is not a candidate there."""
+
+    def __init__(self, request, scorer: Scorer, task: Task, formats: list[Format], examples: list[dict]) -> None:
+        super().__init__(request, scorer)
+        self.task, self.formats, self.examples = task, formats, examples
+
+    def requests_of(self, arm: int, start: int, stop: int) -> list[Request]:
+        requests = super().requests_of(arm, start, stop)
+        fmt = self.formats[arm]
+        present = tuple(sorted({self.task.format_gold(ex, fmt) for ex in self.examples[start:stop]}))
+        return [replace(r, answers=present) if r.answers is not None else r for r in requests]
 
 
 def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
@@ -148,7 +172,9 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
         scorer = Scorer(backend, RequestCache(None), task.name, chat=config.chat, normalize=config.normalize,
                         sampling=SamplingConfig(temperature=0.0, max_tokens=config.eval.max_new_tokens),
                         metrics=("exact_prefix_match",))  # llmgen.tasks.scoring's exact_prefix_matching
-        evaluator = FormatEvaluator(task_requests(task, formats, demos, examples, config.metric), scorer)
+        request = task_requests(task, formats, demos, examples, config.metric)
+        evaluator = (BatchClassEvaluator(request, scorer, task, formats, examples) if config.ranking_classes == "batch"
+                     else FormatEvaluator(request, scorer))
         if config.chat:  # e.g. a chat template the model lacks: fail before writing
             backend.format_prompt("check", chat=True)
         out_dir = Path(config.output_dir)

@@ -42,6 +42,8 @@ from llmgen.evals.generation import (
 )
 from llmgen.training.config import TrainConfig
 
+TTR_EOS = ("pad", "ignore")
+
 
 @dataclass
 class HyperfittingConfig:
@@ -68,16 +70,23 @@ class HyperfittingConfig:
     num_prompts: int = 64
     prompt_len: int = 32
 
-    # the paper's: 20 epochs, Adam lr 1e-6, no weight decay, batch 8, constant lr; full fine-tuning
+    # the paper's 20 epochs, lr 1e-6, batch 8, constant lr, full fine-tuning; the optimiser as the
+    # reference code runs it (start_hyperfitting.py: AdamW(model.parameters(), lr), so weight decay
+    # 0.01, PyTorch's default; training.py: no gradient clipping)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        lr=1e-6, epochs=20.0, batch_size=8, schedule="constant", weight_decay=0.0, max_grad_norm=1.0,
+        lr=1e-6, epochs=20.0, batch_size=8, schedule="constant", weight_decay=0.01, max_grad_norm=None,
         save_final=False))
-    # eval.max_new_tokens tokens per continuation (fixed length, no EOS stop); eval.top_p and
+    # eval.max_new_tokens tokens per continuation: the reference generates up to the sequence length
+    # (validation.py: max_length = seq_len, so 256 - 32 = 224 new tokens); eval.top_p and
     # eval.temperature are the sampling baseline's (the other generators are greedy)
-    eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=256, top_p=0.9, temperature=1.0))
+    eval: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=224, top_p=0.9, temperature=1.0))
     citation_blocker: bool = False
     block_n: int = 5
     ttr_window: int = 96
+    # TTR's window: "pad" (the reference's: a continuation that ends at EOS is EOS-padded to its full
+    # length, and the window, its last ttr_window tokens, counts the padding); "ignore": the tokens
+    # generated past EOS (every metric but TTR always reads those)
+    ttr_eos: str = "pad"
     repetition_n: int = 4
     distinct_n: int = 2
     overlap_n: int = 5
@@ -115,6 +124,8 @@ class HyperfittingConfig:
             raise LlmgenError(f"num_prompts must be at least 2 (self-BLEU compares continuations), got {self.num_prompts}")
         if self.pool_tokens is not None and self.pool_tokens < 1:
             raise LlmgenError(f"pool_tokens must be at least 1 (or None), got {self.pool_tokens}")
+        if self.ttr_eos not in TTR_EOS:
+            raise LlmgenError(f"ttr_eos must be one of {', '.join(TTR_EOS)}, got {self.ttr_eos!r}")
         if self.split not in ("document", "stream"):
             raise LlmgenError(f"unknown split {self.split!r} (use document or stream)")
         if self.split == "document" and self.pool_tokens is not None:
@@ -199,6 +210,22 @@ def heldout_point(model, sequences: Sequence[Sequence[int]], batch_size: int) ->
 # --- metrics -------------------------------------------------------------------------------------
 
 
+def ttr_window_tokens(tokens: Sequence[int], eos_id: int | None, mode: str = "pad") -> list[int]:
+    """The tokens TTR's window is cut from. ``"pad"``: as the reference's ``model.generate`` returns a
+    continuation (``pad_token_id = eos``): up to and including its first EOS, then EOS to the same
+    length (a continuation generated past EOS is greedy-identical up to it); ``"ignore"``: as generated."""
+    toks = list(tokens)
+    if mode == "ignore" or eos_id is None or eos_id not in toks:
+        return toks
+    cut = toks.index(eos_id)
+    return toks[:cut] + [eos_id] * (len(toks) - cut)
+
+
+def reference_ttr(tokens: Sequence[int], eos_id: int | None, config: HyperfittingConfig) -> float:
+    """validation.py ``_generation_validation``: distinct / all of the last ``ttr_window`` tokens."""
+    return type_token_ratio(ttr_window_tokens(tokens, eos_id, config.ttr_eos), config.ttr_window)
+
+
 def generation_metrics(gens: Sequence[Completion], tokenizer, train_ngrams: set[tuple],
                        config: HyperfittingConfig) -> dict:
     """Every metric of the paper for one generator (one completion per prompt), averaged over prompts."""
@@ -208,7 +235,7 @@ def generation_metrics(gens: Sequence[Completion], tokenizer, train_ngrams: set[
     texts = [tokenizer.decode(t, skip_special_tokens=True) for t in ids]
     per = lambda f: float(np.mean([f(t) for t in ids]))  # noqa: E731
     return {
-        "ttr": per(lambda t: type_token_ratio(t, config.ttr_window)),
+        "ttr": per(lambda t: reference_ttr(t, tokenizer.eos_token_id, config)),
         f"distinct_{config.distinct_n}": distinct_n(ids, config.distinct_n),
         "self_bleu": self_bleu(texts) if len(texts) > 1 else float("nan"),
         "repetition_rate": per(lambda t: repetition_rate(t, config.repetition_n)),
@@ -329,12 +356,13 @@ def _log(config: HyperfittingConfig, msg: str) -> None:
 ROW_METRICS = ("ttr", "repetition_rate", "longest_loop", "entropy", "train_overlap")  # per continuation
 
 
-def _row_metrics(c: Completion, train_ngrams: set[tuple], config: HyperfittingConfig) -> dict[str, float]:
+def _row_metrics(c: Completion, train_ngrams: set[tuple], config: HyperfittingConfig,
+                 eos_id: int | None) -> dict[str, float]:
     """One continuation's values of the per-continuation metrics (``generation_metrics`` averages them)."""
     import numpy as np
 
     t = c.token_ids
-    return {"ttr": type_token_ratio(t, config.ttr_window), "repetition_rate": repetition_rate(t, config.repetition_n),
+    return {"ttr": reference_ttr(t, eos_id, config), "repetition_rate": repetition_rate(t, config.repetition_n),
             "longest_loop": float(longest_repeated_loop(t)), "entropy": float(np.mean(c.entropies)),
             "train_overlap": ngram_overlap(t, train_ngrams, config.overlap_n)}
 
@@ -348,7 +376,7 @@ def _samples(tok, prompts, heldout, gens: dict[str, list[Completion]], train_ngr
             rows.append({"task": name, "doc_id": i, "prompt": tok.decode(prompt, skip_special_tokens=True),
                          "target": tok.decode(heldout[i][config.prompt_len:], skip_special_tokens=True),
                          "responses": [tok.decode(g[i].token_ids, skip_special_tokens=True)],
-                         "metrics": _row_metrics(g[i], train_ngrams, config)})
+                         "metrics": _row_metrics(g[i], train_ngrams, config, tok.eos_token_id)})
     return rows
 
 

@@ -10,13 +10,16 @@ so we train with F-weighted cross-entropy, with F computed in float64 and detach
 differentiates through the unstable log, and N = 1 gives F = 1, i.e. plain cross-entropy. F falls
 towards 0 once p̂ is large: examples the model already gets right often enough stop pushing its
 confidence further, which is how DCO keeps pass@N at large N from collapsing. Examples whose F
-is at or below a threshold (default 0.1) are dropped from the batch, as in the reference code,
-and ``llmgen.recipes.confidence_limiting.refill.refill_keep`` lets the training loop refill each batch from the following examples.
+is at or below a threshold (default 0.1) are dropped before the loss, as in the reference code:
+``llmgen.recipes.confidence_limiting.refill.refill_keep`` lets the training loop score each batch
+and refill it from the following examples.
 
-The loss is, as in the reference (allanraventos/refine ``NCO.custom_loss_function1``), the mean
-over examples of F·NLL/|y| (``normalization="example_mean"``); ``"token_mean"`` (F-weighted NLL
-summed over the batch, divided by its answer tokens: N = 1 equals the ``ce`` loss) and ``"sum"``
-(summed NLL per example, mean over examples: the exact gradient of the mean of ℓ) are options.
+The loss is, as in the reference (allanraventos/refine ``NCO.custom_loss_function1(...).mean()``),
+the mean over the batch of F·NLL/|y| (``normalization="example_mean"``), every example that reaches
+it kept and weighted by F, and that is the logged loss; ``"token_mean"`` (F-weighted NLL summed
+over the batch, divided by its answer tokens: N = 1 equals the ``ce`` loss) and ``"sum"`` (summed
+NLL per example, mean over examples: the exact gradient of the mean of ℓ) are options, and so is
+dropping F <= ``threshold`` inside the loss (divided by the kept count, llmgen's former default).
 
 DCO_a (for chain-of-thought answers, where p̂ over whole solutions is tiny and meaningless) uses
 the same weight with p estimated as the fraction of k sampled solutions that reach the right answer.
@@ -107,41 +110,48 @@ def check_normalization(normalization: str) -> str:
 
 
 def dco_weighted_loss(seq_logp: torch.Tensor, num_tokens: torch.Tensor, weight: torch.Tensor,
-                      objective: torch.Tensor, threshold: float, normalization: str
+                      objective: torch.Tensor, threshold: float | None, normalization: str
                       ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """F-weighted CE whose *value* is the mean objective and whose gradient is F·∇CE.
+    """F-weighted CE: the loss is Σ F·NLL / scale, its gradient F·∇CE (F detached).
 
-    Examples with F <= ``threshold`` are dropped. ``"example_mean"``: mean over kept examples of
-    F·NLL/|y| (the reference); ``"sum"``: mean over kept examples of F·NLL (gradient = mean ∇ℓ
-    exactly); ``"token_mean"``: Σ F·NLL over kept examples / their answer tokens.
+    Every example that reaches the loss is kept, weighted by its F, and the sum is divided by the
+    batch size, as the reference (``NCO.custom_loss_function1(...).mean()``; the refill, not the
+    loss, drops F <= threshold). ``"example_mean"``: mean over the batch of F·NLL/|y| (the
+    reference's value, logged as the loss); ``"sum"``: mean over the batch of F·NLL (gradient = mean
+    ∇ℓ exactly); ``"token_mean"``: Σ F·NLL / the batch's answer tokens. ``threshold`` (None: keep
+    all) is the former in-loss filter, an option: examples with F <= threshold are dropped and the
+    sum is divided by the kept count (or the kept answer tokens). The objective ℓ is logged beside
+    it as ``dco_objective`` (same scale).
     """
     check_normalization(normalization)
-    keep = weight > threshold
+    keep = weight > threshold if threshold is not None else torch.ones_like(weight, dtype=torch.bool)
     w = torch.where(keep, weight, torch.zeros_like(weight)).to(seq_logp.dtype)
     per_token = normalization == "example_mean"
     lengths = num_tokens.clamp(min=1).to(seq_logp.dtype) if per_token else torch.ones_like(seq_logp)
     scale = (num_tokens * keep).sum() if normalization == "token_mean" else keep.sum()
     if scale.item() == 0:  # everything dropped: a zero loss that still backpropagates
         loss = (seq_logp * 0.0).sum()
+        value = torch.zeros((), dtype=torch.float64)
     else:
-        surrogate = (w * -seq_logp / lengths).sum() / scale
+        loss = (w * -seq_logp / lengths).sum() / scale
         value = (objective * keep / lengths.to(objective.dtype)).sum() / scale.to(objective.dtype)
-        loss = surrogate + (value.to(surrogate.dtype) - surrogate.detach())
-    logs = {"dco": loss.detach(), "dco_weight": weight.mean().item(),
+    logs = {"dco": loss.detach(), "dco_objective": value.item(), "dco_weight": weight.mean().item(),
             "dco_dropped": 1.0 - keep.float().mean().item()}
     return loss, logs
 
 
-def _loss_options(state: LossState) -> tuple[float, float, str]:
+def _loss_options(state: LossState) -> tuple[float, float | None, str]:
     n = check_n(state.arg("N", state.arg("n", 1)))
-    threshold = float(state.arg("threshold", 0.1))
-    return n, threshold, check_normalization(str(state.arg("normalization", "example_mean")))
+    threshold = state.arg("threshold", None)
+    return n, None if threshold is None else float(threshold), check_normalization(
+        str(state.arg("normalization", "example_mean")))
 
 
 @register_loss("dco")
 def dco_loss(model, batch: dict, state: LossState) -> tuple[torch.Tensor, dict[str, Any]]:
-    """DCO(N) on answer tokens. Loss args: ``N`` (default 1 = CE), ``threshold`` (0.1),
-    ``normalization`` (``example_mean``, ``token_mean`` or ``sum``)."""
+    """DCO(N) on answer tokens. Loss args: ``N`` (default 1 = CE), ``threshold`` (default None: keep
+    every example, as the reference; a number drops F <= it inside the loss), ``normalization``
+    (``example_mean``, ``token_mean`` or ``sum``)."""
     n, threshold, norm = _loss_options(state)
     lp, mask = token_logprobs(model, *model_inputs(batch))
     seq, ntok = lp.sum(-1), mask.sum(-1)

@@ -154,22 +154,67 @@ def test_relevant_attributes_follow_what_each_element_controls():
 
 # --- sampling and dedup ----------------------------------------------------------------------------
 
-def test_enumeration_is_exhaustive_and_deduplicated_by_rendered_string():
+def test_small_spaces_take_every_plausible_assignment():
     # 14 non-empty separators x 5 newline spaces + 10 newline-free separators x 9 non-empty
-    # newline-free spaces = 160 choices of separator/space; "Review".title() == "Review", so only
-    # 3 of the 4 casings render differently: 480 distinct plausible formats.
+    # newline-free spaces = 160 choices of separator/space, x 4 casings = 640 plausible value
+    # assignments (the reference's 16 spaces count " -- " twice: 15 x 16 x 4 = 960 <= 9999
+    # combinations, so all are taken). "Review".title() == "Review": title and identity assignments
+    # render the same template and are both kept, as in the reference (distinct assignments).
     formats = sample_formats(ONE, 10_000, seed=0)
     templates = [f.template(ONE) for f in formats]
-    assert len(formats) == 480 and len(set(templates)) == 480
+    assert len(formats) == 640 and len(set(templates)) == 480
     assert formats[0] == Format.original()
     assert all(is_plausible(f, ONE) for f in formats)
-    assert not any(f.casing == "title" for f in formats)  # identical to identity, dropped as duplicates
+    assert sum(f.casing == "title" for f in formats) == 160
 
 
 def test_descriptorless_layout_collapses_to_its_spaces():
     layout = Layout((Field("", "x"),), output="")
     formats = sample_formats(layout, 1000)
     assert len({f.template(layout) for f in formats}) == len(formats) == 14  # 15 spaces minus the empty one
+
+
+# grammar_definition.py's value lists, written out in the reference's order (the " -- " twice)
+REF_LISTS = {
+    "separator": ['', '::: ', ':: ', ': ', ' \n\t', '\n    ', ' : ', ' - ', ' ', '\n ', '\n\t', ':', '::', '- ', '\t'],
+    "space": ['', ' ', '\n', ' \n', ' -- ', '  ', '; \n', ' || ', ' <sep> ', ' -- ', ', ', ' \n ', ' , ', '\n ', '. ',
+              ' ,  '],
+    "option_separator": ['', ' ', '  ', '\t'],
+    "casing": ["identity", "title", "upper", "lower"],  # lambda x: x, x.title(), x.upper(), x.lower()
+    "wrapper": ["(x)", "x.", "x)", "x )", "[x]", "<x>"],
+    "numbering": ["1", "A", "a", "Ⅰ", "i", "I"],
+}
+REF_LISTS["item_space"] = REF_LISTS["space"]
+
+
+def _reference_sample(layout: Layout, n_to_analyze: int, seed: int) -> set[tuple[str, ...]]:
+    """main.py ``_sample_value_assignments`` (sampling branch), written out: every slot's value by
+    ``random.choice`` over its list, kept when valid, a set of assignments until ``n_to_analyze``
+    (here the original's own assignment is not kept, as llmgen documents)."""
+    import random
+
+    attrs = layout.relevant_attributes()
+    options = [REF_LISTS[a.rsplit(".", 1)[-1]] for a in attrs]
+    original = tuple(Format().settings(layout)[a] for a in attrs)
+    rng, chosen = random.Random(seed), set()
+    while len(chosen) < n_to_analyze:
+        assignment = tuple(rng.choice(o) for o in options)
+        if assignment != original and is_plausible(Format().replace(dict(zip(attrs, assignment, strict=True))), layout):
+            chosen.add(assignment)
+    return chosen
+
+
+def test_sampling_draws_value_assignments_as_the_reference():
+    for layout, n, seed in ((MC, 60, 1), (TWO, 320, 0), (MC, 321, 4)):
+        formats = sample_formats(layout, n, seed=seed)
+        attrs = layout.relevant_attributes()
+        ours = [tuple(f.settings(layout)[a] for a in attrs) for f in formats[1:]]
+        assert len(ours) == len(set(ours)) == n - 1 and formats[0] == Format()
+        assert set(ours) == _reference_sample(layout, n - 1, seed)
+    # " -- " is listed twice among 16 spaces: a drawn space is " -- " with P = 2/16 (not 1/15)
+    from llmgen.prompts.formats import SPACES
+
+    assert len(SPACES) == 16 and SPACES.count(" -- ") == 2 and list(SPACES) == REF_LISTS["space"]
 
 
 def test_sampling_is_seeded_and_uniform_subset_of_valid():

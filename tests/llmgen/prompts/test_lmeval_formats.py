@@ -155,10 +155,10 @@ def test_chat_template_refused(lmeval_env):
 def test_format_zero_fewshot_is_lm_evals_sampled_context(lmeval_env, tiny_hf, tiny_model_dir, shots, seed):
     # lm-eval's seeded sampler draws each document's demonstrations; format 0 must hold the same ones
     ref = run_lmeval(make_lm(tiny_hf, open_cache(EvalConfig(model=tiny_model_dir, tasks=[], cache=None))),
-                     ["llmgen_capitals_fields"], num_fewshot=shots, seed=seed)
+                     ["llmgen_capitals_fields"], num_fewshot=shots, fewshot_seed=seed)
     lm_pairs = {s["doc_id"]: [tuple(a) for a in s["arguments"]] for s in ref["samples"]["llmgen_capitals_fields"]}
     assert lm_pairs[0][0][0].count("\nCapital: ") == shots
-    cfg = EvalConfig(model=tiny_model_dir, tasks=["lmeval:llmgen_capitals_fields"], num_fewshot=shots, seed=seed,
+    cfg = EvalConfig(model=tiny_model_dir, tasks=["lmeval:llmgen_capitals_fields"], num_fewshot=shots, fewshot_seed=seed,
                      cache=None)
     out = run_format_eval(cfg, num_formats=2, backend=tiny_hf, show_progress=False)
     ours = {r["doc_id"]: [(r["prompt"], c) for c in r["continuations"]] for r in out["samples"]}
@@ -223,12 +223,12 @@ def test_generate_until_format_zero_is_lm_evals_context(lmeval_env, tiny_hf, tin
     from llmgen.tasks.lmeval import task_manager
 
     ref = run_lmeval(make_lm(tiny_hf, open_cache(EvalConfig(model=tiny_model_dir, tasks=[], cache=None))), [task],
-                     num_fewshot=shots, seed=seed)
+                     num_fewshot=shots, fewshot_seed=seed)
     samples = {s["doc_id"]: s for s in ref["samples"][task]}
     leaf = task_manager().load([task])["tasks"][task]
     assert samples[0]["arguments"][0][1]["until"] == leaf.config.generation_kwargs["until"]
     assert samples[0]["arguments"][0][0].count("\nAnswer: ") == shots  # the demonstrations, answered
-    cfg = EvalConfig(model=tiny_model_dir, tasks=[f"lmeval:{task}"], num_fewshot=shots, seed=seed, cache=None,
+    cfg = EvalConfig(model=tiny_model_dir, tasks=[f"lmeval:{task}"], num_fewshot=shots, fewshot_seed=seed, cache=None,
                      output_dir=str(tmp_path / "run"))
     out = run_format_eval(cfg, num_formats=3, backend=tiny_hf, show_progress=False)
     assert {r["doc_id"]: r["prompt"] for r in out["samples"]} == {i: s["arguments"][0][0] for i, s in samples.items()}

@@ -307,7 +307,8 @@ def test_eval_formats_and_recipe_score_the_same_strings(tiny_hf, tiny_model_dir,
                      output_dir=str(tmp_path / "eval"))
     run_format_eval(cfg, 3, backend=tiny_hf, show_progress=False)
     run(load_config(FormatSpreadConfig, None, {"task": "sentiment", "num_formats": 3, "shots": 1, "eval.limit": 4,
-                                                "mode": "exhaustive", "output_dir": str(tmp_path / "recipe")}),
+                                                "mode": "exhaustive", "ranking_classes": "all",
+                                                "output_dir": str(tmp_path / "recipe")}),
         backend=tiny_hf)
 
     def pairs(run_dir: Path) -> list[tuple[int, int, str, tuple[str, ...]]]:
@@ -326,3 +327,43 @@ def test_eval_formats_and_recipe_score_the_same_strings(tiny_hf, tiny_model_dir,
     original = json.loads((tmp_path / "recipe" / "results.json").read_text())
     assert set(original) >= {"results", "uncertainty", "n_samples", "format_spread"}  # llmgen eval's schema
     assert original["results"]["sentiment"]["acc"] == plain["results"]["sentiment"]["acc"]
+
+
+def test_probability_ranking_ranks_among_the_batchs_gold_labels(tiny_hf):
+    """utils.py ``solve_with_rank_based_scoring``: the candidates of one evaluation call are
+    ``sorted(set(gold of its examples))``; a class no example of the pull has is not ranked. The
+    prediction is the argmax over those candidates of the all-classes log-likelihoods."""
+    from llmgen.cache import RequestCache
+    from llmgen.prompts.format_eval import FormatEvaluator, Scorer
+    from llmgen.recipes.format_spread import BatchClassEvaluator, split_examples, task_requests
+
+    task = load_classification_task("topic", 40, 0)
+    demos, examples = split_examples(task, 1, 12, 0)
+    formats = [Format(), Format(space=" || ", casing="upper")]
+    request = task_requests(task, formats, demos, examples, "probability_ranking")
+    scorer = Scorer(tiny_hf, RequestCache(None), task.name)
+    pulls = [(0, 0, 3), (1, 3, 6), (0, 6, 12), (1, 0, 12)]
+    batch, every = BatchClassEvaluator(request, scorer, task, formats, examples), FormatEvaluator(request, scorer)
+    outcomes, _ = batch.evaluate(pulls), every.evaluate(pulls)
+    narrower = 0
+    for (arm, start, stop), got in zip(pulls, outcomes, strict=True):
+        golds = [task.format_gold(ex, formats[arm]) for ex in examples[start:stop]]
+        candidates = sorted(set(golds))  # the reference's output_classes
+        narrower += len(candidates) < len(task.format_answers(formats[arm]))
+        at = sum(b - a for _, a, b in pulls[: pulls.index((arm, start, stop))])
+        rows, full = batch.rows[at:at + stop - start], every.rows[at:at + stop - start]
+        for r, f, gold, ok in zip(rows, full, golds, got, strict=True):
+            assert [c.strip() for c in r["continuations"]] == candidates
+            lp = dict(zip([c.strip() for c in f["continuations"]], f["choice_logprobs"], strict=True))
+            pick = max(candidates, key=lambda c: (lp[c], -candidates.index(c)))  # first maximum, sorted order
+            assert r["responses"] == [pick] and ok == (pick == gold)
+    assert narrower >= 2  # the test really exercises batches that miss a class
+    # the recipe's default, and the all-classes option
+    from llmgen.recipes.format_spread import FormatSpreadConfig
+
+    assert FormatSpreadConfig().ranking_classes == "batch"
+    cfg = load_config(FormatSpreadConfig, None, {"ranking_classes": "every"})
+    with pytest.raises(LlmgenError, match="ranking_classes must be one of batch, all"):
+        from llmgen.recipes.format_spread import run
+
+        run(cfg)

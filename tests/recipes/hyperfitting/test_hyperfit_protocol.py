@@ -126,3 +126,38 @@ def test_config_rejects_bad_values():
     with pytest.raises(LlmgenError, match="eval.backend: set by the HyperfittingConfig recipe"):
         load_config(HyperfittingConfig, None, {"eval.backend": "vllm"}).validate()
     HyperfittingConfig().validate()  # the paper's defaults are valid
+
+
+def _reference_window_ttr(context_and_generation: list[int], context_len: int, window: int) -> float:
+    """validation.py ``_generation_validation``: ``gen_seq[context_len:][-ttr_window_size:]``, distinct / all."""
+    seq = context_and_generation[context_len:][-window:]
+    return len(set(seq)) / len(seq) if seq else 0
+
+
+def test_ttr_window_is_the_references_with_eos_padding():
+    from llmgen.recipes.hyperfitting import reference_ttr, ttr_window_tokens
+
+    eos, prompt = 0, [9, 9, 9]
+    # what model.generate returns (pad_token_id = eos): the continuation up to its EOS, then EOS;
+    # llmgen generates past EOS (ignore_eos), greedy-identical up to it
+    generated_past_eos = [5, 6, 7, eos, 8, 8, 8, 8]
+    as_reference = [5, 6, 7, eos, eos, eos, eos, eos]
+    assert ttr_window_tokens(generated_past_eos, eos) == as_reference
+    assert ttr_window_tokens(generated_past_eos, eos, "ignore") == generated_past_eos
+    cfg = HyperfittingConfig(ttr_window=6)
+    assert reference_ttr(generated_past_eos, eos, cfg) == _reference_window_ttr(prompt + as_reference, 3, 6) == 2 / 6  # {7, EOS} of [7, EOS x 5]
+    cfg.ttr_eos = "ignore"  # the option: the tokens generated past EOS
+    assert reference_ttr(generated_past_eos, eos, cfg) == 3 / 6  # {7, 0, 8} of [7, 0, 8, 8, 8, 8]
+    assert reference_ttr([1, 2, 3, 4], eos, HyperfittingConfig(ttr_window=6)) == 1.0  # no EOS: unchanged
+
+
+def test_defaults_follow_the_reference_code():
+    # start_hyperfitting.py: AdamW(model.parameters(), lr) (PyTorch's default weight decay), no clipping
+    # in training.py; validation.py generates to max_length = seq_len, so seq_len - 32 new tokens
+    cfg = HyperfittingConfig()
+    default_decay = torch.optim.AdamW([torch.zeros(1, requires_grad=True)]).defaults["weight_decay"]
+    assert cfg.train.weight_decay == default_decay == 0.01 and cfg.train.max_grad_norm is None
+    assert cfg.eval.max_new_tokens == cfg.seq_len - cfg.prompt_len == 224
+    assert cfg.ttr_window == 96 and cfg.ttr_eos == "pad"
+    with pytest.raises(LlmgenError, match="ttr_eos must be one of pad, ignore"):
+        HyperfittingConfig(ttr_eos="drop").validate()

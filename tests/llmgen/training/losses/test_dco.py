@@ -81,8 +81,12 @@ def test_loss_value_and_gradient_match_autograd(n, normalization):
         scale = len(s64) if normalization == "sum" else int(ntok.sum())
         ref = _naive_objective(ref_s, n).sum() / scale
     ref.backward()
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert logs["dco_objective"] == pytest.approx(ref.item(), rel=1e-5)  # ℓ, logged beside the loss
     torch.testing.assert_close(s.grad.double(), ref_s.grad, rtol=1e-5, atol=1e-9)
+    # the loss itself is the F-weighted NLL (the reference's value for example_mean)
+    w, lengths = dco_weight(s64, n), (ntok.double() if normalization == "example_mean" else torch.ones(4))
+    scale = int(ntok.sum()) if normalization == "token_mean" else 4
+    assert loss.item() == pytest.approx((w * -s64 / lengths).sum().item() / scale, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +134,7 @@ def test_model_gradient_equals_dco_objective_gradient(tiny, n):
     seq, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     ref = _naive_objective(seq.double(), n).mean()
     ref.backward()
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert logs["dco_objective"] == pytest.approx(ref.item(), rel=1e-5)
     for g, r in zip(got, _grads(model), strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
     assert 0 < logs["dco_weight"] < 1
@@ -163,6 +167,26 @@ def test_threshold_drops_confident_examples():
     loss, logs = dco_weighted_loss(s, torch.tensor([1, 1]), w, dco_objective(s.detach(), 16), 1.1, "sum")
     loss.backward()  # everything dropped: zero loss, still differentiable
     assert loss.item() == 0.0 and logs["dco_dropped"] == 1.0 and s.grad.abs().sum() == 0
+
+
+def test_low_weight_examples_reaching_the_loss_are_kept_and_divided_by_the_batch_size():
+    # F = [1, .8, .5, .05], NLL/|y| = [0.5, 1.0, 1.5, 2.0] (|y| = 2): the reference's
+    # custom_loss_function1(...).mean() keeps the F = 0.05 example, weighted, over the batch of 4
+    f = torch.tensor([1.0, 0.8, 0.5, 0.05], dtype=torch.float64)
+    ntok = torch.tensor([2, 2, 2, 2])
+    s = torch.tensor([-1.0, -2.0, -3.0, -4.0], requires_grad=True)
+    loss, logs = dco_weighted_loss(s, ntok, f, torch.zeros(4, dtype=torch.float64), None, "example_mean")
+    by_hand = (1 * 0.5 + 0.8 * 1.0 + 0.5 * 1.5 + 0.05 * 2.0) / 4  # = 0.5375
+    assert loss.item() == pytest.approx(by_hand) and logs["dco_dropped"] == 0.0
+    loss.backward()
+    torch.testing.assert_close(s.grad, -(f / 2 / 4).float())  # d/ds of F·(−s)/|y| / B
+    # the former in-loss filter, an option: F <= 0.1 dropped, divided by the 3 kept
+    dropped, logs = dco_weighted_loss(s, ntok, f, torch.zeros(4, dtype=torch.float64), 0.1, "example_mean")
+    assert dropped.item() == pytest.approx((0.5 + 0.8 + 0.75) / 3) and logs["dco_dropped"] == 0.25
+    # the loss's default keeps everything: no threshold unless one is given
+    from llmgen.training.losses.dco import _loss_options
+
+    assert _loss_options(LossState(args={"N": 4}))[1] is None
 
 
 def _reference_factor(p: torch.Tensor, n: float) -> torch.Tensor:
