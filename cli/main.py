@@ -182,10 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     usage_errors = _exception_classes("ClickException")
     aborts = _exception_classes("Abort")
     exits = _exception_classes("Exit")
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    forward_signals_to_main_thread()
-    on_hard_exit(release_open_runs)
+    if argv is None:  # the program itself (not a caller's main([...])): its process, its signals
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        forward_signals_to_main_thread()
+        on_hard_exit(release_open_runs)
     try:
         status = app(args=argv, prog_name="llmgen", standalone_mode=False)
     except LlmgenError as e:

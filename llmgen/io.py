@@ -392,11 +392,8 @@ class RunFolder:
 
     def before_write(self, path: Path) -> None:
         """Called before a file is written into the folder: an earlier run's files go first
-        (``overwrite``), and a file of the user's is never written over."""
+        (``overwrite``)."""
         self.clear_stale()
-        rel = Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(self.path))).as_posix()
-        if rel in self.before and rel not in self.listed:
-            raise LlmgenError(f"{path} was not written by llmgen; not replacing it (choose another --output-dir)")
 
     def clear_stale(self) -> None:
         """Remove the files the earlier run listed (``overwrite``), once, before the first write."""
@@ -449,6 +446,17 @@ class RunFolder:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def mark_run(folder: str | os.PathLike) -> None:
+    """Mark ``folder`` as an llmgen run folder when a library call starts writing one (a command
+    holds it with :class:`RunFolder` instead): a later command may then resume it. A folder that
+    already holds files and no marker is left as it is."""
+    p = Path(folder)
+    if read_marker(p) is not None or (p.is_dir() and any(p.iterdir())):
+        return
+    p.mkdir(parents=True, exist_ok=True)
+    (p / RUN_MARKER).write_text(json.dumps({"llmgen": "run folder", "files": []}) + "\n", encoding="utf-8")
 
 
 def release_open_runs() -> None:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from llmgen.backends import backend_on_model
 from llmgen.config import EvalSettings, check_fixed, dump_config, load_config
 from llmgen.errors import LlmgenError
-from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json
+from llmgen.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, mark_run, read_json
 from llmgen.recipes.instruction_diversity.markov import MarkovConfig, generate, make_example
 from llmgen.training.config import TrainConfig
 
@@ -297,6 +297,7 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict:
         torch.set_num_threads(config.torch_threads)
     t0 = time.time()
     out = Path(config.output_dir)
+    mark_run(out)  # a later `llmgen instruction-diversity sweep` may resume it
     atomic_write_json(out / "config.json", dump_config(config))
     cells = config.cells()
     rows, ran, skipped = [], 0, 0

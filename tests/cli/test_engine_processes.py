@@ -58,7 +58,7 @@ def test_every_exit_ends_the_engine_processes(how, tmp_path, tiny_model_dir):
         while time.time() < deadline and proc.poll() is None:
             for p in _descendants(proc.pid):
                 seen.setdefault(p.pid, p)
-            if any("spawn_main" in " ".join(_cmd(p)) or "EngineCore" in p.name() for p in _alive(list(seen.values()))):
+            if any("spawn_main" in " ".join(_cmd(p)) or "EngineCore" in _name(p) for p in _alive(list(seen.values()))):
                 break
             time.sleep(0.1)
         assert seen and proc.poll() is None, "no engine process started"
@@ -102,3 +102,10 @@ def _cmd(p: psutil.Process) -> list[str]:
         return p.cmdline()
     except psutil.Error:
         return []
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return ""
