@@ -21,7 +21,7 @@ from llmgen.cache import RequestCache
 from llmgen.config import EvalSettings
 from llmgen.errors import LlmgenError
 from llmgen.evals.passk import default_ks, pass_at_k
-from llmgen.io import atomic_write_json, atomic_write_jsonl
+from llmgen.io import atomic_write_json, atomic_write_jsonl, mark_run
 from llmgen.models import cache_dir
 from llmgen.tasks import Renderer, Request, Scored, Task, get_task
 
@@ -407,6 +407,7 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
                          n_samples={t.name: len(t.docs) for t in tasks}, tasks={t.name: t.describe() for t in tasks})
     if config.output_dir and sharding.rank() == 0:  # rank 0 alone writes
         run = Path(config.output_dir)
+        mark_run(run)  # a library run is an llmgen run folder too: a later command may resume or replace it
         atomic_write_json(run / "config.json", asdict(config))
         if config.log_samples:
             atomic_write_jsonl(run / "samples.jsonl", all_rows)
