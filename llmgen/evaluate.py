@@ -31,7 +31,7 @@ from llmgen.eval_config import (  # noqa: F401  (re-exported: the runner's publi
     sampling_for,
 )
 from llmgen.evals.stats import summarize
-from llmgen.io import atomic_write_json, atomic_write_jsonl, check_output_dir
+from llmgen.io import atomic_write_json, atomic_write_jsonl, check_output_dir, mark_run
 from llmgen.models import cache_dir
 from llmgen.prompts.chat import render_prompt
 from llmgen.results import results_record, versions  # noqa: F401  (versions: re-exported)
@@ -342,6 +342,7 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
                          n_samples={t.name: len(t.docs) for t in tasks}, tasks={t.name: t.describe() for t in tasks})
     if config.output_dir and sharding.rank() == 0:  # rank 0 alone writes
         run = Path(config.output_dir)
+        mark_run(run)  # a library run is an llmgen run folder too: a later command may resume or replace it
         atomic_write_json(run / "config.json", asdict(config))
         if config.log_samples:
             atomic_write_jsonl(run / "samples.jsonl", all_rows)
