@@ -146,7 +146,7 @@ def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: Ev
                 renderer: Renderer | None = None) -> str:
     """The text sent to the model for one document: plain, or chat messages through the chat template
     (always for a chat backend such as openai-chat, whose server applies it)."""
-    if not (config.apply_chat_template or backend.CHAT) or task.output_type == "loglikelihood_rolling":
+    if not (config.apply_chat_template or getattr(backend, "CHAT", False)) or task.output_type == "loglikelihood_rolling":
         return task.build_prompt(doc, renderer, config.num_fewshot, doc_id)
     return backend.format_prompt(task.build_messages(doc, renderer, config.num_fewshot, doc_id), chat=True)
 

@@ -25,8 +25,11 @@ LISTING = [["--help"], ["tasks"], ["tasks", "--filter", "tofu"], ["models"], ["e
 
 def outside(tmp_path: Path, **env: str) -> dict[str, str]:
     """An environment in which git finds no checkout at or above ``tmp_path``, and an empty cache."""
-    return {**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent), "LLMGEN_CACHE": str(tmp_path / "cache"),
-            **env}
+    # the quiet switches an in-process CLI call of another test may have left in this process's environment
+    quiet = {"TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "PYTHONWARNINGS",
+             "TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS", "VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL"}
+    base = {k: v for k, v in os.environ.items() if k not in quiet}
+    return {**base, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent), "LLMGEN_CACHE": str(tmp_path / "cache"), **env}
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
