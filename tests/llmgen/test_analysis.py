@@ -174,10 +174,11 @@ def test_compare_across_formats(eval_runs):
     assert summary["ranking_flips"] == flips and summary["format_pairs"] == RUN_FORMATS * (RUN_FORMATS - 1) // 2
     assert summary["other_ahead"] == signs.count(1) and summary["baseline_ahead"] == signs.count(-1)
     assert summary["other_significantly_better"] == sum(t.significant == 1 for t in across.tests)
-    # what these two models do: the instruct model wins clearly in most formats, but in one format
-    # (REVIEW- {}. SENTIMENT- {}) it answers worse than the tiny model's constant label: the ranking reverses
+    # what these two models do: the instruct model wins clearly in most formats and never loses
+    # significantly (with the reference's format sampling, issue 25 item 9, the seed-0 formats hold no
+    # format where the tiny model's constant label is ahead, so there are no flips to count here;
+    # tests/llmgen/test_analysis.py::test_ranking_flips_hand_values checks the count by hand)
     assert summary["other_significantly_better"] >= 2 and summary["baseline_significantly_better"] == 0
-    assert signs.count(-1) >= 1 and flips >= signs.count(1)
     json.dumps(summary)
 
 
@@ -232,7 +233,9 @@ def test_report_is_self_contained_with_tables_and_samples(eval_runs):
     assert f"[{unc['ci_low']:.4g}, {unc['ci_high']:.4g}]" in text
     # format spread view: original/min/median/max/spread and an SVG strip plot
     assert "Format spread" in text and '<svg class="strip"' in text and "fmt-orig" in text
-    assert "REVIEW- {}. SENTIMENT- {}" in text
+    # every evaluated format is shown by its template (HTML-escaped, as the report writes text)
+    spread = json.loads((fmt / "results.json").read_text())["format_spread"]["sentiment"]["formats"]
+    assert all(html.escape(f["format"]) in text for f in spread if f["evaluated"])
     # searchable sample tables (samples.jsonl and format_samples.jsonl of each formats run), text escaped
     assert text.count('class="filter"') == 5
     assert f"first 5 of {RUN_LIMIT * RUN_FORMATS}" in text and f"first 5 of {RUN_LIMIT}" in text
