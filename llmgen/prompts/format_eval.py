@@ -313,13 +313,13 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
         if task.layout is not None:  # a task with its own layout (enumerations, fixed text) spells itself
-            fmt, k = formats[arm], task._num_fewshot(config.num_fewshot)
-            text = task.format_prompt(fmt, task.demonstrations(doc, k, i), doc)
+            fmt = formats[arm]
+            demos = task.demonstrations(doc, task._num_fewshot(config.num_fewshot), i)
+            text = task.format_prompt(fmt, demos, doc)
             if not ranked:
                 return Request(arm, i, text, task.format_gold(doc, fmt))
-            inputs = getattr(task, "format_inputs", None)  # one prompt per answer (lm-eval's multiple inputs)
             return Request(arm, i, text, task.format_gold(doc, fmt), tuple(task.format_answers(fmt, doc)),
-                           task.gold_index(doc), inputs(fmt, task.demonstrations(doc, k, i), doc) if inputs else None)
+                           task.gold_index(doc), task.format_inputs(fmt, demos, doc))
         text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
         if not ranked:
             return Request(arm, i, text, task.target_of(doc))

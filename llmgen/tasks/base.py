@@ -259,6 +259,11 @@ class Task:
         return build_prompt(fmt, self.prompt_layout(), self.instruction,
                             [(d, self.format_gold(d, fmt)) for d in demos], doc)
 
+    def format_inputs(self, fmt, demos: Sequence[dict], doc: dict) -> tuple[str, ...] | None:
+        """One prompt per choice for a task with multiple inputs (lm-eval's Winogrande), else None:
+        the choices then follow the one prompt of ``format_prompt``."""
+        return None
+
     def choices_of(self, doc: dict) -> list[str]:
         choices = self.choices_list if self.choices_list is not None else doc[self.choices_key]  # type: ignore[index]
         if not isinstance(choices, list | tuple) or not choices:
