@@ -56,10 +56,15 @@ from llmgen.evaluate import (
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl, safe_filename
 from llmgen.prompts.formats import Format, Layout, sample_formats, save_formats
-from llmgen.prompts.render import (  # noqa: F401  (re-exported: their old home)
+from llmgen.prompts.render import (  # noqa: F401  (choice_pairs, generation_prompt, scored_context: re-exported)
+    answers_in,
     choice_pairs,
     format_renderer,
     generation_prompt,
+    gold_in,
+    inputs_in,
+    prompt_in,
+    prompt_structure,
     scored_context,
     task_layout,
 )
@@ -306,20 +311,24 @@ def write_format_run(run: str | Path, out: dict, original_rows: list[dict], all_
 
 def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequence[Format]) -> FormatEvaluator:
     """A ``FormatEvaluator`` over an eval ``Task``: its demonstrations and choices, scored by the
-    runner's own row builders (the task's one scorer), so format 0 gives plain ``llmgen eval``'s rows."""
-    renderers = [format_renderer(f, task) for f in formats]
+    runner's own row builders (the task's one scorer), so format 0 gives plain ``llmgen eval``'s rows.
+
+    A task with its own prompt structure (enumerations, fixed text) is spelled by the prompt layer
+    (``prompt_in``, ``answers_in``, ...); a fields task is rendered by its own ``build_prompt`` with
+    a renderer per format (built only for such a task)."""
     ranked = task.output_type == "multiple_choice"
+    renderers = [format_renderer(f, task) for f in formats] if task.prompt is None else []
 
     def request(arm: int, i: int) -> Request:
         doc = task.docs[i]
-        if task.layout is not None:  # a task with its own layout (enumerations, fixed text) spells itself
+        if task.prompt is not None:
             fmt = formats[arm]
             demos = task.demonstrations(doc, task._num_fewshot(config.num_fewshot), i)
-            text = task.format_prompt(fmt, demos, doc)
+            text = prompt_in(task, fmt, demos, doc)
             if not ranked:
-                return Request(arm, i, text, task.format_gold(doc, fmt))
-            return Request(arm, i, text, task.format_gold(doc, fmt), tuple(task.format_answers(fmt, doc)),
-                           task.gold_index(doc), task.format_inputs(fmt, demos, doc))
+                return Request(arm, i, text, gold_in(task, fmt, doc))
+            return Request(arm, i, text, gold_in(task, fmt, doc), tuple(answers_in(task, fmt, doc)),
+                           task.gold_index(doc), inputs_in(task, fmt, demos, doc))
         text = task.build_prompt(doc, renderers[arm], config.num_fewshot, i)  # i: the seeded sampler's doc_id, as run_eval
         if not ranked:
             return Request(arm, i, text, task.target_of(doc))
@@ -352,7 +361,7 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
         tasks = [converted[t.name][0] if t.name in converted else t for t in tasks]
     layouts = {t.name: task_layout(t) for t in tasks}
     sets = {t.name: sample_formats(layouts[t.name], num_formats, seed=config.seed,
-                                   original=originals.get(t.name) or t.original_format) for t in tasks}
+                                   original=originals.get(t.name) or prompt_structure(t).original) for t in tasks}
     if budget is not None:
         for t in tasks:
             check_budget(budget, min(BANDIT_BATCH, len(t.docs)), len(t.docs), len(sets[t.name]))

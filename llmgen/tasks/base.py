@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
-from llmgen.prompts.formats import Field, Layout, build_prompt
+from llmgen.prompts.render import PromptStructure, Renderer
 from llmgen.registry import Registry
 from llmgen.tasks.scoring import (
     _DEFAULT_TARGET_FILTER,
@@ -45,9 +45,6 @@ from llmgen.tasks.scoring import (
 if TYPE_CHECKING:  # the backends import torch; tasks load without it
     from llmgen.backends.base import Backend, SamplingConfig
     from llmgen.prompts.chat import Prompt
-
-# A renderer turns (fields, output descriptor, output text) into the text of one example.
-Renderer = Callable[[Sequence[tuple[str, str]], str, str], str]
 
 # "lmeval": an lm-eval task run by lm-eval's own evaluator (llmgen.tasks.lmeval); its documents are placeholders
 # "requests": the task builds each document's requests itself (Task.doc_requests), e.g. TOFU
@@ -118,13 +115,10 @@ class Task:
     fewshot_sampler: str = "first"  # or "random": k demonstrations drawn per document from fewshot_seed
     fewshot_seed: int = 1234
     fewshot_as_multiturn: bool = False  # with a chat template: demonstrations as user/assistant turns
-    # FormatSpread: the Layout (fields and enumerations, ``llmgen.prompts.formats``) that prompt formats render,
-    # the Format the documents are written in, and, for multiple choice over an enumeration, its key
-    # (the answers are that enumeration's item numbers, spelled per format) and how an answer spells one.
-    layout: Any = None  # None: one field per ``input_fields`` entry, then ``output_descriptor``
-    original_format: Any = None  # None: the grammar's original format
-    answer_key: str | None = None
-    answer_template: str = "{}"
+    # The prompt's structure for the prompt layer (``llmgen.prompts.render``): None for a task declared as
+    # ``input_fields`` (one field each, then ``output_descriptor``) or a template; a PromptStructure for a
+    # task with its own layout (enumerations, fixed text), whose original format writes its documents.
+    prompt: PromptStructure | None = None
     skipped: int = 0  # raw instances that did not parse in the original format (dropped, as the reference)
     # Documents fall in groups by this field (TOFU's evaluation sets): --limit keeps the first N of
     # each group, and a row's doc_id is "<group>-<index in the group>".
@@ -177,10 +171,10 @@ class Task:
 
     def render_example(self, doc: dict, with_answer: bool, renderer: Renderer | None = None) -> str:
         answer = self.target_of(doc) if with_answer else ""
-        if renderer is None and self.layout is not None and self.original_format is not None:
+        if renderer is None and self.prompt is not None:
             # a task with its own layout (enumerations, fixed text) is written in its original format;
             # the query ends at the output descriptor, the choice_prefix starts the answer
-            text = self.original_format.render(self.layout, doc, answer or None)
+            text = self.prompt.render_original(doc, answer or None)
             return text if with_answer else text.rstrip()
         if self.template is not None:
             text = self.template.format(**doc)
@@ -232,37 +226,6 @@ class Task:
         if self.instruction:
             turns[0] = {"role": "user", "content": f"{self.instruction}\n\n{turns[0]['content']}"}
         return system + turns
-
-    # --- prompt formats (FormatSpread) ---------------------------------------------------------------
-    def prompt_layout(self):
-        """The FormatSpread layout: the task's own (enumerations included), or one field per input field."""
-        if self.layout is not None:
-            return self.layout
-        return Layout(fields=tuple(Field(d, k) for d, k in self.input_fields), output=self.output_descriptor)
-
-    def format_answers(self, fmt, doc: dict | None = None) -> list[str]:
-        """The answer set in ``fmt``: the choices (of ``doc``), or the answer enumeration's item numbers as ``fmt`` spells them."""
-        if self.answer_key is None:
-            return self.choices_of(self.docs[0] if doc is None else doc)
-        enum = self.prompt_layout().enumeration(self.answer_key)
-        size = len(self.docs[0][self.answer_key])
-        return [self.answer_template.format(fmt.option_label(i, enum)) for i in range(size)]
-
-    def format_gold(self, doc: dict, fmt) -> str:
-        """The gold answer of ``doc`` in ``fmt`` (an option index becomes that format's number)."""
-        if self.answer_key is not None:
-            return self.format_answers(fmt)[int(doc[self.target_key])]
-        return self.target_of(doc)
-
-    def format_prompt(self, fmt, demos: Sequence[dict], doc: dict) -> str:
-        """Instruction, demonstrations and the query (ending at the open output field) rendered in ``fmt``."""
-        return build_prompt(fmt, self.prompt_layout(), self.instruction,
-                            [(d, self.format_gold(d, fmt)) for d in demos], doc)
-
-    def format_inputs(self, fmt, demos: Sequence[dict], doc: dict) -> tuple[str, ...] | None:
-        """One prompt per choice for a task with multiple inputs (lm-eval's Winogrande), else None:
-        the choices then follow the one prompt of ``format_prompt``."""
-        return None
 
     def choices_of(self, doc: dict) -> list[str]:
         choices = self.choices_list if self.choices_list is not None else doc[self.choices_key]  # type: ignore[index]

@@ -5,7 +5,7 @@ Each loads as the one ``llmgen.tasks.Task`` (no parallel task type): an instruct
 set and labelled documents (field values plus ``label``). The answer set is either fixed class
 strings ("positive", "negative") or, for multiple-choice tasks, the numbers of one enumeration's
 items, which depend on the format: option 2 is "B" in one format and "ii" in another, so gold
-answers are computed per format (``Task.format_gold``).
+answers are computed per format (``llmgen.prompts.render.gold_in``).
 
 Super-NaturalInstructions tasks of the paper's runs use the reference's per-task structures
 (msclar/formatspread ``parsing_supernatural_instructions_tasks.py``): the raw instance text is read
@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from llmgen.errors import LlmgenError
@@ -35,34 +35,37 @@ from llmgen.prompts.formats import (
     Layout,
     parse_input,
 )
+from llmgen.prompts.render import PromptStructure, prompt_structure
 from llmgen.registry import Registry
 from llmgen.tasks.base import Task
 
 MAX_CLASSES = 50
 
 
-def classification_task(name: str, instruction: str, layout: Layout, docs: list[dict],
-                        classes: Sequence[str] = (), demonstrations: Sequence[dict] = (),
-                        original_format: Format | None = None, answer_key: str | None = None,
-                        answer_template: str = "{}", skipped: int = 0, description: str = "") -> Task:
+def classification_task(name: str, instruction: str, prompt: PromptStructure, docs: list[dict],
+                        classes: Sequence[str] = (), demonstrations: Sequence[dict] = (), skipped: int = 0,
+                        description: str = "") -> Task:
     """A classification task as the one ``Task``: documents are field values plus ``label`` (a class
-    string, or an option index for multiple choice over the ``answer_key`` enumeration).
+    string, or an option index for multiple choice over the ``prompt.answer_key`` enumeration; a
+    layout with enumerations and no classes answers with its options).
 
     Checked here, before any model loads: at least 2 classes and every label one of them, or the
     same non-zero number of options everywhere and every label an option index."""
     docs, demos = list(docs), list(demonstrations)
+    layout = prompt.layout
     if not docs:
         raise LlmgenError(f"task {name!r} has no examples")
-    if answer_key is None and layout.enumerations and not classes:
-        answer_key = layout.options.key  # type: ignore[union-attr]
-    if answer_key is None:
+    if prompt.answer_key is None and layout.enumerations and not classes:
+        prompt = replace(prompt, answer_key=layout.options.key)  # type: ignore[union-attr]
+    if prompt.answer_key is None:
         if len(set(classes)) < 2:
             raise LlmgenError(f"task {name!r} needs at least 2 classes, got {list(classes)}")
         for i, doc in enumerate(docs + demos):
             if doc["label"] not in classes:
                 raise LlmgenError(f"task {name!r} example {i}: label {doc['label']!r} is not a class")
+        choices = list(classes)
     else:
-        sizes = {len(doc.get(answer_key) or ()) for doc in docs + demos}
+        sizes = {len(doc.get(prompt.answer_key) or ()) for doc in docs + demos}
         if len(sizes) != 1 or 0 in sizes:
             raise LlmgenError(f"task {name!r}: every example needs the same non-zero number of options")
         size = sizes.pop()
@@ -70,17 +73,11 @@ def classification_task(name: str, instruction: str, layout: Layout, docs: list[
             label = doc["label"]
             if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < size:
                 raise LlmgenError(f"task {name!r} example {i}: label must be an option index, got {label!r}")
-    original = original_format or Format.original()
-    if answer_key is not None:  # the choices as the original format spells them (``Task.format_answers``)
-        enum = layout.enumeration(answer_key)
-        choices = [answer_template.format(original.option_label(i, enum)) for i in range(len(docs[0][answer_key]))]
-    else:
-        choices = list(classes)
-    return Task(name=name, docs=docs, fewshot_docs=demos, instruction=instruction, layout=layout,
+        choices = prompt.answer_labels(prompt.original, size)  # the choices as the original format spells them
+    return Task(name=name, docs=docs, fewshot_docs=demos, instruction=instruction, prompt=prompt,
                 input_fields=[(f.descriptor, f.key) for f in layout.fields if isinstance(f, Field)],
                 output_descriptor=layout.output, target_key="label", output_type="multiple_choice",
-                choices_list=choices, metrics=("acc",), original_format=original, answer_key=answer_key,
-                answer_template=answer_template, skipped=skipped,
+                choices_list=choices, metrics=("acc",), skipped=skipped,
                 description=description or f"classification ({', '.join(choices)}), ranked by loglikelihood")
 
 
@@ -91,11 +88,12 @@ def example(values: Mapping[str, str | list[str]], label: str | int) -> dict:
 
 def classes_of(task: Task) -> tuple[str, ...]:
     """The class strings (empty for multiple choice over an enumeration, whose answers are option numbers)."""
-    return () if task.answer_key else tuple(task.choices_list or ())
+    return () if prompt_structure(task).answer_key else tuple(task.choices_list or ())
 
 
 def num_options(task: Task) -> int:
-    return len(task.docs[0][task.answer_key]) if task.answer_key else 0
+    key = prompt_structure(task).answer_key
+    return len(task.docs[0][key]) if key else 0
 
 
 # "Options: (A) text (B) text" as a block of its own, as the reference's multiple-choice SNI structures.
@@ -140,7 +138,7 @@ def _check_classes(name: str, labels: Sequence[str]) -> tuple[str, ...]:
     return classes
 
 
-def sni_structure(name: str) -> tuple[SNIStructure, str | None]:
+def sni_structure(name: str) -> tuple[PromptStructure, str | None]:
     """The reference structure and instruction of an SNI task file name (``task1419_...``).
 
     Tasks outside the paper's runs get one ``Input``/``Output`` field, as the reference does for
@@ -168,17 +166,17 @@ def load_sni_task(path: str | Path) -> Task:
         raise LlmgenError(f"{path}: 'Definition' must be a string or a list of strings")
     structure, instruction = sni_structure(Path(path).name)
     layout, original = structure.layout, structure.original
+    parse = structure is not SNI_DEFAULT  # the reference's unformatted tasks: the raw input is the one field's text
     answers = None
     if structure.answer_key:
-        enum = layout.enumeration(structure.answer_key)
-        answers = [structure.answer_template.format(original.option_label(i, enum)) for i in range(enum.sizes[0])]
+        answers = structure.answer_labels(original, layout.enumeration(structure.answer_key).sizes[0])
 
     def examples(rows, where: str) -> tuple[list[dict], int]:
         out, skipped = [], 0
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or not isinstance(row.get("input"), str) or "output" not in row:
                 raise LlmgenError(f"{path}: {where}[{i}] needs a string 'input' and an 'output'")
-            values = parse_input(row["input"], layout, original) if structure.parse else {"input": row["input"]}
+            values = parse_input(row["input"], layout, original) if parse else {"input": row["input"]}
             label: str | int = _first(row["output"])
             if answers is not None and label in answers:
                 label = answers.index(label)
@@ -198,9 +196,8 @@ def load_sni_task(path: str | Path) -> Task:
     if answers is None:
         classes = _check_classes(name, [str(e["label"]) for e in instances])
         positives = [e for e in positives if e["label"] in classes]
-    return classification_task(name, (instruction or definition).strip(), layout, instances, classes, positives,
-                              original_format=original, answer_key=structure.answer_key,
-                              answer_template=structure.answer_template, skipped=skipped)
+    return classification_task(name, (instruction or definition).strip(), structure, instances, classes, positives,
+                              skipped=skipped)
 
 
 def load_jsonl_task(path: str | Path, instruction: str = "") -> Task:
@@ -240,30 +237,19 @@ def load_jsonl_task(path: str | Path, instruction: str = "") -> Task:
         examples.append(example(values, label))
     classes = () if has_options else _check_classes(name, [e["label"] for e in examples])
     instruction = instruction or str(rows[0].get("instruction", ""))
-    return classification_task(name, instruction, Layout(tuple(elems), "Answer"), examples, classes,
-                              original_format=OPTIONS_ORIGINAL if has_options else Format.original())
+    prompt = PromptStructure(Layout(tuple(elems), "Answer"), OPTIONS_ORIGINAL if has_options else Format.original())
+    return classification_task(name, instruction, prompt, examples, classes)
 
 
 # --- Super-NaturalInstructions: the reference's per-task structures ------------------------------
-
-@dataclass(frozen=True)
-class SNIStructure:
-    """How one SNI task writes its inputs: the layout, its original format, the answer enumeration."""
-
-    layout: Layout
-    original: Format
-    answer_key: str | None = None
-    answer_template: str = "{}"
-    parse: bool = True  # False: the raw input is the one field's text (the reference's unformatted tasks)
-
 
 def _key(descriptor: str) -> str:
     return descriptor.lower().replace(" ", "_")
 
 
-def _text_fields(*descriptors: str, space: str = "\n", output: str = "Answer") -> SNIStructure:
+def _text_fields(*descriptors: str, space: str = "\n", output: str = "Answer") -> PromptStructure:
     """The reference's ``_one_text_field`` / ``_two_text_fields``: ``D: text`` joined by ``space``."""
-    return SNIStructure(Layout(tuple(Field(d, _key(d)) for d in descriptors), output), Format(space=space))
+    return PromptStructure(Layout(tuple(Field(d, _key(d)) for d in descriptors), output), Format(space=space))
 
 
 def _enum(key: str, descriptor: str, size: int | tuple[int, ...], **kw) -> Enumeration:
@@ -279,15 +265,15 @@ def _options_block(key: str, size: int, separator: str, item_space: str, wrapper
                    f"{key}.item_space": item_space, f"{key}.wrapper": wrapper, f"{key}.numbering": numbering}
 
 
-def _math_options(wrapper: str, item_space: str, space: str) -> SNIStructure:
+def _math_options(wrapper: str, item_space: str, space: str) -> PromptStructure:
     """task1419-1424 / task1678: ``Problem: text`` then ``Options: a ) text , b ) text ...``."""
     block, orig = _options_block("enum1", 5, " ", item_space, wrapper, "a")
-    return SNIStructure(Layout((Field("Problem", "problem"), block)), Format(orig, space=space), "enum1")
+    return PromptStructure(Layout((Field("Problem", "problem"), block)), Format(orig, space=space), "enum1")
 
 
-def _sni_structures() -> dict[str, SNIStructure]:
+def _sni_structures() -> dict[str, PromptStructure]:
     """The structures of the 53 tasks of the paper's runs (reference ``run_evals.sh``), by task number."""
-    out: dict[str, SNIStructure] = {}
+    out: dict[str, PromptStructure] = {}
     no_format = SNI_DEFAULT
     for t in ("286", "607", "608", "609", "904", "1502", "1724"):
         out[t] = no_format
@@ -301,30 +287,30 @@ def _sni_structures() -> dict[str, SNIStructure]:
         for t in tasks.split():
             out[t] = _text_fields(descriptor)
     for t in ("319", "320"):  # "Target: <text> \n<two sentences>"
-        out[t] = SNIStructure(Layout((Field("Target", "target"), Field("", "sentences"))), Format(space=" \n"))
+        out[t] = PromptStructure(Layout((Field("Target", "target"), Field("", "sentences"))), Format(space=" \n"))
     out["133"] = _text_fields("Sentence", "Reason", "Question", space="\n ")
     # Sentence 1: <text> \n Sentence 3: ... \n Option 1: <text> \n Option 2: <text>
-    out["065"] = SNIStructure(
+    out["065"] = PromptStructure(
         Layout((_enum("sentences", "Sentence", 4, numbers=(0, 2, 3, 4)), _enum("enum1", "Option", 2))),
         Format({"sentences.separator": ": ", "sentences.item_space": " \n ", "sentences.wrapper": "x",
                 "enum1.separator": ": ", "enum1.item_space": " \n ", "enum1.wrapper": "x"}, space=" \n "),
         "enum1", "Option {}")
     for t in ("069", "070"):  # Beginning: <text> Middle 1: <text> Middle 2: <text> Ending: <text>
-        out[t] = SNIStructure(
+        out[t] = PromptStructure(
             Layout((Field("Beginning", "beginning"), _enum("enum1", "Middle", 2), Field("Ending", "ending"))),
             Format({"enum1.separator": ": ", "enum1.item_space": " ", "enum1.wrapper": "x"}, space=" "), "enum1")
     for t in ("190", "1347"):  # Sentence 1: <text> Sentence 2: <text> (the answer is a class)
-        out[t] = SNIStructure(Layout((_enum("enum1", "Sentence", 2),)),
+        out[t] = PromptStructure(Layout((_enum("enum1", "Sentence", 2),)),
                               Format({"enum1.separator": ": ", "enum1.item_space": " ", "enum1.wrapper": "x"},
                                      space=" \n "))
-    out["1612"] = SNIStructure(  # sentence_A: <text> sentence_B: <text>
+    out["1612"] = PromptStructure(  # sentence_A: <text> sentence_B: <text>
         Layout((_enum("sentences", "sentence", 2),)),
         Format({"sentences.separator": ": ", "sentences.option_separator": "_", "sentences.item_space": " ",
                 "sentences.wrapper": "x", "sentences.numbering": "A"}, space=" \n "))
     # Title: <text> Sentence 1: <text> ... Sentence 4: <text> Choices: a. <text> b. <text>
     block, orig = _options_block("enum1", 2, ". ", " ", "x", "a", header="Choices")
     for t in ("213", "214"):
-        out[t] = SNIStructure(
+        out[t] = PromptStructure(
             Layout((Field("Title", "title"), _enum("enum0", "Sentence", 4, own_separator=False, own_casing=True),
                     block)),
             Format({**orig, "enum0.option_separator": " ", "enum0.item_space": " ", "enum0.wrapper": "x"},
@@ -332,12 +318,12 @@ def _sni_structures() -> dict[str, SNIStructure]:
     # Sentence1: <text> ... Sentence5: <text> Choices: a. <text> b. <text>; the reference gives task220
     # no shared properties to vary (its global_constraints list is empty).
     block, orig = _options_block("enum1", 2, " ", " ", "x.", "a", header="Choices")
-    out["220"] = SNIStructure(
+    out["220"] = PromptStructure(
         Layout((_enum("enum0", "Sentence", 5, own_separator=False), block), fixed=("separator", "casing")),
         Format({**orig, "enum0.item_space": " ", "enum0.wrapper": "x", "enum0.option_separator": " "}, space=" "),
         "enum1")
     for t in ("296", "297"):  # Sentence1: <text> ... SentenceN: <text> \n (A) <text> (B) <text>
-        out[t] = SNIStructure(
+        out[t] = PromptStructure(
             Layout((_enum("sentences", "Sentence", tuple(range(10, 0, -1))),
                     Group("options", (_enum("enum1", "", 2),)))),
             Format({"sentences.separator": ": ", "sentences.option_separator": "", "sentences.item_space": " ",
@@ -345,10 +331,10 @@ def _sni_structures() -> dict[str, SNIStructure]:
                     "enum1.wrapper": "(x)", "enum1.numbering": "A"}, space=" \n "), "enum1")
     block, orig = _options_block("enum1", 3, " ", " ", "(x)", "A")
     for t in ("385", "580"):  # Context: <text> \n Question: <text> \n Options: (A) <text> (B) <text> (C) <text>
-        out[t] = SNIStructure(Layout((Field("Context", "context"), Field("Question", "question"), block)),
+        out[t] = PromptStructure(Layout((Field("Context", "context"), Field("Question", "question"), block)),
                               Format(orig, space=" \n "), "enum1")
     # Fact1: <text>, Fact2: <text>, Question: <text> (A) <text> ... (H) <text>
-    out["1297"] = SNIStructure(
+    out["1297"] = PromptStructure(
         Layout((_enum("facts", "Fact", 2), Group("question_block", (Field("Question", "question"),
                                                                       _enum("enum1", "", 8))))),
         Format({"facts.separator": ": ", "facts.option_separator": "", "facts.item_space": ", ",
@@ -360,7 +346,8 @@ def _sni_structures() -> dict[str, SNIStructure]:
     return out
 
 
-SNI_DEFAULT = SNIStructure(Layout((Field("Input", "input"),), "Output"), Format.original(), parse=False)
+# The reference's unformatted tasks: the raw input is the one field's text (not parsed)
+SNI_DEFAULT = PromptStructure(Layout((Field("Input", "input"),), "Output"), Format.original())
 SNI_STRUCTURES = _sni_structures()
 SNI_INSTRUCTIONS = {
     '065': "In this task, you are given a short story consisting of exactly 5 sentences where the second sentence is missing. You are given two options and you need to select the one that best connects the first sentence with the rest of the story. Indicate your answer by 'Option {enum1_1}' if the first option is correct, otherwise 'Option {enum1_2}'. The incorrect option will change the subsequent storyline, so that at least one of the three subsequent sentences is no longer consistent with the story.",
@@ -406,7 +393,8 @@ def sentiment_task(n: int = 200, seed: int = 0) -> Task:
         text = f"The {rng.choice(PRODUCTS)} I ordered is {a} and {b}. {rng.choice(ends)}"
         examples.append(example({"review": text}, label))
     return classification_task("sentiment", "Classify the sentiment of the product review as positive or negative.",
-                              Layout((Field("Review", "review"),), "Sentiment"), examples, ("negative", "positive"))
+                              PromptStructure(Layout((Field("Review", "review"),), "Sentiment")), examples,
+                              ("negative", "positive"))
 
 
 @TASKS.register("parity")
@@ -418,7 +406,7 @@ def parity_task(n: int = 200, seed: int = 0) -> Task:
         x = rng.randrange(10, 10_000)
         examples.append(example({"number": str(x)}, "even" if x % 2 == 0 else "odd"))
     return classification_task("parity", "Decide whether the number is even or odd.",
-                              Layout((Field("Number", "number"),), "Answer"), examples, ("even", "odd"))
+                              PromptStructure(Layout((Field("Number", "number"),), "Answer")), examples, ("even", "odd"))
 
 
 @TASKS.register("comparison")
@@ -431,7 +419,7 @@ def comparison_task(n: int = 200, seed: int = 0) -> Task:
         examples.append(example({"first": str(a), "second": str(b)}, "first" if a > b else "second"))
     layout = Layout((Field("First number", "first"), Field("Second number", "second")), "Larger")
     return classification_task("comparison", "Which of the two numbers is larger? Answer first or second.",
-                              layout, examples, ("first", "second"))
+                              PromptStructure(layout), examples, ("first", "second"))
 
 
 TOPICS = {
@@ -458,8 +446,8 @@ def topic_task(n: int = 200, seed: int = 0) -> Task:
         sentence = rng.choice(TOPICS[topic])
         examples.append(example({"sentence": sentence, "options": opts}, opts.index(topic)))
     layout = Layout((Field("Sentence", "sentence"), OPTIONS_BLOCK), "Answer")
-    return classification_task("topic", "Choose the topic of the sentence from the options.", layout, examples,
-                              original_format=OPTIONS_ORIGINAL)
+    return classification_task("topic", "Choose the topic of the sentence from the options.",
+                              PromptStructure(layout, OPTIONS_ORIGINAL), examples)
 
 
 def load_classification_task(name: str, n: int = 200, seed: int = 0) -> Task:
@@ -475,7 +463,7 @@ def load_classification_task(name: str, n: int = 200, seed: int = 0) -> Task:
 
 
 def task_summary(task: Task) -> Mapping[str, object]:
-    return {"name": task.name, "instruction": task.instruction, "layout": task.prompt_layout().to_dict(),
+    return {"name": task.name, "instruction": task.instruction, "layout": prompt_structure(task).layout.to_dict(),
             "classes": list(classes_of(task)), "num_options": num_options(task), "num_examples": len(task.docs)}
 
 

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 from llmgen.errors import LlmgenError
 from llmgen.eval_config import request_chunk
 from llmgen.prompts.formats import Field, Format, Layout, walk
-from llmgen.prompts.render import choice_pairs, generation_prompt
+from llmgen.prompts.render import (
+    PromptStructure,
+    answers_in,
+    choice_pairs,
+    generation_prompt,
+    inputs_in,
+    prompt_in,
+    prompt_structure,
+)
 from llmgen.prompts.structure import (
     Skeleton,
     Slot,
@@ -472,41 +480,12 @@ class LmevalFieldsTask(Task):
     """
 
     demos: list[list[dict]] = dc_field(default_factory=list)
-    fewshot_delimiter: str = "\n\n"
     leaf: Any = None
     lm_docs: list[dict] = dc_field(default_factory=list)
     seed: int = 0
 
     def demonstrations(self, doc: dict, k: int, doc_id: int = 0) -> list[dict]:
         return self.demos[doc_id][:k] if k else []
-
-    def format_answers(self, fmt: Format, doc: dict | None = None) -> list[str]:
-        """A document's answers in ``fmt``: the choices, the answer enumeration's labels, or (multiple
-        inputs) the one continuation once per choice."""
-        doc = self.docs[0] if doc is None else doc
-        if "contexts" in doc:
-            return [doc["target"]] * len(doc["contexts"])
-        if self.answer_key is None:
-            return list(doc["choices"])
-        enum = self.prompt_layout().enumeration(self.answer_key)
-        return [fmt.option_label(i, enum) for i in range(len(doc["choices"]))]
-
-    def format_gold(self, doc: dict, fmt: Format) -> str:
-        if self.output_type != "multiple_choice":
-            return doc["target"]
-        return self.format_answers(fmt, doc)[doc["label"]] if self.answer_key else doc["target"]
-
-    def format_prompt(self, fmt: Format, demos: Sequence[dict], doc: dict) -> str:
-        """The description, the answered demonstrations each followed by the few-shot delimiter, the query."""
-        layout = self.prompt_layout()
-        shots = "".join(fmt.render(layout, d, self.format_gold(d, fmt)) + self.fewshot_delimiter for d in demos)
-        return self.instruction + shots + fmt.render(layout, doc)
-
-    def format_inputs(self, fmt: Format, demos: Sequence[dict], doc: dict) -> tuple[str, ...] | None:
-        """A multiple-input document's prompts in ``fmt``, one per choice (None for other tasks)."""
-        if "contexts" not in doc:
-            return None
-        return tuple(self.format_prompt(fmt, demos, {**doc, "context": c}) for c in doc["contexts"])
 
     def generation_sampling(self, backend: Backend):
         """The task's ``generation_kwargs`` as one ``SamplingConfig`` (the same as an ``lmeval:`` run's)."""
@@ -519,7 +498,7 @@ class LmevalFieldsTask(Task):
         i = self.docs.index(doc) if doc_id is None else doc_id
         out = self.leaf.process_results(self.lm_docs[i], [(float(lp), False) for lp in logprobs])
         values = {m: float(v) for m, v in out.items() if _number(v) is not None}
-        choices = self.format_answers(self.original_format, doc) if self.original_format is not None else list(doc["choices"])
+        choices = answers_in(self, self.prompt.original, doc) if self.prompt is not None else list(doc["choices"])
         gold = int(doc["label"]) if "label" in doc else -1
         return Scored(choice_logprobs=list(logprobs), choices=choices, gold_index=gold, values=values,
                       predictions=[choices[choice_prediction(logprobs, [1.0] * len(logprobs))]],
@@ -612,10 +591,11 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     if not ranked and layout.enumerations:  # the task's own metric reads the original option labels
         layout = replace(layout, fixed=tuple(e.slot("numbering") for e in layout.enumerations))
     fields = [(e.descriptor, e.key) for e in walk(layout.fields) if isinstance(e, Field)]
+    prompt = PromptStructure(layout, st.original, answer_key, fewshot_delimiter=fs.fewshot_delimiter, gold_key="target",
+                             per_choice=("contexts", "context") if leaf.multiple_input else None)
     common = dict(name=task.name, docs=docs, demos=demos, num_fewshot=k, fewshot_docs=[d for ds in demos for d in ds],
-                  input_fields=fields, output_descriptor=layout.output, layout=layout, original_format=st.original,
-                  answer_key=answer_key, instruction=c.description or "", fewshot_delimiter=fs.fewshot_delimiter,
-                  leaf=leaf, lm_docs=lm_docs, seed=config.seed, description=f"lm-eval task {lm_name} as a prompt layout")
+                  input_fields=fields, output_descriptor=layout.output, prompt=prompt,
+                  instruction=c.description or "", leaf=leaf, lm_docs=lm_docs, seed=config.seed, description=f"lm-eval task {lm_name} as a prompt layout")
     if ranked:
         native = LmevalFieldsTask(**common, target_key="label", output_type="multiple_choice", choices_key="choices",
                                   choice_prefix=c.target_delimiter, metrics=("acc", "acc_norm"))
@@ -630,16 +610,16 @@ def _check_format_zero(leaf: Any, native: LmevalFieldsTask, lm_docs: Sequence[di
     """Format 0 must give lm-eval's own requests for every document (refused in one line otherwise)."""
     if k:
         leaf.set_fewshot_seed(seed)  # the same draws again, now as lm-eval's own contexts
-    original = native.original_format
+    original = prompt_structure(native).original
     for i, (doc, ours) in enumerate(zip(lm_docs, native.docs, strict=True)):
         context = leaf.fewshot_context(doc, k)
-        text = native.format_prompt(original, native.demonstrations(ours, k, i), ours)
-        inputs = native.format_inputs(original, native.demonstrations(ours, k, i), ours)
+        demos = native.demonstrations(ours, k, i)
+        text, inputs = prompt_in(native, original, demos, ours), inputs_in(native, original, demos, ours)
         if inputs is not None:
             got = [p for t in inputs for p in choice_pairs(t, [ours["target"]])]
             expected = [(ctx, f"{leaf.config.target_delimiter}{ours['target']}") for ctx in context]
         elif native.output_type == "multiple_choice":
-            got = choice_pairs(text, native.format_answers(original, ours))
+            got = choice_pairs(text, answers_in(native, original, ours))
             expected = [(context, f"{leaf.config.target_delimiter}{x}") for x in ours["choices"]]
         else:
             got, expected = generation_prompt(text), context

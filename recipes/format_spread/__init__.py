@@ -32,6 +32,7 @@ from llmgen.prompts.format_eval import (
     write_format_run,
 )
 from llmgen.prompts.formats import Format, load_formats, sample_formats, save_formats
+from llmgen.prompts.render import answers_in, gold_in, prompt_in, prompt_structure
 from llmgen.tasks import Task
 from llmgen.tasks.classification import DEMO_POOL, demo_pool_split, load_classification_task, task_summary
 
@@ -108,14 +109,14 @@ def split_examples(task: Task, shots: int, limit: int | None, seed: int,
 def prepare_formats(config: FormatSpreadConfig, task: Task) -> list[Format]:
     """The saved set when ``formats_file`` exists (reused across models), else a fresh sample."""
     if config.formats_file and Path(config.formats_file).is_file():
-        formats = load_formats(config.formats_file, task.prompt_layout())[: config.num_formats]
+        formats = load_formats(config.formats_file, prompt_structure(task).layout)[: config.num_formats]
     else:
-        formats = sample_formats(task.prompt_layout(), config.num_formats, seed=config.seed,
-                                 original=task.original_format)
+        formats = sample_formats(prompt_structure(task).layout, config.num_formats, seed=config.seed,
+                                 original=prompt_structure(task).original)
     for i, fmt in enumerate(formats):  # every format must render the task (e.g. enough option numbers)
         try:
-            task.format_prompt(fmt, [], task.docs[0])
-            task.format_answers(fmt)
+            prompt_in(task, fmt, [], task.docs[0])
+            answers_in(task, fmt)
         except LlmgenError as e:
             raise LlmgenError(f"format {i} cannot render task {task.name!r}: {e}") from None
     return formats
@@ -126,8 +127,8 @@ def task_requests(task: Task, formats: list[Format], demos: list[dict], examples
 
     def request(arm: int, i: int) -> Request:
         fmt, ex = formats[arm], examples[i]
-        answers = tuple(task.format_answers(fmt)) if metric == "probability_ranking" else None
-        return Request(arm, i, task.format_prompt(fmt, demos, ex), task.format_gold(ex, fmt), answers)
+        answers = tuple(answers_in(task, fmt)) if metric == "probability_ranking" else None
+        return Request(arm, i, prompt_in(task, fmt, demos, ex), gold_in(task, fmt, ex), answers)
 
     return request
 
@@ -144,7 +145,7 @@ class BatchClassEvaluator(FormatEvaluator):
     def requests_of(self, arm: int, start: int, stop: int) -> list[Request]:
         requests = super().requests_of(arm, start, stop)
         fmt = self.formats[arm]
-        present = tuple(sorted({self.task.format_gold(ex, fmt) for ex in self.examples[start:stop]}))
+        present = tuple(sorted({gold_in(self.task, fmt, ex) for ex in self.examples[start:stop]}))
         return [replace(r, answers=present) if r.answers is not None else r for r in requests]
 
 
@@ -180,11 +181,11 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
         out_dir = Path(config.output_dir)
         atomic_write_json(out_dir / "config.json", dump_config(config))
         if config.formats_file and not Path(config.formats_file).is_file():
-            save_formats(config.formats_file, formats, task.prompt_layout(), config.seed)
+            save_formats(config.formats_file, formats, prompt_structure(task).layout, config.seed)
         budget = None if config.mode == "exhaustive" else config.budget
         info = search(evaluator, len(formats), len(examples), budget, config.batch, config.seed,
                       rule="ucb" if config.mode == "ucb" else "thompson")
-        entry = spread_entry(evaluator, info, formats, task.prompt_layout(), len(examples))
+        entry = spread_entry(evaluator, info, formats, prompt_structure(task).layout, len(examples))
     finally:
         if own:
             backend.close()
@@ -192,7 +193,7 @@ def run(config: FormatSpreadConfig, backend=None) -> dict[str, Any]:
     out, original_rows, all_rows = format_results(
         {**dump_config(config)}, config.model, backend, config.seed, {task.name: entry}, {task.name: evaluator},
         {task.name: dict(task_summary(task))}, t0)
-    write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, task.prompt_layout())}, config.seed)
+    write_format_run(out_dir, out, original_rows, all_rows, {task.name: (formats, prompt_structure(task).layout)}, config.seed)
     _plot(out_dir / "accuracy_histogram.png", entry, task.name)
     return out
 

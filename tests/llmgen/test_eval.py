@@ -12,6 +12,7 @@ import pytest
 from llmgen.backends.hf import HFBackend
 from llmgen.errors import LlmgenError
 from llmgen.evaluate import EvalConfig, run_eval
+from llmgen.prompts.render import prompt_structure
 from llmgen.tasks import get_task, list_tasks
 
 LLMGEN = [sys.executable, "-m", "llmgen.cli.main"]
@@ -194,7 +195,7 @@ def test_recipe_tasks_are_eval_tasks(tiny_model_dir):
     from llmgen.tasks.classification import demo_pool_split, load_classification_task
 
     recipe = load_classification_task("sentiment", n=len(sentiment.docs) + len(sentiment.fewshot_docs), seed=0)
-    assert type(recipe) is type(sentiment) and recipe.prompt_layout() == sentiment.prompt_layout()
+    assert type(recipe) is type(sentiment) and prompt_structure(recipe).layout == prompt_structure(sentiment).layout
     assert (sentiment.fewshot_docs, sentiment.docs) == demo_pool_split(recipe.docs, seed=0)
     math = get_task("math_generated_d2")
     assert math.is_correct(f"The answer is {math.target_of(math.docs[0])}.", math.docs[0])

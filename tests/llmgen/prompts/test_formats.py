@@ -25,6 +25,7 @@ from llmgen.prompts.formats import (
     sample_formats,
     save_formats,
 )
+from llmgen.prompts.render import PromptStructure, answers_in, gold_in, prompt_in, prompt_structure
 from llmgen.tasks.classification import (
     TASKS,
     classes_of,
@@ -250,7 +251,7 @@ def values(doc: dict) -> dict:
 def test_prompt_is_instruction_demos_and_open_query():
     task = load_classification_task("comparison", n=10, seed=0)
     demo, query = task.docs[0], task.docs[1]
-    text = task.format_prompt(Format(separator=" - ", space="\n"), [demo], query)
+    text = prompt_in(task, Format(separator=" - ", space="\n"), [demo], query)
     assert text == (f"{task.instruction}\n\nFirst number - {demo['first']}\nSecond number - "
                     f"{demo['second']}\nLarger - {demo['label']}\n\nFirst number - {query['first']}\n"
                     f"Second number - {query['second']}\nLarger - ")
@@ -260,11 +261,11 @@ def test_prompt_is_instruction_demos_and_open_query():
 def test_option_labels_are_remapped_per_format():
     task = load_classification_task("topic", n=20, seed=0)
     ex = task.docs[0]
-    assert task.format_answers(task.original_format) == ["A", "B", "C", "D"]
-    assert task.format_answers(Format({"options.numbering": "i"})) == ["i", "ii", "iii", "iv"]
-    assert task.format_gold(ex, Format({"options.numbering": "1"})) == str(ex["label"] + 1)
-    fmt = task.original_format.replace({"options.numbering": "I", "options.wrapper": "x."})
-    demo_text = task.format_prompt(fmt, [ex], task.docs[1]).split("\n\n")[1]
+    assert answers_in(task, prompt_structure(task).original) == ["A", "B", "C", "D"]
+    assert answers_in(task, Format({"options.numbering": "i"})) == ["i", "ii", "iii", "iv"]
+    assert gold_in(task, Format({"options.numbering": "1"}), ex) == str(ex["label"] + 1)
+    fmt = prompt_structure(task).original.replace({"options.numbering": "I", "options.wrapper": "x."})
+    demo_text = prompt_in(task, fmt, [ex], task.docs[1]).split("\n\n")[1]
     assert demo_text.endswith("Answer: " + ["I", "II", "III", "IV"][ex["label"]])
     opts = ex["options"]
     assert f"\nOptions: I. {opts[0]} II. {opts[1]} III. {opts[2]} IV. {opts[3]}\n" in demo_text
@@ -275,7 +276,7 @@ def test_builtin_tasks_are_deterministic_and_balanced():
     for name in TASKS:
         a, b = load_classification_task(name, 100, 7), load_classification_task(name, 100, 7)
         assert [(values(e), e["label"]) for e in a.docs] == [(values(e), e["label"]) for e in b.docs]
-        labels = [a.format_gold(e, Format()) for e in a.docs]
+        labels = [gold_in(a, Format(), e) for e in a.docs]
         assert len(set(labels)) >= 2 and max(labels.count(x) for x in set(labels)) < 80
     assert load_classification_task("parity", 5, 1).docs != load_classification_task("parity", 5, 2).docs
     with pytest.raises(LlmgenError, match="unknown classification task 'nope'"):
@@ -287,8 +288,8 @@ def test_sni_loader_reads_definition_examples_and_instances():
     assert task.instruction.startswith("In this task, you are given a short review.")
     assert classes_of(task) == ("Negative", "Positive")
     assert len(task.docs) == 13 and len(task.fewshot_docs) == 2
-    assert task.prompt_layout() == Layout((Field("Input", "input"),), "Output")
-    assert task.format_prompt(Format(), task.fewshot_docs[:1], task.docs[0]).endswith(
+    assert prompt_structure(task).layout == Layout((Field("Input", "input"),), "Output")
+    assert prompt_in(task, Format(), task.fewshot_docs[:1], task.docs[0]).endswith(
         "Output: Positive\n\nInput: " + values(task.docs[0])["input"] + "\nOutput: ")
 
 
@@ -314,7 +315,7 @@ def test_jsonl_loader_with_fields_and_options(tmp_path):
     task = load_jsonl_task(path)
     assert task.instruction == "Answer." and num_options(task) == 3
     assert [e["label"] for e in task.docs] == [1, 2, 1, 2]
-    assert task.format_prompt(task.original_format, [], task.docs[0]) == (
+    assert prompt_in(task, prompt_structure(task).original, [], task.docs[0]) == (
         "Answer.\n\nQuestion: q0\nOptions: (A) yes (B) no (C) maybe\nAnswer: ")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"input": "x", "options": ["a"], "output": "b"}) + "\n")
@@ -324,9 +325,9 @@ def test_jsonl_loader_with_fields_and_options(tmp_path):
 
 def test_task_validation():
     with pytest.raises(LlmgenError, match="at least 2 classes"):
-        classification_task("t", "", ONE, [example({"review": "x"}, "a")], ("a",))
+        classification_task("t", "", PromptStructure(ONE), [example({"review": "x"}, "a")], ("a",))
     with pytest.raises(LlmgenError, match="is not a class"):
-        classification_task("t", "", ONE, [example({"review": "x"}, "c")], ("a", "b"))
+        classification_task("t", "", PromptStructure(ONE), [example({"review": "x"}, "c")], ("a", "b"))
 
 
 # --- Super-NaturalInstructions: the reference's per-task structures on real task files -------------
@@ -355,10 +356,10 @@ def test_original_format_renders_each_real_instance_exactly(path):
     kept = [r for r in raw if "Options: ['" not in r["input"]]
     assert task.skipped == len(raw) - len(kept) == (1 if path.name.startswith("task1678_") else 0)
     for ex, row in zip(task.docs, kept, strict=True):
-        assert task.original_format.render(task.prompt_layout(), values(ex), output=False) == row["input"]
-        assert task.format_gold(ex, task.original_format) == row["output"][0]
-    other = sample_formats(task.prompt_layout(), 5, seed=1, original=task.original_format)
-    assert len({f.render(task.prompt_layout(), values(task.docs[0])) for f in other}) == len(other) > 1
+        assert prompt_structure(task).original.render(prompt_structure(task).layout, values(ex), output=False) == row["input"]
+        assert gold_in(task, prompt_structure(task).original, ex) == row["output"][0]
+    other = sample_formats(prompt_structure(task).layout, 5, seed=1, original=prompt_structure(task).original)
+    assert len({f.render(prompt_structure(task).layout, values(task.docs[0])) for f in other}) == len(other) > 1
 
 
 def test_real_instances_split_into_the_reference_fields():
@@ -371,7 +372,7 @@ def test_real_instances_split_into_the_reference_fields():
     assert values(story.docs[3])["sentences"] == [
         "Tom got invited to a formal party.", "Tom went to a suit store ", " He found himself a very nice suit",
         " He drove too the party "]
-    assert story.format_answers(story.original_format) == ["Option 1", "Option 2"] and story.docs[3]["label"] == 1
+    assert answers_in(story, prompt_structure(story).original) == ["Option 1", "Option 2"] and story.docs[3]["label"] == 1
     cloze = load_sni_task(SNI_DIR / "task296_storycloze_correct_end_classification.json")
     assert [len(e["sentences"]) for e in cloze.docs] == [4, 4, 4, 4]  # variable length, read as 4
     qasc = load_sni_task(SNI_DIR / "task1297_qasc_question_answering.json")
@@ -386,10 +387,10 @@ def test_real_instances_split_into_the_reference_fields():
 
 def test_a_perturbed_format_renumbers_options_answers_and_instruction():
     task = load_sni_task(SNI_DIR / "task1419_mathqa_gain.json")
-    fmt = task.original_format.replace({"enum1.numbering": "Ⅰ", "enum1.wrapper": "[x]", "enum1_block.space": "\n",
+    fmt = prompt_structure(task).original.replace({"enum1.numbering": "Ⅰ", "enum1.wrapper": "[x]", "enum1_block.space": "\n",
                                         "enum1.item_space": "\n"})
-    assert task.format_answers(fmt) == ["Ⅰ", "Ⅱ", "Ⅲ", "Ⅳ", "Ⅴ"] and task.format_gold(task.docs[2], fmt) == "Ⅱ"
-    text = task.format_prompt(fmt, [], task.docs[2])
+    assert answers_in(task, fmt) == ["Ⅰ", "Ⅱ", "Ⅲ", "Ⅳ", "Ⅴ"] and gold_in(task, fmt, task.docs[2]) == "Ⅱ"
+    text = prompt_in(task, fmt, [], task.docs[2])
     assert text.startswith("In this task, you need to answer the given multiple-choice question on the gain. Gain is "
                            "the value by which to multiply the input. Classify your answers into 'Ⅰ', 'Ⅱ', 'Ⅲ', 'Ⅳ', and 'Ⅴ'.")
     assert text.endswith("Problem: 15 % of 75 is the same as vx % of 450 . find x . \nOptions: \n[Ⅰ] 1\n[Ⅱ] 2.5\n[Ⅲ] 3\n"

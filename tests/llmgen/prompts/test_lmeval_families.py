@@ -20,6 +20,7 @@ from llmgen.errors import LlmgenError  # noqa: E402
 from llmgen.evaluate import EvalConfig  # noqa: E402
 from llmgen.prompts.format_eval import choice_pairs, generation_prompt, run_format_eval  # noqa: E402
 from llmgen.prompts.formats import sample_formats  # noqa: E402
+from llmgen.prompts.render import answers_in, gold_in, inputs_in, prompt_in, prompt_structure
 from llmgen.tasks import get_task  # noqa: E402
 from llmgen.tasks.lmeval import INCLUDE_ENV, format_task, local_task_yaml, task_manager  # noqa: E402
 
@@ -82,17 +83,17 @@ def test_format_zero_is_lm_evals_requests_and_three_formats_differ(families, nam
     native, original = format_task(get_task(f"lmeval:{name}"), cfg)
     expected = lm_eval_requests(name)
     assert sorted(expected) == list(range(len(native.docs)))
-    formats = sample_formats(native.prompt_layout(), 3, seed=0, original=original)
+    formats = sample_formats(prompt_structure(native).layout, 3, seed=0, original=original)
     assert len(formats) == 3 and formats[0] == original
     k = native.num_fewshot
     for i, doc in enumerate(native.docs):
         demos = native.demonstrations(doc, k, i)
-        texts = [native.format_prompt(f, demos, doc) for f in formats]
-        inputs = native.format_inputs(original, demos, doc)
+        texts = [prompt_in(native, f, demos, doc) for f in formats]
+        inputs = inputs_in(native, original, demos, doc)
         if inputs is not None:  # Winogrande: one context per option, the same continuation
             assert [p for t in inputs for p in choice_pairs(t, [doc["target"]])] == expected[i], (name, i)
         elif native.output_type == "multiple_choice":
-            assert choice_pairs(texts[0], native.format_answers(original, doc)) == expected[i], (name, i)
+            assert choice_pairs(texts[0], answers_in(native, original, doc)) == expected[i], (name, i)
         else:
             assert [generation_prompt(texts[0])] == [a[0] for a in expected[i]], (name, i)
         assert len(set(texts)) == 3, (name, texts)
@@ -105,14 +106,14 @@ def test_letter_answers_follow_the_numbering(families):
     # answers (and the demonstrations' answers) are i, ii, ...
     cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:t_mmlu"], cache=None)
     native, original = format_task(get_task("lmeval:t_mmlu"), cfg)
-    assert native.answer_key == "options" and native.format_answers(original, native.docs[0]) == ["A", "B", "C", "D"]
+    assert native.prompt.answer_key == "options" and answers_in(native, original, native.docs[0]) == ["A", "B", "C", "D"]
     roman = original.replace({"options.numbering": "i", "options.wrapper": "(x)"})
     doc = native.docs[0]
-    assert native.format_answers(roman, doc) == ["i", "ii", "iii", "iv"]
-    text = native.format_prompt(roman, native.demonstrations(doc, 2, 0), doc)
+    assert answers_in(native, roman, doc) == ["i", "ii", "iii", "iv"]
+    text = prompt_in(native, roman, native.demonstrations(doc, 2, 0), doc)
     # demonstration 1 (dev row 0) is answered "A" in lm-eval's format, "i" here; its options are (i)..(iv)
     assert "\n(i) paralysis of the facial muscles.\n(ii) " in text and "\nAnswer: i\n\n" in text
-    assert native.format_gold(doc, roman) == "iv"  # the hyoid bone: option 4
+    assert gold_in(native, roman, doc) == "iv"  # the hyoid bone: option 4
 
 
 def test_python_doc_to_text_is_read_by_alignment(families):
@@ -122,9 +123,9 @@ def test_python_doc_to_text_is_read_by_alignment(families):
 
     cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:t_medmcqa"], cache=None)
     native, _ = format_task(get_task("lmeval:t_medmcqa"), cfg)
-    layout = native.prompt_layout()
+    layout = prompt_structure(native).layout
     assert layout.fields == (Field("Question", "question"), Text("Choices:"), Enumeration("options"))
-    assert layout.output == "Answer" and native.answer_key == "options"
+    assert layout.output == "Answer" and native.prompt.answer_key == "options"
 
 
 def test_unreadable_task_refused_naming_the_block(families):

@@ -20,6 +20,7 @@ from llmgen.evals.format_spread import (
     prefix_match,
 )
 from llmgen.prompts.formats import Format, load_formats
+from llmgen.prompts.render import answers_in, gold_in
 from llmgen.tasks.classification import load_classification_task
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
@@ -221,7 +222,7 @@ def test_recipe_bandit_on_multiple_choice_with_generation(tiny_hf, tmp_path):
     formats = load_formats(tmp_path / "run" / "formats_topic.json")
     task = load_classification_task("topic", 20)
     for r in rows:  # gold labels follow each format's numbering
-        assert r["target"] in task.format_answers(formats[r["format_id"]])
+        assert r["target"] in answers_in(task, formats[r["format_id"]])
 
 
 def test_recipe_on_sni_file_with_task_demonstrations(tiny_hf, tmp_path):
@@ -347,9 +348,9 @@ def test_probability_ranking_ranks_among_the_batchs_gold_labels(tiny_hf):
     outcomes, _ = batch.evaluate(pulls), every.evaluate(pulls)
     narrower = 0
     for (arm, start, stop), got in zip(pulls, outcomes, strict=True):
-        golds = [task.format_gold(ex, formats[arm]) for ex in examples[start:stop]]
+        golds = [gold_in(task, formats[arm], ex) for ex in examples[start:stop]]
         candidates = sorted(set(golds))  # the reference's output_classes
-        narrower += len(candidates) < len(task.format_answers(formats[arm]))
+        narrower += len(candidates) < len(answers_in(task, formats[arm]))
         at = sum(b - a for _, a, b in pulls[: pulls.index((arm, start, stop))])
         rows, full = batch.rows[at:at + stop - start], every.rows[at:at + stop - start]
         for r, f, gold, ok in zip(rows, full, golds, got, strict=True):

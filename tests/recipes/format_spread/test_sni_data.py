@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from llmgen.config import load_config
+from llmgen.prompts.render import prompt_structure
 from llmgen.recipes.format_spread import FormatSpreadConfig
 from llmgen.tasks.classification import DEMO_POOL, load_sni_task
 
@@ -47,8 +48,8 @@ def test_file_loads_with_its_instances(name: str, count: int):
     assert task.skipped == 0 and len(task.docs) == count
     # the first 10 of the shuffle are the demonstration pool; the config evaluates at most the rest
     assert count - DEMO_POOL >= load_config(FormatSpreadConfig, CONFIG).eval.limit
-    layout = task.prompt_layout()
-    rendered = [task.original_format.render(layout, doc, output=False) for doc in task.docs]
+    layout = prompt_structure(task).layout
+    rendered = [prompt_structure(task).original.render(layout, doc, output=False) for doc in task.docs]
     assert rendered == [row["input"] for row in raw["Instances"]]
 
 
