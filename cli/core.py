@@ -40,50 +40,6 @@ def _no_constant(name: str) -> None:
     raise LlmgenError(f"--model-args: {name} is not a number JSON can hold")
 
 
-def check_eval_inputs(config) -> None:
-    """The checks of ``llmgen eval``'s inputs that need no model, beyond ``evaluate.validate``'s:
-    the seed's range, finite numbers, the backend's dtype, the adapter folder, custom model code,
-    and the request cache (a damaged one is moved aside now, an unwritable one refused now)."""
-    from llmgen.cache import check_cache
-    from llmgen.io import check_finite
-    from llmgen.models import cache_dir, check_adapter, check_dtype, check_remote_code, check_seed
-
-    check_seed(config.seed)
-    check_finite(config.temperature, "--temperature")
-    check_finite(config.top_p, "--top-p")
-    check_finite(config.model_args, "--model-args")
-    args = config.model_args
-    if config.backend in ("hf", "vllm"):
-        check_dtype(args.get("dtype"), config.backend)
-        check_adapter(args.get("adapter"))
-        check_remote_code(config.model, bool(args.get("trust_remote_code")))
-    if config.num_fewshot:
-        check_lmeval_fewshot(config.tasks, config.num_fewshot)
-    if config.cache == "auto":
-        check_cache(cache_dir() / "requests.sqlite")
-
-
-def check_lmeval_fewshot(task_names: list[str], k: int) -> None:
-    """``--num-fewshot k`` against each lm-eval task's pool of demonstrations (its few-shot split,
-    less the document itself when that is the evaluated split): lm-eval itself finds out only when
-    it builds the first context, after the model loaded."""
-    from llmgen.tasks.lmeval import PREFIX, task_manager
-
-    for name in task_names:
-        if not name.startswith(PREFIX):
-            continue
-        for leaf in task_manager().load([name[len(PREFIX):]])["tasks"].values():
-            if not hasattr(leaf, "fewshot_docs"):
-                continue
-            docs = leaf.fewshot_docs()
-            pool = len(docs) if docs is not None else 0
-            if docs is not None and leaf.fewshot_cfg.split == leaf.config.test_split:
-                pool -= 1  # a document is never its own demonstration
-            if k > pool:
-                raise LlmgenError(f"--num-fewshot {k}: lm-eval task {leaf.config.task!r} has {max(pool, 0)} "
-                                  "demonstrations to draw from")
-
-
 def set_task_sources(include_path: str | None, data_dir: str | None) -> None:
     """``--include-path`` / ``--data-dir`` → the environment variables task loading reads (so that
     validation, every rank and every later process see the same sources)."""
@@ -174,7 +130,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[str | None, typer.Option("--data-dir", help="folder of local copies of hub datasets (<dir>/<hub id>/...) for catalogue and YAML tasks")] = None,
     ) -> None:
         """Evaluate a model on tasks; prints a table and writes a run folder."""
-        from llmgen.evaluate import EvalConfig, run_eval
+        from llmgen.evaluate import EvalConfig, run_eval, validate
         from llmgen.io import RunFolder
 
         set_task_sources(include_path, data_dir)
@@ -194,7 +150,7 @@ def register(app: typer.Typer) -> None:
             config.model_args["base_url"] = base_url
         if api_key_env is not None:  # the variable's name, never the key: config.json may hold it
             config.model_args["api_key_env"] = api_key_env
-        check_eval_inputs(config)
+        checked = validate(config)  # every check, and the tasks loaded once, before the run folder is taken
         # A finished run (results.json) is not replaced without --overwrite; an unfinished one (killed)
         # is simply rerun: the request cache makes that a resume. The folder is held (locked) until
         # the run ends, so a second run into it is refused.
@@ -202,10 +158,10 @@ def register(app: typer.Typer) -> None:
             if formats is not None:
                 from llmgen.prompts.format_eval import run_format_eval
 
-                run_format_eval(config, num_formats=formats, budget=format_budget)
+                run_format_eval(config, num_formats=formats, budget=format_budget, tasks=checked)
                 typer.echo(f"wrote {run_dir}/results.json", err=True)
                 return
-            out = run_eval(config)
+            out = run_eval(config, tasks=checked)
         from llmgen.sharding import rank
 
         if rank() != 0:  # under torchrun every rank holds the results; one prints them

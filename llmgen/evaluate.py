@@ -18,7 +18,7 @@ from llmgen import sharding
 from llmgen.backends import SECRET_ARGS, Backend, SamplingConfig, backend_class, get_backend
 from llmgen.backends.base import encode_pair
 from llmgen.backends.cached import CachedBackend
-from llmgen.cache import RequestCache
+from llmgen.cache import RequestCache, check_cache
 from llmgen.display import RunProgress
 from llmgen.errors import LlmgenError
 from llmgen.eval_config import (  # noqa: F401  (re-exported: the runner's public names)
@@ -31,12 +31,12 @@ from llmgen.eval_config import (  # noqa: F401  (re-exported: the runner's publi
     sampling_for,
 )
 from llmgen.evals.stats import summarize
-from llmgen.io import atomic_write_json, atomic_write_jsonl, check_output_dir, mark_run
-from llmgen.models import cache_dir
+from llmgen.io import atomic_write_json, atomic_write_jsonl, check_finite, check_output_dir, mark_run
+from llmgen.models import cache_dir, check_seed
 from llmgen.prompts.chat import render_prompt
 from llmgen.results import results_record, versions  # noqa: F401  (versions: re-exported)
 from llmgen.tasks import Renderer, Request, Scored, Task, get_task
-from llmgen.tasks.lmeval import evaluate_lmeval_task
+from llmgen.tasks.lmeval import check_fewshot, evaluate_lmeval_task
 from llmgen.tasks.scoring import pass_at_k_metrics
 
 
@@ -62,8 +62,17 @@ def resolve_tasks(config: EvalConfig) -> list[Task]:
 
 
 def validate(config: EvalConfig) -> list[Task]:
-    """All checks that need no model: tasks, sampling, k values, backend name and arguments, and
-    that the run folder can be written (so a bad command fails before the engine starts)."""
+    """Every check of an evaluation that needs no model, so a bad command fails in one error line
+    before the engine starts: the seed, finite numbers, the settings, the backend's name, arguments
+    and model (dtype, adapter folder, custom code: ``Backend.check_model``), that the run folder can
+    be written, the tasks (loaded here, once: the caller passes them on), their sampling and k values,
+    ``--num-fewshot`` against lm-eval tasks' demonstrations, and the request cache (a damaged one is
+    moved aside now, an unwritable one refused now). ``llmgen eval`` and ``run_eval`` both call this."""
+    check_seed(config.seed)
+    check_finite(config.temperature, "--temperature")
+    check_finite(config.top_p, "--top-p")
+    check_finite(config.model_args, "--model-args")
+    backend_class(config.backend).check_model(config.model, config.model_args)
     config.validate()
     if config.output_dir:
         check_output_dir(config.output_dir, overwrite=True)
@@ -73,6 +82,10 @@ def validate(config: EvalConfig) -> list[Task]:
     for t in tasks:
         sampling_for(t, config)
     ks_for(config)
+    if config.num_fewshot:
+        check_fewshot(tasks, config.num_fewshot)
+    if config.cache == "auto":
+        check_cache(cache_dir() / "requests.sqlite")
     return tasks
 
 
@@ -146,7 +159,7 @@ def task_prompt(backend: Backend, task: Task, doc: dict, doc_id: int, config: Ev
                 renderer: Renderer | None = None) -> str:
     """The text sent to the model for one document: plain, or chat messages through the chat template
     (always for a chat backend such as openai-chat, whose server applies it)."""
-    if not (config.apply_chat_template or getattr(backend, "CHAT", False)) or task.output_type == "loglikelihood_rolling":
+    if not (config.apply_chat_template or backend.CHAT) or task.output_type == "loglikelihood_rolling":
         return task.build_prompt(doc, renderer, config.num_fewshot, doc_id)
     return backend.format_prompt(task.build_messages(doc, renderer, config.num_fewshot, doc_id), chat=True)
 
@@ -181,56 +194,90 @@ def choice_row(task: Task, doc_id: int, prompt: str, scores: list[dict]) -> dict
             "truncated": any(s["truncated"] for s in scores), "metrics": scored.values}
 
 
+# A runner scores one task of its output type: (backend, task, config, cache, renderer, progress) ->
+# (aggregate metrics, per-example rows). ``RUNNERS`` maps each of ``llmgen.tasks.OUTPUT_TYPES`` to its
+# runner; a ``requests`` task's behaviour comes from its subclass hooks (``doc_requests``, ``score_outputs``).
+Runner = Callable[..., tuple[dict[str, float], list[dict]]]
+
+
 def evaluate_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
                   renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
-    """Score one task; returns (aggregate metrics, per-example rows).
+    """Score one task with its output type's runner (``RUNNERS``); returns (aggregate metrics, per-example rows).
 
     Requests go through the request cache; per-document values come from the task's scorer
     (``generation_row`` / ``choice_row``) and the corpus values from ``task.aggregate`` (means, or
     perplexity ratios for rolling tasks).
     """
-    if task.output_type == "requests":
-        return evaluate_request_task(backend, task, config, cache, progress)
-    if task.output_type == "lmeval":
-        return evaluate_lmeval_task(backend, task, config, cache)
-    prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
-    bar = progress.add_task(task.name, total=len(task.docs)) if progress is not None else None
+    return RUNNERS[task.output_type](backend, task, config, cache, renderer, progress)
 
-    def advance(n: int) -> None:
-        if progress is not None and n:
-            progress.advance(bar, n)
 
-    rows: list[dict] = []
-    values: dict[str, list] = {}
-    if task.output_type == "generate":
-        sampling = task_sampling(backend, task, config)
-        outs = cached_generate(backend, prompts, sampling, cache, chunk=request_chunk(config), on_chunk=advance)
-        ks = ks_for(config) if "pass@k" in task.metrics else []
-        rows = [generation_row(task, i, prompt, comps, ks) for i, (prompt, comps) in enumerate(zip(prompts, outs, strict=True))]
-    elif task.output_type == "multiple_choice":
-        pairs, spans = [], []
-        for doc, prompt in zip(task.docs, prompts, strict=True):
-            choices = task.choices_of(doc)
-            spans.append((len(pairs), len(choices)))
-            pairs += [(prompt, task.choice_prefix + c) for c in choices]
-        scores = cached_loglikelihood(backend, pairs, cache, on_chunk=None)
-        for i, (prompt, (s, n)) in enumerate(zip(prompts, spans, strict=True)):
-            rows.append(choice_row(task, i, prompt, scores[s:s + n]))
-            advance(1)
-    else:
-        scored_texts = CachedBackend(backend, cache).loglikelihood_rolling(prompts, on_batch=advance)
-        for i, (text, r) in enumerate(zip(prompts, scored_texts, strict=True)):
-            for m, v in task.score(task.docs[i], Scored(loglikelihood=r.logprob, num_words=r.num_words, num_bytes=r.num_bytes)).items():
-                values.setdefault(m, []).append(v)
-            rows.append({"task": task.name, "doc_id": i, "prompt": text, "target": "", "responses": [],
-                         "loglikelihood": r.logprob,
-                         "tokens": r.num_tokens, "words": r.num_words, "bytes": r.num_bytes, "metrics": {}})
+def _bar(task: Task, progress) -> Callable[[int], None]:
+    """``advance(n)``: moves the task's progress bar (a no-op without one)."""
+    if progress is None:
+        return lambda n: None
+    bar = progress.add_task(task.name, total=len(task.docs))
+    return lambda n: progress.advance(bar, n) if n else None
+
+
+def _aggregate(task: Task, rows: list[dict], values: dict[str, list] | None = None) -> dict[str, float]:
+    """``task.aggregate`` of every per-document metric of the rows (plus ``values`` given directly)."""
+    values = dict(values or {})
     for r in rows:
         for m, v in r["metrics"].items():
             values.setdefault(m, []).append(v)
     names = sorted(values, key=lambda m: (m.startswith("pass@"), len(m), m))
-    agg = task.aggregate({m: values[m] for m in names})
-    return agg, rows
+    return task.aggregate({m: values[m] for m in names})
+
+
+def run_generate(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+                 renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
+    """A ``generate`` task: completions of each prompt, scored by ``generation_row``."""
+    prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
+    sampling = task_sampling(backend, task, config)
+    outs = cached_generate(backend, prompts, sampling, cache, chunk=request_chunk(config), on_chunk=_bar(task, progress))
+    ks = ks_for(config) if "pass@k" in task.metrics else []
+    rows = [generation_row(task, i, prompt, comps, ks) for i, (prompt, comps) in enumerate(zip(prompts, outs, strict=True))]
+    return _aggregate(task, rows), rows
+
+
+def run_multiple_choice(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+                        renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
+    """A ``multiple_choice`` task: each choice's loglikelihood after the prompt, scored by ``choice_row``."""
+    prompts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
+    advance = _bar(task, progress)
+    pairs, spans = [], []
+    for doc, prompt in zip(task.docs, prompts, strict=True):
+        choices = task.choices_of(doc)
+        spans.append((len(pairs), len(choices)))
+        pairs += [(prompt, task.choice_prefix + c) for c in choices]
+    scores = cached_loglikelihood(backend, pairs, cache, on_chunk=None)
+    rows = []
+    for i, (prompt, (s, n)) in enumerate(zip(prompts, spans, strict=True)):
+        rows.append(choice_row(task, i, prompt, scores[s:s + n]))
+        advance(1)
+    return _aggregate(task, rows), rows
+
+
+def run_rolling(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+                renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
+    """A ``loglikelihood_rolling`` task: each text's loglikelihood, scored as perplexities by ``task.score``."""
+    texts = [task_prompt(backend, task, d, i, config, renderer) for i, d in enumerate(task.docs)]
+    values: dict[str, list] = {}
+    rows = []
+    for i, (text, r) in enumerate(zip(texts, CachedBackend(backend, cache).loglikelihood_rolling(
+            texts, on_batch=_bar(task, progress)), strict=True)):
+        for m, v in task.score(task.docs[i], Scored(loglikelihood=r.logprob, num_words=r.num_words, num_bytes=r.num_bytes)).items():
+            values.setdefault(m, []).append(v)
+        rows.append({"task": task.name, "doc_id": i, "prompt": text, "target": "", "responses": [],
+                     "loglikelihood": r.logprob,
+                     "tokens": r.num_tokens, "words": r.num_words, "bytes": r.num_bytes, "metrics": {}})
+    return _aggregate(task, rows, values), rows
+
+
+def run_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
+               renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
+    """An ``lmeval:NAME`` task: lm-eval's own evaluator over the backend (``llmgen.tasks.lmeval``)."""
+    return evaluate_lmeval_task(backend, task, config, cache)
 
 
 def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache,
@@ -262,7 +309,7 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
 
 
 def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache,
-                          progress=None) -> tuple[dict[str, float], list[dict]]:
+                          renderer: Renderer | None = None, progress=None) -> tuple[dict[str, float], list[dict]]:
     """Score a task that builds its own requests (``output_type: requests``, e.g. TOFU): every
     document's requests in one pass through the cache, ``task.score_outputs`` per document,
     ``task.aggregate_rows`` over the rows."""
@@ -283,6 +330,11 @@ def evaluate_request_task(backend: Backend, task: Task, config: EvalConfig, cach
             row[task.group_key] = doc[task.group_key]
         rows.append(row)
     return task.aggregate_rows(rows), rows
+
+
+RUNNERS: dict[str, Runner] = {"generate": run_generate, "multiple_choice": run_multiple_choice,
+                               "loglikelihood_rolling": run_rolling, "lmeval": run_lmeval_task,
+                               "requests": evaluate_request_task}
 
 
 def uncertainty(rows: list[dict], metric: str, seed: int) -> dict[str, float]:
@@ -312,9 +364,13 @@ def evaluate_tasks(backend: Backend, tasks: Sequence[Task], config: EvalConfig, 
     return results, unc, rows, timings
 
 
-def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate every task; write ``config.json``, ``results.json``, ``samples.jsonl`` to the run folder."""
-    tasks = validate(config)
+def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: bool = True,
+             tasks: Sequence[Task] | None = None) -> dict[str, Any]:
+    """Evaluate every task; write ``config.json``, ``results.json``, ``samples.jsonl`` to the run folder.
+
+    ``tasks``: the ones ``validate(config)`` returned, when the caller validated first (``llmgen eval``
+    does, to fail before the run folder is taken); else they are validated here."""
+    tasks = validate(config) if tasks is None else list(tasks)
     t0 = time.time()
     own_backend = backend is None
     sharding.start(config.backend)  # under torchrun/accelerate: join the ranks before the model loads

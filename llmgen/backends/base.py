@@ -20,12 +20,13 @@ import logging
 import re
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union
 
 from llmgen.errors import LlmgenError
+from llmgen.models import check_adapter, check_dtype, check_remote_code
 from llmgen.prompts.chat import Prompt, apply_chat_template, render_prompt
 from llmgen.registry import Registry
 from llmgen.training.modeling import is_peft
@@ -316,6 +317,7 @@ class Backend(ABC):
     TASK_TYPES: frozenset[str] | None = None  # the task output types it runs; None: all of them
     CHAT: bool = False  # prompts always go through a chat template (the server's): tasks send chat messages
     SHARDABLE: bool = True  # one instance per rank under torchrun (llmgen.sharding); vLLM parallelises itself
+    LOCAL_WEIGHTS: bool = False  # loads the checkpoint in this process: ``check_model`` checks it first
     batch_size: int = 16  # requests per call to the model; the request cache commits after each
     GENERATION_OPTIONS: frozenset[str] = frozenset()  # the SamplingConfig.OPTIONS this backend honours exactly
     in_memory: bool = False  # a model object held by the caller (fingerprinted by hashing its weights)
@@ -486,6 +488,17 @@ class Backend(ABC):
             raise LlmgenError(f"the {cls.name} backend cannot run task {task_name!r}: it is a {output_type} task "
                               f"and this backend runs only {', '.join(sorted(cls.TASK_TYPES))} tasks "
                               f"(text out, no token logprobs); use --backend openai, vllm or hf")
+
+    @classmethod
+    def check_model(cls, model: str, model_args: Mapping[str, Any]) -> None:
+        """One error line, before anything loads, for what this backend would refuse only while
+        loading: a backend that loads the weights here (``LOCAL_WEIGHTS``) checks the dtype's name,
+        the adapter folder and a model folder's custom code (run only with ``trust_remote_code``)."""
+        if not cls.LOCAL_WEIGHTS:
+            return
+        check_dtype(model_args.get("dtype"), cls.name)
+        check_adapter(model_args.get("adapter"))
+        check_remote_code(model, bool(model_args.get("trust_remote_code")))
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, save_dir: str | Path, dtype: str | None = None,

@@ -58,6 +58,7 @@ def content_fingerprint(model) -> str:
 @register_backend("hf")
 class HFBackend(Backend):
     GENERATION_OPTIONS = frozenset({"ignore_eos", "return_entropy", "block_ngrams"})
+    LOCAL_WEIGHTS = True  # dtype, adapter folder and custom code are checked before the weights load
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", device: str | None = None,
                  batch_size: int = 16, model_obj=None, tokenizer_obj=None, max_length: int | None = None,

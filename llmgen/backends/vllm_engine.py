@@ -137,6 +137,7 @@ def default_max_model_len(model_path: str) -> int:
 @register_backend("vllm")
 class VLLMBackend(Backend):
     SHARDABLE = False  # one engine per process: data_parallel_size / tensor_parallel_size instead
+    LOCAL_WEIGHTS = True  # dtype, adapter folder and custom code are checked before the weights load
 
     @classmethod
     def accepted_args(cls) -> set[str]:

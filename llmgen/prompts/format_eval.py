@@ -343,17 +343,18 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
 
 
 def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = None, backend=None,
-                    show_progress: bool = True) -> dict[str, Any]:
+                    show_progress: bool = True, tasks: Sequence[Task] | None = None) -> dict[str, Any]:
     """Evaluate every task of ``config`` in ``num_formats`` formats; write and print the run.
 
     Format 0 is the grammar's original format, which renders exactly as plain ``llmgen eval``, so
     ``llmgen compare`` works against plain runs. See the module docstring for the run folder.
+    ``tasks``: the ones ``validate(config)`` returned, when the caller validated first.
     """
     if num_formats < 1:
         raise LlmgenError(f"--formats must be >= 1, got {num_formats}")
     if budget is not None and budget < 1:
         raise LlmgenError(f"--format-budget must be >= 1, got {budget}")
-    tasks = validate(config)
+    tasks = validate(config) if tasks is None else list(tasks)
     originals: dict[str, Format] = {}  # an lm-eval task's own spelling of its fields is its format 0
     if any(t.output_type == "lmeval" for t in tasks):
         converted = {t.name: format_task(t, config) for t in tasks if t.output_type == "lmeval"}

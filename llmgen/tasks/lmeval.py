@@ -150,14 +150,36 @@ def load_lmeval_task(name: str) -> Task:
     text = leaves[0].config.doc_to_text if len(leaves) == 1 else None
     template = text if isinstance(text, str) else "<lm-eval doc_to_text>"
     return LmevalTask(name=name, docs=docs, output_type="lmeval", metrics=(), target_key="doc_id", template=template,
-                      description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})")
+                      description=f"lm-eval {'group' if len(leaves) > 1 else 'task'} {lm_name} ({', '.join(types)})",
+                      leaves=leaves)
 
 
 @dataclass
 class LmevalTask(Task):
-    """An ``lmeval:NAME`` task; ``seeds`` are the ones lm-eval ran it with (set by the run, in results.json)."""
+    """An ``lmeval:NAME`` task; ``seeds`` are the ones lm-eval ran it with (set by the run, in results.json).
+
+    ``leaves`` are lm-eval's task objects, loaded once (``load_lmeval_task``) and reused by the checks
+    and the ``--formats`` conversion of the same process."""
 
     seeds: dict[str, int] = dc_field(default_factory=dict)
+    leaves: list = dc_field(default_factory=list, repr=False)
+
+
+def check_fewshot(tasks: Sequence[Task], k: int) -> None:
+    """``--num-fewshot k`` against each lm-eval task's pool of demonstrations (its few-shot split,
+    less the document itself when that is the evaluated split): lm-eval itself finds out only when
+    it builds the first context, after the model loaded. Reads the tasks' loaded leaves."""
+    for task in tasks:
+        for leaf in task.leaves if isinstance(task, LmevalTask) else ():
+            if not hasattr(leaf, "fewshot_docs"):
+                continue
+            docs = leaf.fewshot_docs()
+            pool = len(docs) if docs is not None else 0
+            if docs is not None and leaf.fewshot_cfg.split == leaf.config.test_split:
+                pool -= 1  # a document is never its own demonstration
+            if k > pool:
+                raise LlmgenError(f"--num-fewshot {k}: lm-eval task {leaf.config.task!r} has {max(pool, 0)} "
+                                  "demonstrations to draw from")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **({"seeds": dict(self.seeds)} if self.seeds else {})}
@@ -566,7 +588,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
     """
     lm_name = task.name[len(PREFIX):]
     why = f"--formats cannot vary lm-eval task {lm_name!r}: "
-    leaves = list(task_manager().load([lm_name])["tasks"].values())
+    leaves = task.leaves if isinstance(task, LmevalTask) else list(task_manager().load([lm_name])["tasks"].values())
     if len(leaves) != 1:
         raise LlmgenError(why + "it is a group (give its tasks one by one)")
     leaf = leaves[0]

@@ -11,9 +11,9 @@ import pytest
 
 from llmgen.backends.hf import HFBackend
 from llmgen.errors import LlmgenError
-from llmgen.evaluate import EvalConfig, run_eval
+from llmgen.evaluate import RUNNERS, EvalConfig, run_eval
 from llmgen.prompts.render import prompt_structure
-from llmgen.tasks import get_task, list_tasks
+from llmgen.tasks import OUTPUT_TYPES, get_task, list_tasks
 
 LLMGEN = [sys.executable, "-m", "llmgen.cli.main"]
 
@@ -257,3 +257,23 @@ def test_tofu_eval_task(tiny_model_dir, tmp_path, monkeypatch):
     res = out["results"]["tofu_forget10"]
     assert out["tasks"]["tofu_forget10"]["ds_size"] == 300 and out["tasks"]["tofu_forget10"]["counts"]["forget"] == 2
     assert list(tmp_path.glob("tofu-synthetic/*")) == [Path(data_source(UnlearnConfig()))]
+
+
+def test_every_output_type_has_one_runner():
+    # evaluate_task dispatches on the task's output type through one table, no other branching
+    assert set(RUNNERS) == set(OUTPUT_TYPES)
+
+
+def test_run_eval_from_a_script_runs_every_check(tmp_path, tiny_model_dir):
+    # run_eval is the library's entry: the checks llmgen eval makes before any model loads are its own
+    run = tmp_path / "run"
+    cases = [(dict(seed=-1), "--seed must be an integer in [0, 2**32)"),
+             (dict(temperature=float("nan")), "--temperature"),
+             (dict(model_args={"dtype": "float7"}), "unknown dtype 'float7'"),
+             (dict(model_args={"adapter": str(tmp_path / "missing")}), "adapter folder not found"),
+             (dict(backend="vllm", model_args={"dtype": "bf16"}), "unknown dtype 'bf16'")]
+    for kw, message in cases:
+        with pytest.raises(LlmgenError, match=re.escape(message)):
+            run_eval(EvalConfig(model=tiny_model_dir, tasks=["arithmetic"], output_dir=str(run), cache=None, **kw),
+                     show_progress=False)
+        assert not run.exists(), kw

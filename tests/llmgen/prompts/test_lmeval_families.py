@@ -98,7 +98,7 @@ def test_format_zero_is_lm_evals_requests_and_three_formats_differ(families, nam
             assert [generation_prompt(texts[0])] == [a[0] for a in expected[i]], (name, i)
         assert len(set(texts)) == 3, (name, texts)
     if k:  # the demonstrations are lm-eval's and are answered in the same format
-        assert expected[0][0][0].count(native.fewshot_delimiter) >= k
+        assert expected[0][0][0].count(native.prompt.fewshot_delimiter) >= k
 
 
 def test_letter_answers_follow_the_numbering(families):

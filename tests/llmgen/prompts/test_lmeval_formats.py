@@ -197,7 +197,7 @@ def test_format_zero_scores_lm_evals_requests(lmeval_env, tiny_hf, tiny_model_di
     assert saved["results"]["lmeval:llmgen_capitals_fields"]["acc"] == s["original"]
 
 
-def test_formats_use_run_evals_seeded_demonstrations():
+def test_formats_use_run_evals_seeded_demonstrations(tiny_hf):
     # a random few-shot sampler seeds per doc_id: --formats' format 0 must draw what plain eval draws
     from llmgen.evaluate import task_prompt
     from llmgen.prompts.format_eval import task_evaluator
@@ -206,9 +206,9 @@ def test_formats_use_run_evals_seeded_demonstrations():
     docs = [{"question": f"q{i}", "target": f"a{i}"} for i in range(6)]
     task = Task(name="t", docs=docs, fewshot_docs=docs, num_fewshot=2, fewshot_sampler="random")
     cfg = EvalConfig(model="x", tasks=[], cache=None)
-    ev = task_evaluator(None, task, cfg, None, [Format()])
+    ev = task_evaluator(tiny_hf, task, cfg, None, [Format()])
     texts = [ev.request(0, i).text.rstrip() for i in range(len(docs))]  # the scored context is rstripped
-    assert texts == [task_prompt(None, task, d, i, cfg).rstrip() for i, d in enumerate(docs)]
+    assert texts == [task_prompt(tiny_hf, task, d, i, cfg).rstrip() for i, d in enumerate(docs)]
     assert len({t.split("\n\n")[0] for t in texts}) > 1  # the demonstrations really vary by document
 
 

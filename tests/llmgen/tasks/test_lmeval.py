@@ -97,3 +97,22 @@ def test_lmeval_tasks_on_vllm_backend_match_hf(lmeval_env, hf_default, vllm_defa
     assert outs[0]["results"][names[1]] == outs[1]["results"][names[1]]
     for m, v in outs[0]["results"][names[2]].items():
         assert outs[1]["results"][names[2]][m] == pytest.approx(v, rel=1e-3), m
+
+
+def test_lmeval_tasks_load_once_for_the_checks_and_the_conversion(lmeval_env, monkeypatch):
+    # validate loads an lm-eval task once; the few-shot check and the --formats conversion reuse it
+    from llmgen.evaluate import validate
+    from llmgen.tasks.lmeval import format_task, task_manager
+
+    tm = task_manager()
+    real, calls = tm.load, []
+    monkeypatch.setattr(tm, "load", lambda names, *a, **k: calls.append(list(names)) or real(names, *a, **k))
+    cfg = EvalConfig(model="x", tasks=["lmeval:llmgen_capitals_mc"], num_fewshot=500, cache=None)
+    with pytest.raises(LlmgenError, match="--num-fewshot 500: lm-eval task 'llmgen_capitals_mc' has"):
+        validate(cfg)
+    assert calls == [["llmgen_capitals_mc"]]
+    cfg.num_fewshot = 1
+    (task,) = validate(cfg)
+    with pytest.raises(LlmgenError, match="cannot vary lm-eval task 'llmgen_capitals_mc'"):
+        format_task(task, cfg)  # its prompt is not fields with descriptors: refused after reading the loaded task
+    assert len(calls) == 2  # one per validation, none for the check or the conversion
