@@ -13,9 +13,9 @@ Layers (each module imports only those above it in this list, never the package 
   names above so ``from llmgen.tasks import Task, METRICS, get_task`` keeps working.
 
 A task declares its prompt as *fields with descriptors* (``Question: ...``) and an output
-descriptor (``Answer:``) rather than as one opaque template, so that the same task can be rendered
-in any plausible format of the FormatSpread grammar (``llmgen eval --formats K``). A YAML task may
-instead give a plain ``template`` string.
+descriptor (``Answer:``) rather than as one opaque template, so that the prompt layer
+(``llmgen.prompts.render``, below the tasks) can render the same task in any plausible format of the
+FormatSpread grammar (``llmgen eval --formats K``). A YAML task may instead give a plain ``template``.
 
 Three output types, as in lm-eval: ``generate`` (responses → answer filters → metrics),
 ``multiple_choice`` (loglikelihood of each choice; gold as an index or as the choice text) and

@@ -1,10 +1,10 @@
-"""Evaluation tasks: one ``Task`` type, its answer-extractor and metric registries, and tasks read
-from YAML, JSONL, hub datasets or the catalogue of the papers' datasets.
+"""The one ``Task`` type (documents + a prompt + a scorer), ``Request`` and the ``TASKS`` registry.
 
 A task declares its prompt as *fields with descriptors* (``Question: ...``) and an output
-descriptor (``Answer:``) rather than as one opaque template, so that the same task can be rendered
-in any plausible format of the FormatSpread grammar (``llmgen eval --formats K``). A YAML task may
-instead give a plain ``template`` string.
+descriptor (``Answer:``) rather than as one opaque template, so that the prompt layer
+(``llmgen.prompts.render``) can render the same task in any plausible format of the FormatSpread
+grammar (``llmgen eval --formats K``); a task with its own layout (enumerations, fixed text) holds it
+in ``Task.prompt`` (a ``PromptStructure``). A YAML task may instead give a plain ``template`` string.
 
 Prompt layout (as in FormatSpread): instruction, blank line, k demonstrations separated by blank
 lines, blank line, the test input ending at the empty output field. With a chat template the

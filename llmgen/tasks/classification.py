@@ -1,8 +1,9 @@
 """Classification tasks for format-sensitivity studies: loaders and small generated tasks.
 
 Each loads as the one ``llmgen.tasks.Task`` (no parallel task type): an instruction, a prompt
-``Layout`` on the task (input fields with descriptors, enumerations, an output field), an answer
-set and labelled documents (field values plus ``label``). The answer set is either fixed class
+structure (``Task.prompt``: the ``Layout`` with input fields, enumerations and an output field, its
+original ``Format``, the answer enumeration), an answer set and labelled documents (field values
+plus ``label``). The answer set is either fixed class
 strings ("positive", "negative") or, for multiple-choice tasks, the numbers of one enumeration's
 items, which depend on the format: option 2 is "B" in one format and "ii" in another, so gold
 answers are computed per format (``llmgen.prompts.render.gold_in``).
