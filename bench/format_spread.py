@@ -112,13 +112,14 @@ def batching(args) -> dict:
     from llmgen.cache import RequestCache
     from llmgen.prompts.format_eval import FormatEvaluator, Scorer
     from llmgen.prompts.formats import sample_formats
+    from llmgen.prompts.render import answers_in, prompt_structure
     from llmgen.recipes.format_spread import split_examples, task_requests
     from llmgen.tasks.classification import load_classification_task
 
     torch.set_num_threads(2)
     task = load_classification_task(args.task, 210, args.seed)
     demos, examples = split_examples(task, args.shots, args.examples, args.seed)
-    formats = sample_formats(task.prompt_layout(), args.formats, seed=args.seed, original=task.original_format)
+    formats = sample_formats(prompt_structure(task).layout, args.formats, seed=args.seed, original=prompt_structure(task).original)
     start = time.perf_counter()
     backend = get_backend("hf", args.model)
     load_s = time.perf_counter() - start
@@ -137,7 +138,7 @@ def batching(args) -> dict:
         cpu[mode].append(time.process_time() - c)
     backend.close()
     out = {"model": args.model, "task": args.task, "formats": len(formats), "examples": len(examples),
-           "shots": args.shots, "pairs": len(formats) * len(examples) * len(task.format_answers(formats[0])),
+           "shots": args.shots, "pairs": len(formats) * len(examples) * len(answers_in(task, formats[0])),
            "load_s": round(load_s, 2),
            "wall_s": {k: round(min(v), 2) for k, v in wall.items()},
            "cpu_s": {k: round(min(v), 2) for k, v in cpu.items()},

@@ -26,6 +26,7 @@ from pathlib import Path
 from llmgen.errors import LlmgenError
 from llmgen.evaluate import EvalConfig
 from llmgen.prompts.formats import sample_formats
+from llmgen.prompts.render import prompt_in, prompt_structure
 from llmgen.prompts.structure import jinja_skeleton, structure_of
 from llmgen.tasks import get_task
 from llmgen.tasks.lmeval import INCLUDE_ENV, format_task, local_task_yaml, task_manager
@@ -79,9 +80,9 @@ def with_rows(name: str, folder: Path) -> str:
         native, original = format_task(get_task(f"lmeval:local_{name}"), cfg)
     except LlmgenError as e:
         return f"refused: {e}"
-    formats = sample_formats(native.prompt_layout(), 3, seed=0, original=original)
+    formats = sample_formats(prompt_structure(native).layout, 3, seed=0, original=original)
     doc = native.docs[0]
-    texts = {native.format_prompt(f, native.demonstrations(doc, native.num_fewshot, 0), doc) for f in formats}
+    texts = {prompt_in(native, f, native.demonstrations(doc, native.num_fewshot, 0), doc) for f in formats}
     return "rows" if len(texts) == 3 else f"refused: {len(texts)} distinct formats"
 
 

@@ -20,7 +20,7 @@ from llmgen.evals.format_spread import (
     prefix_match,
 )
 from llmgen.prompts.formats import Format, load_formats
-from llmgen.prompts.render import answers_in, gold_in
+from llmgen.prompts.render import answers_in, gold_in, prompt_structure
 from llmgen.tasks.classification import load_classification_task
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
@@ -197,7 +197,7 @@ def test_recipe_exhaustive_run_writes_consistent_outputs(tiny_hf, tmp_path):
         assert all(r["prompt"].endswith("\nLarger:") for r in mine) or f["format_id"] != 0
     accs = [f["metrics"]["acc"] for f in entry["formats"]]
     assert entry["spread"] == pytest.approx(max(accs) - min(accs))
-    layout = load_classification_task("comparison", 20).prompt_layout()
+    layout = prompt_structure(load_classification_task("comparison", 20)).layout
     formats = load_formats(out / "formats_comparison.json")
     assert entry["extremes"]["best"]["format"] == formats[entry["best"]].template(layout)
     assert json.loads((out / "results.json").read_text())["format_spread"]["comparison"]["spread"] == entry["spread"]
