@@ -33,7 +33,8 @@ CATALOGUE = Path(lm_eval.__file__).parent / "tasks"
 FAMILIES = {
     "t_mmlu": ("mmlu/default/mmlu_anatomy.yaml", {"test": "mmlu_test.jsonl", "dev": "mmlu_dev.jsonl"},
                "num_fewshot: 2\ntag: []\n"),
-    "t_wmdp": ("wmdp/wmdp_bio.yaml", {"test": "wmdp.jsonl"}, "tag: []\n"),
+    "t_arc_easy": ("arc/arc_easy.yaml", {"train": "arc_easy.jsonl", "validation": "arc_easy.jsonl",
+                                         "test": "arc_easy.jsonl"}, "tag: []\n"),
     "t_hellaswag": ("hellaswag/hellaswag.yaml", {"train": "hellaswag.jsonl", "validation": "hellaswag.jsonl"},
                     "tag: []\n"),
     "t_boolq": ("super_glue/boolq/default.yaml", {"train": "boolq.jsonl", "validation": "boolq.jsonl"}, "tag: []\n"),
@@ -110,9 +111,10 @@ def test_letter_answers_follow_the_numbering(families):
     doc = native.docs[0]
     assert native.format_answers(roman, doc) == ["i", "ii", "iii", "iv"]
     text = native.format_prompt(roman, native.demonstrations(doc, 2, 0), doc)
-    # demonstration 1 (dev row 0) is answered "A" in lm-eval's format, "i" here; its options are (i)..(iv)
-    assert "\n(i) paralysis of the facial muscles.\n(ii) " in text and "\nAnswer: i\n\n" in text
-    assert native.format_gold(doc, roman) == "iv"  # the hyoid bone: option 4
+    # demonstration 1 (dev row 0, the hyoid bone) is answered "D" in lm-eval's format, "iv" here; its
+    # options are (i)..(iv)
+    assert "\n(i) The first pharyngeal arch\n(ii) " in text and "\nAnswer: iv\n\n" in text
+    assert native.format_gold(doc, roman) == "i"  # test row 0 (the facial nerve lesion): option 1
 
 
 def test_python_doc_to_text_is_read_by_alignment(families):
@@ -133,7 +135,8 @@ def test_unreadable_task_refused_naming_the_block(families):
         run_format_eval(cfg, num_formats=3)
     msg = str(e.value)
     assert msg.startswith("--formats cannot vary lm-eval task 't_copa': ") and "\n" not in msg
-    assert "its prompts differ between documents outside their fields" in msg
+    # COPA's validation rows ask for effects: "The man turned on the faucet therefore" shows no value whole
+    assert msg.endswith("none of its document's values appears in its prompt")
 
 
 @pytest.mark.parametrize("name", ["t_mmlu", "t_truthfulqa_mc2", "t_winogrande"])
