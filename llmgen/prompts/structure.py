@@ -135,14 +135,24 @@ def read_source(doc: Mapping, source: object) -> str:
     return str(value)
 
 
-def aligned_skeleton(text: str, doc: Mapping) -> Skeleton:
+def shared_values(docs: Sequence[Mapping]) -> frozenset[str]:
+    """The values every one of two or more documents holds: a constant a task's process_docs adds
+    (TruthfulQA appends "I have no comment." to every document's correct answers, a sentence its
+    fixed primer also holds) cannot tell a field from the template's text, so it stays literal."""
+    if len(docs) < 2:
+        return frozenset()
+    return frozenset.intersection(*(frozenset(c[0] for c in _candidates(d)) for d in docs))
+
+
+def aligned_skeleton(text: str, doc: Mapping, shared: frozenset[str] = frozenset()) -> Skeleton:
     """The slots of one rendered prompt: the document's values found in it, longest first, each
-    at its first place not taken by a longer one (a value inside another stays part of it)."""
+    at its first place not taken by a longer one (a value inside another stays part of it); the
+    ``shared`` values (``shared_values``) are left to the literal text."""
     taken: list[tuple[int, int, Slot]] = []
     used: set[str] = set()
     for value, name, source in sorted(_candidates(doc), key=lambda c: -len(c[0])):
         base = name
-        if base in used:
+        if base in used or value in shared:
             continue
         start = 0
         while (at := text.find(value, start)) >= 0:

@@ -34,6 +34,7 @@ from llmgen.prompts.structure import (
     aligned_skeleton,
     jinja_skeleton,
     same_skeleton,
+    shared_values,
     slot_values,
     structure_of,
 )
@@ -393,7 +394,8 @@ def _skeleton(leaf: Any, docs: Sequence[dict]) -> Skeleton:
     rendered = [leaf.doc_to_text(d) for d in docs]
     if not all(isinstance(r, str) for r in rendered):
         raise LlmgenError("its doc_to_text does not return the prompt text")
-    return same_skeleton([aligned_skeleton(r, d) for r, d in zip(rendered, docs, strict=True)])
+    shared = shared_values(docs)
+    return same_skeleton([aligned_skeleton(r, d, shared) for r, d in zip(rendered, docs, strict=True)])
 
 
 def _gold(leaf: Any, doc: dict, choices: list[str]) -> int:

@@ -40,6 +40,8 @@ FAMILIES = {
     "t_boolq": ("super_glue/boolq/default.yaml", {"train": "boolq.jsonl", "validation": "boolq.jsonl"}, "tag: []\n"),
     "t_truthfulqa_mc1": ("truthfulqa/truthfulqa_mc1.yaml", {"validation": "truthfulqa.jsonl"}, "tag: []\n"),
     "t_truthfulqa_mc2": ("truthfulqa/truthfulqa_mc2.yaml", {"validation": "truthfulqa.jsonl"}, "tag: []\n"),
+    # process_docs appends "I have no comment." (also in the fixed primer) to every document's answers
+    "t_truthfulqa_gen": ("truthfulqa/truthfulqa_gen.yaml", {"validation": "truthfulqa_gen.jsonl"}, "tag: []\n"),
     "t_commonsense_qa": ("commonsense_qa/default.yaml", {"train": "commonsense_qa.jsonl",
                                                          "validation": "commonsense_qa.jsonl"}, ""),
     "t_triviaqa": ("triviaqa/default.yaml", {"train": "triviaqa.jsonl", "validation": "triviaqa.jsonl"},
