@@ -466,7 +466,7 @@ def aligned_structure(texts: Sequence[str], docs: Sequence[Mapping], answer_deli
 
     Prompts with the same values in the same order share their literal text, except where a task
     changes a value a little per document (MNLI appends a period to a hypothesis that lacks one):
-    the text that differs, on the value's line, is part of that value as rendered (``_widened``),
+    the punctuation that differs, next to the value, is part of that value as rendered (``_widened``),
     so the original format gives the same bytes and every format shows that same text. Prompts
     whose option lists differ in length (MMLU-Pro's 3 to 10 options) share one structure whose
     enumeration holds each document's whole list (``_list_enumerations``).
@@ -481,8 +481,10 @@ def aligned_structure(texts: Sequence[str], docs: Sequence[Mapping], answer_deli
 
 def _widened(skeletons: Sequence[Skeleton], render: Callable[[Mapping], str], shared: frozenset[str]) -> Skeleton:
     """The skeleton of prompts whose slots agree: a literal that differs between documents keeps
-    what they share; the part that differs (no line break in it) joins the slot before it (the
-    slot after it for the prompt's first literal), read per document from its rendered prompt."""
+    what they share; the part that differs joins the slot before it (the slot after it for the
+    prompt's first literal), read per document from its rendered prompt. That part must be
+    punctuation glued to the value (a period added or not): a word or a spacing that differs
+    (``Land:`` here, ``Country:`` there) is a template that differs, refused naming it."""
     first = list(skeletons[0])
     lits = [s[0::2] for s in skeletons]
     cuts: dict[int, dict[str, int]] = {}  # slot index -> {"after": common suffix kept, "before": prefix kept}
@@ -501,13 +503,16 @@ def _widened(skeletons: Sequence[Skeleton], render: Callable[[Mapping], str], sh
             first[0] = texts[0][:keep]
         else:
             parts = ["\n"]
-        if any("\n" in p for p in parts):
+        if not all(_PUNCTUATION.fullmatch(p) for p in parts):  # words or spacing: the template differs
             same_skeleton(skeletons)  # the error naming the first difference
         cuts.setdefault(slot_index, {})[side] = keep
     for i, cut in cuts.items():
         slot = first[2 * i + 1]
         first[2 * i + 1] = Slot(slot.name, ("span", slot, i, cut.get("before"), cut.get("after"), render, shared))
     return first
+
+
+_PUNCTUATION = re.compile(r"[^\w\s]*")
 
 
 def _common_prefix(texts: Sequence[str]) -> str:
