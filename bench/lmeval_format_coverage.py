@@ -43,7 +43,8 @@ medmcqa openbookqa lambada_openai mnli qqp mrpc cola wnli wsc273 mmlu_pro_biolog
 # task -> (its lm-eval YAML under lm_eval/tasks, {split: rows file}, extra YAML lines)
 LOCAL = {
     "mmlu_anatomy": ("mmlu/default/mmlu_anatomy.yaml", {"test": "mmlu_test.jsonl", "dev": "mmlu_dev.jsonl"}, "tag: []\n"),
-    "wmdp_bio": ("wmdp/wmdp_bio.yaml", {"test": "wmdp.jsonl"}, "tag: []\n"),
+    "arc_easy": ("arc/arc_easy.yaml", {"train": "arc_easy.jsonl", "validation": "arc_easy.jsonl",
+                                       "test": "arc_easy.jsonl"}, "tag: []\n"),
     "hellaswag": ("hellaswag/hellaswag.yaml", {"train": "hellaswag.jsonl", "validation": "hellaswag.jsonl"}, "tag: []\n"),
     "boolq": ("super_glue/boolq/default.yaml", {"train": "boolq.jsonl", "validation": "boolq.jsonl"}, "tag: []\n"),
     "truthfulqa_mc1": ("truthfulqa/truthfulqa_mc1.yaml", {"validation": "truthfulqa.jsonl"}, "tag: []\n"),
@@ -59,8 +60,9 @@ LOCAL = {
     "logiqa2": ("logiqa2/logiqa2.yaml", {"train": "logiqa2.jsonl", "validation": "logiqa2.jsonl",
                                          "test": "logiqa2.jsonl"}, ""),
     "wsc273": ("wsc273/default.yaml", {"test": "wsc273.jsonl"}, ""),
-    "mmlu_pro_biology": ("mmlu_pro/mmlu_pro_biology.yaml", {"test": "mmlu_pro_test.jsonl",
-                                                            "validation": "mmlu_pro_validation.jsonl"}, "tag: []\n"),
+    # no public repository holds MMLU-Pro's validation (few-shot) rows: zero-shot on real test rows
+    "mmlu_pro_biology": ("mmlu_pro/mmlu_pro_biology.yaml", {"test": "mmlu_pro_test.jsonl"},
+                         "tag: []\nnum_fewshot: 0\nfewshot_split: null\n"),
     "winogrande": ("winogrande/default.yaml", {"train": "winogrande.jsonl", "validation": "winogrande.jsonl"}, ""),
     "copa": ("super_glue/copa/default.yaml", {"train": "copa.jsonl", "validation": "copa.jsonl"}, "tag: []\n"),
     "medmcqa": ("medmcqa/medmcqa.yaml", {"train": "medmcqa.jsonl", "validation": "medmcqa.jsonl"}, ""),

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmgen.errors import LlmgenError
 from llmgen.prompts.formats import NUMBERINGS, WRAPPERS, Enumeration, Field, Format, Layout, Text, number
@@ -64,11 +64,15 @@ class Structure:
     slots: tuple[Slot, ...]
     enumerations: tuple[tuple[str, tuple[str, ...]], ...]  # (enumeration key, slot names of its items)
 
-    def values(self, slot_values: Mapping[str, str]) -> dict:
-        """The layout's values from each slot's text (enumerations as lists)."""
+    def values(self, slot_values: Mapping[str, str | list[str]]) -> dict:
+        """The layout's values from each slot's text (enumerations as lists: an item slot gives one
+        item, a list slot, ``(path, "items")``, all of the document's items)."""
         out: dict = dict(slot_values)
         for key, names in self.enumerations:
-            out[key] = [slot_values[n] for n in names]
+            out[key] = []
+            for n in names:
+                v = slot_values[n]
+                out[key] += v if isinstance(v, list) else [v]
         return out
 
     def enumeration_labels(self, key: str, size: int) -> list[str]:
@@ -123,26 +127,37 @@ def _candidates(doc: Mapping) -> list[tuple[str, str, object]]:
 
 
 def read_source(doc: Mapping, source: object) -> str:
-    """The text of an aligned slot in ``doc`` (see ``_candidates``)."""
+    """The text of an aligned slot in ``doc`` (see ``_candidates``; ``items``: the list's stripped
+    items, the value of an enumeration whose length the document gives)."""
     path, how = source  # type: ignore[misc]
-    value = doc
-    for p in path:
-        value = value[p]
+    value = _at(doc, path)
     if how == "strip":
         return str(value).strip()
     if how in ("join_nl", "join_sp"):
         return ("\n" if how == "join_nl" else " ").join(value)
+    if how == "items":
+        return [str(v).strip() for v in value]  # type: ignore[return-value]
     return str(value)
 
 
-def aligned_skeleton(text: str, doc: Mapping) -> Skeleton:
+def shared_values(docs: Sequence[Mapping]) -> frozenset[str]:
+    """The values every one of two or more documents holds: a constant a task's process_docs adds
+    (TruthfulQA appends "I have no comment." to every document's correct answers, a sentence its
+    fixed primer also holds) cannot tell a field from the template's text, so it stays literal."""
+    if len(docs) < 2:
+        return frozenset()
+    return frozenset.intersection(*(frozenset(c[0] for c in _candidates(d)) for d in docs))
+
+
+def aligned_skeleton(text: str, doc: Mapping, shared: frozenset[str] = frozenset()) -> Skeleton:
     """The slots of one rendered prompt: the document's values found in it, longest first, each
-    at its first place not taken by a longer one (a value inside another stays part of it)."""
+    at its first place not taken by a longer one (a value inside another stays part of it); the
+    ``shared`` values (``shared_values``) are left to the literal text."""
     taken: list[tuple[int, int, Slot]] = []
     used: set[str] = set()
     for value, name, source in sorted(_candidates(doc), key=lambda c: -len(c[0])):
         base = name
-        if base in used:
+        if base in used or value in shared:
             continue
         start = 0
         while (at := text.find(value, start)) >= 0:
@@ -434,7 +449,134 @@ def _slot_text(slot: Slot, doc: Mapping, jinja: Callable[[str, Mapping], str] | 
         if jinja is None:
             raise LlmgenError(f"slot {slot.name!r} needs the template's Jinja")
         return jinja(slot.source, doc)
+    if slot.source[0] == "span":  # type: ignore[index]
+        return _span_text(doc, slot.source)  # type: ignore[arg-type]
     if slot.source[0] == "concat":  # type: ignore[index]
         _, a, lit, b = slot.source  # type: ignore[misc]
         return _slot_text(a, doc, jinja) + lit + _slot_text(b, doc, jinja)
     return read_source(doc, slot.source)
+
+
+# --- the structure every rendered prompt shares ---------------------------------------------------
+
+
+def aligned_structure(texts: Sequence[str], docs: Sequence[Mapping], answer_delimiter: str | None,
+                      render: Callable[[Mapping], str]) -> Structure:
+    """The one structure of each document's rendered prompt (``texts[i]`` = ``render(docs[i])``).
+
+    Prompts with the same values in the same order share their literal text, except where a task
+    changes a value a little per document (MNLI appends a period to a hypothesis that lacks one):
+    the punctuation that differs, next to the value, is part of that value as rendered (``_widened``),
+    so the original format gives the same bytes and every format shows that same text. Prompts
+    whose option lists differ in length (MMLU-Pro's 3 to 10 options) share one structure whose
+    enumeration holds each document's whole list (``_list_enumerations``).
+    """
+    shared = shared_values(docs)
+    skeletons = [aligned_skeleton(t, d, shared) for t, d in zip(texts, docs, strict=True)]
+    names = [[p.name for p in s[1::2]] for s in skeletons]
+    if all(n == names[0] for n in names):
+        return structure_of(_widened(skeletons, render, shared), answer_delimiter)
+    return _list_enumerations(skeletons, docs, answer_delimiter)
+
+
+def _widened(skeletons: Sequence[Skeleton], render: Callable[[Mapping], str], shared: frozenset[str]) -> Skeleton:
+    """The skeleton of prompts whose slots agree: a literal that differs between documents keeps
+    what they share; the part that differs joins the slot before it (the slot after it for the
+    prompt's first literal), read per document from its rendered prompt. That part must be
+    punctuation glued to the value (a period added or not): a word or a spacing that differs
+    (``Land:`` here, ``Country:`` there) is a template that differs, refused naming it."""
+    first = list(skeletons[0])
+    lits = [s[0::2] for s in skeletons]
+    cuts: dict[int, dict[str, int]] = {}  # slot index -> {"after": common suffix kept, "before": prefix kept}
+    for j in range(len(lits[0])):
+        texts = [lt[j] for lt in lits]
+        if all(t == texts[0] for t in texts):
+            continue
+        n_slots = len(first) // 2
+        if j > 0:  # the differing head of the literal joins the slot before it
+            keep = len(_common_suffix(texts))
+            parts, side, slot_index = [t[: len(t) - keep] for t in texts], "after", j - 1
+            first[2 * j] = texts[0][len(texts[0]) - keep:]
+        elif n_slots:
+            keep = len(_common_prefix(texts))
+            parts, side, slot_index = [t[keep:] for t in texts], "before", 0
+            first[0] = texts[0][:keep]
+        else:
+            parts = ["\n"]
+        if not all(_PUNCTUATION.fullmatch(p) for p in parts):  # words or spacing: the template differs
+            same_skeleton(skeletons)  # the error naming the first difference
+        cuts.setdefault(slot_index, {})[side] = keep
+    for i, cut in cuts.items():
+        slot = first[2 * i + 1]
+        first[2 * i + 1] = Slot(slot.name, ("span", slot, i, cut.get("before"), cut.get("after"), render, shared))
+    return first
+
+
+_PUNCTUATION = re.compile(r"[^\w\s]*")
+
+
+def _common_prefix(texts: Sequence[str]) -> str:
+    n = 0
+    while all(len(t) > n and t[n] == texts[0][n] for t in texts):
+        n += 1
+    return texts[0][:n]
+
+
+def _common_suffix(texts: Sequence[str]) -> str:
+    return _common_prefix([t[::-1] for t in texts])[::-1]
+
+
+def _span_text(doc: Mapping, source: tuple) -> str:
+    """A widened slot's text in one document: its value with the literal text around it that this
+    document renders differently (``_widened``)."""
+    _, slot, i, before, after, render, shared = source
+    skeleton = aligned_skeleton(render(doc), doc, shared)
+    if len(skeleton) < 2 * i + 3 or skeleton[2 * i + 1].name != slot.name:
+        raise LlmgenError(f"its prompt of a document does not show value {slot.name!r} where the others do")
+    head = skeleton[2 * i][before:] if before is not None else ""
+    tail = skeleton[2 * i + 2]
+    tail = tail[: len(tail) - after] if after is not None else ""
+    return head + read_source(doc, skeleton[2 * i + 1].source) + tail
+
+
+def _list_enumerations(skeletons: Sequence[Skeleton], docs: Sequence[Mapping], answer_delimiter: str | None) -> Structure:
+    """One structure for prompts that differ only in how many options they list: each document's
+    structure has the same layout and original format, and each enumeration whose items differ is
+    one list field's items, all of them in order; that enumeration then holds the whole list."""
+    structures = [structure_of(s, answer_delimiter) for s in skeletons]
+    first = structures[0]
+    if any(st.layout != first.layout or st.original != first.original for st in structures):
+        same_skeleton(skeletons)
+    lists: dict[str, Slot] = {}
+    sizes: dict[str, set[int]] = {}
+    fixed = {key for key, names in first.enumerations
+             if all(dict(st.enumerations).get(key) == names for st in structures)}  # the same items everywhere
+    for st, doc in zip(structures, docs, strict=True):
+        for key, item_names in st.enumerations:
+            if key in fixed:
+                continue
+            items = [next(s for s in st.slots if s.name == n) for n in item_names]
+            paths = {s.source[0][:-1] if isinstance(s.source, tuple) and s.source[1] == "strip" else None for s in items}
+            path = paths.pop() if len(paths) == 1 else None
+            whole = path is not None and [s.source[0][-1] for s in items] == list(range(len(_at(doc, path))))
+            if not whole:
+                same_skeleton(skeletons)
+            lists[key] = Slot(f"{slot_name('_'.join(map(str, path)))}_items", (path, "items"))
+            sizes.setdefault(key, set()).add(len(items))
+    item_slots = {n for key, names in first.enumerations if key not in fixed for n in names}
+    other = [[s for s in st.slots if s.name not in {n for k, ns in st.enumerations if k not in fixed for n in ns}]
+             for st in structures]
+    if any([s.name for s in o] != [s.name for s in other[0]] for o in other):
+        same_skeleton(skeletons)
+    fields = tuple(replace(e, sizes=tuple(sorted(sizes[e.key], reverse=True))) if isinstance(e, Enumeration)
+                   and e.key in lists else e for e in first.layout.fields)
+    slots = tuple(s for s in first.slots if s.name not in item_slots) + tuple(lists.values())
+    return Structure(replace(first.layout, fields=fields), first.original, slots,
+                     tuple((key, (lists[key].name,) if key in lists else names) for key, names in first.enumerations))
+
+
+def _at(doc: Mapping, path: tuple) -> object:
+    value = doc
+    for p in path:
+        value = value[p]  # type: ignore[index]
+    return value

@@ -36,12 +36,10 @@ from llmgen.prompts.render import (
     prompt_structure,
 )
 from llmgen.prompts.structure import (
-    Skeleton,
     Slot,
     Structure,
-    aligned_skeleton,
+    aligned_structure,
     jinja_skeleton,
-    same_skeleton,
     slot_values,
     structure_of,
 )
@@ -412,18 +410,18 @@ def _jinja(expr: str, doc: dict) -> str:
     return apply_template("{{" + expr + "}}", doc)
 
 
-def _skeleton(leaf: Any, docs: Sequence[dict]) -> Skeleton:
-    """The task's prompt skeleton: its Jinja template's, or the one every document's rendered prompt
-    aligns to (the same for all of them, demonstrations included)."""
+def _structure(leaf: Any, docs: Sequence[dict], answer_delimiter: str | None) -> Structure:
+    """The task's prompt structure: its Jinja template's, or the one every document's rendered prompt
+    aligns to (demonstrations included; see ``aligned_structure``)."""
     if leaf.multiple_input:
-        return list(_CONTEXT)
+        return structure_of(list(_CONTEXT), answer_delimiter)
     text = leaf.config.doc_to_text
     if isinstance(text, str) and "{{" in text and "{%" not in text and "{#" not in text:
-        return jinja_skeleton(text)
+        return structure_of(jinja_skeleton(text), answer_delimiter)
     rendered = [leaf.doc_to_text(d) for d in docs]
     if not all(isinstance(r, str) for r in rendered):
         raise LlmgenError("its doc_to_text does not return the prompt text")
-    return same_skeleton([aligned_skeleton(r, d) for r, d in zip(rendered, docs, strict=True)])
+    return aligned_structure(rendered, docs, answer_delimiter, leaf.doc_to_text)
 
 
 def _gold(leaf: Any, doc: dict, choices: list[str]) -> int:
@@ -483,8 +481,8 @@ def _lmeval_demos(leaf: Any, docs: Sequence[dict], k: int, seed: int) -> list[li
 def _answer_enumeration(st: Structure, docs: Sequence[dict]) -> str | None:
     """The enumeration whose original labels are the choices (MMLU's ``A``..``D``): its answers
     then follow each format's numbering."""
-    for key, names in reversed(st.enumerations):
-        if all(d["choices"] == st.enumeration_labels(key, len(names)) for d in docs):
+    for key, _ in reversed(st.enumerations):
+        if all(d["choices"] == st.enumeration_labels(key, len(d[key])) for d in docs):
             return key
     return None
 
@@ -601,7 +599,7 @@ def format_task(task: Task, config: EvalConfig) -> tuple[Task, Format]:
         raw_demos = _lmeval_demos(leaf, lm_docs, k, config.fewshot_seed)
         if any(leaf.doc_to_text(d, fs.doc_to_text) != leaf.doc_to_text(d) for ds in raw_demos for d in ds):
             raise LlmgenError("its few-shot examples have their own doc_to_text")
-        st = structure_of(_skeleton(leaf, lm_docs + [d for ds in raw_demos for d in ds]), _delimiter(leaf, k))
+        st = _structure(leaf, lm_docs + [d for ds in raw_demos for d in ds], _delimiter(leaf, k))
         docs = [_fields_doc(leaf, st, doc) for doc in lm_docs]
         demos = [[_fields_doc(leaf, st, d, fewshot=True) for d in ds] for ds in raw_demos]
     except LlmgenError as e:

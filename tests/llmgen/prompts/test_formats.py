@@ -37,7 +37,8 @@ from llmgen.tasks.classification import (
     num_options,
 )
 
-FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
+# a real SNI task (allenai/natural-instructions tasks/task363_sst2_polarity_classification.json, trimmed)
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_unformatted" / "task363_sst2_polarity_classification.json"
 TWO = Layout((Field("First number", "first"), Field("Second number", "second")), "Larger")
 MC = Layout((Field("Sentence", "s"), Group("block", (Header("Options"), Enumeration("opts", "Option")))), "Answer")
 ONE = Layout((Field("Review", "review"),), "Sentiment")
@@ -285,12 +286,16 @@ def test_builtin_tasks_are_deterministic_and_balanced():
 
 def test_sni_loader_reads_definition_examples_and_instances():
     task = load_sni_task(FIXTURE)
-    assert task.instruction.startswith("In this task, you are given a short review.")
-    assert classes_of(task) == ("Negative", "Positive")
+    assert task.instruction.startswith("In this task, you are given sentences from movie reviews.")
+    assert classes_of(task) == ("NEG", "POS")
     assert len(task.docs) == 13 and len(task.fewshot_docs) == 2
     assert prompt_structure(task).layout == Layout((Field("Input", "input"),), "Output")
+    assert values(task.docs[0])["input"].startswith("One of the most important and exhilarating forms")
     assert prompt_in(task, Format(), task.fewshot_docs[:1], task.docs[0]).endswith(
-        "Output: Positive\n\nInput: " + values(task.docs[0])["input"] + "\nOutput: ")
+        "Output: POS
+
+Input: " + values(task.docs[0])["input"] + "
+Output: ")
 
 
 def test_sni_loader_rejects_bad_files(tmp_path):

@@ -34,12 +34,15 @@ CATALOGUE = Path(lm_eval.__file__).parent / "tasks"
 FAMILIES = {
     "t_mmlu": ("mmlu/default/mmlu_anatomy.yaml", {"test": "mmlu_test.jsonl", "dev": "mmlu_dev.jsonl"},
                "num_fewshot: 2\ntag: []\n"),
-    "t_wmdp": ("wmdp/wmdp_bio.yaml", {"test": "wmdp.jsonl"}, "tag: []\n"),
+    "t_arc_easy": ("arc/arc_easy.yaml", {"train": "arc_easy.jsonl", "validation": "arc_easy.jsonl",
+                                         "test": "arc_easy.jsonl"}, "tag: []\n"),
     "t_hellaswag": ("hellaswag/hellaswag.yaml", {"train": "hellaswag.jsonl", "validation": "hellaswag.jsonl"},
                     "tag: []\n"),
     "t_boolq": ("super_glue/boolq/default.yaml", {"train": "boolq.jsonl", "validation": "boolq.jsonl"}, "tag: []\n"),
     "t_truthfulqa_mc1": ("truthfulqa/truthfulqa_mc1.yaml", {"validation": "truthfulqa.jsonl"}, "tag: []\n"),
     "t_truthfulqa_mc2": ("truthfulqa/truthfulqa_mc2.yaml", {"validation": "truthfulqa.jsonl"}, "tag: []\n"),
+    # process_docs appends "I have no comment." (also in the fixed primer) to every document's answers
+    "t_truthfulqa_gen": ("truthfulqa/truthfulqa_gen.yaml", {"validation": "truthfulqa_gen.jsonl"}, "tag: []\n"),
     "t_commonsense_qa": ("commonsense_qa/default.yaml", {"train": "commonsense_qa.jsonl",
                                                          "validation": "commonsense_qa.jsonl"}, ""),
     "t_triviaqa": ("triviaqa/default.yaml", {"train": "triviaqa.jsonl", "validation": "triviaqa.jsonl"},
@@ -47,6 +50,14 @@ FAMILIES = {
     "t_bbh": ("bbh/fewshot/boolean_expressions.yaml", {"test": "bbh_boolean_expressions.jsonl"}, "tag: []\n"),
     "t_winogrande": ("winogrande/default.yaml", {"train": "winogrande.jsonl", "validation": "winogrande.jsonl"}, "num_fewshot: 1\n"),
     "t_medmcqa": ("medmcqa/medmcqa.yaml", {"train": "medmcqa.jsonl", "validation": "medmcqa.jsonl"}, ""),
+    # doc_to_text appends a period to a hypothesis that lacks one (dev_matched row 0 lacks one, row 1 has one)
+    "t_mnli": ("glue/mnli/default.yaml", {"train": "mnli.jsonl", "validation_matched": "mnli.jsonl"},
+               "tag: []\nnum_fewshot: 1\n"),
+    # the real test rows list 8, 10 and 9 options; zero-shot (no public validation rows); a short
+    # generation so the CLI test below runs on CPU (the prompt is the catalogue's)
+    "t_mmlu_pro": ("mmlu_pro/mmlu_pro_biology.yaml", {"test": "mmlu_pro_test.jsonl"},
+                   "tag: []\nnum_fewshot: 0\nfewshot_split: null\ngeneration_kwargs:\n  until:\n    - \"Question:\"\n"
+                   "  max_gen_toks: 4\n  do_sample: false\n  temperature: 0.0\n"),
 }
 
 
@@ -111,9 +122,15 @@ def test_letter_answers_follow_the_numbering(families):
     doc = native.docs[0]
     assert answers_in(native, roman, doc) == ["i", "ii", "iii", "iv"]
     text = prompt_in(native, roman, native.demonstrations(doc, 2, 0), doc)
-    # demonstration 1 (dev row 0) is answered "A" in lm-eval's format, "i" here; its options are (i)..(iv)
-    assert "\n(i) paralysis of the facial muscles.\n(ii) " in text and "\nAnswer: i\n\n" in text
-    assert gold_in(native, roman, doc) == "iv"  # the hyoid bone: option 4
+    # demonstration 1 (dev row 0, the hyoid bone) is answered "D" in lm-eval's format, "iv" here; its
+    # options are (i)..(iv)
+    assert "
+(i) The first pharyngeal arch
+(ii) " in text and "
+Answer: iv
+
+" in text
+    assert gold_in(native, roman, doc) == "i"  # test row 0 (the facial nerve lesion): option 1
 
 
 def test_python_doc_to_text_is_read_by_alignment(families):
@@ -128,16 +145,51 @@ def test_python_doc_to_text_is_read_by_alignment(families):
     assert layout.output == "Answer" and native.prompt.answer_key == "options"
 
 
+def test_option_lists_of_different_lengths_share_one_enumeration(families):
+    # MMLU-Pro's real rows list 8, 10 and 9 options: one enumeration holds each document's whole
+    # list; a format varies its wrapper and separator, the letters stay (its metric reads them)
+    from llmgen.prompts.formats import Enumeration, Field, Text
+
+    cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:t_mmlu_pro"], cache=None)
+    native, original = format_task(get_task("lmeval:t_mmlu_pro"), cfg)
+    layout = prompt_structure(native).layout
+    # "Question:\n" has another separator than the output's "Answer: ": it stays fixed text
+    assert layout.fields == (Field("", "question", prefix="Question:\n"), Text("Options:"),
+                             Enumeration("options", sizes=(10, 9, 8)))
+    assert [len(d["options"]) for d in native.docs] == [8, 10, 9]
+    paren = original.replace({"options.wrapper": "(x)", "options.separator": " "})
+    text = prompt_in(native, paren, [], native.docs[1])
+    assert "\n(A) CO2 released by the light-dependent reactions" in text and "\n(J) " in text and "\n(K) " not in text
+    assert "options.numbering" in layout.fixed
+
+
+def test_value_with_a_per_document_change_is_its_rendered_span(families):
+    # MNLI appends "." to a hypothesis without one: the hypothesis value is the text lm-eval renders
+    # ("... the team." either way), and " True, False or Neither?" is the field's fixed suffix
+    from llmgen.prompts.formats import Field
+
+    cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:t_mnli"], cache=None)
+    native, original = format_task(get_task("lmeval:t_mnli"), cfg)
+    fields = prompt_structure(native).layout.fields
+    assert [type(e) for e in fields] == [Field, Field] and fields[1].suffix == " True, False or Neither?"
+    rows = [json.loads(x) for x in (ROWS / "mnli.jsonl").read_text().splitlines()]
+    hyps = [d[fields[1].key] for d in native.docs]
+    for row, hyp in zip(rows, hyps, strict=True):
+        assert hyp == row["hypothesis"].strip() + ("" if row["hypothesis"].strip().endswith(".") else ".")
+    assert {r["hypothesis"].strip().endswith(".") for r in rows} == {True, False}  # both cases occur
+
+
 def test_unreadable_task_refused_naming_the_block(families):
     cfg = EvalConfig(model="/nonexistent/model", tasks=["lmeval:t_copa"], cache=None)
     with pytest.raises(LlmgenError) as e:
         run_format_eval(cfg, num_formats=3)
     msg = str(e.value)
     assert msg.startswith("--formats cannot vary lm-eval task 't_copa': ") and "\n" not in msg
-    assert "its prompts differ between documents outside their fields" in msg
+    # COPA's validation rows ask for effects: "The man turned on the faucet therefore" shows no value whole
+    assert msg.endswith("none of its document's values appears in its prompt")
 
 
-@pytest.mark.parametrize("name", ["t_mmlu", "t_truthfulqa_mc2", "t_winogrande"])
+@pytest.mark.parametrize("name", ["t_mmlu", "t_truthfulqa_mc2", "t_winogrande", "t_mnli", "t_mmlu_pro"])
 def test_cli_formats_run_scores_format_zero_as_the_plain_lmeval_run(families, tiny_model_dir, tmp_path, name):
     # `llmgen eval --tasks lmeval:NAME --formats 3` (HF backend, tiny model, 2 documents): format 0's
     # metrics are the plain `lmeval:` run's (lm-eval's own evaluator), e.g. mc2's probability mass

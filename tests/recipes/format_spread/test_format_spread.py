@@ -23,7 +23,8 @@ from llmgen.prompts.formats import Format, load_formats
 from llmgen.prompts.render import answers_in, gold_in, prompt_structure
 from llmgen.tasks.classification import load_classification_task
 
-FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_task_sentiment.json"
+# a real SNI task (allenai/natural-instructions tasks/task363_sst2_polarity_classification.json, trimmed)
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "sni_unformatted" / "task363_sst2_polarity_classification.json"
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -231,9 +232,11 @@ def test_recipe_on_sni_file_with_task_demonstrations(tiny_hf, tmp_path):
     cfg = load_config(FormatSpreadConfig, None, {"task": str(FIXTURE), "num_formats": 3, "shots": 2,
                                                  "demos_from": "task", "eval.limit": None, "mode": "exhaustive",
                                                  "output_dir": str(tmp_path / "run")})
-    entry = run(cfg, backend=tiny_hf)["format_spread"]["sni_task_sentiment"]
-    assert entry["task"]["num_examples"] == 13 and entry["task"]["classes"] == ["Negative", "Positive"]
-    assert "Output: Positive\n\nInput: The movie was a waste of time.\nOutput: Negative\n\nInput: " in (
+    entry = run(cfg, backend=tiny_hf)["format_spread"]["task363_sst2_polarity_classification"]
+    assert entry["task"]["num_examples"] == 13 and entry["task"]["classes"] == ["NEG", "POS"]
+    # the task's two positive examples are the demonstrations
+    assert ("Output: POS\n\nInput: Here 's yet another studio horror franchise mucking up its storyline with "
+            "glitches casual fans could correct in their sleep .\nOutput: NEG\n\nInput: ") in (
         entry["extremes"]["original"]["example_prompt"])
 
 
