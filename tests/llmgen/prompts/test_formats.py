@@ -292,10 +292,7 @@ def test_sni_loader_reads_definition_examples_and_instances():
     assert prompt_structure(task).layout == Layout((Field("Input", "input"),), "Output")
     assert values(task.docs[0])["input"].startswith("One of the most important and exhilarating forms")
     assert prompt_in(task, Format(), task.fewshot_docs[:1], task.docs[0]).endswith(
-        "Output: POS
-
-Input: " + values(task.docs[0])["input"] + "
-Output: ")
+        "Output: POS\n\nInput: " + values(task.docs[0])["input"] + "\nOutput: ")
 
 
 def test_sni_loader_rejects_bad_files(tmp_path):
