@@ -127,47 +127,54 @@ def check_request_formats(tasks: Sequence[Task], budget: int | None) -> None:
                           f"run {other[0]!r} in its own --formats run")
 
 
+def evaluate_formats(backend, task: Task, num_formats: int, config: EvalConfig, cache,
+                     progress=None) -> tuple[dict[str, Any], list[dict]]:
+    """``task`` in ``num_formats`` formats on ``backend``: ``(format_spread entry, rows)``, the rows of
+    every format tagged ``format_id`` (format 0's are plain ``llmgen eval``'s). Formats are sampled and
+    intervals resampled with ``config.seed``. ``llmgen eval --formats`` and the unlearning recipe's
+    checkpoint evaluations (``eval_formats``) both come here."""
+    layout = request_layout(task)
+    formats = request_formats(task, num_formats, config.seed)
+    per_format, rows_out = [], []
+    for i, fmt in enumerate(formats):
+        agg, rows = evaluate_request_task(backend, format_variant(task, fmt, layout), config, cache, progress)
+        per_format.append((agg, rows, metric_intervals(task, rows, list(agg), config.seed)))
+        rows_out += [{**r, "format_id": i} for r in rows]
+    return request_spread_entry(per_format, formats, layout), rows_out
+
+
 def run_request_format_eval(config: EvalConfig, tasks: Sequence[Task], num_formats: int, budget: int | None = None,
                             backend=None, show_progress: bool = True) -> dict[str, Any]:
     """Every ``requests`` task of ``config`` in ``num_formats`` formats; write the run (see the module
     docstring). ``tasks`` are ``llmgen.evaluate.validate(config)``'s."""
     check_request_formats(tasks, budget)
-    layouts = {t.name: request_layout(t) for t in tasks}
-    sets = {t.name: request_formats(t, num_formats, config.seed) for t in tasks}
     t0 = time.time()
     own = backend is None
     if own:
         backend = get_backend(config.backend, config.model, **config.model_args)
     cache = open_cache(config)
     entries: dict[str, dict] = {}
-    original_rows: list[dict] = []
     all_rows: list[dict] = []
-    results, unc = {}, {}
     try:
         with RunProgress(enabled=show_progress) as progress:
             for task in tasks:
-                per_format = []
-                for i, fmt in enumerate(sets[task.name]):
-                    agg, rows = evaluate_request_task(backend, format_variant(task, fmt, layouts[task.name]),
-                                                      config, cache, progress)
-                    per_format.append((agg, rows, metric_intervals(task, rows, list(agg), config.seed)))
-                    all_rows += [{**r, "format_id": i} for r in rows]
-                entries[task.name] = request_spread_entry(per_format, sets[task.name], layouts[task.name])
-                results[task.name] = per_format[0][0]
-                unc[task.name] = per_format[0][2]
-                original_rows += per_format[0][1]
+                entries[task.name], rows = evaluate_formats(backend, task, num_formats, config, cache, progress)
+                all_rows += rows
         described = backend.describe()
     finally:
         cache.close()
         if own:
             backend.close()
+    original_rows = [{k: v for k, v in r.items() if k != "format_id"} for r in all_rows if r["format_id"] == 0]
     out = results_record(config={**asdict(config), "formats": num_formats, "format_budget": budget},
                          model=config.model, backend=described, seed=config.seed,
-                         timings={"total_s": round(time.time() - t0, 2)}, results=results, uncertainty=unc,
+                         timings={"total_s": round(time.time() - t0, 2)},
+                         results={n: e["formats"][0]["metrics"] for n, e in entries.items()},
+                         uncertainty={n: e["formats"][0]["uncertainty"] for n, e in entries.items()},
                          n_samples={t.name: len(t.docs) for t in tasks}, tasks={t.name: t.describe() for t in tasks},
                          extra={"format_eval": {"num_formats": num_formats, "budget": budget}, "format_spread": entries})
     if config.output_dir:
-        write_request_format_run(config.output_dir, out, original_rows, all_rows, sets, layouts, config)
+        write_request_format_run(config.output_dir, out, original_rows, all_rows, entries, config)
     out["samples"] = original_rows
     return out
 
@@ -211,18 +218,16 @@ def request_spread_entry(per_format: Sequence[tuple[dict, list[dict], dict]], fo
 
 
 def write_request_format_run(run: str | Path, out: dict, original_rows: list[dict], all_rows: list[dict],
-                             sets: dict[str, list[Format | None]], layouts: dict[str, Layout],
-                             config: EvalConfig) -> None:
+                             entries: dict[str, dict], config: EvalConfig) -> None:
     """``config.json``, ``formats_<task>.json`` (format 0 is ``null``: the task's own prompt),
     ``samples.jsonl``, ``format_samples.jsonl``, ``results.json``."""
     run = Path(run)
     atomic_write_json(run / "config.json", out["config"])
-    for name, fmts in sets.items():
-        layout = layouts[name]
+    for name, entry in entries.items():
         atomic_write_json(run / safe_filename(f"formats_{name}.json"), {
-            "layout": layout.to_dict(), "seed": config.seed,
-            "formats": [None if f is None else f.to_dict() for f in fmts],
-            "templates": [ORIGINAL if f is None else f.template(layout) for f in fmts]})
+            "layout": entry["layout"], "seed": config.seed,
+            "formats": [f["attributes"] if f["format_id"] else None for f in entry["formats"]],
+            "templates": [f["format"] for f in entry["formats"]]})
     if config.log_samples:
         atomic_write_jsonl(run / "samples.jsonl", original_rows)
         atomic_write_jsonl(run / "format_samples.jsonl", all_rows)
