@@ -1,6 +1,7 @@
 """``llmgen eval --tasks tofu_forget10 --formats K``: TOFU's metrics per prompt format, on real TOFU rows.
 
-The rows are TOFU's own (``../shared/data/tofu``, the first rows of locuslab/TOFU's files); the
+The rows are TOFU's own (``tests/fixtures/tofu``: the first rows of locuslab/TOFU's files, the files of
+``../shared/data/tofu`` byte for byte); the
 model is the tiny random-init one the other TOFU tests use. Format 0 must be the plain run, request
 for request and metric for metric; the other formats vary only the question's spelling.
 """
@@ -20,9 +21,8 @@ from llmgen.prompts.request_formats import metric_intervals, render_fields, requ
 from llmgen.tasks.tofu import load_eval_sets, tofu_task
 from tests.cli.test_cli import assert_one_error, llmgen
 
-TOFU = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tofu"
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "tofu"
-DATA = TOFU if (TOFU / "forget10_perturbed.json").is_file() else FIXTURE
+DATA = FIXTURE  # TOFU's own first rows, byte for byte the files of ../shared/data/tofu
 K = 3
 
 

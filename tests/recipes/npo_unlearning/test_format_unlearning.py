@@ -1,6 +1,6 @@
 """``eval_formats``: the unlearning recipe scores its start and final models in K question formats.
 
-On TOFU's own rows (``../shared/data/tofu``: forget10, retain90 and the evaluation sets) with the
+On TOFU's own rows (``tests/fixtures/tofu`` = ``../shared/data/tofu``: forget10, retain90 and the evaluation sets) with the
 tiny random-init model standing in for the fine-tuned and the retain-only models.
 """
 
@@ -15,9 +15,8 @@ from llmgen.config import load_config
 from llmgen.errors import LlmgenError
 from llmgen.recipes.npo_unlearning import UnlearnConfig, make_retain_logs, run
 
-TOFU = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tofu"
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "tofu"
-DATA = str(TOFU if (TOFU / "forget10_perturbed.json").is_file() else FIXTURE)
+DATA = str(FIXTURE)  # TOFU's own first rows, byte for byte the files of ../shared/data/tofu
 K = 3
 
 
