@@ -5,11 +5,11 @@ generation requests of its own (the model family's template or the chat template
 question, several answers scored per question), and scores them with its own per-document and corpus
 metrics (``score_outputs``, ``aggregate_rows``). Its prompt format cannot be varied by re-rendering
 the whole prompt, as a task declared as fields is (``llmgen.prompts.render``); what can be varied is
-the text of its input fields before the task builds its requests:
+the text of its input field before the task builds its requests:
 
-- the layout is one ``Field(descriptor, key)`` per ``input_fields`` entry (TOFU: ``Question`` →
-  ``question``) and the output descriptor (``Answer``), varied by the FormatSpread grammar
-  (``llmgen.prompts.formats``: descriptors' casing, separators, the spacing between fields);
+- the layout is the task's one input field, ``Field(descriptor, key)`` (TOFU: ``Question`` →
+  ``question``; a task with several is refused), and the output descriptor (``Answer``), varied by
+  the FormatSpread grammar (``llmgen.prompts.formats``: casing, separators, spacing);
 - format 0 is the task's own prompt: the field values as they are (TOFU's bare question, no
   descriptor), so it reproduces plain ``llmgen eval`` request for request; formats 1.. are the
   grammar's original (``Question: <q>`` newline ``Answer:``) and then sampled formats;
@@ -58,8 +58,11 @@ ORIGINAL = "{}"
 
 
 def request_layout(task: Task) -> Layout:
-    """The grammar's layout of a ``requests`` task's input: one field per ``input_fields`` entry, then
-    the task's output descriptor."""
+    """The grammar's layout of a ``requests`` task's input: its input field, then its output descriptor.
+    One field only: its rendering replaces that field's value inside the task's own template."""
+    if len(task.input_fields) != 1:
+        raise LlmgenError(f"--formats on task {task.name!r}, which builds its own requests, needs exactly one "
+                          f"input field (it has {len(task.input_fields)})")
     return Layout(fields=tuple(Field(d, k) for d, k in task.input_fields), output=task.output_descriptor)
 
 
@@ -72,16 +75,12 @@ def request_formats(task: Task, num_formats: int, seed: int) -> list[Format | No
 
 
 def render_fields(doc: dict, fmt: Format | None, layout: Layout) -> dict:
-    """``doc`` with its input fields replaced by their rendering in ``fmt`` (trailing whitespace
+    """``doc`` with its input field replaced by its rendering in ``fmt`` (trailing whitespace
     removed: the task's own template follows); ``None`` keeps the document as it is."""
     if fmt is None:
         return doc
-    keys = [e.key for e in layout.fields]
-    text = fmt.render(layout, {k: str(doc[k]) for k in keys}).rstrip()
-    if len(keys) == 1:
-        return {**doc, keys[0]: text}
-    # several fields: the whole rendering goes in the first, the others are emptied (rendered there)
-    return {**doc, keys[0]: text, **{k: "" for k in keys[1:]}}
+    key = layout.fields[0].key
+    return {**doc, key: fmt.render(layout, {key: str(doc[key])}).rstrip()}
 
 
 def format_variant(task: Task, fmt: Format | None, layout: Layout) -> Task:
@@ -116,8 +115,8 @@ def metric_intervals(task: Task, rows: Sequence[dict], metrics: Sequence[str], s
 
 
 def check_request_formats(tasks: Sequence[Task], budget: int | None) -> None:
-    """Refuse, before any model loads, what this path cannot do: the bandit, and a run mixing
-    ``requests`` tasks with others (whose formats are spelled by ``llmgen.prompts.render``)."""
+    """Refuse, before any model loads, what this path cannot do: the bandit, a run mixing ``requests``
+    tasks with others (whose formats are spelled by ``llmgen.prompts.render``), several input fields."""
     if budget is not None:
         raise LlmgenError("--format-budget needs a 0/1 outcome per document; a task that builds its own requests "
                           f"({tasks[0].name}) has continuous metrics: use --formats K alone (every format, every document)")
@@ -125,6 +124,8 @@ def check_request_formats(tasks: Sequence[Task], budget: int | None) -> None:
     if other:
         raise LlmgenError(f"--formats runs tasks that build their own requests (TOFU) apart from others: "
                           f"run {other[0]!r} in its own --formats run")
+    for t in tasks:
+        request_layout(t)
 
 
 def evaluate_formats(backend, task: Task, num_formats: int, config: EvalConfig, cache,

@@ -8,6 +8,7 @@ for request and metric for metric; the other formats vary only the question's sp
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -55,6 +56,10 @@ def test_question_formats_on_real_rows():
         assert doc["question"] in varied["question"] and varied["question"] != doc["question"]
         assert {k: v for k, v in varied.items() if k != "question"} == {k: v for k, v in doc.items() if k != "question"}
     assert request_formats(task, 1, seed=0) == [None]
+    two = copy.copy(task)
+    two.input_fields = [("Question", "question"), ("Answer", "answer")]
+    with pytest.raises(LlmgenError, match="needs exactly one input field"):
+        request_layout(two)
 
 
 def test_format_zero_is_the_plain_tofu_run(tiny_model_dir, tofu_env):
