@@ -52,7 +52,7 @@ from llmgen.results import results_record
 from llmgen.tasks import Task
 
 RESAMPLES = 1000
-"""Bootstrap replicates per (format, metric): ``llmgen.evals.stats.summarize``'s default."""
+"""Bootstrap replicates per format (each recomputes every metric): ``llmgen.evals.stats.summarize``'s default."""
 ORIGINAL = "{}"
 """Format 0's template: the task's own prompt (each field's value, unchanged)."""
 
@@ -119,7 +119,7 @@ def check_request_formats(tasks: Sequence[Task], budget: int | None) -> None:
     tasks with others (whose formats are spelled by ``llmgen.prompts.render``), several input fields."""
     if budget is not None:
         raise LlmgenError("--format-budget needs a 0/1 outcome per document; a task that builds its own requests "
-                          f"({tasks[0].name}) has continuous metrics: use --formats K alone (every format, every document)")
+                          f"({next(t.name for t in tasks if t.output_type == 'requests')}) has continuous metrics: use --formats K alone (every format, every document)")
     other = [t.name for t in tasks if t.output_type != "requests"]
     if other:
         raise LlmgenError(f"--formats runs tasks that build their own requests (TOFU) apart from others: "
