@@ -48,6 +48,26 @@ def per_format(entry: dict) -> list[dict]:
             for f in entry["formats"]]
 
 
+def markdown(out: dict) -> str:
+    """The doc page's table: per format, forget probability and ROUGE-L before and after NPO, with
+    their 95% intervals, then the summary over formats."""
+    def cell(v: dict) -> str:
+        return f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+
+    lines = ["| format | template | prob before | prob after | ROUGE-L before | ROUGE-L after |", "|---|---|---|---|---|---|"]
+    for b, a in zip(out["before"]["formats"], out["after"]["formats"], strict=True):
+        template = b["format"].replace("\n", "\\n").replace("\t", "\\t").replace("|", "\\|")
+        lines.append(f"| {b['format_id']} | `{template}` | {cell(b['forget.prob'])} | {cell(a['forget.prob'])} | "
+                     f"{cell(b['forget.rougeL'])} | {cell(a['forget.rougeL'])} |")
+    lines += ["", "| metric | model | original | min | median | max | spread |", "|---|---|---|---|---|---|---|"]
+    for m in METRICS:
+        for stage in ("before", "after"):
+            s = out[stage]["summary"][m]
+            lines.append(f"| {m} | {stage} | {s['original']:.3f} | {s['min']:.3f} | {s['median']:.3f} | "
+                         f"{s['max']:.3f} | {s['spread']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     import torch
 
@@ -71,7 +91,11 @@ def main() -> None:
     p.add_argument("--out", default=None, help="results JSON (default: <runs>/results.json)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the 2-core machine is shared)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--table", default=None, metavar="JSON", help="print the markdown table of a results JSON and exit")
     args = p.parse_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())), end="")
+        return
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     overrides = {"data": args.data, "forget_split": "forget10", "methods": ["npo"], "eval_formats": args.formats,
