@@ -191,6 +191,12 @@ def exhaustive_spread(outcomes: np.ndarray) -> dict:
             "spread": float(acc[best] - acc[worst]), "evaluations": int(np.asarray(outcomes).size)}
 
 
+def spread_summary(values: Sequence[float], original: float) -> dict[str, float]:
+    """One metric over formats: the original format's value, min, median, max, spread (max - min), count."""
+    return {"original": original, "min": min(values), "median": float(np.median(values)),
+            "max": max(values), "spread": max(values) - min(values), "formats": len(values)}
+
+
 # --- atomic perturbations ---------------------------------------------------------------------------
 
 def atomic_perturbations(formats: Sequence[Mapping[str, str]], accuracies: Sequence[float],

@@ -12,7 +12,7 @@ Every random function takes a ``seed`` so that ``results.json`` is reproducible.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -75,10 +75,40 @@ def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples:
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval for the mean: the (1-c)/2 and (1+c)/2 quantiles of resampled means."""
     _check_confidence(confidence)
-    means = bootstrap_means(values, n_resamples, seed)
+    return _percentile_interval(bootstrap_means(values, n_resamples, seed), confidence)
+
+
+def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The (1-c)/2 and (1+c)/2 quantiles of bootstrap replicates (NaN when none is finite)."""
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return float("nan"), float("nan")
     alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def bootstrap_statistic_ci(groups: Sequence[Sequence[int]], statistic: Callable[[np.ndarray], Sequence[float]],
+                           confidence: float = 0.95, n_resamples: int = 1000,
+                           seed: int = 0) -> list[tuple[float, float]]:
+    """Percentile bootstrap intervals of corpus statistics that are not means of per-example values.
+
+    TOFU's forget quality (a KS p-value) and model utility (a harmonic mean of nine set means)
+    cannot be resampled as means (:func:`bootstrap_ci`), so each replicate recomputes them:
+    ``statistic(indices)`` returns one value per statistic for example indices drawn with
+    replacement *within* each of ``groups`` (stratified: every set keeps its size, as TOFU's
+    forget/retain/utility sets are fixed by design). One interval per statistic, in order;
+    replicates where a statistic is undefined (NaN) are dropped from its interval.
+    """
+    _check_confidence(confidence)
+    _check_resamples(n_resamples)
+    arrays = [np.asarray(g, dtype=int) for g in groups if len(g)]
+    if not arrays:
+        raise LlmgenError("bootstrap of a statistic needs at least one example")
+    rng = np.random.default_rng(seed)
+    reps = np.array([np.asarray(statistic(np.concatenate([g[rng.integers(0, g.size, g.size)] for g in arrays])),
+                                dtype=float) for _ in range(n_resamples)])
+    return [_percentile_interval(reps[:, k], confidence) for k in range(reps.shape[1])]
 
 
 def summarize(values: Iterable[float], seed: int = 0, n_resamples: int = 1000,

@@ -25,7 +25,6 @@ original format's metrics under ``results``/``uncertainty``) plus ``format_sprea
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from llmgen.evals.format_spread import (
     check_budget,
     exhaustive_spread,
     max_evaluations,
+    spread_summary,
 )
 from llmgen.evaluate import (
     EvalConfig,
@@ -68,6 +68,7 @@ from llmgen.prompts.render import (  # noqa: F401  (choice_pairs, generation_pro
     scored_context,
     task_layout,
 )
+from llmgen.prompts.request_formats import run_request_format_eval
 from llmgen.results import results_record
 from llmgen.tasks import Task
 from llmgen.tasks.lmeval import format_task
@@ -259,7 +260,7 @@ def spread_entry(evaluator: FormatEvaluator, info: dict, formats: Sequence[Forma
                      "format": formats[i].template(layout), "attributes": formats[i].to_dict(),
                      "metrics": aggs[i] or {}, "pulls": {"correct": succ[i], "examples": cnt[i]}}
                     for i in range(len(formats))],
-        "summary": {m: _summary([aggs[i][m] for i in done], aggs[0][m]) for m in aggs[0]},  # type: ignore[index]
+        "summary": {m: spread_summary([aggs[i][m] for i in done], aggs[0][m]) for m in aggs[0]},  # type: ignore[index]
         "extremes": {"original": pick(0), "best": pick(info["best"]), "worst": pick(info["worst"])},
         "spread": accuracy[info["best"]] - accuracy[info["worst"]],
         "exhaustive_evaluations": len(formats) * num_docs,
@@ -268,11 +269,6 @@ def spread_entry(evaluator: FormatEvaluator, info: dict, formats: Sequence[Forma
         "partial accuracies of the formats the bandit evaluated",
         "example_prompts": [evaluator.rows_of(i)[0]["prompt"] for i in done],
     }
-
-
-def _summary(values: Sequence[float], original: float) -> dict[str, float]:
-    return {"original": original, "min": min(values), "median": float(statistics.median(values)),
-            "max": max(values), "spread": max(values) - min(values), "formats": len(values)}
 
 
 def format_results(config: dict, model: str, backend, seed: int, entries: dict[str, dict],
@@ -355,6 +351,11 @@ def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = N
     if budget is not None and budget < 1:
         raise LlmgenError(f"--format-budget must be >= 1, got {budget}")
     tasks = validate(config) if tasks is None else list(tasks)
+    if any(t.output_type == "requests" for t in tasks):  # TOFU: its fields are varied, it builds its requests
+        out = run_request_format_eval(config, tasks, num_formats, budget, backend, show_progress)
+        if show_progress:
+            print_format_results(out)
+        return out
     originals: dict[str, Format] = {}  # an lm-eval task's own spelling of its fields is its format 0
     if any(t.output_type == "lmeval" for t in tasks):
         converted = {t.name: format_task(t, config) for t in tasks if t.output_type == "lmeval"}

@@ -103,6 +103,10 @@ class UnlearnConfig:
     or a format string, the same for fine-tuning, unlearning and evaluation; ``answer_tag`` puts the
     family's answer tag in the context (``context``, open-unlearning's, the default) or scores it
     with the answer (``scored``, TOFU's); see ``llmgen.tasks.tofu.DEFAULT_ANSWER_TAG`` for why.
+    ``eval_formats`` K > 0 also evaluates the start model and each method's final model in K prompt
+    formats of the question (``llmgen.prompts.request_formats``, as ``llmgen eval --formats K``;
+    format 0 is the plain evaluation; 0, the default: off): a model that forgot in the original
+    format but still answers in another shows it in ``results.json``'s ``format_spread``.
     """
 
     model: str = "default"
@@ -119,6 +123,7 @@ class UnlearnConfig:
     prompt_template: str = DEFAULT_TEMPLATE
     answer_tag: str = DEFAULT_ANSWER_TAG
     synthetic: SyntheticTofuConfig = field(default_factory=SyntheticTofuConfig)  # data=synthetic: its size
+    eval_formats: int = 0
     output_dir: str = "runs/npo_unlearning"
 
     # TOFU decodes greedily, one answer per question: no sampling settings, no batch size.
@@ -157,6 +162,8 @@ class UnlearnConfig:
             raise LlmgenError(f"ds_size must be >= 1, got {self.ds_size}")
         if self.warmup_epochs < 0:
             raise LlmgenError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.eval_formats < 0:
+            raise LlmgenError(f"eval_formats must be >= 0 (0: off), got {self.eval_formats}")
         check_prompt_template(self.prompt_template)
         check_answer_tag(self.answer_tag)
 
@@ -267,6 +274,15 @@ class Evaluator:
         self.described: dict[str, Any] | None = None  # the first eval point's backend
 
     def __call__(self, model, label: str) -> tuple[dict[str, float], list[dict]]:
+        return self._on(model, label, lambda backend: score_task(backend, self.task))
+
+    def formats(self, model, label: str) -> tuple[dict[str, Any], list[dict]]:
+        """The model in ``eval_formats`` question formats: (``format_spread`` entry, rows tagged
+        ``format_id``). Formats are sampled and intervals resampled with seed 0, so the start model,
+        every method and every training seed are scored in the same formats."""
+        return self._on(model, label, lambda backend: score_formats(backend, self.task, self.config.eval_formats))
+
+    def _on(self, model, label: str, score: Callable[[Any], Any]):
         cfg = getattr(model, "config", None)
         use_cache = getattr(cfg, "use_cache", None)
         if cfg is not None:
@@ -274,7 +290,7 @@ class Evaluator:
         backend = self._backend(model, label)
         try:
             self.described = self.described or backend.describe()
-            return score_task(backend, self.task)
+            return score(backend)
         finally:
             backend.close()
             if cfg is not None:
@@ -294,6 +310,17 @@ def score_task(backend, task: TofuTask) -> tuple[dict[str, float], list[dict]]:
 
     return evaluate_task(backend, task, EvalConfig(model=backend.model_name, tasks=[task.name], cache=None),
                          RequestCache(None))
+
+
+def score_formats(backend, task: TofuTask, num_formats: int) -> tuple[dict[str, Any], list[dict]]:
+    """``task`` in ``num_formats`` question formats on ``backend`` (``llmgen eval --formats``' path),
+    without the persistent cache."""
+    from llmgen.cache import RequestCache
+    from llmgen.evaluate import EvalConfig
+    from llmgen.prompts.request_formats import evaluate_formats
+
+    return evaluate_formats(backend, task, num_formats, EvalConfig(model=backend.model_name, tasks=[task.name], cache=None),
+                            RequestCache(None))
 
 
 def _samples(rows: list[dict], method: str, step: int) -> list[dict]:
@@ -402,6 +429,11 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": dump_config(config), "data": source, "ds_size": config.ds_size,
                                "prompt_template": config.prompt_template, "answer_tag": config.answer_tag,
                                "eval_rows": task.describe()["counts"], "start": start, "methods": {}}
+    format_samples: list[dict] = []
+    if config.eval_formats:
+        spread, rows = evaluator.formats(start_model, "start-formats")
+        results["format_spread"] = {f"{task.name}/start": spread}
+        format_samples += _samples(rows, "start", 0)
     # Tokenised once, for every method: the union of the streams the methods read.
     all_streams = training_streams({n for m in config.methods for n in get_method(m).streams}, source,
                                    config.forget_split, tok, config.prompt_template, config.train.max_length,
@@ -425,6 +457,10 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
         results["methods"][method] = {"args": args, "curve": curve, "final": curve[-1], "steps": trained.steps,
                                       "train_seconds": trained.train_seconds,
                                       "losses": [r["loss"] for r in trained.history if "loss" in r]}
+        if config.eval_formats:  # the final model (the curve's last point) in every format
+            spread, rows = evaluator.formats(trained.model, f"{method}-formats")
+            results["format_spread"][f"{task.name}/{method}"] = spread
+            format_samples += _samples(rows, method, trained.steps)
         del net, trained
         if main:
             atomic_write_json(out / "results.json", results)  # partial results survive a later failure
@@ -436,6 +472,8 @@ def run(config: UnlearnConfig) -> dict[str, Any]:
     results["plot"] = plot_curves(results, out / "curve.png")
     atomic_write_json(out / "results.json", results)
     atomic_write_jsonl(out / "samples.jsonl", samples)
+    if format_samples:
+        atomic_write_jsonl(out / "format_samples.jsonl", format_samples)
     atomic_write_text(out / "table.md", markdown_table(results))
     return results
 

@@ -11,6 +11,7 @@ from scipy import stats as sps
 from llmgen.errors import LlmgenError
 from llmgen.evals.stats import (
     bootstrap_ci,
+    bootstrap_statistic_ci,
     is_binary,
     mcnemar,
     mcnemar_counts,
@@ -153,3 +154,18 @@ def test_paired_bootstrap_edge_cases():
     assert sure.p_value == pytest.approx(1 / 1000)
     with pytest.raises(LlmgenError):
         paired_bootstrap([1, 2], [1, 2, 3])
+
+
+def test_bootstrap_statistic_ci_generalises_the_mean_bootstrap():
+    """One group and the mean as the statistic: exactly ``bootstrap_ci`` (same seed, same draws);
+    several groups keep their sizes in every replicate (stratified), and NaN replicates are dropped."""
+    x = np.random.default_rng(1).random(50)
+    assert bootstrap_statistic_ci([range(50)], lambda i: [x[i].mean()], seed=3) == [bootstrap_ci(x, seed=3)]
+    sizes = []
+    bootstrap_statistic_ci([range(0, 3), range(3, 10)], lambda i: sizes.append(
+        (int((i < 3).sum()), int((i >= 3).sum()))) or [0.0], n_resamples=20)
+    assert set(sizes) == {(3, 7)}
+    (lo, hi), (nlo, nhi) = bootstrap_statistic_ci([range(50)], lambda i: [x[i].max(), float("nan")], n_resamples=200)
+    assert lo <= hi <= x.max() and math.isnan(nlo) and math.isnan(nhi)
+    with pytest.raises(LlmgenError, match="at least one example"):
+        bootstrap_statistic_ci([[]], lambda i: [0.0])
