@@ -2,6 +2,7 @@
 
     python bench/overhead.py                                  # bf16 + fp32, default threads + 1, 2 repeats
     python bench/overhead.py --dtypes bfloat16 --threads 0 --repeats 2 --limit 1 --out limit1.json
+    python bench/overhead.py --before /tmp/old-checkout ...   # also "llmgen-before": that checkout's llmgen
 
 The workload: two lm-eval task YAMLs written into a scratch folder with their data, 200 greedy
 generations of at most 16 tokens (3-shot arithmetic, stop at "\\n" / "Question:") and 200 two-choice
@@ -9,7 +10,11 @@ items (the same prompts, the answer against the answer + 1). Each tool runs its 
 a subprocess at its defaults: ``llmgen eval --tasks lmeval:A,lmeval:B --include-path DIR`` (request
 cache on, a fresh one per run) and ``lm_eval --model hf --tasks A,B --include_path DIR
 --log_samples`` (batch size 1, its default), both on the embedded SmolLM2-135M. Runs interleave
-(llmgen, lm-eval, llmgen, ...) so that a shared machine's load falls on both alike.
+(llmgen, lm-eval, llmgen, ...) so that a shared machine's load falls on both alike; ``--before DIR``
+adds a third tool, the llmgen of another checkout (``DIR`` first on ``PYTHONPATH``, its ``cli/``,
+``evals/`` and ``recipes/`` copied under ``DIR/llmgen`` as the installed package has them), in the
+same rotation. ``--warmup`` runs llmgen once at ``--limit 1`` first, untimed, so that the first timed
+run does not pay for ``datasets`` preparing the new data files.
 
 Stages. llmgen's come from its own results.json ``timings`` (tasks and data, model load, cache and
 fingerprint, backend seconds per request kind, writing); the rest of a task's time is lm-eval's task
@@ -175,7 +180,7 @@ def llmgen_cache_dir(scratch: Path) -> Path:
 
 
 def run_one(tool: str, model: str, dtype: str, threads: int, limit: int | None, scratch: Path,
-            include: Path) -> dict:
+            include: Path, before: str | None = None) -> dict:
     out_dir = scratch / f"out-{tool}-{time.time_ns()}"
     stage_file = scratch / "stages.json"
     env = {**os.environ, "OVERHEAD_OUT": str(stage_file), "OVERHEAD_THREADS": str(threads),
@@ -183,7 +188,9 @@ def run_one(tool: str, model: str, dtype: str, threads: int, limit: int | None, 
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     lim = ["--limit", str(limit)] if limit else []
-    if tool == "llmgen":
+    if tool == "llmgen-before":
+        env["PYTHONPATH"] = os.pathsep.join([str(before), *filter(None, [env.get("PYTHONPATH")])])
+    if tool.startswith("llmgen"):
         env["LLMGEN_CACHE"] = str(llmgen_cache_dir(scratch))
         argv = ["eval", "--tasks", f"lmeval:{GEN_TASK},lmeval:{MC_TASK}", "--include-path", str(include),
                 "--model", model, "--model-args", f"dtype={dtype}", "--output-dir", str(out_dir), *lim]
@@ -193,13 +200,13 @@ def run_one(tool: str, model: str, dtype: str, threads: int, limit: int | None, 
                 "--output_path", str(out_dir), *lim]
     load = os.getloadavg()[0]
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--driver", tool, "--", *argv], env=env, cwd=scratch,
+    proc = subprocess.run([sys.executable, __file__, "--driver", tool.split("-before")[0], "--", *argv], env=env, cwd=scratch,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{tool} failed:\n{proc.stderr[-3000:]}")
     raw = json.loads(stage_file.read_text())
-    if tool == "llmgen":
+    if tool.startswith("llmgen"):
         results = json.loads((out_dir / "results.json").read_text())
         stages = llmgen_stages(raw, results, wall)
         metrics = {t: results["results"][f"lmeval:{t}"] for t in (GEN_TASK, MC_TASK)}
@@ -230,7 +237,7 @@ def table(runs: list[dict]) -> str:
                      + ", ".join(f"{r['load_avg_1m']:.1f}" for r in rs) + " |")
     lines.append("")
     for (dtype, th, lim, tool), rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        if tool != "llmgen" or (dtype, th, lim, "lm-eval") not in groups:
+        if not tool.startswith("llmgen") or (dtype, th, lim, "lm-eval") not in groups:
             continue
         ref = groups[(dtype, th, lim, "lm-eval")]
         ratio = (sum(r["wall_s"] for r in ref) / len(ref)) / (sum(r["wall_s"] for r in rs) / len(rs))
@@ -249,6 +256,9 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[0, 1], help="0 = torch's default")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--tools", nargs="+", default=["llmgen", "lm-eval"])
+    ap.add_argument("--before", default=None, help="another checkout's root: its llmgen runs too")
+    ap.add_argument("--warmup", action="store_true", help="one untimed llmgen --limit 1 run first")
+    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", default="overhead.json", help="JSON of every run; the table goes to <out>.md")
     args, rest = ap.parse_known_args()
     if args.driver:
@@ -258,14 +268,17 @@ def main() -> None:
 
     model = resolve_model(args.model)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
+    tools = [*args.tools, *(["llmgen-before"] if args.before else [])]
+    with tempfile.TemporaryDirectory(prefix="overhead-", dir=args.workdir) as tmp:
         scratch = Path(tmp)
         include = write_tasks(scratch, args.n)
+        if args.warmup:
+            run_one("llmgen", model, args.dtypes[0], 0, 1, scratch, include)
         for dtype in args.dtypes:
             for threads in args.threads:
                 for _ in range(args.repeats):
-                    for tool in args.tools:  # interleaved: llmgen, lm-eval, llmgen, lm-eval
-                        r = run_one(tool, model, dtype, threads, args.limit, scratch, include)
+                    for tool in tools:  # interleaved: llmgen, lm-eval, llmgen, lm-eval
+                        r = run_one(tool, model, dtype, threads, args.limit, scratch, include, args.before)
                         print(f"{tool:8} {dtype:9} threads={threads or 'default'} limit={args.limit} "
                               f"wall {r['wall_s']:.1f}s rss {r['peak_rss_mb']:.0f}MB load {r['load_avg_1m']:.1f} "
                               f"{json.dumps({k: round(v, 2) for k, v in r['stages'].items()})} {r['metrics']}",
