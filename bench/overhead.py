@@ -241,7 +241,7 @@ def table(runs: list[dict]) -> str:
             continue
         ref = groups[(dtype, th, lim, "lm-eval")]
         ratio = (sum(r["wall_s"] for r in ref) / len(ref)) / (sum(r["wall_s"] for r in rs) / len(rs))
-        lines.append(f"- {dtype}, threads {th or 'default'}, limit {lim or 'all'}: lm-eval / llmgen wall "
+        lines.append(f"- {dtype}, threads {th or 'default'}, limit {lim or 'all'}: lm-eval / {tool} wall "
                      f"= **{ratio:.2f}x** (mean of {len(rs)} + {len(ref)} runs)")
     return "\n".join(lines)
 
