@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated
 
 import typer
@@ -150,6 +151,7 @@ def register(app: typer.Typer) -> None:
             config.model_args["base_url"] = base_url
         if api_key_env is not None:  # the variable's name, never the key: config.json may hold it
             config.model_args["api_key_env"] = api_key_env
+        started = time.time()
         checked = validate(config)  # every check, and the tasks loaded once, before the run folder is taken
         # A finished run (results.json) is not replaced without --overwrite; an unfinished one (killed)
         # is simply rerun: the request cache makes that a resume. The folder is held (locked) until
@@ -161,7 +163,7 @@ def register(app: typer.Typer) -> None:
                 run_format_eval(config, num_formats=formats, budget=format_budget, tasks=checked)
                 typer.echo(f"wrote {run_dir}/results.json", err=True)
                 return
-            out = run_eval(config, tasks=checked)
+            out = run_eval(config, tasks=checked, started=started)
         from llmgen.sharding import rank
 
         if rank() != 0:  # under torchrun every rank holds the results; one prints them

@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as sps
+
+# scipy.special, not scipy.stats: importing scipy.stats (spatial, sparse, ...) cost every `llmgen eval`
+# about a second of start-up; these are the special functions its t, binom and chi2 evaluate
+from scipy import special
 
 from llmgen.errors import LlmgenError
 
@@ -142,7 +145,7 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float
     if arr.size < 2:
         raise LlmgenError(f"a t interval needs at least 2 runs, got {arr.size}")
     mean = float(arr.mean())
-    half = float(sps.t.ppf((1.0 + confidence) / 2.0, arr.size - 1)) * standard_error(arr)
+    half = float(special.stdtrit(arr.size - 1, (1.0 + confidence) / 2.0)) * standard_error(arr)
     return mean, mean - half, mean + half
 
 
@@ -225,10 +228,10 @@ def mcnemar_counts(b: int, c: int, exact: bool | None = None) -> McNemarResult:
         exact = n < EXACT_MCNEMAR_BELOW
     if exact:
         k = min(b, c)
-        p = min(1.0, 2.0 * float(sps.binom.cdf(k, n, 0.5)))
+        p = min(1.0, 2.0 * float(special.bdtr(k, n, 0.5)))
         return McNemarResult(b, c, float(k), p, "exact")
     stat = (abs(b - c) - 1.0) ** 2 / n if abs(b - c) >= 1 else 0.0
-    return McNemarResult(b, c, float(stat), float(sps.chi2.sf(stat, 1)), "chi2")
+    return McNemarResult(b, c, float(stat), float(special.chdtrc(1, stat)), "chi2")
 
 
 def is_binary(values: Iterable[float]) -> bool:

@@ -35,6 +35,12 @@ class RequestCache:
             self._db = _open(self.path)
         self.hits = 0
         self.misses = 0
+        #: wall seconds spent through this cache, for results.json ``timings``: "cache" (keys, the
+        #: model fingerprint, lookups and commits) and one entry per request kind (the backend's work)
+        self.seconds: dict[str, float] = {}
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         if self._db is None or not keys:

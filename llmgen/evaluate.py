@@ -365,11 +365,13 @@ def evaluate_tasks(backend: Backend, tasks: Sequence[Task], config: EvalConfig, 
 
 
 def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: bool = True,
-             tasks: Sequence[Task] | None = None) -> dict[str, Any]:
+             tasks: Sequence[Task] | None = None, started: float | None = None) -> dict[str, Any]:
     """Evaluate every task; write ``config.json``, ``results.json``, ``samples.jsonl`` to the run folder.
 
     ``tasks``: the ones ``validate(config)`` returned, when the caller validated first (``llmgen eval``
-    does, to fail before the run folder is taken); else they are validated here."""
+    does, to fail before the run folder is taken); else they are validated here. ``started``: when
+    the caller began validating, so ``timings.tasks_data_s`` counts that time too."""
+    t_start = time.time() if started is None else started
     tasks = validate(config) if tasks is None else list(tasks)
     t0 = time.time()
     own_backend = backend is None
@@ -381,7 +383,9 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
     t_load = time.time() - t0
     cache = open_cache(config)
     backend, cache = sharding.shard(backend, cache)  # each rank scores a slice; every rank gets all results
-    timings = {"load_s": round(t_load, 2)}
+    # stages (docs/benchmarks.md, bench/overhead.py): tasks and data, model load, per task, and within
+    # the tasks the cache (keys, fingerprint, lookups) and the backend's seconds per request kind
+    timings = {"tasks_data_s": round(t0 - t_start, 2), "load_s": round(t_load, 2)}
     try:
         with RunProgress(enabled=show_progress) as progress:  # stderr: stdout holds only the results
             results, unc, all_rows, task_times = evaluate_tasks(backend, tasks, config, cache, progress)
@@ -392,16 +396,20 @@ def run_eval(config: EvalConfig, backend: Backend | None = None, show_progress: 
         cache.close()
         if own_backend and backend is not None:
             backend.close()
+    timings.update({f"{stage}_requests_s" if stage != "cache" else "cache_s": round(v, 2)
+                    for stage, v in sorted(cache.seconds.items())})
     timings["total_s"] = round(time.time() - t0, 2)
     out = results_record(config=asdict(config), model=config.model, backend=described, seed=config.seed,
                          timings=timings, cache=cache_stats, results=results, uncertainty=unc,
                          n_samples={t.name: len(t.docs) for t in tasks}, tasks={t.name: t.describe() for t in tasks})
     if config.output_dir and sharding.rank() == 0:  # rank 0 alone writes
+        t_write = time.time()
         run = Path(config.output_dir)
         mark_run(run)  # a library run is an llmgen run folder too: a later command may resume or replace it
         atomic_write_json(run / "config.json", asdict(config))
         if config.log_samples:
             atomic_write_jsonl(run / "samples.jsonl", all_rows)
+        timings["write_s"] = round(time.time() - t_write, 2)  # results.json itself: the only write after
         atomic_write_json(run / "results.json", out)
     out["samples"] = all_rows
     return out

@@ -13,6 +13,7 @@ fingerprint out and an in-memory model is never hashed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -63,48 +64,58 @@ class CachedBackend:
         settings = per_request(sampling, len(prompts))
         self.backend.check_options(settings)
         texts = [self.backend.request_prompt(p) for p in prompts]  # text, or messages for a chat server
+        t0 = time.perf_counter()
         keys = [self.key("generate", sampling=s.to_dict(),
                          **({"prompt_ids": list(t.ids)} if isinstance(t, TokenPrompt) else {"prompt": t}))
                 for t, s in zip(texts, settings, strict=True)]
+        self.cache.add_seconds("cache", time.perf_counter() - t0)
 
         def compute(idx: list[int]) -> list[list[dict]]:
             outs = self.backend.generate([texts[i] for i in idx], [settings[i] for i in idx])
             return [[c.to_dict() for c in comps] for comps in outs]
 
-        return [[Completion(**c) for c in comps] for comps in self._through(keys, compute, on_batch)]
+        return [[Completion(**c) for c in comps] for comps in self._through("generate", keys, compute, on_batch)]
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]], on_batch: Progress = None) -> list[LoglikelihoodResult]:
+        t0 = time.perf_counter()
         keys = [self.key("loglikelihood", pair=list(p)) for p in pairs]
+        self.cache.add_seconds("cache", time.perf_counter() - t0)
 
         def compute(idx: list[int]) -> list[dict]:
             return [asdict(r) for r in self.backend.loglikelihood([pairs[i] for i in idx])]
 
-        return [LoglikelihoodResult(**r) for r in self._through(keys, compute, on_batch)]
+        return [LoglikelihoodResult(**r) for r in self._through("loglikelihood", keys, compute, on_batch)]
 
     def loglikelihood_tokens(self, pairs: Sequence[tuple[list[int], list[int]]],
                              on_batch: Progress = None) -> list[LoglikelihoodResult]:
         """Already tokenised (context ids, continuation ids) pairs, for callers that tokenise themselves (lm-eval)."""
         pairs = [(list(c), list(x)) for c, x in pairs]
+        t0 = time.perf_counter()
         keys = [self.key("loglikelihood_tokens", ctx=c, cont=x) for c, x in pairs]
+        self.cache.add_seconds("cache", time.perf_counter() - t0)
 
         def compute(idx: list[int]) -> list[dict]:
             return [asdict(r) for r in self.backend.loglikelihood_tokens([pairs[i] for i in idx])]
 
-        return [LoglikelihoodResult(**r) for r in self._through(keys, compute, on_batch)]
+        return [LoglikelihoodResult(**r) for r in self._through("loglikelihood", keys, compute, on_batch)]
 
     def loglikelihood_rolling(self, texts: Sequence[str], on_batch: Progress = None) -> list[RollingResult]:
+        t0 = time.perf_counter()
         keys = [self.key("loglikelihood_rolling", text=t) for t in texts]
+        self.cache.add_seconds("cache", time.perf_counter() - t0)
 
         def compute(idx: list[int]) -> list[dict]:
             return [asdict(r) for r in self.backend.loglikelihood_rolling([texts[i] for i in idx])]
 
-        return [RollingResult(**r) for r in self._through(keys, compute, on_batch)]
+        return [RollingResult(**r) for r in self._through("loglikelihood_rolling", keys, compute, on_batch)]
 
-    def _through(self, keys: list[str], compute: Callable[[list[int]], list], on_batch: Progress) -> list:
+    def _through(self, kind: str, keys: list[str], compute: Callable[[list[int]], list], on_batch: Progress) -> list:
         """Values of ``keys``: cached ones looked up, missing ones computed and committed batch by batch.
 
-        Repeated keys (the same request twice) are computed once.
+        Repeated keys (the same request twice) are computed once. The seconds spent computing go to
+        the cache's ``seconds[kind]``, lookups and commits to ``seconds["cache"]`` (results.json timings).
         """
+        t0 = time.perf_counter()
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         todo: list[int] = []
         seen = set(found)
@@ -114,10 +125,16 @@ class CachedBackend:
                 seen.add(k)
         if on_batch:
             on_batch(len(keys) - len(todo))
+        self.cache.add_seconds("cache", time.perf_counter() - t0)
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start : start + self.batch_size]
-            new = dict(zip((keys[i] for i in idx), compute(idx), strict=True))
+            t0 = time.perf_counter()
+            values = compute(idx)
+            t1 = time.perf_counter()
+            new = dict(zip((keys[i] for i in idx), values, strict=True))
             self.cache.put_many(new)
+            self.cache.add_seconds(kind, t1 - t0)
+            self.cache.add_seconds("cache", time.perf_counter() - t1)
             found.update(new)
             if on_batch:
                 on_batch(len(idx))

@@ -16,11 +16,13 @@ the same model and dtype give the same numbers as ``lm_eval --model hf``.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmgen.errors import LlmgenError
@@ -94,19 +96,92 @@ def include_path() -> list[str] | None:
 
 
 _MANAGERS: dict[tuple, Any] = {}
+CATALOGUE_INDEX_VERSION = 1  # bump when the stored form of the catalogue index changes
+
+
+def _catalogue_index() -> dict[str, Any]:
+    """lm-eval's index of its own catalogue (``TaskIndex.build`` over ``lm_eval/tasks``: name → Entry),
+    read from llmgen's cache when the catalogue's files are the ones it was built from.
+
+    Building it parses ~14,000 YAML files: 5-8 s on a quiet 2-core machine, most of a short run's
+    fixed cost, paid by every ``lmeval:`` run and ``llmgen tasks``. The key is the lm-eval version and
+    every YAML file's path, size and mtime (one ``os.walk``, well under a second), so an upgraded or
+    edited catalogue is indexed again. Stored as JSON (name, kind, file, tags; no code to run on
+    reading): an entry with a file is built from that file by lm-eval's factory, its parsed config
+    is not needed, so it is not kept; an entry without one (a tag) keeps its config.
+    """
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    import lm_eval.tasks
+    from lm_eval.tasks._index import Entry, Kind, TaskIndex
+
+    from llmgen.io import atomic_write_text
+    from llmgen.models import cache_dir
+
+    root = Path(lm_eval.tasks.__file__).parent
+    h = hashlib.sha256(f"{CATALOGUE_INDEX_VERSION}:{version('lm_eval')}:{root}".encode())
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            if f.endswith(".yaml"):
+                st = os.stat(os.path.join(folder, f))
+                h.update(f"{folder}/{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    stored = cache_dir() / "lmeval" / f"catalogue-index-{h.hexdigest()[:20]}.json"
+    try:
+        rows = json.loads(stored.read_text())
+        return {k: Entry(name=n, kind=Kind[kind], yaml_path=Path(p) if p else None, cfg=cfg, tags=set(tags))
+                for k, n, kind, p, tags, cfg in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    index = TaskIndex.build([root])
+    try:
+        atomic_write_text(stored, json.dumps([[k, e.name, e.kind.name, str(e.yaml_path) if e.yaml_path else None,
+                                               sorted(e.tags), None if e.yaml_path else e.cfg]
+                                              for k, e in index.items()]))
+    except (OSError, TypeError, ValueError):
+        pass  # an unwritable cache or an entry JSON cannot hold: index again next time
+    return index
+
+
+def _manager(include: list[str]):
+    """``TaskManager(include_path=include)``, the catalogue's part of its index from
+    ``_catalogue_index``: the same index (defaults first, then the include folders, which override
+    with lm-eval's warning), built in a fraction of the time."""
+    from collections import defaultdict
+    from itertools import chain
+
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    tm = TaskManager(include_path=include or None, include_defaults=False)  # indexes the include folders
+    index = dict(_catalogue_index())
+    for name, entry in tm._index.items():  # TaskIndex.build's merge of a later path
+        if name in index:
+            logging.getLogger("lm_eval.tasks._index").warning(
+                "Task '%s' from %s overrides existing task from %s", name, entry.yaml_path, index[name].yaml_path)
+        index[name] = entry
+    buckets = defaultdict(list)
+    for k, e in index.items():
+        buckets[e.kind].append(k)
+    # TaskManager.__init__'s fields, from the merged index
+    tm._index = index
+    tm._all_tasks = sorted(index)
+    tm._all_subtasks = sorted(chain.from_iterable(buckets[k] for k in {Kind.TASK, Kind.PY_TASK}))
+    tm._all_groups = sorted(buckets[Kind.GROUP])
+    tm._all_tags = sorted(buckets[Kind.TAG])
+    return tm
 
 
 def task_manager():
-    """lm-eval's TaskManager over its catalogue plus the include path (built once per process)."""
+    """lm-eval's TaskManager over its catalogue plus the include path (built once per process, its
+    catalogue index read from llmgen's cache: ``_catalogue_index``)."""
     _require()
-    import logging
-
-    from lm_eval.tasks import TaskManager
-
     key = tuple(include_path() or ())
     if key not in _MANAGERS:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-        _MANAGERS[key] = TaskManager(include_path=list(key) or None)
+        _MANAGERS[key] = _manager(list(key))
     return _MANAGERS[key]
 
 
@@ -372,10 +447,20 @@ def run_lmeval(lm, names: list[str], config: EvalConfig | None = None, *, limit:
     if config is not None:
         limit, num_fewshot, apply_chat_template, seed, fewshot_seed = (
             config.limit, config.num_fewshot, config.apply_chat_template, config.seed, config.fewshot_seed)
-    return evaluator.simple_evaluate(
-        model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
-        task_manager=task_manager(), apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=bool(apply_chat_template), verbosity="WARNING", **lmeval_seeds(seed, fewshot_seed))
+    # lm-eval's add_env_info runs torch's collect_env (pip, nvidia-smi, lscpu: 1-3 s of subprocesses)
+    # for results["pretty_env_info"], which llmgen does not keep (results.json records its own versions)
+    add_env_info, evaluator.add_env_info = evaluator.add_env_info, _no_env_info
+    try:
+        return evaluator.simple_evaluate(
+            model=lm, tasks=names, num_fewshot=num_fewshot, limit=limit, log_samples=True, bootstrap_iters=0,
+            task_manager=task_manager(), apply_chat_template=apply_chat_template,
+            fewshot_as_multiturn=bool(apply_chat_template), verbosity="WARNING", **lmeval_seeds(seed, fewshot_seed))
+    finally:
+        evaluator.add_env_info = add_env_info
+
+
+def _no_env_info(storage: dict) -> None:
+    """Stands for lm-eval's ``add_env_info`` inside ``run_lmeval``: nothing llmgen reads."""
 
 
 def evaluate_lmeval_task(backend: Backend, task: Task, config: EvalConfig, cache: RequestCache) -> tuple[dict[str, float], list[dict]]:
