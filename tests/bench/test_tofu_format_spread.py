@@ -23,7 +23,7 @@ def driver():
 def test_table_of_the_committed_figures(driver):
     """Every format of the committed run is one row, before and after, with its interval; the
     summary rows are the JSON's."""
-    out = json.loads((ROOT / "docs" / "benchmarks" / "tofu_format_spread_rows4.json").read_text())
+    out = json.loads((ROOT / "docs" / "benchmarks" / "tofu_format_spread_rows8.json").read_text())
     table = driver.markdown(out)
     assert table.count("\n| ") == out["num_formats"] + 1 + 4  # formats, summary header, 2 metrics x 2 models
     first = out["before"]["formats"][0]
