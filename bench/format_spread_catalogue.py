@@ -38,7 +38,9 @@ TASKS: dict[str, tuple[str, dict[str, str], str, int]] = {
     "gsm8k": ("gsm8k/gsm8k.yaml", {"train": "gsm8k_train.jsonl", "test": "gsm8k_test.jsonl"}, "tag: []\n", 20),
     "bbh_fewshot_boolean_expressions": ("bbh/fewshot/boolean_expressions.yaml",
                                         {"test": "bbh_boolean_expressions.jsonl"}, "tag: []\n", 50),
-    "logiqa": ("logiqa/logiqa.yaml", {"test": "logiqa_test.jsonl"}, "", 40),
+    # lm-eval opens every split its config names (train, validation, test); LogiQA is 0-shot and
+    # evaluates test, so the other two only need to exist: the same file
+    "logiqa": ("logiqa/logiqa.yaml", {s: "logiqa_test.jsonl" for s in ("train", "validation", "test")}, "", 40),
 }
 
 

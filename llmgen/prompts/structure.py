@@ -36,6 +36,7 @@ value joins the answer with the layout's spacing, which must then be that delimi
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -162,21 +163,38 @@ def aligned_skeleton(text: str, doc: Mapping) -> Skeleton:
     return [*out, text[pos:]]
 
 
-def same_skeleton(skeletons: Sequence[Skeleton]) -> Skeleton:
-    """The one skeleton all documents share; a one-line error naming the first difference."""
-    first = skeletons[0]
+def fills(skeleton: Skeleton, text: str, doc: Mapping) -> bool:
+    """True when ``skeleton``'s slots filled with ``doc``'s values (``read_source``) give ``text``."""
+    try:
+        return "".join(p if isinstance(p, str) else read_source(doc, p.source) for p in skeleton) == text
+    except (KeyError, IndexError, TypeError):
+        return False
 
-    def shape(s: Skeleton) -> list:
-        return [p if isinstance(p, str) else ("slot", p.name) for p in s]
 
-    for i, s in enumerate(skeletons[1:], 1):
-        if shape(s) != shape(first):
-            a, b = shape(first), shape(s)
-            j = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-            x, y = (a[j] if j < len(a) else "<end>"), (b[j] if j < len(b) else "<end>")
-            raise LlmgenError(f"its prompts differ between documents outside their fields (document 0 has {x!r} "
-                              f"where document {i} has {y!r})")
-    return first
+def same_skeleton(skeletons: Sequence[Skeleton], texts: Sequence[str] | None = None,
+                  docs: Sequence[Mapping] | None = None) -> Skeleton:
+    """The one skeleton all documents share; a one-line error naming the first difference.
+
+    With the rendered ``texts`` and their ``docs``, the skeleton is the one most documents align to,
+    and a document aligned otherwise still shares it when filling it with its values gives its text
+    byte for byte: alignment takes each value's first free place, which can be the wrong one when a
+    value also spells the literal text (LogiQA's options ``A.``, ``B.``: ``A. A.\nB. B.``)."""
+
+    def shape(s: Skeleton) -> tuple:
+        return tuple(p if isinstance(p, str) else ("slot", p.name) for p in s)
+
+    shapes = [shape(s) for s in skeletons]
+    counts = Counter(shapes)
+    ref = max(range(len(shapes)), key=lambda i: (counts[shapes[i]], -i)) if texts is not None else 0
+    for i, b in enumerate(shapes):
+        if b == shapes[ref] or (texts is not None and docs is not None and fills(skeletons[ref], texts[i], docs[i])):
+            continue
+        a = shapes[ref]
+        j = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        x, y = (a[j] if j < len(a) else "<end>"), (b[j] if j < len(b) else "<end>")
+        raise LlmgenError(f"its prompts differ between documents outside their fields (document {ref} has {x!r} "
+                          f"where document {i} has {y!r})")
+    return skeletons[ref]
 
 
 # --- reading the literal text ---------------------------------------------------------------------

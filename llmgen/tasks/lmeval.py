@@ -393,7 +393,7 @@ def _skeleton(leaf: Any, docs: Sequence[dict]) -> Skeleton:
     rendered = [leaf.doc_to_text(d) for d in docs]
     if not all(isinstance(r, str) for r in rendered):
         raise LlmgenError("its doc_to_text does not return the prompt text")
-    return same_skeleton([aligned_skeleton(r, d) for r, d in zip(rendered, docs, strict=True)])
+    return same_skeleton([aligned_skeleton(r, d) for r, d in zip(rendered, docs, strict=True)], rendered, docs)
 
 
 def _gold(leaf: Any, doc: dict, choices: list[str]) -> int:
