@@ -36,6 +36,7 @@ value joins the answer with the layout's spacing, which must then be that delimi
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -177,21 +178,54 @@ def aligned_skeleton(text: str, doc: Mapping, shared: frozenset[str] = frozenset
     return [*out, text[pos:]]
 
 
-def same_skeleton(skeletons: Sequence[Skeleton]) -> Skeleton:
-    """The one skeleton all documents share; a one-line error naming the first difference."""
-    first = skeletons[0]
+def fills(skeleton: Skeleton, text: str, doc: Mapping) -> bool:
+    """True when ``skeleton``'s slots filled with ``doc``'s values (``read_source``) give ``text``."""
+    try:
+        return "".join(p if isinstance(p, str) else read_source(doc, p.source) for p in skeleton) == text
+    except (KeyError, IndexError, TypeError):
+        return False
 
-    def shape(s: Skeleton) -> list:
-        return [p if isinstance(p, str) else ("slot", p.name) for p in s]
 
-    for i, s in enumerate(skeletons[1:], 1):
-        if shape(s) != shape(first):
-            a, b = shape(first), shape(s)
-            j = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-            x, y = (a[j] if j < len(a) else "<end>"), (b[j] if j < len(b) else "<end>")
-            raise LlmgenError(f"its prompts differ between documents outside their fields (document 0 has {x!r} "
-                              f"where document {i} has {y!r})")
-    return first
+def _shape(s: Skeleton) -> tuple:
+    return tuple(p if isinstance(p, str) else ("slot", p.name) for p in s)
+
+
+def _majority(skeletons: Sequence[Skeleton]) -> int:
+    """The index of the first skeleton of the shape most documents align to."""
+    shapes = [_shape(s) for s in skeletons]
+    counts = Counter(shapes)
+    return max(range(len(shapes)), key=lambda i: (counts[shapes[i]], -i))
+
+
+def refit(skeletons: Sequence[Skeleton], texts: Sequence[str], docs: Sequence[Mapping]) -> list[Skeleton]:
+    """Each document aligned otherwise than most takes the majority's skeleton when filling it with
+    its values gives its text byte for byte: alignment takes each value's first free place, which can
+    be the wrong one when a value also spells the literal text (LogiQA's options ``A.``, ``B.``:
+    ``A. A.\nB. B.``)."""
+    ref = skeletons[_majority(skeletons)]
+    return [ref if _shape(s) != _shape(ref) and fills(ref, t, d) else s
+            for s, t, d in zip(skeletons, texts, docs, strict=True)]
+
+
+def same_skeleton(skeletons: Sequence[Skeleton], texts: Sequence[str] | None = None,
+                  docs: Sequence[Mapping] | None = None) -> Skeleton:
+    """The one skeleton all documents share; a one-line error naming the first difference.
+
+    With the rendered ``texts`` and their ``docs``, the skeleton is the one most documents align to
+    and documents aligned otherwise are ``refit`` to it first."""
+    ref = 0
+    if texts is not None and docs is not None:
+        ref, skeletons = _majority(skeletons), refit(skeletons, texts, docs)
+    shapes = [_shape(s) for s in skeletons]
+    for i, b in enumerate(shapes):
+        if b == shapes[ref]:
+            continue
+        a = shapes[ref]
+        j = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        x, y = (a[j] if j < len(a) else "<end>"), (b[j] if j < len(b) else "<end>")
+        raise LlmgenError(f"its prompts differ between documents outside their fields (document {ref} has {x!r} "
+                          f"where document {i} has {y!r})")
+    return skeletons[ref]
 
 
 # --- reading the literal text ---------------------------------------------------------------------
@@ -472,7 +506,7 @@ def aligned_structure(texts: Sequence[str], docs: Sequence[Mapping], answer_deli
     enumeration holds each document's whole list (``_list_enumerations``).
     """
     shared = shared_values(docs)
-    skeletons = [aligned_skeleton(t, d, shared) for t, d in zip(texts, docs, strict=True)]
+    skeletons = refit([aligned_skeleton(t, d, shared) for t, d in zip(texts, docs, strict=True)], texts, docs)
     names = [[p.name for p in s[1::2]] for s in skeletons]
     if all(n == names[0] for n in names):
         return structure_of(_widened(skeletons, render, shared), answer_delimiter)
