@@ -609,7 +609,9 @@ def _descriptor_spelling(stop: str, layout: Layout, original: Format, fmt: Forma
         tail = core[len(spelled):]
         if tail == sep and sep != sep.rstrip():  # "Question: " (the separator's whitespace included)
             return lead + fmt.case(name) + new_sep
-        if tail == sep.rstrip():  # "Question:" (the visible part; a whitespace separator: the descriptor)
+        if tail == sep.rstrip():  # "Question:": the separator's visible part
+            if tail and not new_sep.strip():  # fmt's separator is whitespace: the descriptor at a line start
+                return lead + ("" if "\n" in lead else "\n") + fmt.case(name)
             return lead + fmt.case(name) + new_sep.rstrip()
         if not tail:  # "Question" alone
             return lead + fmt.case(name)
@@ -623,10 +625,13 @@ def format_stops(stops: Sequence[str], layout: Layout, original: Format, fmt: Fo
     start in the task's own format (lm-eval's gsm8k: ``until: ["Question:", ...]``). In a format that
     writes ``QUESTION::`` the model starts its made-up next example that way, so the original stops
     never fire and every response runs to the token limit. Each stop that is the original spelling of
-    a descriptor of ``layout`` (an input field's, a header's or the output's; casing + separator,
-    the separator whole, without its trailing whitespace, or left out) followed at most by leading
-    whitespace (``"\n\nProblem:"``) gets ``fmt``'s spelling of the same part added; stops that spell no
-    descriptor (EOS texts, ``"\n\n"``) are kept as they are.
+    a descriptor of ``layout`` (an input field's, a header's or the output's: casing + separator,
+    the separator whole, without its trailing whitespace, or left out), after leading whitespace
+    (``"\\n\\nProblem:"``, kept), gets ``fmt``'s spelling of the same part added. Where ``fmt``'s
+    separator is whitespace only, the stop for ``Question:`` is the descriptor at the start of a line
+    (``"\\nquestion"``): the word alone would cut a response that writes "the question is", and each
+    example of a prompt starts on a new line. Stops that spell no descriptor (EOS texts, ``"\\n\\n"``)
+    are kept as they are.
 
     The original stops are kept too (supplemented, not replaced): every format then stops wherever
     the original format stops (a model that falls back to ``Question:`` is cut as format 0 would
