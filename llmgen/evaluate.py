@@ -133,9 +133,11 @@ def open_cache(config: EvalConfig) -> RequestCache:
     return RequestCache(cache_dir() / "requests.sqlite" if config.cache == "auto" else config.cache)
 
 
-def cached_generate(backend: Backend, prompts: Sequence[str], sampling: SamplingConfig, cache: RequestCache,
-                    chunk: int | None = None, on_chunk: Callable[[int], None] | None = None) -> list[list[dict]]:
-    """Generate through the cache (``CachedBackend``); per prompt, its completions as dicts.
+def cached_generate(backend: Backend, prompts: Sequence[str], sampling: SamplingConfig | Sequence[SamplingConfig],
+                    cache: RequestCache, chunk: int | None = None,
+                    on_chunk: Callable[[int], None] | None = None) -> list[list[dict]]:
+    """Generate through the cache (``CachedBackend``); per prompt, its completions as dicts
+    (``sampling``: one setting, or one per prompt).
 
     ``chunk`` caps the requests per backend call; the backend's batch size caps it too, so the
     cache commits (and ``on_chunk`` moves) at least once per batch.

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llmgen.backends import get_backend
+from llmgen.backends import SamplingConfig, get_backend
 from llmgen.display import print_table, work_progress
 from llmgen.errors import LlmgenError
 from llmgen.evals.format_spread import (
@@ -55,7 +55,7 @@ from llmgen.evaluate import (
     validate,
 )
 from llmgen.io import atomic_write_json, atomic_write_jsonl, safe_filename
-from llmgen.prompts.formats import Format, Layout, sample_formats, save_formats
+from llmgen.prompts.formats import Format, Layout, format_stops, sample_formats, save_formats
 from llmgen.prompts.render import (  # noqa: F401  (choice_pairs, generation_prompt, scored_context: re-exported)
     answers_in,
     choice_pairs,
@@ -102,6 +102,9 @@ Row = dict[str, Any]
 class Scorer:
     """What turns requests into rows: the backend, the cache, the sampling, and the one scorer.
 
+    ``sampling`` is one setting for every request or one per format (``arm``): a task's stop strings
+    are spelled per format (``format_stops``), so each format stops where its own next example starts.
+
     Every score comes from the per-document scoring functions of ``llmgen.tasks.scoring`` (the
     filters, the metric registry, pass@k), the code plain ``llmgen eval`` scores with. An eval task's
     evaluator passes the runner's own row builders (``generation_row(request, prompt, completions)``,
@@ -123,6 +126,10 @@ class Scorer:
     generation_row: Callable[[Request, str, list[dict]], Row] | None = None
     choice_row: Callable[[Request, str, list[dict]], Row] | None = None
     on_progress: Callable[[float], None] | None = None
+
+    def sampling_of(self, arm: int) -> Any:
+        """The generation settings of format ``arm``."""
+        return self.sampling[arm] if isinstance(self.sampling, list | tuple) else self.sampling
 
     def score_generation(self, r: Request, prompt: str, comps: list[dict]) -> Row:
         if self.generation_row is not None:
@@ -159,8 +166,8 @@ def score_requests(requests: Sequence[Request], scorer: Scorer) -> list[dict]:
         if scorer.sampling is None:
             raise LlmgenError("generation requests need sampling settings")
         prompts = [generation_prompt(r.text, scorer.backend, scorer.chat) for r in generated]
-        outs = cached_generate(scorer.backend, prompts, scorer.sampling, scorer.cache, chunk=ONE_CALL,
-                               on_chunk=scorer.on_progress)
+        outs = cached_generate(scorer.backend, prompts, [scorer.sampling_of(r.arm) for r in generated], scorer.cache,
+                               chunk=ONE_CALL, on_chunk=scorer.on_progress)
         for r, prompt, comps in zip(generated, prompts, outs, strict=True):
             rows[id(r)] = scorer.score_generation(r, prompt, comps)
     # the target is the request's gold in its own format (an enumerated task's answers follow the format)
@@ -258,7 +265,8 @@ def spread_entry(evaluator: FormatEvaluator, info: dict, formats: Sequence[Forma
         **info,
         "formats": [{"format_id": i, "original": i == 0, "evaluated": aggs[i] is not None,
                      "format": formats[i].template(layout), "attributes": formats[i].to_dict(),
-                     "metrics": aggs[i] or {}, "pulls": {"correct": succ[i], "examples": cnt[i]}}
+                     "metrics": aggs[i] or {}, "pulls": {"correct": succ[i], "examples": cnt[i]},
+                     **({"stop": list(evaluator.scorer.sampling_of(i).stop)} if evaluator.scorer.sampling else {})}
                     for i in range(len(formats))],
         "summary": {m: spread_summary([aggs[i][m] for i in done], aggs[0][m]) for m in aggs[0]},  # type: ignore[index]
         "extremes": {"original": pick(0), "best": pick(info["best"]), "worst": pick(info["worst"])},
@@ -331,11 +339,20 @@ def task_evaluator(backend, task: Task, config: EvalConfig, cache, formats: Sequ
         return Request(arm, i, text, task.target_of(doc), tuple(task.choices_of(doc)), task.gold_index(doc))
 
     ks = ks_for(config) if "pass@k" in task.metrics else []
-    scorer = Scorer(backend, cache, task.name, sampling=None if ranked else task_sampling(backend, task, config),
+    scorer = Scorer(backend, cache, task.name, sampling=None if ranked else format_samplings(backend, task, config, formats),
                     chat=config.apply_chat_template,
                     generation_row=lambda r, prompt, comps: generation_row(task, r.doc_id, prompt, comps, ks),
                     choice_row=lambda r, context, scores: choice_row(task, r.doc_id, context, scores))
     return FormatEvaluator(request, scorer)
+
+
+def format_samplings(backend, task: Task, config: EvalConfig, formats: Sequence[Format]) -> list[SamplingConfig]:
+    """A generation task's sampling in each format: its own (``task_sampling``) with its stop strings
+    spelled in that format (``format_stops``: the original's kept, the format's spelling of a
+    descriptor added), so format 0 stops exactly as plain ``llmgen eval`` and lm-eval do."""
+    base = task_sampling(backend, task, config)
+    st = prompt_structure(task)
+    return [replace(base, stop=format_stops(base.stop, st.layout, st.original, f)) for f in formats]
 
 
 def run_format_eval(config: EvalConfig, num_formats: int, budget: int | None = None, backend=None,

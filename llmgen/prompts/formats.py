@@ -594,6 +594,58 @@ def build_prompt(fmt: Format, layout: Layout, instruction: str,
     return "\n\n".join(blocks)
 
 
+def _descriptor_spelling(stop: str, layout: Layout, original: Format, fmt: Format) -> str | None:
+    """``stop`` spelled in ``fmt`` when it is the original format's spelling of a descriptor (see
+    ``format_stops``), else None."""
+    core = stop.lstrip()
+    if not core:
+        return None
+    lead, sep, new_sep = stop[:len(stop) - len(core)], original["separator"], fmt["separator"]
+    names = [e.descriptor for e in walk(layout.fields) if isinstance(e, Field | Header) and e.descriptor]
+    for name in names + ([layout.output] if layout.output else []):
+        spelled = original.case(name)
+        if not core.startswith(spelled):
+            continue
+        tail = core[len(spelled):]
+        if tail == sep and sep != sep.rstrip():  # "Question: " (the separator's whitespace included)
+            return lead + fmt.case(name) + new_sep
+        if tail == sep.rstrip():  # "Question:": the separator's visible part
+            if tail and not new_sep.strip():  # fmt's separator is whitespace: the descriptor at a line start
+                return lead + ("" if "\n" in lead else "\n") + fmt.case(name)
+            return lead + fmt.case(name) + new_sep.rstrip()
+        if not tail:  # "Question" alone
+            return lead + fmt.case(name)
+    return None
+
+
+def format_stops(stops: Sequence[str], layout: Layout, original: Format, fmt: Format) -> tuple[str, ...]:
+    """The stop strings of a task written for its ``original`` format, for a run in ``fmt``.
+
+    A generation task stops where the model starts the next example, and its stops spell that
+    start in the task's own format (lm-eval's gsm8k: ``until: ["Question:", ...]``). In a format that
+    writes ``QUESTION::`` the model starts its made-up next example that way, so the original stops
+    never fire and every response runs to the token limit. Each stop that is the original spelling of
+    a descriptor of ``layout`` (an input field's, a header's or the output's: casing + separator,
+    the separator whole, without its trailing whitespace, or left out), after leading whitespace
+    (``"\\n\\nProblem:"``, kept), gets ``fmt``'s spelling of the same part added. Where ``fmt``'s
+    separator is whitespace only, the stop for ``Question:`` is the descriptor at the start of a line
+    (``"\\nquestion"``): the word alone would cut a response that writes "the question is", and each
+    example of a prompt starts on a new line. Stops that spell no descriptor (EOS texts, ``"\\n\\n"``)
+    are kept as they are.
+
+    The original stops are kept too (supplemented, not replaced): every format then stops wherever
+    the original format stops (a model that falls back to ``Question:`` is cut as format 0 would
+    cut it), so formats differ by their spelling alone, and ``fmt == original`` gives ``stops``
+    unchanged, byte for byte (lm-eval's own ``until`` for format 0).
+    """
+    out = list(stops)
+    for stop in stops:
+        spelled = _descriptor_spelling(stop, layout, original, fmt)
+        if spelled is not None and spelled not in out:
+            out.append(spelled)
+    return tuple(out)
+
+
 # --- parsing raw text in a layout's original format --------------------------------------------------
 
 _MARK = "\x00{}\x00"

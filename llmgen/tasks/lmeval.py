@@ -261,7 +261,9 @@ def check_fewshot(tasks: Sequence[Task], k: int) -> None:
 def generation_settings(gen_kwargs: dict, tokenizer: Any, seed: int = 0):
     """A task's ``generation_kwargs`` as HFLM reads them (``normalize_gen_kwargs`` with HFLM's default
     of 256 new tokens, the EOS text added to ``until``), as one llmgen ``SamplingConfig``: the one
-    reading for ``lmeval:`` runs and ``--formats`` on them, so both send the backend the same request."""
+    reading for ``lmeval:`` runs and ``--formats`` on them, so both send the backend the same request
+    (format 0; another format adds its own spelling of the stops that spell a descriptor:
+    ``llmgen.prompts.formats.format_stops``)."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
     from llmgen.backends import SamplingConfig

@@ -245,6 +245,14 @@ def test_generate_until_format_zero_is_lm_evals_context(lmeval_env, tiny_hf, tin
         answer = f["format"].split("{}")[-2]  # what precedes the answer in this format, e.g. "\nANSWER - "
         assert prompt != samples[0]["arguments"][0][0] and prompt.endswith(answer.rstrip())
         assert prompt.count(answer.rstrip()) == shots + 1, (f["format"], prompt)
+        # each format's stops: lm-eval's until (format 0's, EOS text added) plus its own spelling of
+        # the descriptor the next question starts with; the backend got them (no response holds one)
+        assert f["stop"][:len(entry["formats"][0]["stop"])] == entry["formats"][0]["stop"]
+        own = [s for s in f["stop"] if s not in entry["formats"][0]["stop"]]
+        assert all(("\n" + prompt).count(s) == shots + 1 for s in own), (f["format"], own)
+        assert not any(s in resp for r in rows if r["format_id"] == f["format_id"] for resp in r["responses"]
+                       for s in f["stop"])
+    assert entry["formats"][0]["stop"][:len(leaf.config.generation_kwargs["until"])] == leaf.config.generation_kwargs["until"]
 
 
 def test_generate_until_scored_by_the_tasks_own_filters_and_metric(lmeval_env):
