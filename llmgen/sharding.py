@@ -88,6 +88,14 @@ class PassThroughCache:
         return self.cache.path
 
     @property
+    def seconds(self) -> dict[str, float]:
+        return self.cache.seconds
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        """Stage timings (``results.json`` ``timings``) go to the real cache's ledger."""
+        self.cache.add_seconds(stage, seconds)
+
+    @property
     def hits(self) -> int:
         return sum(h for h, _ in self.sharded.rank_stats)
 

@@ -99,14 +99,15 @@ _MANAGERS: dict[tuple, Any] = {}
 CATALOGUE_INDEX_VERSION = 1  # bump when the stored form of the catalogue index changes
 
 
-def _catalogue_index() -> dict[str, Any]:
+def _catalogue_index(store: bool = True) -> dict[str, Any]:
     """lm-eval's index of its own catalogue (``TaskIndex.build`` over ``lm_eval/tasks``: name → Entry),
     read from llmgen's cache when the catalogue's files are the ones it was built from.
 
     Building it parses ~14,000 YAML files: 5-8 s on a quiet 2-core machine, most of a short run's
     fixed cost, paid by every ``lmeval:`` run and ``llmgen tasks``. The key is the lm-eval version and
     every YAML file's path, size and mtime (one ``os.walk``, well under a second), so an upgraded or
-    edited catalogue is indexed again. Stored as JSON (name, kind, file, tags; no code to run on
+    edited catalogue is indexed again (``store=False``: read, never written, for listing commands,
+    which leave the cache as they found it). Stored as JSON (name, kind, file, tags; no code to run on
     reading): an entry with a file is built from that file by lm-eval's factory, its parsed config
     is not needed, so it is not kept; an entry without one (a tag) keeps its config.
     """
@@ -136,6 +137,8 @@ def _catalogue_index() -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     index = TaskIndex.build([root])
+    if not store:
+        return index
     try:
         atomic_write_text(stored, json.dumps([[k, e.name, e.kind.name, str(e.yaml_path) if e.yaml_path else None,
                                                sorted(e.tags), None if e.yaml_path else e.cfg]
@@ -145,7 +148,7 @@ def _catalogue_index() -> dict[str, Any]:
     return index
 
 
-def _manager(include: list[str]):
+def _manager(include: list[str], store: bool = True):
     """``TaskManager(include_path=include)``, the catalogue's part of its index from
     ``_catalogue_index``: the same index (defaults first, then the include folders, which override
     with lm-eval's warning), built in a fraction of the time."""
@@ -156,7 +159,7 @@ def _manager(include: list[str]):
     from lm_eval.tasks._index import Kind
 
     tm = TaskManager(include_path=include or None, include_defaults=False)  # indexes the include folders
-    index = dict(_catalogue_index())
+    index = dict(_catalogue_index(store))
     for name, entry in tm._index.items():  # TaskIndex.build's merge of a later path
         if name in index:
             logging.getLogger("lm_eval.tasks._index").warning(
@@ -174,14 +177,14 @@ def _manager(include: list[str]):
     return tm
 
 
-def task_manager():
+def task_manager(store: bool = True):
     """lm-eval's TaskManager over its catalogue plus the include path (built once per process, its
-    catalogue index read from llmgen's cache: ``_catalogue_index``)."""
+    catalogue index read from llmgen's cache: ``_catalogue_index``; ``store=False``: not written there)."""
     _require()
     key = tuple(include_path() or ())
     if key not in _MANAGERS:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-        _MANAGERS[key] = _manager(list(key))
+        _MANAGERS[key] = _manager(list(key), store)
     return _MANAGERS[key]
 
 
@@ -197,7 +200,7 @@ def local_task_yaml(task: str, catalogue_yaml: str | os.PathLike, data_files: di
 
 def list_lmeval_tasks(pattern: str | None = None) -> list[str]:
     """lm-eval task and group names (``lmeval:`` prefixed) containing ``pattern``."""
-    names = task_manager().all_tasks
+    names = task_manager(store=False).all_tasks  # a listing writes nothing
     return [PREFIX + n for n in names if pattern is None or pattern.lower() in n.lower()]
 
 
@@ -237,6 +240,9 @@ class LmevalTask(Task):
     seeds: dict[str, int] = dc_field(default_factory=dict)
     leaves: list = dc_field(default_factory=list, repr=False)
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **({"seeds": dict(self.seeds)} if self.seeds else {})}
+
 
 def check_fewshot(tasks: Sequence[Task], k: int) -> None:
     """``--num-fewshot k`` against each lm-eval task's pool of demonstrations (its few-shot split,
@@ -253,9 +259,6 @@ def check_fewshot(tasks: Sequence[Task], k: int) -> None:
             if k > pool:
                 raise LlmgenError(f"--num-fewshot {k}: lm-eval task {leaf.config.task!r} has {max(pool, 0)} "
                                   "demonstrations to draw from")
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **({"seeds": dict(self.seeds)} if self.seeds else {})}
 
 
 def generation_settings(gen_kwargs: dict, tokenizer: Any, seed: int = 0):
